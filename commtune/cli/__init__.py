@@ -1,0 +1,52 @@
+"""The ``commtune`` command line: one module per sub-command.
+
+Each command module exposes ``register(subparsers)`` which adds its parser and
+sets ``func(args) -> int``. A :class:`~commtune.errors.CommtuneError` becomes a
+one-line message on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from commtune import __version__
+from commtune.errors import CommtuneError
+
+# Sub-command modules, in the order ``commtune --help`` lists them.
+COMMANDS = [
+    "commtune.cli.models_cmd",
+    "commtune.cli.presets_cmd",
+    "commtune.cli.simulate_cmd",
+    "commtune.cli.profile_model_cmd",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="commtune", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"commtune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CommtuneError as exc:
+        print(f"commtune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("commtune: interrupted", file=sys.stderr)
+        return 130
