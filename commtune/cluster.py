@@ -1,0 +1,255 @@
+"""Cluster descriptions: topology, links, per-stream caps and compute device.
+
+A :class:`ClusterSpec` is built from a named preset (``commtune/data/
+clusters.yaml``), from flags (``--bw 32gbit --nodes 16``) or from a cluster
+file (a hand-written description or the calibration file written by
+``commtune probe``). All rates are bytes/s, all times seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from commtune.errors import CommtuneError, did_you_mean
+from commtune.units import format_bandwidth, format_time, parse_bandwidth, parse_duration
+
+CLUSTER_FORMAT = "commtune-cluster/1"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A data-parallel cluster as the simulator sees it.
+
+    ``per_stream_Bps`` is the most one flow (stream / communicator) reaches;
+    ``math.inf`` means a single flow can fill the link. ``launch_overhead_s``
+    is paid per collective call per stream; ``coord_msg_s`` is the cost of one
+    control message handled by a rank-0 coordinator.
+    """
+
+    nodes: int = 16
+    gpus_per_node: int = 8
+    inter_bw_Bps: float = 4e9
+    per_stream_Bps: float = math.inf
+    inter_latency_s: float = 30e-6
+    intra_bw_Bps: float = 130e9
+    intra_latency_s: float = 5e-6
+    launch_overhead_s: float = 10e-6
+    coord_msg_s: float = 5e-6
+    device: str = "V100"
+    name: str = "custom"
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("nodes", "gpus_per_node"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise CommtuneError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("inter_bw_Bps", "per_stream_Bps", "intra_bw_Bps"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not v > 0:
+                raise CommtuneError(f"{name} must be a positive rate in bytes/s, got {v!r}")
+        for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
+                raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    def describe(self) -> str:
+        cap = "" if math.isinf(self.per_stream_Bps) else f", {format_bandwidth(self.per_stream_Bps)} per stream"
+        return (
+            f"{self.nodes}x{self.gpus_per_node} {self.device}, {format_bandwidth(self.inter_bw_Bps)} "
+            f"per node{cap}, alpha {format_time(self.inter_latency_s)} ({self.name})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("meta")
+        if math.isinf(d["per_stream_Bps"]):
+            d["per_stream_Bps"] = None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "cluster") -> "ClusterSpec":
+        """Build from a mapping; accepts ``*_Bps``/``*_s`` numbers or strings
+        such as ``inter_bw: 32gbit``, ``inter_latency: 30us``."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"meta"}
+        aliases = {
+            "inter_bw": ("inter_bw_Bps", parse_bandwidth),
+            "bw": ("inter_bw_Bps", parse_bandwidth),
+            "per_stream": ("per_stream_Bps", parse_bandwidth),
+            "intra_bw": ("intra_bw_Bps", parse_bandwidth),
+            "inter_latency": ("inter_latency_s", parse_duration),
+            "latency": ("inter_latency_s", parse_duration),
+            "intra_latency": ("intra_latency_s", parse_duration),
+            "launch_overhead": ("launch_overhead_s", parse_duration),
+            "coord_msg": ("coord_msg_s", parse_duration),
+        }
+        kwargs: dict[str, Any] = {}
+        meta = {}
+        for key, value in d.items():
+            if key in ("format", "description", "fit", "measurements", "provenance", "intra"):
+                meta[key] = value
+                continue
+            if key in aliases:
+                target, parse = aliases[key]
+                kwargs[target] = math.inf if value is None else parse(value, what=f"{where}: {key}")
+            elif key in known:
+                if key == "per_stream_Bps" and value is None:
+                    value = math.inf
+                kwargs[key] = value
+            else:
+                raise CommtuneError(
+                    f"{where}: unknown key {key!r}; accepted: {', '.join(sorted(known | set(aliases)))}"
+                )
+        if "intra" in d and d["intra"] is not None:
+            ib, il = intra_preset(str(d["intra"]))
+            kwargs.setdefault("intra_bw_Bps", ib)
+            kwargs.setdefault("intra_latency_s", il)
+        try:
+            return cls(meta=meta, **kwargs)
+        except CommtuneError as exc:
+            raise CommtuneError(f"{where}: {exc}") from None
+        except TypeError as exc:
+            raise CommtuneError(f"{where}: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def _preset_data() -> dict[str, Any]:
+    text = resources.files("commtune.data").joinpath("clusters.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def preset_names() -> list[str]:
+    return list(_preset_data()["networks"])
+
+
+def intra_preset(name: str) -> tuple[float, float]:
+    """Return (bandwidth bytes/s, latency s) of an intra-node preset."""
+    intra = _preset_data()["intra"]
+    if name not in intra:
+        raise CommtuneError(
+            f"unknown intra-node preset {name!r}{did_you_mean(name, list(intra))}; choose one of: {', '.join(intra)}"
+        )
+    p = intra[name]
+    return parse_bandwidth(p["bw"]), parse_duration(p["latency"])
+
+
+def intra_preset_names() -> list[str]:
+    return list(_preset_data()["intra"])
+
+
+def preset(name: str, nodes: int = 16, gpus_per_node: int = 8) -> ClusterSpec:
+    """A named network preset at the given size."""
+    nets = _preset_data()["networks"]
+    if name not in nets:
+        raise CommtuneError(
+            f"unknown cluster preset {name!r}{did_you_mean(name, list(nets))}; choose one of: {', '.join(nets)}"
+        )
+    d = dict(nets[name])
+    d.update(nodes=nodes, gpus_per_node=gpus_per_node, name=name)
+    return ClusterSpec.from_dict(d, where=f"preset {name}")
+
+
+def preset_for_bandwidth(bw_Bps: float) -> str | None:
+    """The first preset whose link rate equals ``bw_Bps`` (so ``--bw 32gbit``
+    picks up the 32 Gbit/s VPC's per-stream cap), or None."""
+    for name, d in _preset_data()["networks"].items():
+        if math.isclose(parse_bandwidth(d["inter_bw"]), bw_Bps, rel_tol=1e-9):
+            return name
+    return None
+
+
+def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
+    """Read a cluster description or calibration file (YAML or JSON)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise CommtuneError(f"cannot read cluster file {str(p)!r}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise CommtuneError(f"cluster file {str(p)!r} is not valid YAML/JSON: {first}") from None
+    if not isinstance(data, dict):
+        raise CommtuneError(f"cluster file {str(p)!r} must hold a mapping of keys such as inter_bw, nodes")
+    fmt = data.get("format", CLUSTER_FORMAT)
+    if fmt != CLUSTER_FORMAT:
+        raise CommtuneError(f"cluster file {str(p)!r} has format {fmt!r}; this commtune reads {CLUSTER_FORMAT!r}")
+    data = dict(data)
+    if "preset" in data:
+        base = preset(str(data.pop("preset")), int(data.get("nodes", 16)), int(data.get("gpus_per_node", 8)))
+        merged = base.to_dict()
+        merged.update(data)
+        data = merged
+    data.setdefault("name", p.stem)
+    return ClusterSpec.from_dict(data, where=f"cluster file {str(p)!r}")
+
+
+def save_cluster_file(spec: ClusterSpec, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Write a cluster file atomically (``extra`` e.g. the calibration fit)."""
+    from commtune.io import atomic_write_text
+
+    d = {"format": CLUSTER_FORMAT, **spec.to_dict(), **(extra or {})}
+    atomic_write_text(path, yaml.safe_dump(d, sort_keys=False))
+
+
+def make_cluster(
+    *,
+    cluster: str | None = None,
+    bw: str | None = None,
+    nodes: int | None = None,
+    gpus_per_node: int | None = None,
+    per_stream: str | None = None,
+    latency: str | None = None,
+    intra: str | None = None,
+    device: str | None = None,
+) -> ClusterSpec:
+    """Build the cluster from CLI-style options.
+
+    ``cluster`` is a preset name or a file. ``bw`` alone picks the preset with
+    that link rate (and so its per-stream cap), else a plain link with no cap.
+    ``per_stream='none'`` removes a cap. Explicit options override the base.
+    """
+    if cluster and (os.path.sep in cluster or Path(cluster).suffix in (".yaml", ".yml", ".json") or Path(cluster).exists()):
+        base = load_cluster_file(cluster)
+    elif cluster:
+        base = preset(cluster)
+    elif bw is not None:
+        bw_Bps = parse_bandwidth(bw, what="--bw")
+        name = preset_for_bandwidth(bw_Bps)
+        base = preset(name) if name else dataclasses.replace(ClusterSpec(), inter_bw_Bps=bw_Bps, name=f"custom-{bw}")
+    else:
+        base = preset("vpc-32gbit")
+    changes: dict[str, Any] = {}
+    if bw is not None:
+        changes["inter_bw_Bps"] = parse_bandwidth(bw, what="--bw")
+    if nodes is not None:
+        changes["nodes"] = nodes
+    if gpus_per_node is not None:
+        changes["gpus_per_node"] = gpus_per_node
+    if per_stream is not None:
+        changes["per_stream_Bps"] = (
+            math.inf if str(per_stream).lower() in ("none", "off", "inf") else parse_bandwidth(per_stream, what="--per-stream")
+        )
+    if latency is not None:
+        changes["inter_latency_s"] = parse_duration(latency, what="--latency")
+    if intra is not None:
+        changes["intra_bw_Bps"], changes["intra_latency_s"] = intra_preset(intra)
+    if device is not None:
+        from commtune.devices import get_device
+
+        changes["device"] = get_device(device).name
+    return dataclasses.replace(base, **changes) if changes else base

@@ -1,0 +1,196 @@
+"""The one definition of every communication knob.
+
+Each :class:`Knob` says name, type, unit, default and valid range. The CLI
+flags, the search-space validation, the profile schema and the exporters all
+read :data:`KNOBS`; a new knob is one entry here plus the code that uses it.
+
+:class:`Knobs` is one configuration (a frozen dataclass with one field per
+knob). Two reference configurations are the baselines every search reports:
+:data:`DDP_DEFAULT` and :data:`HOROVOD_DEFAULT`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from commtune.errors import CommtuneError
+from commtune.units import format_size, parse_size
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Knob:
+    """Definition of one knob.
+
+    ``kind`` is ``"size"`` (bytes, int), ``"float"``, ``"int"``, ``"bool"`` or
+    ``"choice"``. ``low``/``high`` bound numeric kinds (inclusive); ``choices``
+    lists the values of a choice knob. ``applies_when`` names another knob and
+    the values under which this one matters (e.g. cycle time only for the
+    dynamic fusion policy).
+    """
+
+    name: str
+    kind: str
+    unit: str
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    applies_when: tuple[str, tuple[Any, ...]] | None = None
+
+    def parse(self, value: Any) -> Any:
+        """Convert ``value`` (from a CLI flag, YAML or JSON) and check its range."""
+        if self.kind == "size":
+            v: Any = parse_size(value, what=self.name) if isinstance(value, (str, int)) else None
+            if v is None:
+                raise CommtuneError(f"knob {self.name}: {value!r} is not a size in bytes (e.g. 25MB, 64MiB)")
+        elif self.kind == "int":
+            try:
+                v = int(value)
+                if isinstance(value, float) and value != v:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise CommtuneError(f"knob {self.name}: {value!r} is not an integer") from None
+        elif self.kind == "float":
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise CommtuneError(f"knob {self.name}: {value!r} is not a number") from None
+        elif self.kind == "bool":
+            if isinstance(value, bool):
+                v = value
+            elif str(value).lower() in ("true", "on", "yes", "1"):
+                v = True
+            elif str(value).lower() in ("false", "off", "no", "0"):
+                v = False
+            else:
+                raise CommtuneError(f"knob {self.name}: {value!r} is not true/false")
+        else:
+            if value not in self.choices:
+                raise CommtuneError(
+                    f"knob {self.name}: {value!r} is not one of {', '.join(map(str, self.choices))}"
+                )
+            v = value
+        if self.low is not None and v < self.low or self.high is not None and v > self.high:
+            raise CommtuneError(
+                f"knob {self.name}: {self.show(v)} is outside [{self.show(self.low)}, {self.show(self.high)}]"
+            )
+        return v
+
+    def show(self, value: Any) -> str:
+        """Human-readable value with unit."""
+        if self.kind == "size":
+            return format_size(value)
+        if self.kind in ("float", "int") and self.unit:
+            return f"{value:g} {self.unit}"
+        return str(value)
+
+
+_KNOB_LIST = [
+    Knob(
+        "fusion_policy", "choice", "", "dynamic",
+        "how gradients are fused: 'dynamic' (Horovod: each cycle fuses what is ready, up to the "
+        "threshold) or 'static' (PyTorch DDP: fixed buckets in ready order)",
+        choices=("dynamic", "static"),
+    ),
+    Knob(
+        "fusion_threshold_bytes", "size", "bytes", 128 * MiB,
+        "fusion buffer size (dynamic) or bucket size cap (static); 0 disables fusion",
+        low=0, high=2**31,
+    ),
+    Knob(
+        "first_bucket_bytes", "size", "bytes", 1 * MiB,
+        "size cap of the first (earliest-ready) bucket under the static policy",
+        low=0, high=2**31, applies_when=("fusion_policy", ("static",)),
+    ),
+    Knob(
+        "cycle_time_ms", "float", "ms", 1.0,
+        "interval of the background loop that negotiates and fuses ready gradients (dynamic policy)",
+        low=0.0, high=1000.0, applies_when=("fusion_policy", ("dynamic",)),
+    ),
+    Knob(
+        "num_streams", "int", "", 1,
+        "concurrent communication streams (communicators); each fused buffer is split across them",
+        low=1, high=16,
+    ),
+    Knob(
+        "negotiation", "choice", "", "central",
+        "readiness negotiation: 'central' (rank-0 coordinator) or 'decentralized' (bit-vector all-reduce)",
+        choices=("central", "decentralized"), applies_when=("fusion_policy", ("dynamic",)),
+    ),
+    Knob(
+        "hierarchical", "bool", "", False,
+        "hierarchical all-reduce: intra-node reduce-scatter, inter-node all-reduce, intra-node all-gather",
+    ),
+    Knob(
+        "wire_precision", "choice", "", "fp32",
+        "precision of gradients on the wire (fp16 compression halves the bytes of fp32 gradients)",
+        choices=("fp32", "fp16"),
+    ),
+]
+
+KNOBS: dict[str, Knob] = {k.name: k for k in _KNOB_LIST}
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """One configuration of every knob (defaults from :data:`KNOBS`)."""
+
+    fusion_policy: str = KNOBS["fusion_policy"].default
+    fusion_threshold_bytes: int = KNOBS["fusion_threshold_bytes"].default
+    first_bucket_bytes: int = KNOBS["first_bucket_bytes"].default
+    cycle_time_ms: float = KNOBS["cycle_time_ms"].default
+    num_streams: int = KNOBS["num_streams"].default
+    negotiation: str = KNOBS["negotiation"].default
+    hierarchical: bool = KNOBS["hierarchical"].default
+    wire_precision: str = KNOBS["wire_precision"].default
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = KNOBS[f.name].parse(getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: "Knobs | None" = None) -> "Knobs":
+        """Build from a mapping of knob name to value; unknown names are an error."""
+        unknown = [k for k in values if k not in KNOBS]
+        if unknown:
+            raise CommtuneError(
+                f"unknown knob {unknown[0]!r}; knobs are: {', '.join(KNOBS)}"
+            )
+        return dataclasses.replace(base or cls(), **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def active(self) -> dict[str, Any]:
+        """The knobs that matter for this configuration (conditions applied)."""
+        out = {}
+        for name, value in self.to_dict().items():
+            cond = KNOBS[name].applies_when
+            if cond is None or getattr(self, cond[0]) in cond[1]:
+                out[name] = value
+        return out
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={KNOBS[k].show(v)}" for k, v in self.active().items())
+
+
+#: PyTorch DDP defaults: 25 MiB buckets, 1 MiB first bucket, one stream
+#: (torch/csrc/distributed/c10d/reducer.hpp kDefaultBucketBytesCap, kDefaultFirstBucketBytes).
+DDP_DEFAULT = Knobs(
+    fusion_policy="static", fusion_threshold_bytes=25 * MiB, first_bucket_bytes=1 * MiB,
+    num_streams=1, hierarchical=False, wire_precision="fp32",
+)
+
+#: Horovod defaults: 128 MiB fusion, 1 ms cycle, one NCCL stream, rank-0 coordinator
+#: (horovod/common/operations.cc since v0.21.0, PR #2468; global_state.h num_nccl_streams=1).
+HOROVOD_DEFAULT = Knobs(
+    fusion_policy="dynamic", fusion_threshold_bytes=128 * MiB, cycle_time_ms=1.0,
+    num_streams=1, negotiation="central", hierarchical=False, wire_precision="fp32",
+)
+
+BASELINES: dict[str, Knobs] = {"ddp_default": DDP_DEFAULT, "horovod_default": HOROVOD_DEFAULT}

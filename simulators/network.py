@@ -1,0 +1,143 @@
+"""Network layer: the cost of one all-reduce of a fused buffer.
+
+Every network model answers one question through :meth:`NetworkModel.coeffs`:
+for a buffer split over ``num_streams`` concurrent streams, flat or
+hierarchical, what are ``a`` (seconds) and ``b`` (seconds per byte) such
+that the all-reduce of ``S`` bytes takes ``a + b*S``? The arguments may be
+numpy arrays (one entry per configuration), which keeps the batch simulator
+vectorised.
+
+:class:`AnalyticalNetwork` derives the coefficients from a cluster's links
+(alpha-beta ring model; concurrent streams share a link fairly, each capped at
+the per-stream rate, so K streams move data at ``min(K*c, B)``).
+:class:`CalibratedNetwork` uses coefficients fitted to live measurements.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from typing import Mapping
+
+import numpy as np
+
+from commtune.cluster import ClusterSpec
+
+ArrayLike = np.ndarray | float | int | bool
+
+
+def stream_rate(num_streams: ArrayLike, per_stream_Bps: float, link_Bps: float) -> np.ndarray:
+    """Aggregate rate of K concurrent flows on one link: ``min(K*c, B)``."""
+    k = np.asarray(num_streams, dtype=np.float64)
+    if math.isinf(per_stream_Bps):
+        return np.full_like(k, link_Bps)
+    return np.minimum(k * per_stream_Bps, link_Bps)
+
+
+def ring_allreduce_time(size_bytes: float, ranks: int, alpha_s: float, bw_Bps: float) -> float:
+    """Ring all-reduce: ``2(n-1)(alpha + S/(n*B))``."""
+    if ranks <= 1:
+        return 0.0
+    return 2 * (ranks - 1) * (alpha_s + size_bytes / (ranks * bw_Bps))
+
+
+class NetworkModel(abc.ABC):
+    """One interface for every network backend."""
+
+    world_size: int
+
+    @abc.abstractmethod
+    def coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(a_s, b_s_per_byte)`` arrays so that T(S) = a + b*S."""
+
+    @abc.abstractmethod
+    def control_latency_s(self) -> float:
+        """One-way latency of a small control message between ranks."""
+
+    def allreduce_time(self, size_bytes: float, num_streams: int = 1, hierarchical: bool = False) -> float:
+        a, b = self.coeffs(num_streams, hierarchical)
+        return float(a + b * size_bytes)
+
+
+class AnalyticalNetwork(NetworkModel):
+    """Alpha-beta model of flat ring and hierarchical all-reduce on a cluster.
+
+    Flat ring over n = N*g ranks, K streams each a ring: every step crosses the
+    slowest hop, so ``a = 2(n-1)*alpha + K*launch`` and ``b = 2(n-1)/(n*R)``
+    with R = min(K*c, B_inter, B_intra) (R = B_intra on one node).
+
+    Hierarchical (N nodes of g GPUs): intra-node reduce-scatter and
+    all-gather, ``2(g-1)(alpha_i + S/(g*B_i))``; between them g concurrent
+    inter-node rings (one per local rank) each reduce S/g, so the NIC carries
+    g*K flows and each ring gets r = min(K*c, B/g):
+    ``2(N-1)(alpha + S/(g*N*r))``.
+    """
+
+    def __init__(self, cluster: ClusterSpec):
+        self.cluster = cluster
+        self.world_size = cluster.world_size
+
+    def control_latency_s(self) -> float:
+        c = self.cluster
+        return c.inter_latency_s if c.nodes > 1 else c.intra_latency_s
+
+    def coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        c = self.cluster
+        k = np.asarray(num_streams, dtype=np.float64)
+        hier = np.asarray(hierarchical, dtype=bool)
+        k, hier = np.broadcast_arrays(k, hier)
+        n, N, g = c.world_size, c.nodes, c.gpus_per_node
+        if n == 1:
+            return np.zeros_like(k), np.zeros_like(k)
+        launch = k * c.launch_overhead_s
+        if N == 1:
+            # All ranks on one node: a ring over the intra-node fabric.
+            a = 2 * (n - 1) * c.intra_latency_s + launch
+            b = np.full_like(k, 2 * (n - 1) / (n * c.intra_bw_Bps))
+            return a, b
+        flat_rate = np.minimum(stream_rate(k, c.per_stream_Bps, c.inter_bw_Bps), c.intra_bw_Bps)
+        a_flat = 2 * (n - 1) * c.inter_latency_s + launch
+        b_flat = 2 * (n - 1) / (n * flat_rate)
+        if g == 1:
+            return a_flat, b_flat
+        ring_rate = stream_rate(k, c.per_stream_Bps, c.inter_bw_Bps / g)
+        a_hier = 2 * (g - 1) * c.intra_latency_s + 2 * (N - 1) * c.inter_latency_s + launch
+        b_hier = 2 * (g - 1) / (g * c.intra_bw_Bps) + 2 * (N - 1) / (g * N * ring_rate)
+        return np.where(hier, a_hier, a_flat), np.where(hier, b_hier, b_flat)
+
+
+class CalibratedNetwork(NetworkModel):
+    """Coefficients fitted to measured all-reduce times, per stream count.
+
+    ``fits`` maps a stream count K to ``(a_s, b_s_per_byte)`` measured on the
+    live cluster (``commtune probe``). Stream counts between or beyond the
+    measured ones take the nearest measured K. Hierarchical all-reduce is not
+    measured by the probe, so it falls back to the same flat fit.
+    """
+
+    def __init__(self, fits: Mapping[int, tuple[float, float]], world_size: int, control_latency_s: float):
+        if not fits:
+            raise ValueError("CalibratedNetwork needs at least one (streams -> a, b) fit")
+        self.world_size = world_size
+        self._ks = np.array(sorted(fits), dtype=np.float64)
+        self._a = np.array([fits[int(k)][0] for k in self._ks])
+        self._b = np.array([fits[int(k)][1] for k in self._ks])
+        self._latency = control_latency_s
+
+    def control_latency_s(self) -> float:
+        return self._latency
+
+    def coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        k = np.asarray(num_streams, dtype=np.float64)
+        k, _ = np.broadcast_arrays(k, np.asarray(hierarchical))
+        idx = np.abs(k[..., None] - self._ks).argmin(axis=-1)
+        return self._a[idx], self._b[idx]
+
+
+def network_for(cluster: ClusterSpec) -> NetworkModel:
+    """The network model a cluster asks for: calibrated if its file carries a
+    per-stream fit (written by ``commtune probe``), else analytical."""
+    fit = cluster.meta.get("fit") if cluster.meta else None
+    if isinstance(fit, dict) and fit.get("per_stream_fits"):
+        fits = {int(k): (float(v["a_s"]), float(v["b_s_per_byte"])) for k, v in fit["per_stream_fits"].items()}
+        return CalibratedNetwork(fits, cluster.world_size, cluster.inter_latency_s)
+    return AnalyticalNetwork(cluster)

@@ -1,0 +1,207 @@
+"""System layer: fusion, negotiation and streams.
+
+Turns knobs into the per-configuration numbers the schedulers need
+(:class:`SystemParams`) and holds the reference, one-configuration scheduler
+:func:`schedule` that the batch engine (``simulators.batch``) mirrors.
+
+Fusion policies, both over gradients in ready order:
+
+* ``dynamic`` (Horovod): a background loop runs every ``P = max(cycle, nu)``
+  seconds (``nu`` = negotiation time). A tensor ready at ``r`` is picked up
+  by the first tick at or after ``r``; the tick's ready tensors are fused
+  greedily into buffers of at most the threshold (a larger tensor travels
+  alone) and dispatched at ``tick + nu``.
+* ``static`` (PyTorch DDP): buckets are fixed in ready order; a bucket closes
+  once it holds at least its cap (the first bucket has its own cap) and is
+  dispatched when its last gradient is ready. No negotiation.
+
+Negotiation per loop tick (dynamic policy): a ``central`` rank-0 coordinator
+receives one request from and sends one response to every other rank, so it
+handles ``2(n-1)`` messages in series: ``nu = 2*alpha + 2(n-1)*m``. A
+``decentralized`` bit-vector all-reduce (recursive doubling) needs
+``2*ceil(log2 n)`` latency-bound steps: ``nu = 2*ceil(log2 n)*alpha``.
+
+Streams: each buffer is split evenly over K streams that run concurrently
+(the AIACC scheme), so a buffer of S bytes takes ``a(K) + b(K)*S`` from the
+network model; buffers are served first-in first-out.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from commtune.knobs import Knobs
+from simulators.network import NetworkModel
+from simulators.workload import Workload
+
+
+def wire_bytes_per_element(wire_precision: str | np.ndarray, grad_bpe: int) -> np.ndarray:
+    """fp16 on the wire halves fp32 gradients; gradients are never widened."""
+    fp16 = np.asarray(wire_precision) == "fp16"
+    return np.where(fp16, min(2, grad_bpe), grad_bpe)
+
+
+def negotiation_time_s(central: np.ndarray | bool, world_size: int, latency_s: float, msg_s: float) -> np.ndarray:
+    """Time of one negotiation round (see module docstring)."""
+    if world_size <= 1:
+        return np.zeros(np.shape(central))
+    t_central = 2 * latency_s + 2 * (world_size - 1) * msg_s
+    t_decentral = 2 * math.ceil(math.log2(world_size)) * latency_s
+    return np.where(np.asarray(central, dtype=bool), t_central, t_decentral)
+
+
+def negotiation_messages_rank0(central: np.ndarray | bool, world_size: int) -> np.ndarray:
+    """Messages the busiest rank handles per negotiation round."""
+    if world_size <= 1:
+        return np.zeros(np.shape(central))
+    return np.where(np.asarray(central, dtype=bool), 2 * (world_size - 1), 2 * math.ceil(math.log2(world_size)))
+
+
+@dataclass(frozen=True, eq=False)
+class SystemParams:
+    """Knobs turned into schedule numbers, one entry per configuration.
+
+    Sizes are in *gradient* bytes (as training produces them); ``b`` is the
+    network cost per gradient byte, i.e. already scaled by the wire ratio.
+    """
+
+    dynamic: np.ndarray  # bool
+    threshold: np.ndarray  # gradient bytes; the bucket cap (static) or fusion threshold (dynamic)
+    first_cap: np.ndarray  # gradient bytes, static first bucket
+    period_s: np.ndarray  # loop period P (dynamic), 0 = continuous
+    nego_s: np.ndarray  # negotiation time per tick (dynamic), 0 for static
+    nego_msgs: np.ndarray  # messages at the busiest rank per tick
+    a_s: np.ndarray
+    b_s_per_byte: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dynamic)
+
+    def row(self, i: int) -> tuple[float, ...]:
+        return (
+            bool(self.dynamic[i]), float(self.threshold[i]), float(self.first_cap[i]), float(self.period_s[i]),
+            float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class KnobArrays:
+    """A batch of configurations, one numpy array per knob."""
+
+    fusion_policy: np.ndarray
+    fusion_threshold_bytes: np.ndarray
+    first_bucket_bytes: np.ndarray
+    cycle_time_ms: np.ndarray
+    num_streams: np.ndarray
+    negotiation: np.ndarray
+    hierarchical: np.ndarray
+    wire_precision: np.ndarray
+
+    @classmethod
+    def from_knobs(cls, configs: Sequence[Knobs]) -> "KnobArrays":
+        cols = {name: np.asarray([getattr(k, name) for k in configs]) for name in cls.__dataclass_fields__}
+        return cls(**cols)
+
+    @classmethod
+    def from_columns(cls, n: int, **columns) -> "KnobArrays":
+        """Build from per-knob arrays or scalars (scalars broadcast; missing
+        knobs take their default)."""
+        default = Knobs()
+        cols = {}
+        for name in cls.__dataclass_fields__:
+            value = columns.pop(name, getattr(default, name))
+            cols[name] = np.broadcast_to(np.asarray(value), (n,))
+        if columns:
+            raise KeyError(f"unknown knob columns: {sorted(columns)}")
+        return cls(**cols)
+
+    def __len__(self) -> int:
+        return len(self.num_streams)
+
+    def knobs(self, i: int) -> Knobs:
+        """The configuration at row ``i`` as a :class:`Knobs`."""
+        return Knobs(**{name: getattr(self, name)[i].item() for name in self.__dataclass_fields__})
+
+
+def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel) -> SystemParams:
+    """Derive :class:`SystemParams` for every configuration in ``knobs``."""
+    gbpe = workload.grad_bytes_per_element
+    ratio = wire_bytes_per_element(knobs.wire_precision, gbpe) / gbpe
+    dynamic = knobs.fusion_policy == "dynamic"
+    central = knobs.negotiation == "central"
+    lat = network.control_latency_s()
+    msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
+    nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s), 0.0)
+    msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size), 0)
+    a, b = network.coeffs(knobs.num_streams, knobs.hierarchical)
+    thr = knobs.fusion_threshold_bytes.astype(np.float64)
+    # The dynamic threshold counts wire bytes (Horovod compresses first);
+    # static buckets count gradient bytes (DDP buckets the parameters).
+    thr = np.where(dynamic, thr / ratio, thr)
+    return SystemParams(
+        dynamic=dynamic,
+        threshold=thr,
+        first_cap=knobs.first_bucket_bytes.astype(np.float64),
+        period_s=np.where(dynamic, np.maximum(knobs.cycle_time_ms.astype(np.float64) * 1e-3, nego), 0.0),
+        nego_s=nego,
+        nego_msgs=msgs.astype(np.float64),
+        a_s=np.broadcast_to(a, thr.shape).astype(np.float64),
+        b_s_per_byte=np.broadcast_to(b * ratio, thr.shape).astype(np.float64),
+    )
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One fused buffer: tensors ``first..last`` (ready order), its gradient
+    bytes, when it was dispatched and when its all-reduce ran."""
+
+    first: int
+    last: int
+    grad_bytes: float
+    dispatch_s: float
+    start_s: float
+    end_s: float
+
+
+def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float], p: tuple[float, ...]) -> tuple[list[Buffer], int]:
+    """Reference scheduler for one configuration (a :meth:`SystemParams.row`).
+
+    Returns the buffers in dispatch order and the number of negotiation
+    rounds. Times are relative to the start of backward.
+    """
+    dynamic, thr, first_cap, period, nego, _msgs, a, b = p
+    buffers: list[Buffer] = []
+    comm_free = 0.0
+    cur_bytes = 0.0
+    cur_disp = 0.0
+    cur_first = 0
+    first_bucket = True
+    rounds = 0
+    prev_tick = -1.0
+    for i, (r, s) in enumerate(zip(ready_s, grad_bytes)):
+        if dynamic:
+            tick = math.ceil(r / period) * period if period > 0 else r
+            disp = tick + nego
+            if tick != prev_tick:
+                rounds += 1
+                prev_tick = tick
+            flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
+        else:
+            disp = r
+            flush = cur_bytes > 0 and cur_bytes >= (first_cap if first_bucket else thr)
+        if flush:
+            start = cur_disp if cur_disp > comm_free else comm_free
+            comm_free = start + a + b * cur_bytes
+            buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, comm_free))
+            first_bucket = False
+            cur_bytes = s
+            cur_first = i
+        else:
+            cur_bytes += s
+        cur_disp = disp
+    start = cur_disp if cur_disp > comm_free else comm_free
+    buffers.append(Buffer(cur_first, len(ready_s) - 1, cur_bytes, cur_disp, start, start + a + b * cur_bytes))
+    return buffers, rounds

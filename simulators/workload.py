@@ -1,0 +1,115 @@
+"""Workload layer: the gradient readiness timeline of one training step.
+
+From a model profile, a device, a batch size and a precision it derives the
+forward time, the backward time and, for each gradient tensor in the order
+backward produces it, the time (from the start of backward) at which it is
+ready and its element count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from commtune.devices import Device, get_device, grad_bytes_per_element
+from commtune.errors import CommtuneError
+from commtune.models.base import ModelProfile
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    """Per-GPU timeline of one step. Arrays are in gradient ready order."""
+
+    model: str
+    batch_size: int
+    precision: str
+    forward_s: float
+    backward_s: float
+    ready_s: np.ndarray  # (T,) seconds after backward starts
+    numel: np.ndarray  # (T,) elements
+    names: tuple[str, ...]
+    grad_bytes_per_element: int
+    layer_backward: tuple[tuple[str, float, float], ...] = ()  # (layer, start_s, end_s) for traces
+
+    @property
+    def compute_s(self) -> float:
+        return self.forward_s + self.backward_s
+
+    @property
+    def grad_bytes(self) -> np.ndarray:
+        return self.numel * self.grad_bytes_per_element
+
+    @property
+    def total_grad_bytes(self) -> int:
+        return int(self.numel.sum()) * self.grad_bytes_per_element
+
+
+def build_workload(
+    model: ModelProfile, device: Device | str = "V100", batch_size: int = 64, precision: str = "amp"
+) -> Workload:
+    """Time each layer (measured times if the profile has them, else FLOPs
+    over the device's effective throughput) and lay out the backward pass."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise CommtuneError(f"batch size must be a positive integer, got {batch_size!r}")
+    dev = device if isinstance(device, Device) else get_device(device)
+    flops_per_s = dev.flops_per_s(precision)
+    # Measured times are for the profile's batch size; they scale linearly.
+    time_scale = batch_size / model.measured_batch_size if model.measured_batch_size else 1.0
+
+    def fwd(layer) -> float:
+        if layer.fwd_time_s is not None:
+            return layer.fwd_time_s * time_scale
+        return layer.fwd_flops * batch_size / flops_per_s
+
+    def bwd(layer) -> float:
+        if layer.bwd_time_s is not None:
+            return layer.bwd_time_s * time_scale
+        return layer.bwd_flops * batch_size / flops_per_s
+
+    forward_s = float(sum(fwd(layer) for layer in model.layers))
+    t = 0.0
+    ready, numel, names, spans = [], [], [], []
+    for layer in reversed(model.layers):
+        start = t
+        t += bwd(layer)
+        spans.append((layer.name, start, t))
+        for tensor in reversed(layer.tensors):
+            ready.append(t)
+            numel.append(tensor.numel)
+            names.append(tensor.name)
+    if not numel:
+        raise CommtuneError(f"model {model.name!r} has no parameter tensors to all-reduce")
+    return Workload(
+        model=model.name,
+        batch_size=batch_size,
+        precision=precision,
+        forward_s=forward_s,
+        backward_s=t,
+        ready_s=np.asarray(ready, dtype=np.float64),
+        numel=np.asarray(numel, dtype=np.int64),
+        names=tuple(names),
+        grad_bytes_per_element=grad_bytes_per_element(precision),
+        layer_backward=tuple(spans),
+    )
+
+
+def synthetic_workload(
+    ready_s: list[float] | np.ndarray,
+    numel: list[int] | np.ndarray,
+    forward_s: float = 0.0,
+    backward_s: float | None = None,
+    grad_bytes_per_element: int = 4,
+) -> Workload:
+    """A hand-made timeline (for tests and closed-form checks)."""
+    ready = np.asarray(ready_s, dtype=np.float64)
+    return Workload(
+        model="synthetic",
+        batch_size=1,
+        precision="fp32" if grad_bytes_per_element == 4 else "fp16",
+        forward_s=float(forward_s),
+        backward_s=float(ready.max() if backward_s is None else backward_s),
+        ready_s=ready,
+        numel=np.asarray(numel, dtype=np.int64),
+        names=tuple(f"t{i}" for i in range(len(ready))),
+        grad_bytes_per_element=grad_bytes_per_element,
+    )
