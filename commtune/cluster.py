@@ -126,18 +126,18 @@ class ClusterSpec:
 
 
 @lru_cache(maxsize=1)
-def _preset_data() -> dict[str, Any]:
+def preset_catalog() -> dict[str, Any]:
     text = resources.files("commtune.data").joinpath("clusters.yaml").read_text()
     return yaml.safe_load(text)
 
 
 def preset_names() -> list[str]:
-    return list(_preset_data()["networks"])
+    return list(preset_catalog()["networks"])
 
 
 def intra_preset(name: str) -> tuple[float, float]:
     """Return (bandwidth bytes/s, latency s) of an intra-node preset."""
-    intra = _preset_data()["intra"]
+    intra = preset_catalog()["intra"]
     if name not in intra:
         raise CommtuneError(
             f"unknown intra-node preset {name!r}{did_you_mean(name, list(intra))}; choose one of: {', '.join(intra)}"
@@ -147,12 +147,12 @@ def intra_preset(name: str) -> tuple[float, float]:
 
 
 def intra_preset_names() -> list[str]:
-    return list(_preset_data()["intra"])
+    return list(preset_catalog()["intra"])
 
 
 def preset(name: str, nodes: int = 16, gpus_per_node: int = 8) -> ClusterSpec:
     """A named network preset at the given size."""
-    nets = _preset_data()["networks"]
+    nets = preset_catalog()["networks"]
     if name not in nets:
         raise CommtuneError(
             f"unknown cluster preset {name!r}{did_you_mean(name, list(nets))}; choose one of: {', '.join(nets)}"
@@ -165,7 +165,7 @@ def preset(name: str, nodes: int = 16, gpus_per_node: int = 8) -> ClusterSpec:
 def preset_for_bandwidth(bw_Bps: float) -> str | None:
     """The first preset whose link rate equals ``bw_Bps`` (so ``--bw 32gbit``
     picks up the 32 Gbit/s VPC's per-stream cap), or None."""
-    for name, d in _preset_data()["networks"].items():
+    for name, d in preset_catalog()["networks"].items():
         if math.isclose(parse_bandwidth(d["inter_bw"]), bw_Bps, rel_tol=1e-9):
             return name
     return None

@@ -33,7 +33,7 @@ class Device:
 
 
 @lru_cache(maxsize=1)
-def _devices() -> dict[str, Device]:
+def all_devices() -> dict[str, Device]:
     data = yaml.safe_load(resources.files("commtune.data").joinpath("devices.yaml").read_text())
     return {
         name: Device(name, d["description"], {k: float(v) for k, v in d["tflops"].items()})
@@ -42,11 +42,11 @@ def _devices() -> dict[str, Device]:
 
 
 def device_names() -> list[str]:
-    return list(_devices())
+    return list(all_devices())
 
 
 def get_device(name: str) -> Device:
-    devices = _devices()
+    devices = all_devices()
     for key, dev in devices.items():
         if key.lower() == str(name).lower():
             return dev

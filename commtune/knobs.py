@@ -36,6 +36,7 @@ class Knob:
     unit: str
     default: Any
     help: str
+    flag: str
     low: float | None = None
     high: float | None = None
     choices: tuple[Any, ...] = ()
@@ -43,6 +44,8 @@ class Knob:
 
     def parse(self, value: Any) -> Any:
         """Convert ``value`` (from a CLI flag, YAML or JSON) and check its range."""
+        if self.kind == "size" and isinstance(value, float) and value.is_integer():
+            value = int(value)
         if self.kind == "size":
             v: Any = parse_size(value, what=self.name) if isinstance(value, (str, int)) else None
             if v is None:
@@ -93,41 +96,41 @@ _KNOB_LIST = [
     Knob(
         "fusion_policy", "choice", "", "dynamic",
         "how gradients are fused: 'dynamic' (Horovod: each cycle fuses what is ready, up to the "
-        "threshold) or 'static' (PyTorch DDP: fixed buckets in ready order)",
+        "threshold) or 'static' (PyTorch DDP: fixed buckets in ready order)", flag="--fusion-policy",
         choices=("dynamic", "static"),
     ),
     Knob(
         "fusion_threshold_bytes", "size", "bytes", 128 * MiB,
-        "fusion buffer size (dynamic) or bucket size cap (static); 0 disables fusion",
+        "fusion buffer size (dynamic) or bucket size cap (static); 0 disables fusion", flag="--fusion",
         low=0, high=2**31,
     ),
     Knob(
         "first_bucket_bytes", "size", "bytes", 1 * MiB,
-        "size cap of the first (earliest-ready) bucket under the static policy",
+        "size cap of the first (earliest-ready) bucket under the static policy", flag="--first-bucket",
         low=0, high=2**31, applies_when=("fusion_policy", ("static",)),
     ),
     Knob(
         "cycle_time_ms", "float", "ms", 1.0,
-        "interval of the background loop that negotiates and fuses ready gradients (dynamic policy)",
+        "interval of the background loop that negotiates and fuses ready gradients (dynamic policy)", flag="--cycle-ms",
         low=0.0, high=1000.0, applies_when=("fusion_policy", ("dynamic",)),
     ),
     Knob(
         "num_streams", "int", "", 1,
-        "concurrent communication streams (communicators); each fused buffer is split across them",
+        "concurrent communication streams (communicators); each fused buffer is split across them", flag="--streams",
         low=1, high=16,
     ),
     Knob(
         "negotiation", "choice", "", "central",
-        "readiness negotiation: 'central' (rank-0 coordinator) or 'decentralized' (bit-vector all-reduce)",
+        "readiness negotiation: 'central' (rank-0 coordinator) or 'decentralized' (bit-vector all-reduce)", flag="--negotiation",
         choices=("central", "decentralized"), applies_when=("fusion_policy", ("dynamic",)),
     ),
     Knob(
         "hierarchical", "bool", "", False,
-        "hierarchical all-reduce: intra-node reduce-scatter, inter-node all-reduce, intra-node all-gather",
+        "hierarchical all-reduce: intra-node reduce-scatter, inter-node all-reduce, intra-node all-gather", flag="--hierarchical",
     ),
     Knob(
         "wire_precision", "choice", "", "fp32",
-        "precision of gradients on the wire (fp16 compression halves the bytes of fp32 gradients)",
+        "precision of gradients on the wire (fp16 compression halves the bytes of fp32 gradients)", flag="--wire-precision",
         choices=("fp32", "fp16"),
     ),
 ]

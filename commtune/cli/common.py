@@ -1,0 +1,76 @@
+"""Flags shared by several commands: the scenario (model, cluster, workload)
+and the knobs (generated from the knob registry)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from commtune.cluster import make_cluster
+from commtune.devices import PRECISIONS
+from commtune.errors import CommtuneError
+from commtune.knobs import KNOBS, Knobs
+from commtune.scenario import Scenario
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return v
+
+
+def add_scenario_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    g = p.add_argument_group("scenario")
+    g.add_argument("--model", required=model_required, help="zoo model name (see `commtune models`) or a model profile file")
+    g.add_argument("--input-size", type=positive_int, help="image side or sequence length (default: the model's)")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="samples per GPU per step (default 64)")
+    g.add_argument("--precision", choices=PRECISIONS, default="amp", help="compute precision (default amp)")
+    g.add_argument("--cluster", help="cluster preset name (see `commtune presets`) or cluster/calibration file")
+    g.add_argument("--bw", help="inter-node bandwidth per node, e.g. 32gbit, 25Gbps, 4GB/s")
+    g.add_argument("--nodes", type=positive_int, help="number of nodes (default 16)")
+    g.add_argument("--gpus-per-node", type=positive_int, help="GPUs per node (default 8)")
+    g.add_argument("--per-stream", help="per-stream (per-flow) cap, e.g. 10gbit, or 'none'")
+    g.add_argument("--latency", help="inter-node latency per collective step, e.g. 30us")
+    g.add_argument("--intra", help="intra-node preset, e.g. nvlink-v100, pcie3")
+    g.add_argument("--device", help="GPU preset: V100, A100, H100, T4")
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    from commtune.models import load_model
+
+    model = load_model(args.model, input_size=args.input_size)
+    cluster = make_cluster(
+        cluster=args.cluster, bw=args.bw, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+        per_stream=args.per_stream, latency=args.latency, intra=args.intra, device=args.device,
+    )
+    return Scenario(model, cluster, batch_size=args.batch_size, precision=args.precision)
+
+
+def add_knob_args(p: argparse.ArgumentParser) -> None:
+    """One flag per knob, from the registry; unset flags keep the base value."""
+    g = p.add_argument_group("knobs (default: Horovod's defaults)")
+    for knob in KNOBS.values():
+        dest = f"knob_{knob.name}"
+        if knob.kind == "bool":
+            g.add_argument(knob.flag, dest=dest, action="store_true", default=None, help=knob.help)
+            if knob.name == "hierarchical":
+                g.add_argument("--flat", dest=dest, action="store_false", help="flat ring all-reduce")
+        elif knob.kind == "choice":
+            g.add_argument(knob.flag, dest=dest, choices=knob.choices, help=knob.help)
+        else:
+            g.add_argument(knob.flag, dest=dest, help=f"{knob.help} [{knob.unit or knob.kind}]")
+
+
+def knobs_from_args(args: argparse.Namespace, base: Knobs | None = None) -> Knobs:
+    values: dict[str, Any] = {}
+    for knob in KNOBS.values():
+        v = getattr(args, f"knob_{knob.name}", None)
+        if v is not None:
+            try:
+                values[knob.name] = knob.parse(v)
+            except CommtuneError as exc:
+                raise CommtuneError(f"{knob.flag} {v}: {str(exc).split(': ', 1)[-1]}") from None
+    return Knobs.from_dict(values, base=base)

@@ -1,0 +1,53 @@
+"""`commtune simulate`: one simulated step under one configuration."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from commtune.cli.common import add_knob_args, add_scenario_args, knobs_from_args, scenario_from_args
+from commtune.units import format_size, format_time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="simulate one training step under one configuration")
+    add_scenario_args(p)
+    add_knob_args(p)
+    p.add_argument("--trace", metavar="FILE", help="write the step's timeline as Chrome-trace/Perfetto JSON")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = scenario_from_args(args)
+    knobs = knobs_from_args(args)
+    result = scenario.simulator.run(knobs)
+    if args.trace:
+        from simulators.trace import write_trace
+
+        write_trace(args.trace, scenario.workload, result, knobs)
+    if args.json:
+        out = {**result.to_dict(), "knobs": knobs.to_dict(), "model": scenario.model.name,
+               "cluster": scenario.cluster.to_dict(), "batch_size": scenario.batch_size,
+               "precision": scenario.precision}
+        if args.trace:
+            out["trace"] = args.trace
+        print(json.dumps(out, indent=2))
+        return 0
+    print(scenario.describe())
+    print(f"knobs: {knobs.describe()}")
+    rows = [
+        ("step time", format_time(result.step_time_s)),
+        ("compute (fwd+bwd)", f"{format_time(result.compute_time_s)} ({format_time(result.forward_s)} + {format_time(result.backward_s)})"),
+        ("communication busy", format_time(result.comm_time_s)),
+        ("exposed communication", format_time(result.exposed_comm_s)),
+        ("scaling efficiency", f"{result.scaling_efficiency:.1%}"),
+        ("throughput", f"{result.samples_per_s:,.0f} samples/s"),
+        ("fused buffers", f"{result.num_buffers} (mean {format_size(scenario.workload.total_grad_bytes / result.num_buffers)})"),
+        ("negotiation", f"{format_time(result.negotiation_s)}, {result.negotiation_msgs_rank0} msgs at rank 0"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    if args.trace:
+        print(f"trace written to {args.trace} (open in https://ui.perfetto.dev)")
+    return 0
