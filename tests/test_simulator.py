@@ -1,0 +1,208 @@
+"""Closed forms, effects and properties of the step simulator."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commtune.cluster import ClusterSpec
+from commtune.knobs import Knobs
+from simulators import AnalyticalNetwork, KnobArrays, Simulator, synthetic_workload
+from simulators.bounds import step_lower_bound_s
+from simulators.system import negotiation_time_s
+
+MiB = 2**20
+
+
+def bare_cluster(**kw) -> ClusterSpec:
+    """A cluster with no launch or coordinator overheads (pure alpha-beta)."""
+    base = dict(nodes=4, gpus_per_node=1, inter_bw_Bps=1e9, inter_latency_s=1e-5,
+                launch_overhead_s=0.0, coord_msg_s=0.0)
+    base.update(kw)
+    return ClusterSpec(**base)
+
+
+ONE_BUFFER = Knobs(fusion_policy="static", fusion_threshold_bytes=2**31, first_bucket_bytes=2**31)
+
+
+def test_one_tensor_no_compute_is_ring_formula():
+    n, alpha, B, S = 4, 1e-5, 1e9, 4e6
+    sim = Simulator(synthetic_workload([0.0], [int(S / 4)], forward_s=0.0, backward_s=0.0), bare_cluster())
+    expected = 2 * (n - 1) * (alpha + S / (n * B))
+    assert sim.run(ONE_BUFFER).step_time_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_single_node_uses_intra_fabric():
+    c = bare_cluster(nodes=1, gpus_per_node=8, intra_bw_Bps=100e9, intra_latency_s=2e-6)
+    S = 8e6
+    sim = Simulator(synthetic_workload([0.0], [int(S / 4)], backward_s=0.0), c)
+    assert sim.run(ONE_BUFFER).step_time_s == pytest.approx(2 * 7 * (2e-6 + S / (8 * 100e9)))
+
+
+def test_infinite_bandwidth_gives_compute_time():
+    w = synthetic_workload(np.linspace(0.001, 0.1, 50), np.full(50, 10**6), forward_s=0.05, backward_s=0.1)
+    c = bare_cluster(inter_bw_Bps=1e30, inter_latency_s=0.0, intra_bw_Bps=1e30, intra_latency_s=0.0)
+    for knobs in (ONE_BUFFER, Knobs(), Knobs(num_streams=4, hierarchical=True)):
+        assert Simulator(w, c).run(knobs).step_time_s == pytest.approx(w.compute_s)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6, 8])
+def test_streams_move_data_at_min_k_cap_link(k):
+    c = bare_cluster(per_stream_Bps=3e8, inter_bw_Bps=1e9)
+    n = c.world_size
+    _, b = AnalyticalNetwork(c).coeffs(k, False)
+    assert float(b) == pytest.approx(2 * (n - 1) / (n * min(k * 3e8, 1e9)))
+
+
+def test_hierarchical_matches_formula():
+    N, g, k = 16, 8, 2
+    c = ClusterSpec(nodes=N, gpus_per_node=g, inter_bw_Bps=4e9, per_stream_Bps=1.25e9, inter_latency_s=3e-5,
+                    intra_bw_Bps=130e9, intra_latency_s=5e-6, launch_overhead_s=1e-5)
+    S = 50e6
+    ring_rate = min(k * 1.25e9, 4e9 / g)
+    expected = (2 * (g - 1) * (5e-6 + S / (g * 130e9)) + 2 * (N - 1) * (3e-5 + S / (g * N * ring_rate))
+                + k * 1e-5)
+    assert AnalyticalNetwork(c).allreduce_time(S, num_streams=k, hierarchical=True) == pytest.approx(expected)
+    flat = 2 * (N * g - 1) * 3e-5 + k * 1e-5 + 2 * (N * g - 1) / (N * g) * S / min(k * 1.25e9, 4e9)
+    assert AnalyticalNetwork(c).allreduce_time(S, num_streams=k, hierarchical=False) == pytest.approx(flat)
+
+
+def test_ddp_static_buckets_follow_reducer_rule():
+    # Buckets close once they hold >= cap; the first bucket has its own cap.
+    sizes = [100, 100, 100, 300, 50, 50, 500]  # elements, 4 bytes each
+    w = synthetic_workload(np.arange(1, 8) * 1e-3, sizes)
+    knobs = Knobs(fusion_policy="static", first_bucket_bytes=800, fusion_threshold_bytes=1600)
+    bufs = Simulator(w, bare_cluster()).run(knobs).buffers
+    assert [(b.first, b.last) for b in bufs] == [(0, 1), (2, 3), (4, 6)]
+    assert [b.dispatch_s for b in bufs] == pytest.approx([2e-3, 4e-3, 7e-3])
+
+
+def test_dynamic_fusion_groups_by_cycle_and_threshold():
+    w = synthetic_workload([0.001, 0.002, 0.0035, 0.004, 0.0041], [250] * 5)  # 1000 B each
+    c = bare_cluster(nodes=1, gpus_per_node=1)  # one rank: no negotiation, no comm cost
+    knobs = Knobs(fusion_policy="dynamic", cycle_time_ms=2.0, fusion_threshold_bytes=2500)
+    bufs = Simulator(w, c).run(knobs).buffers
+    # ticks at 2 ms (t0, t1) and 4 ms (t2, t3); t4 at 6 ms.
+    assert [(b.first, b.last) for b in bufs] == [(0, 1), (2, 3), (4, 4)]
+    assert [b.dispatch_s for b in bufs] == pytest.approx([0.002, 0.004, 0.006])
+    knobs = dataclasses.replace(knobs, cycle_time_ms=10.0, fusion_threshold_bytes=2000)
+    bufs = Simulator(w, c).run(knobs).buffers
+    assert [(b.first, b.last) for b in bufs] == [(0, 1), (2, 3), (4, 4)]
+    assert all(b.dispatch_s == pytest.approx(0.01) for b in bufs)
+
+
+def resnet_like():
+    rng = np.random.default_rng(0)
+    numel = rng.integers(1_000, 300_000, 160)  # ~24M parameters, like ResNet-50
+    ready = np.sort(rng.uniform(0.0, 0.12, 160))
+    return synthetic_workload(ready, numel, forward_s=0.06)
+
+
+VPC = ClusterSpec(nodes=16, gpus_per_node=8, inter_bw_Bps=4e9, per_stream_Bps=1.25e9, inter_latency_s=3e-5)
+
+
+def test_small_buffers_pay_latency_and_large_ones_start_late():
+    w = resnet_like()
+    sim = Simulator(w, dataclasses.replace(VPC, nodes=8, gpus_per_node=1, per_stream_Bps=math.inf))
+    step = {thr: sim.run(Knobs(fusion_policy="static", fusion_threshold_bytes=thr, first_bucket_bytes=thr,
+                               wire_precision="fp16")).step_time_s
+            for thr in (0, 8 * MiB, 2**31)}
+    assert step[8 * MiB] < step[0]  # per-buffer latency of 160 tiny all-reduces
+    assert step[8 * MiB] < step[2**31]  # one buffer cannot start before backward ends
+    one = sim.run(Knobs(fusion_policy="static", fusion_threshold_bytes=2**31, first_bucket_bytes=2**31))
+    assert one.exposed_comm_s == pytest.approx(one.comm_time_s)  # nothing overlaps
+
+
+def test_cycle_time_adds_waiting():
+    sim = Simulator(resnet_like(), dataclasses.replace(VPC, inter_latency_s=1e-6))
+    steps = [sim.run(Knobs(cycle_time_ms=c, num_streams=4, fusion_threshold_bytes=32 * MiB,
+                           negotiation="decentralized")).step_time_s
+             for c in (2.0, 20.0, 80.0)]
+    assert steps[0] < steps[1] < steps[2]
+
+
+def test_coordinator_hot_spot_grows_with_ranks_decentralized_does_not():
+    central = [float(negotiation_time_s(True, n, 3e-5, 5e-6)) for n in (8, 128, 1024)]
+    decentral = [float(negotiation_time_s(False, n, 3e-5, 5e-6)) for n in (8, 128, 1024)]
+    assert central[2] / central[0] > 50  # linear in ranks
+    assert decentral[2] / decentral[0] < 4  # logarithmic
+    assert central[1] / decentral[1] > 3
+    w = resnet_like()
+    big = dataclasses.replace(VPC, nodes=128)
+    runs = {neg: Simulator(w, big).run(Knobs(negotiation=neg, cycle_time_ms=20, hierarchical=True))
+            for neg in ("central", "decentralized")}
+    assert runs["central"].step_time_s > runs["decentralized"].step_time_s
+    assert runs["central"].negotiation_msgs_rank0 > 10 * runs["decentralized"].negotiation_msgs_rank0
+
+
+def test_streams_help_only_when_the_cap_binds():
+    w = resnet_like()
+    capped = Simulator(w, VPC)
+    uncapped = Simulator(w, dataclasses.replace(VPC, per_stream_Bps=math.inf))
+    k = lambda s: Knobs(num_streams=s, fusion_threshold_bytes=16 * MiB)  # noqa: E731
+    c = [capped.run(k(s)).step_time_s for s in (1, 2, 3, 4, 8)]
+    u = [uncapped.run(k(s)).step_time_s for s in (1, 2, 4)]
+    assert c[0] > c[1] > c[2] > c[3]  # up to K*c = link rate (3.2 streams)
+    assert c[4] >= c[3]  # beyond the link rate: only launch overhead
+    assert u[0] <= u[1] <= u[2]
+
+
+def random_knobs(rng: np.random.Generator, n: int) -> list[Knobs]:
+    return [Knobs(
+        fusion_policy=str(rng.choice(["dynamic", "static"])),
+        fusion_threshold_bytes=int(rng.choice([0, int(rng.integers(1, 2**28))])),
+        first_bucket_bytes=int(rng.integers(0, 2**25)),
+        cycle_time_ms=float(rng.choice([0.0, rng.uniform(0, 30)])),
+        num_streams=int(rng.integers(1, 9)),
+        negotiation=str(rng.choice(["central", "decentralized"])),
+        hierarchical=bool(rng.integers(0, 2)),
+        wire_precision=str(rng.choice(["fp32", "fp16"])),
+    ) for _ in range(n)]
+
+
+def test_batch_engine_equals_reference_scheduler():
+    sim = Simulator(resnet_like(), VPC)
+    configs = random_knobs(np.random.default_rng(1), 400)
+    batch = sim.run_batch(KnobArrays.from_knobs(configs))
+    for i, k in enumerate(configs):
+        r = sim.run(k)
+        for name in ("step_time_s", "comm_time_s", "exposed_comm_s", "negotiation_s"):
+            assert batch[name][i] == pytest.approx(getattr(r, name), rel=1e-12, abs=1e-15), (name, k)
+        assert batch["num_buffers"][i] == r.num_buffers
+        assert batch["negotiation_msgs_rank0"][i] == r.negotiation_msgs_rank0
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), bw1=st.floats(1e8, 1e11), factor=st.floats(1.0, 100.0),
+       cap=st.one_of(st.none(), st.floats(1e8, 1e10)))
+def test_step_time_never_rises_with_bandwidth(seed, bw1, factor, cap):
+    w = resnet_like()
+    configs = KnobArrays.from_knobs(random_knobs(np.random.default_rng(seed), 20))
+    base = dataclasses.replace(VPC, per_stream_Bps=math.inf if cap is None else cap)
+    slow = Simulator(w, dataclasses.replace(base, inter_bw_Bps=bw1)).run_batch(configs)["step_time_s"]
+    fast = Simulator(w, dataclasses.replace(base, inter_bw_Bps=bw1 * factor)).run_batch(configs)["step_time_s"]
+    assert np.all(fast <= slow * (1 + 1e-12))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31))
+def test_lower_bound_holds_for_every_configuration(seed):
+    w = resnet_like()
+    sim = Simulator(w, VPC)
+    configs = KnobArrays.from_knobs(random_knobs(np.random.default_rng(seed), 50))
+    lb = step_lower_bound_s(w, sim.network)
+    assert np.all(sim.run_batch(configs)["step_time_s"] >= lb * (1 - 1e-12))
+    assert lb >= w.compute_s
+
+
+def test_metrics_are_consistent():
+    r = Simulator(resnet_like(), VPC).run(Knobs())
+    assert r.step_time_s == pytest.approx(r.compute_time_s + r.exposed_comm_s)
+    assert r.scaling_efficiency == pytest.approx(r.compute_time_s / r.step_time_s)
+    assert r.samples_per_s == pytest.approx(128 * 1 / r.step_time_s)
+    assert r.compute_time_s == pytest.approx(r.forward_s + r.backward_s)
+    assert r.num_buffers == len(r.buffers)
