@@ -15,7 +15,10 @@ Per training step (synthetic input, ``loss = mean of the outputs``):
 
 Times are medians over the timed steps; on CUDA every stamp synchronizes.
 Layers are ordered so that :meth:`ModelProfile.ready_order` follows the
-measured order (reverse of it is forward order for ordinary models).
+measured order layer by layer (its reverse is forward order for ordinary
+models); within a layer tensors keep ``parameters()`` order, since autograd may
+finish a layer's weight and bias in either order. The exact measured order is
+kept in ``profile.meta["ready_order"]`` (not written to the file).
 Parameters that never receive a gradient are left out (listed in
 ``profile.meta["unused"]``). FLOPs are not measured (0).
 
