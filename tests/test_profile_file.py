@@ -147,8 +147,9 @@ def test_load_model_takes_files(tmp_path: Path) -> None:
 
 
 def test_save_errors(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
     with pytest.raises(CommtuneError, match="cannot write"):
-        save(_measured(), tmp_path / "no" / "such" / "dir.yaml")
+        save(_measured(), tmp_path / "a-file" / "model.yaml")
     with pytest.raises(CommtuneError, match="extension"):
         save(_measured(), tmp_path / "model.txt")
 

@@ -37,11 +37,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from commtune.errors import CommtuneError, did_you_mean
+from commtune.io import atomic_write_text
 from commtune.models.base import GradTensor, Layer, ModelProfile
 
 FORMAT = "commtune-model/1"
@@ -286,25 +286,4 @@ def save(profile: ModelProfile, path: str | os.PathLike) -> None:
         import yaml
 
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
-    write_atomic(path, text)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise CommtuneError(f"{path}: cannot write: {_one_line(exc)}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CommtuneError(f"{path}: cannot write: {_one_line(exc)}") from None
-        raise
+    atomic_write_text(path, text)
