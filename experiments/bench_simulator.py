@@ -1,0 +1,79 @@
+"""Benchmark the step simulator: ResNet-50 on 16x8 GPUs (vpc-32gbit).
+
+Prints configurations per second for the batch engine and microseconds per
+single evaluation (``Simulator.run``), each the best of several repeats, on
+one core (BLAS threads pinned to 1). ``--json`` prints
+``{"batch_evals_per_s": ..., "single_eval_us": ...}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from commtune.cluster import preset  # noqa: E402
+from commtune.knobs import Knobs  # noqa: E402
+from commtune.models import load_model  # noqa: E402
+from commtune.scenario import Scenario  # noqa: E402
+from simulators import KnobArrays  # noqa: E402
+
+
+def random_configs(n: int, seed: int = 0) -> list[Knobs]:
+    rng = np.random.default_rng(seed)
+    return [Knobs(
+        fusion_policy=str(rng.choice(["dynamic", "static"])),
+        fusion_threshold_bytes=int(2 ** rng.uniform(16, 28)),
+        first_bucket_bytes=int(2 ** rng.uniform(16, 26)),
+        cycle_time_ms=float(rng.uniform(0.5, 20)),
+        num_streams=int(rng.integers(1, 9)),
+        negotiation=str(rng.choice(["central", "decentralized"])),
+        hierarchical=bool(rng.integers(0, 2)),
+        wire_precision=str(rng.choice(["fp32", "fp16"])),
+    ) for _ in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--batch", type=int, default=8192, help="configurations per batch call")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    except (AttributeError, OSError):
+        pass
+
+    sim = Scenario(load_model("resnet50"), preset("vpc-32gbit", nodes=16, gpus_per_node=8)).simulator
+    configs = random_configs(args.batch)
+    arrays = KnobArrays.from_knobs(configs)
+    sim.run_batch(arrays)  # warm-up
+    batch_best = min(_timed(lambda: sim.run_batch(arrays)) for _ in range(args.repeats))
+
+    singles = configs[:500]
+    for k in singles[:50]:
+        sim.run(k)
+    single_best = min(_timed(lambda: [sim.run(k) for k in singles]) for _ in range(args.repeats)) / len(singles)
+
+    out = {"batch_evals_per_s": round(args.batch / batch_best), "single_eval_us": round(single_best * 1e6, 1),
+           "model": "resnet50", "cluster": "vpc-32gbit 16x8", "batch_size": args.batch}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"batch engine : {out['batch_evals_per_s']:,} configurations/s ({args.batch} per call)")
+        print(f"single eval  : {out['single_eval_us']} us per configuration (Simulator.run)")
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    main()
