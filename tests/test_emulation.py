@@ -274,3 +274,21 @@ def test_latency_rtt(clean):
         rtt = measure_rtt(state, count=50)
     assert 2.0e-3 <= rtt["min_s"] and rtt["p50_s"] <= 3.0e-3, rtt
     assert not os.path.exists(f"/proc/{state.helper_pids[0]}")  # helper gone after down
+
+
+@needs_root
+def test_gloo_ranks_through_launcher(clean):
+    """torch.distributed gloo ranks, launched per host, all-reduce through the shaped, paced links."""
+    pytest.importorskip("torch")
+    from commtune.emulation import emulated_cluster, run_on_hosts
+
+    code = ("import os, torch, torch.distributed as dist\n"
+            "dist.init_process_group('gloo', rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']))\n"
+            "x = torch.full((1 << 18,), float(dist.get_rank() + 1))\n"
+            "dist.all_reduce(x)\n"
+            "dist.barrier()\n"
+            "print(float(x[0]), float(x[-1]))\n"
+            "dist.destroy_process_group()\n")
+    with emulated_cluster(_spec(hosts=2, bw="500mbit", per_stream="200mbit")) as state:
+        res = run_on_hosts(state, [[sys.executable, "-c", code]] * 2, timeout_s=60, master_port=29555)
+    assert [r.stdout.split() for r in res] == [["3.0", "3.0"]] * 2
