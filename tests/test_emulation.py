@@ -292,3 +292,14 @@ def test_gloo_ranks_through_launcher(clean):
     with emulated_cluster(_spec(hosts=2, bw="500mbit", per_stream="200mbit")) as state:
         res = run_on_hosts(state, [[sys.executable, "-c", code]] * 2, timeout_s=60, master_port=29555)
     assert [r.stdout.split() for r in res] == [["3.0", "3.0"]] * 2
+
+
+def test_latency_without_iptables_says_what_to_install(monkeypatch, tmp_path):
+    from commtune.emulation import topology, up
+
+    monkeypatch.setenv("COMMTUNE_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    real_which = shutil.which
+    monkeypatch.setattr(topology.shutil, "which", lambda n: None if n == "iptables" else real_which(n))
+    with pytest.raises(CommtuneError, match="apt-get install -y libnetfilter-queue-dev iptables"):
+        up(_spec(latency="1ms"))

@@ -5,6 +5,7 @@ import contextlib
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -68,7 +69,9 @@ def _start_delay_helper(binary: Path, spec: EmulatedCluster) -> int:
 
 def up(spec: EmulatedCluster, *, replace: bool = False) -> ClusterState:
     """Create the cluster described by ``spec``; on any failure remove what was made and re-raise."""
-    require_root_and_tools(("iptables",) if spec.latency_s > 0 else ())
+    require_root_and_tools()
+    if spec.latency_s > 0 and shutil.which("iptables") is None:
+        raise CommtuneError(f"--latency needs iptables and libnetfilter_queue; install: {native.NFQ_INSTALL_HINT}")
     existing = _leftovers(spec.prefix)
     if read_state(spec.prefix) is not None or existing:
         if not replace:
