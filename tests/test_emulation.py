@@ -107,7 +107,6 @@ def test_up_refuses_without_tools(monkeypatch, tmp_path):
 def _cli(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
     import commtune.cli as cli
 
-    monkeypatch.setattr(cli, "COMMANDS", ["commtune.cli.cluster_cmd"])  # other commands live elsewhere
     try:
         rc = cli.main(list(argv))
     except SystemExit as exc:  # argparse errors
@@ -187,9 +186,7 @@ def test_down_after_killed_up(clean):
     """SIGKILL ``commtune cluster up`` half-way; ``down`` removes the leftovers."""
     from commtune.emulation import down
 
-    code = ("import sys, commtune.cli as c; c.COMMANDS=['commtune.cli.cluster_cmd']; "
-            "sys.exit(c.main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, "cluster", "up", "--hosts", "64", "--bw", "100mbit",
+    proc = subprocess.Popen([sys.executable, "-m", "commtune", "cluster", "up", "--hosts", "64", "--bw", "100mbit",
                              "--prefix", PREFIX], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while len(_our_netns()) < 4 and time.monotonic() < deadline:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from cli_stubs import run_cli
+from commtune.cli import main as run_cli
 from commtune.models import model_names
 
 

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from cli_stubs import run_cli  # noqa: E402
+from commtune.cli import main as run_cli
 from commtune.errors import CommtuneError  # noqa: E402
 from commtune.models import load_model  # noqa: E402
 from commtune.models.record import RecordOptions, load_factory, record_module  # noqa: E402
