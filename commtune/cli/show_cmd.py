@@ -34,6 +34,9 @@ def bound_distance(profile: Profile) -> float | None:
     return step / bound - 1.0 if _num(step) and _num(bound) else None
 
 
+_LABELS = {"step_time_s": "step time", "scaling_efficiency": "scaling efficiency", "samples_per_s": "throughput"}
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
@@ -41,12 +44,12 @@ def _num(v: Any) -> bool:
 def _metric(name: str, v: Any) -> str:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return str(v)
-    if name.endswith("_s"):
-        return format_time(v)
-    if name == "scaling_efficiency":
-        return f"{v:.1%}"
     if name == "samples_per_s":
         return f"{v:,.0f} samples/s"
+    if name == "scaling_efficiency":
+        return f"{v:.1%}"
+    if name.endswith("_s"):
+        return format_time(v)
     return f"{v:g}"
 
 
@@ -67,11 +70,8 @@ def render(profile: Profile) -> list[str]:
         mark = " " if name in active else "*"
         lines.append(f"  {mark} {name:<24} {KNOBS[name].show(value)}")
     lines.append("predicted")
-    for key in ("step_time_s", "scaling_efficiency", "samples_per_s"):
-        if key in p:
-            lines.append(f"    {key.removesuffix('_s').replace('_', ' '):<24} {_metric(key, p[key])}")
-    others = [k for k in p if k not in ("step_time_s", "scaling_efficiency", "samples_per_s")]
-    lines.extend(f"    {k:<24} {_metric(k, p[k])}" for k in others)
+    keys = [k for k in _LABELS if k in p] + [k for k in p if k not in _LABELS]
+    lines.extend(f"    {_LABELS.get(k, k):<24} {_metric(k, p[k])}" for k in keys)
     if profile.baselines:
         ups = speedups(profile)
         lines.append("baselines")
