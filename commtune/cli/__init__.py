@@ -19,6 +19,8 @@ COMMANDS = [
     "commtune.cli.presets_cmd",
     "commtune.cli.simulate_cmd",
     "commtune.cli.profile_model_cmd",
+    "commtune.cli.show_cmd",
+    "commtune.cli.export_cmd",
     "commtune.cli.cluster_cmd",
 ]
 
