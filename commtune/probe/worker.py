@@ -17,6 +17,13 @@ from commtune.io import atomic_write_json
 from commtune.probe.progress import Progress
 
 
+def ranks_per_host(comm) -> int:
+    """Ranks sharing this rank's host (LOCAL_WORLD_SIZE, or MPI's shared-memory split)."""
+    if comm.engine == "mpi":
+        return comm.comm.Split_type(comm.MPI.COMM_TYPE_SHARED).Get_size()
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def run_task(task: dict) -> dict:
     """Run one task on this rank (collective across all ranks); returns the result."""
     from commtune.probe.comm import make_comm
@@ -28,7 +35,8 @@ def run_task(task: dict) -> dict:
             from commtune.probe.allreduce import measure_allreduce
 
             records = measure_allreduce(comm, task["sizes"], task["streams"], int(task["iters"]), int(task["warmup"]), progress)
-            result = {"world_size": comm.world, "engine": comm.engine, "records": records}
+            result = {"world_size": comm.world, "engine": comm.engine, "records": records,
+                      "ranks_per_host": ranks_per_host(comm)}
         elif task["kind"] == "ddp":
             from commtune.probe.ddp_step import run_ddp_task
 
