@@ -21,6 +21,7 @@ COMMANDS = [
     "commtune.cli.profile_model_cmd",
     "commtune.cli.cluster_cmd",
     "commtune.cli.probe_cmd",
+    "commtune.cli.validate_cmd",
 ]
 
 
