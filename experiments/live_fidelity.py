@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--mode", default="split", choices=("split", "round_robin"))
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--prefix", default="ctp")
+    ap.add_argument("--fit-min-size", type=int, default=2**20, help="fit sizes >= this (bytes; default 1 MiB)")
+    ap.add_argument("--weighting", default="absolute", choices=("relative", "absolute"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     all_res = {}
@@ -44,7 +46,8 @@ def main() -> int:
         with emulated_cluster(spec, replace=True) as state:
             launch = LaunchSpec(state=state, timeout_s=900)
             probe = run_probe(launch, parse_sizes("256KB:64MB"), [1, 2, 4], iters=3, warmup=1)
-            cs, extra = calibration(probe, hosts=args.hosts, name=f"calib-{name}", source=spec.describe())
+            cs, extra = calibration(probe, hosts=args.hosts, name=f"calib-{name}", source=spec.describe(),
+                                    min_fit_size=args.fit_min_size, weighting=args.weighting)
             calib_path = os.path.join(args.out, f"calib-{name}.yaml")
             write_calibration(calib_path, cs, extra)
             print(f"== {name}: {spec.describe()}")

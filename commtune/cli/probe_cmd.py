@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations per size (default 1)")
     p.add_argument("--fit-min-size", default="0", help="fit only sizes at least this (e.g. 1MB); small messages "
                                                         "are noisy on an oversubscribed host")
+    p.add_argument("--fit-weighting", choices=("relative", "absolute"), default="relative",
+                   help="least-squares weights: relative (1/t, default) or absolute (large messages dominate)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the calibration file (YAML, or JSON by suffix)")
     p.add_argument("--json", action="store_true", help="print the raw result as JSON instead of the table")
     add_launch_args(p)
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if result.get("rank", 0) != 0:
         return 0
     n = result["world_size"]
-    spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source,
+    spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
     if args.json:
         print(json.dumps({**extra, "cluster": spec.to_dict()}, indent=2))

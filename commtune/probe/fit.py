@@ -58,8 +58,10 @@ class LinearFit:
                 "max_rel_residual": float(self.max_rel_residual), "n_points": int(self.n_points)}
 
 
-def fit_linear(sizes: Sequence[float], times: Sequence[float]) -> LinearFit:
-    """Weighted (1/t) least squares of ``t = a + b*S``; see the module docstring."""
+def fit_linear(sizes: Sequence[float], times: Sequence[float], weighting: str = "relative") -> LinearFit:
+    """Least squares of ``t = a + b*S``, weights ``1/t`` (``"relative"``, see the
+    module docstring) or none (``"absolute"``: the largest messages dominate,
+    so the slope is the large-message rate)."""
     s = np.asarray(sizes, dtype=np.float64)
     t = np.asarray(times, dtype=np.float64)
     if s.shape != t.shape or s.size < 2:
@@ -68,7 +70,9 @@ def fit_linear(sizes: Sequence[float], times: Sequence[float]) -> LinearFit:
         raise ValueError("measured times must be positive")
     if np.unique(s).size < 2:
         raise ValueError("fit_linear needs at least two distinct sizes")
-    w = 1.0 / t
+    if weighting not in ("relative", "absolute"):
+        raise ValueError(f"weighting must be relative or absolute, got {weighting!r}")
+    w = 1.0 / t if weighting == "relative" else np.ones_like(t)
     A = np.stack([np.ones_like(s), s], axis=1) * w[:, None]
     (a, b), *_ = np.linalg.lstsq(A, t * w, rcond=None)
     if a < 0:
@@ -124,7 +128,8 @@ def derive_link(fits: Mapping[int, LinearFit], ranks: int) -> LinkParams:
     return LinkParams(alpha, launch, float(link), per_stream, rates)
 
 
-def fit_measurements(records: Iterable[Mapping], ranks: int, min_size: float = 0, max_size: float = math.inf) -> dict[int, LinearFit]:
+def fit_measurements(records: Iterable[Mapping], ranks: int, min_size: float = 0, max_size: float = math.inf,
+                     weighting: str = "relative") -> dict[int, LinearFit]:
     """Per-stream-count fits from probe records (``streams``, ``size_bytes``, ``time_s``)."""
     by_k: dict[int, list[tuple[float, float]]] = {}
     for r in records:
@@ -133,5 +138,5 @@ def fit_measurements(records: Iterable[Mapping], ranks: int, min_size: float = 0
     fits = {}
     for k, pts in sorted(by_k.items()):
         if len({s for s, _ in pts}) >= 2:
-            fits[k] = fit_linear([s for s, _ in pts], [t for _, t in pts])
+            fits[k] = fit_linear([s for s, _ in pts], [t for _, t in pts], weighting)
     return fits

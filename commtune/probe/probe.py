@@ -100,7 +100,7 @@ def format_table(records: Sequence[dict], ranks: int) -> str:
 
 
 def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min_fit_size: int = 0,
-                name: str = "calibrated", source: str = "") -> tuple[ClusterSpec, dict]:
+                name: str = "calibrated", source: str = "", weighting: str = "relative") -> tuple[ClusterSpec, dict]:
     """ClusterSpec + extra sections (``fit``, ``measurements``, ``provenance``) from a probe result."""
     n = int(result["world_size"])
     records = result["records"]
@@ -108,9 +108,9 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
         if n % hosts:
             raise CommtuneError(f"{n} ranks do not divide evenly over {hosts} hosts")
         ranks_per_host = n // hosts
-    fits = fit_measurements(records, n, min_size=min_fit_size)
+    fits = fit_measurements(records, n, min_size=min_fit_size, weighting=weighting)
     if not fits:
-        fits = fit_measurements(records, n)
+        fits = fit_measurements(records, n, weighting=weighting)
     if not fits:
         raise CommtuneError("need at least two message sizes per stream count to fit t = a + b*S")
     link = derive_link(fits, n)
@@ -126,7 +126,8 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     spec = dataclasses.replace(base, **fields)
     extra = {
         "fit": {
-            "model": "t = a_s + b_s_per_byte * size_bytes, weighted least squares per stream count",
+            "model": "t = a_s + b_s_per_byte * size_bytes, least squares per stream count",
+            "weighting": weighting,
             "engine": result.get("engine"),
             "world_size": n,
             "min_fit_size_bytes": int(min_fit_size),
