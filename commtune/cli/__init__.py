@@ -22,6 +22,8 @@ COMMANDS = [
     "commtune.cli.show_cmd",
     "commtune.cli.export_cmd",
     "commtune.cli.cluster_cmd",
+    "commtune.cli.probe_cmd",
+    "commtune.cli.validate_cmd",
 ]
 
 
