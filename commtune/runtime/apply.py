@@ -36,7 +36,7 @@ from commtune.knobs import KNOBS, Knobs
 from commtune.profiles import Profile
 from commtune.profiles import load_profile as _load_profile
 from commtune.runtime.fingerprint import describe_model, module_profile
-from commtune.runtime.hooks import STREAM_MODES, make_multistream_hook, stream_groups
+from commtune.runtime.hooks import STREAM_MODES, MultiStreamState, multistream_hook, stream_groups
 
 MiB = 2**20
 
@@ -138,8 +138,8 @@ def build_ddp(module: torch.nn.Module, plan: DDPPlan, process_group: Any | None 
     state = None
     if plan.needs_hook:
         groups = stream_groups(plan.num_streams, process_group)
-        state, hook = make_multistream_hook(groups, plan.stream_mode, plan.wire_precision, **(hook_options or {}))
-        ddp.register_comm_hook(state, hook)
+        state = MultiStreamState(groups, plan.stream_mode, plan.wire_precision, **(hook_options or {}))
+        ddp.register_comm_hook(state, multistream_hook)
     ddp.commtune_plan = plan
     ddp.commtune_hook_state = state
     return ddp

@@ -20,8 +20,9 @@ a module (the AutoTuner) reuses them.
 """
 # No `from __future__ import annotations`: DDP checks the hook's annotations are
 # the real dist.GradBucket / torch.futures.Future[torch.Tensor] objects.
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -29,6 +30,12 @@ import torch.distributed as dist
 from commtune.errors import CommtuneError
 
 STREAM_MODES = ("split", "round_robin")
+MODES = STREAM_MODES  # the probe's name
+
+
+class HookConfigError(CommtuneError, ValueError):
+    """A bad hook argument (a CommtuneError; a ValueError for callers that expect one)."""
+
 WIRE_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # (ranks, backend) -> process groups created so far, in creation order.
@@ -72,6 +79,9 @@ class MultiStreamState:
     small bucket uses fewer streams); 0 always splits K ways (when the bucket
     has at least K elements). ``log_buckets``: record ``(bucket index, bytes)``
     of every bucket the hook sees in ``bucket_log`` (tests, diagnostics).
+    ``recorder``: called once per bucket when it is reduced, with
+    ``(bucket_index, grad_bytes, launch_time, done_time)`` (``time.perf_counter``;
+    the probe's per-bucket timings).
     """
 
     groups: list[Any]
@@ -80,14 +90,16 @@ class MultiStreamState:
     min_part_bytes: int = 0
     log_buckets: bool = False
     bucket_log: list[tuple[int, int]] = field(default_factory=list)
+    recorder: Callable[[int, int, float, float], None] | None = None
 
     def __post_init__(self) -> None:
+        self.groups = list(self.groups)
         if not self.groups:
-            raise CommtuneError("the multi-stream hook needs at least one process group")
+            raise HookConfigError("the multi-stream hook needs at least one process group")
         if self.mode not in STREAM_MODES:
-            raise CommtuneError(f"stream mode must be one of {', '.join(STREAM_MODES)}, got {self.mode!r}")
+            raise HookConfigError(f"stream mode must be one of {', '.join(STREAM_MODES)}, got {self.mode!r}")
         if self.wire_precision not in WIRE_DTYPES:
-            raise CommtuneError(f"wire precision must be one of {', '.join(WIRE_DTYPES)}, got {self.wire_precision!r}")
+            raise HookConfigError(f"wire precision must be one of {', '.join(WIRE_DTYPES)}, got {self.wire_precision!r}")
         self.world_size = self.groups[0].size()
 
     @property
@@ -97,9 +109,12 @@ class MultiStreamState:
 
 def multistream_hook(state: MultiStreamState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """The DDP comm hook (``ddp.register_comm_hook(state, multistream_hook)``)."""
+    t0 = time.perf_counter()
     buffer = bucket.buffer()
+    index = bucket.index()
+    grad_bytes = buffer.numel() * buffer.element_size()
     if state.log_buckets:
-        state.bucket_log.append((bucket.index(), buffer.numel() * buffer.element_size()))
+        state.bucket_log.append((index, grad_bytes))
     dtype = WIRE_DTYPES[state.wire_precision]
     if dtype is None or dtype == buffer.dtype:
         wire = buffer.div_(state.world_size)
@@ -107,7 +122,7 @@ def multistream_hook(state: MultiStreamState, bucket: dist.GradBucket) -> torch.
         wire = buffer.to(dtype).div_(state.world_size)
     k = state.num_streams
     if state.mode == "round_robin" or k == 1:
-        group = state.groups[bucket.index() % k]
+        group = state.groups[index % k]
         futs = [dist.all_reduce(wire, group=group, async_op=True).get_future()]
     else:
         parts_n = k
@@ -123,6 +138,8 @@ def multistream_hook(state: MultiStreamState, bucket: dist.GradBucket) -> torch.
             f.value()  # re-raise a failed part
         if wire is not buffer:
             buffer.copy_(wire)
+        if state.recorder is not None:
+            state.recorder(index, grad_bytes, t0, time.perf_counter())
         return buffer
 
     if len(futs) == 1:
@@ -130,7 +147,17 @@ def multistream_hook(state: MultiStreamState, bucket: dist.GradBucket) -> torch.
     return torch.futures.collect_all(futs).then(done)
 
 
-def make_multistream_hook(groups: list[Any], mode: str = "split", wire_precision: str = "fp32",
-                          **options: Any) -> tuple[MultiStreamState, Any]:
-    """``(state, hook)`` ready for ``ddp.register_comm_hook(state, hook)``."""
-    return MultiStreamState(list(groups), mode=mode, wire_precision=wire_precision, **options), multistream_hook
+def make_multistream_hook(groups: Sequence[Any], mode: str = "split", wire_precision: str = "fp32",
+                          recorder: Callable[[int, int, float, float], None] | None = None, **options: Any):
+    """A hook closed over its state: ``ddp.register_comm_hook(state=None, hook=hook)``.
+
+    ``hook.state`` is the :class:`MultiStreamState` (bucket log, groups).
+    ``options``: ``min_part_bytes``, ``log_buckets``.
+    """
+    st = MultiStreamState(list(groups), mode=mode, wire_precision=wire_precision, recorder=recorder, **options)
+
+    def hook(state, bucket):  # no annotations: DDP checks them against the real types
+        return multistream_hook(st, bucket)
+
+    hook.state = st
+    return hook
