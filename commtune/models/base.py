@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class GradTensor:
-    """One parameter (and so one gradient) tensor."""
+    """One parameter (and so one gradient) tensor.
+
+    ``shape`` is optional extra detail (zoo models and recorded profiles carry
+    it); it is left out of equality and hashing so ``numel`` stays the identity.
+    """
 
     name: str
     numel: int
+    shape: tuple[int, ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

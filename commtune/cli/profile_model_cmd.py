@@ -1,0 +1,58 @@
+"""``commtune profile-model``: record a torch model's gradient order and layer times."""
+from __future__ import annotations
+
+import argparse
+
+from commtune.errors import CommtuneError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "profile-model", help="record a torch model into a model profile file",
+        description="Build a torch.nn.Module from MODULE:FACTORY, run forward+backward on "
+                    "synthetic input and write its gradient-ready order and per-layer times.")
+    p.add_argument("factory", metavar="MODULE:FACTORY",
+                   help="e.g. mypkg.models:make_model or path/to/file.py:make_model "
+                        "(called with no arguments)")
+    p.add_argument("-o", "--output", required=True, help="profile file to write (.yaml/.yml/.json)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                   help="per-sample float input shape (default 3,224,224)")
+    p.add_argument("--seq-len", type=int, help="feed token ids of this length instead")
+    p.add_argument("--vocab", type=int, help="token id range (default: smallest nn.Embedding)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (median; default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--name", help="profile name (default: the module's class name)")
+    p.set_defaults(func=run)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,224,224, "
+                                         f"got {text!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"dimensions must be positive, got {text!r}")
+    return dims
+
+
+def run(args: argparse.Namespace) -> int:
+    from commtune.models import profile_file
+    from commtune.models.record import RecordOptions, profile_factory
+
+    if not profile_file.is_profile_path(args.output):
+        raise CommtuneError(f"-o {args.output}: use a .yaml, .yml or .json file name")
+    options = RecordOptions(batch_size=args.batch_size, input_shape=args.input_shape,
+                            seq_len=args.seq_len, vocab=args.vocab, device=args.device,
+                            steps=args.steps, warmup=args.warmup, name=args.name)
+    profile = profile_factory(args.factory, options)
+    profile_file.save(profile, args.output)
+    fwd = sum(layer.fwd_time_s or 0.0 for layer in profile.layers)
+    bwd = sum(layer.bwd_time_s or 0.0 for layer in profile.layers)
+    print(f"wrote {args.output}: {profile.name}, {len(profile.layers)} layers, "
+          f"{profile.num_tensors} tensors, {profile.num_params:,} params; "
+          f"forward {fwd * 1e3:.2f} ms, backward {bwd * 1e3:.2f} ms "
+          f"(batch {options.batch_size} on {profile.measured_device})")
+    return 0
