@@ -92,7 +92,7 @@ def search_profile(args, model_file: Path, cluster_file: Path, out: Path) -> str
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if r.returncode != 0:
         raise SystemExit(f"commtune search failed: {r.stderr.strip()[-2000:]}")
-    return "`" + " ".join(["commtune", *cmd[3:]]) + "`"
+    return "`" + " ".join(["commtune", *cmd[3:]]).replace(str(ROOT) + "/", "") + "`"
 
 
 def grid_profile(model_file: Path, cluster_file: Path, out: Path) -> str:

@@ -155,6 +155,19 @@ def checks(rank: int, world: int, out_dir: Path) -> dict:
         "params_changed": any(not torch.equal(a, b) for a, b in zip(before, net.parameters())),
         "param_sum": float(sum(p.detach().double().sum() for p in net.parameters())),
     }
+    # Drift: locked-in steps suddenly much slower -> a new short round, a new lock-in, the profile rewritten.
+    tuner = AutoTuner(net, {"num_streams": [1, 2]}, trials=2, steps_per_trial=1, warmup_steps=0, drift=0.5,
+                      drift_window=2, retune_trials=2, profile_out=out_dir / "drift.json", verbose=False)
+    fake = iter([0.01, 0.01] + [0.01] * 2 + [0.05] * 2 + [0.02] * 2 + [0.02] * 4)
+    rounds = []
+    for dt in fake:
+        model = tuner.model
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        opt.step()
+        tuner.step(dt)
+        rounds.append((tuner.round, tuner.tuning))
+    res["drift"] = {"rounds": rounds, "locked_time_s": tuner.locked_time_s, "history": len(tuner.history)}
     return res
 
 

@@ -178,6 +178,19 @@ def test_autotuner_localhost_rebuilds_locks_in_writes_profile(job):
     assert prof.provenance["backend"] == "live-ddp" and len(prof.provenance["measurements"]) == 3
 
 
+def test_autotuner_retunes_when_step_time_drifts(job):
+    ranks, out = job
+    d = ranks[0]["drift"]
+    # 2 trials (1 step each) -> locked; 2 steps at the locked time; 2 steps 5x slower -> round 2 (2 trials)
+    # -> locked again at the new time; no further re-tune.
+    assert [r for r, _ in d["rounds"]] == [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
+    assert [t for _, t in d["rounds"]] == [True, False, False, False, False, True, True, False, False, False,
+                                           False, False]
+    assert d["locked_time_s"] == pytest.approx(0.02) and d["history"] == 4
+    assert load_any_profile(out / "drift.json").provenance["round"] == 2
+    assert ranks[1]["drift"] == d
+
+
 # ---------------------------------------------------------------- emulated cluster
 
 @pytest.mark.netns

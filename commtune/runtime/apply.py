@@ -36,6 +36,7 @@ from commtune.knobs import KNOBS, Knobs
 from commtune.profiles import Profile
 from commtune.profiles import load_profile as _load_profile
 from commtune.runtime.fingerprint import describe_model, module_profile
+from commtune.units import format_size
 from commtune.runtime.hooks import STREAM_MODES, MultiStreamState, multistream_hook, stream_groups
 
 MiB = 2**20
@@ -61,7 +62,7 @@ class DDPPlan:
         return self.num_streams > 1 or self.wire_precision != "fp32"
 
     def describe(self) -> str:
-        s = (f"bucket {self.bucket_cap_bytes / MiB:g} MiB, first bucket {self.first_bucket_bytes / MiB:g} MiB, "
+        s = (f"bucket {format_size(self.bucket_cap_bytes)}, first bucket {format_size(self.first_bucket_bytes)}, "
              f"{self.num_streams} stream{'s' if self.num_streams > 1 else ''}")
         if self.num_streams > 1:
             s += f" ({self.stream_mode})"
