@@ -24,6 +24,7 @@ COMMANDS = [
     "commtune.cli.cluster_cmd",
     "commtune.cli.probe_cmd",
     "commtune.cli.validate_cmd",
+    "commtune.cli.search_cmd",
 ]
 
 

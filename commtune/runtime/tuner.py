@@ -1,0 +1,546 @@
+"""Online tuning on the live job: time real DDP steps under a few configurations, lock in the best.
+
+Rank 0 drives an Optuna study (ask/tell; in memory or a given storage). At each
+trial boundary, after the same number of steps on every rank, the ranks agree
+on the trial's time (the slowest rank's median, an all-reduce MAX) and rank 0
+broadcasts the next configuration (``dist.broadcast_object_list`` on a small
+gloo control group). Knobs that change DDP's buckets, streams or hook are
+applied by rebuilding the DDP wrapper around the same module: the parameters
+are the same objects, so the optimizer stays valid. The first
+``warmup_steps`` of each trial are discarded (bucket rebuild, new groups).
+
+After ``trials`` configurations the best is locked in and written as a profile
+(atomically, rank 0). With ``drift`` set, every ``drift_window`` locked-in
+steps the ranks compare the median step time with the locked-in time; past
+``(1 + drift)`` times it, a new short round (``retune_trials``) starts from the
+best configurations so far -- tuning that follows a changing network.
+
+In a training loop::
+
+    tuner = AutoTuner(module, trials=8, initial=[profile.knobs], profile_out="tuned.json")
+    for x, y in data:
+        with tuner.timed_step() as model:   # model = tuner.model, the current DDP wrapper
+            opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import statistics
+import sys
+import time
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+
+from commtune.cluster import ClusterSpec
+from commtune.errors import CommtuneError
+from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
+from commtune.profiles import Profile, load_profile, provenance, save_profile
+from commtune.runtime.apply import DDPPlan, build_ddp, plan_for
+from commtune.runtime.fingerprint import module_profile
+from commtune.runtime.hooks import STREAM_MODES
+from commtune.units import parse_size
+
+MiB = 2**20
+
+#: Knobs the DDP runtime can tune live (plus the pseudo-knob ``stream_mode``).
+TUNABLE = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "wire_precision")
+
+#: Default live search space: bucket cap and streams (fp32 on the wire: fp16
+#: changes the numerics, so it is opt-in).
+DEFAULT_SPACE: dict[str, Any] = {
+    "fusion_threshold_bytes": [1 * MiB, 4 * MiB, 25 * MiB],
+    "num_streams": [1, 2, 4],
+    "stream_mode": ["split", "round_robin"],
+}
+
+
+# ------------------------------------------------------------------ search space
+
+@dataclasses.dataclass(frozen=True)
+class _Param:
+    name: str
+    choices: tuple[Any, ...] | None = None  # categorical
+    low: float | None = None  # numeric range
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = True
+
+    def suggest(self, trial: Any) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step) if self.step and not self.log else 1)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log,
+                                   step=None if self.log else self.step)
+
+    def widen(self, value: Any) -> "_Param":
+        """Make room for an enqueued value outside the space."""
+        if self.choices is not None:
+            return self if value in self.choices else dataclasses.replace(self, choices=(*self.choices, value))
+        return dataclasses.replace(self, low=min(self.low, value), high=max(self.high, value))
+
+    @property
+    def size(self) -> float:
+        if self.choices is not None:
+            return len(self.choices)
+        if self.integer and not self.log:
+            return (self.high - self.low) // (self.step or 1) + 1
+        return math.inf
+
+
+def _parse_value(name: str, value: Any) -> Any:
+    if name == "stream_mode":
+        if value not in STREAM_MODES:
+            raise CommtuneError(f"space: stream_mode must be one of {', '.join(STREAM_MODES)}, got {value!r}")
+        return value
+    return KNOBS[name].parse(value)
+
+
+def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[str, Any]]:
+    """``(searched params, fixed values)`` from a space mapping.
+
+    Per knob (one of :data:`TUNABLE` or ``stream_mode``): a list (choices), a
+    scalar (fixed), or the ``commtune search`` forms ``{choices: [...]}``,
+    ``{value: V}``, ``{low: L, high: H, log: bool, step: S}`` (sizes accept
+    ``"4MiB"``). ``fusion_policy: static`` is accepted (the only policy DDP has).
+    """
+    space = DEFAULT_SPACE if space is None else space
+    params: dict[str, _Param] = {}
+    fixed: dict[str, Any] = {}
+    for name, spec in space.items():
+        if name == "fusion_policy":
+            if spec not in ("static", {"value": "static"}, ["static"]):
+                raise CommtuneError("space: DDP buckets statically; fusion_policy can only be 'static'")
+            continue
+        if name not in TUNABLE and name != "stream_mode":
+            allowed = ", ".join((*TUNABLE, "stream_mode"))
+            raise CommtuneError(f"space: {name!r} cannot be tuned on a live DDP job; tunable: {allowed}")
+        if isinstance(spec, dict) and "value" in spec:
+            spec = spec["value"]
+        if isinstance(spec, dict) and "choices" in spec:
+            spec = list(spec["choices"])
+        if isinstance(spec, (list, tuple)):
+            values = tuple(dict.fromkeys(_parse_value(name, v) for v in spec))
+            if not values:
+                raise CommtuneError(f"space: {name} has no choices")
+            if len(values) == 1:
+                fixed[name] = values[0]
+            else:
+                params[name] = _Param(name, choices=values)
+        elif isinstance(spec, dict):
+            if "low" not in spec or "high" not in spec:
+                raise CommtuneError(f"space: {name} needs low and high (or choices, or value)")
+            knob = KNOBS.get(name)
+            if knob is None or knob.kind not in ("size", "int", "float"):
+                raise CommtuneError(f"space: {name} is not numeric; give choices")
+            low, high = knob.parse(spec["low"]), knob.parse(spec["high"])
+            if low > high:
+                raise CommtuneError(f"space: {name} low {spec['low']} is above high {spec['high']}")
+            step = spec.get("step")
+            if step is not None and knob.kind == "size":
+                step = parse_size(step, what=f"{name} step")
+            params[name] = _Param(name, low=low, high=high, log=bool(spec.get("log", False)), step=step,
+                                  integer=knob.kind != "float")
+        else:
+            fixed[name] = _parse_value(name, spec)
+    return params, fixed
+
+
+# ------------------------------------------------------------------ configurations
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One live configuration: knobs + how streams are used."""
+
+    knobs: Knobs
+    stream_mode: str = "split"
+
+    @property
+    def plan(self) -> DDPPlan:
+        return plan_for(self.knobs, self.stream_mode)
+
+    def key(self) -> tuple:
+        p = self.plan
+        mode = p.stream_mode if p.num_streams > 1 else "-"
+        return (p.bucket_cap_bytes, p.first_bucket_bytes, p.num_streams, p.wire_precision, mode)
+
+    def params(self) -> dict[str, Any]:
+        d = {n: getattr(self.knobs, n) for n in TUNABLE}
+        d["stream_mode"] = self.stream_mode
+        return d
+
+    def describe(self) -> str:
+        return self.plan.describe()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"knobs": self.knobs.to_dict(), "stream_mode": self.stream_mode}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        return cls(Knobs.from_dict(d["knobs"]), d.get("stream_mode", "split"))
+
+
+def _as_config(item: Any, base: Knobs) -> Config:
+    """An ``initial`` entry: Knobs, Profile, profile path, Config, or {knob: value, stream_mode: ...}."""
+    if isinstance(item, (str, os.PathLike)):
+        item = load_profile(item)
+    if isinstance(item, Config):
+        return item
+    if isinstance(item, Profile):
+        return Config(dataclasses.replace(item.knobs, fusion_policy="static"),
+                      item.provenance.get("stream_mode") or "split")
+    if isinstance(item, Knobs):
+        return Config(dataclasses.replace(item, fusion_policy="static"))
+    if isinstance(item, dict):
+        d = dict(item)
+        mode = d.pop("stream_mode", "split")
+        return Config(Knobs.from_dict({**d, "fusion_policy": "static"}, base=base), mode)
+    raise CommtuneError(f"initial configurations must be Knobs, Profiles, profile paths or dicts, "
+                        f"got {type(item).__name__}")
+
+
+# ------------------------------------------------------------------ the tuner
+
+class AutoTuner:
+    """Tune DDP's communication knobs during the first steps of real training.
+
+    Collective: construct it on every rank, after ``dist.init_process_group``,
+    with the same arguments; call :meth:`step` (or use :meth:`timed_step`)
+    once per training step on every rank. ``tuner.model`` is the current DDP
+    wrapper: fetch it every step (a replaced wrapper refuses to run).
+
+    ``space``: see :func:`parse_space` (default :data:`DEFAULT_SPACE`).
+    ``trials``: configurations timed per round (enqueued ``initial`` ones
+    included). ``initial``: configurations tried first (Knobs, e.g. a
+    profile's or ``Simulator.run_batch`` top-k, Profiles, profile paths,
+    dicts); knobs not in the space come from ``base`` (default: the first
+    initial configuration, else DDP's defaults). ``storage``/``study_name``:
+    an Optuna storage (URL or object) to keep the study; default in memory.
+    ``drift``: re-tune when the median of ``drift_window`` locked-in steps
+    exceeds ``(1 + drift)`` x the locked-in time (None: never).
+    ``cluster``: the ClusterSpec recorded in the written profile (default:
+    the initial profile's when its world size matches, else a ``live`` one).
+    """
+
+    def __init__(self, module: torch.nn.Module, space: dict[str, Any] | None = None, *, trials: int = 8,
+                 steps_per_trial: int = 3, warmup_steps: int = 1, initial: Sequence[Any] | Any = (),
+                 profile_out: str | os.PathLike | None = None, drift: float | None = 0.2, drift_window: int = 10,
+                 retune_trials: int | None = None, storage: Any = None, study_name: str | None = None,
+                 seed: int = 0, sampler: Any = None, base: Knobs | None = None, process_group: Any = None,
+                 cluster: ClusterSpec | None = None, model_info: dict[str, Any] | None = None,
+                 ddp_kwargs: dict[str, Any] | None = None, hook_options: dict[str, Any] | None = None,
+                 verbose: bool = True) -> None:
+        if not dist.is_initialized():
+            raise CommtuneError("AutoTuner needs torch.distributed initialized (dist.init_process_group)")
+        for name, value, low in (("trials", trials, 1), ("steps_per_trial", steps_per_trial, 1),
+                                 ("warmup_steps", warmup_steps, 0), ("drift_window", drift_window, 1)):
+            if not isinstance(value, int) or value < low:
+                raise CommtuneError(f"AutoTuner: {name} must be an integer >= {low}, got {value!r}")
+        if drift is not None and not drift > 0:
+            raise CommtuneError(f"AutoTuner: drift must be > 0 (or None to never re-tune), got {drift!r}")
+        self.module = module
+        self.trials, self.steps_per_trial, self.warmup_steps = trials, steps_per_trial, warmup_steps
+        self.drift, self.drift_window = drift, drift_window
+        self.retune_trials = retune_trials or max(2, trials // 2)
+        self.profile_out = profile_out
+        self.process_group = process_group
+        self.ddp_kwargs = dict(ddp_kwargs or {})
+        self.hook_options = hook_options
+        self.model_info = dict(model_info or {})
+        self.verbose = verbose
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size(process_group)
+        self.storage, self.study_name_base, self.seed, self._sampler = storage, study_name, seed, sampler
+
+        if initial is None:
+            initial = []
+        elif not isinstance(initial, (list, tuple)):
+            initial = [initial]
+        self._initial_profile = next((p for p in initial if isinstance(p, Profile)), None)
+        first = _as_config(initial[0], DDP_DEFAULT) if initial else None
+        self.base = dataclasses.replace(base or (first.knobs if first else DDP_DEFAULT), fusion_policy="static")
+        self.initial = [_as_config(item, self.base) for item in initial]
+        self.params, fixed = parse_space(space)
+        mode_fixed = fixed.pop("stream_mode", None)
+        self.base = Knobs.from_dict(fixed, base=self.base)
+        self.base_mode = mode_fixed or (first.stream_mode if first else "split")
+        for cfg in self.initial:  # room for every enqueued value
+            for name, value in cfg.params().items():
+                if name in self.params:
+                    self.params[name] = self.params[name].widen(value)
+        self.cluster = cluster or self._default_cluster()
+
+        # Control channel: a gloo group (cheap CPU collectives whatever DDP's backend).
+        ranks = dist.get_process_group_ranks(process_group or dist.group.WORLD)
+        self._ctrl = dist.new_group(ranks, backend="gloo")
+        self._src = ranks[0]
+
+        self.history: list[dict[str, Any]] = []  # every timed configuration, all rounds
+        self.round = 0
+        self.locked: Config | None = None
+        self.locked_time_s: float | None = None
+        self.step_count = 0
+        self.profile_path: str | None = None
+        self._ddp: Any = None
+        self._config: Config | None = None
+        self._times: list[float] = []
+        self._window: list[float] = []
+        self._study: Any = None
+        self._trial: Any = None
+        self._round_done: dict[tuple, float] = {}
+        self._round_count = 0
+        self._in_round = True
+        self._enqueued: dict[tuple, Config] = {}
+        self._start_round(self.initial)
+
+    # -------------------------------------------------------------- public
+
+    @property
+    def model(self) -> Any:
+        """The current ``DistributedDataParallel`` wrapper."""
+        return self._ddp
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def tuning(self) -> bool:
+        """True while a tuning round runs (False once a configuration is locked in)."""
+        return self._in_round
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        rows = [h for h in self.history if h["round"] == self.round]
+        return min(rows, key=lambda h: h["median_s"]) if rows else None
+
+    @contextlib.contextmanager
+    def timed_step(self) -> Iterator[Any]:
+        """``with tuner.timed_step() as model: ...`` times the block and calls :meth:`step`."""
+        cuda = any(p.is_cuda for p in self.module.parameters())
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield self._ddp
+        if cuda:
+            torch.cuda.synchronize()
+        self.step(time.perf_counter() - t0)
+
+    def step(self, step_time_s: float) -> None:
+        """Record one training step's time (every rank, every step); may switch configuration."""
+        self.step_count += 1
+        if self._in_round:
+            self._times.append(float(step_time_s))
+            if len(self._times) >= self.warmup_steps + self.steps_per_trial:
+                self._end_trial()
+        elif self.drift is not None:
+            self._window.append(float(step_time_s))
+            if len(self._window) >= self.drift_window:
+                med = self._max_over_ranks(statistics.median(self._window))
+                self._window = []
+                if med > (1.0 + self.drift) * self.locked_time_s:
+                    self._log(f"step time drifted: median {med * 1e3:.1f} ms > (1+{self.drift:g}) x locked-in "
+                              f"{self.locked_time_s * 1e3:.1f} ms; re-tuning")
+                    self._start_round(self._top_configs(max(1, self.retune_trials // 2)))
+
+    # -------------------------------------------------------------- rounds and trials
+
+    def _start_round(self, enqueue: Sequence[Config]) -> None:
+        self.round += 1
+        self._in_round = True
+        self._round_done = {}
+        self._round_count = 0
+        self._round_limit = self.trials if self.round == 1 else self.retune_trials
+        self._enqueued = {self._space_key(c.params()): c for c in enqueue}
+        if self.rank == self._src:
+            self._study = self._make_study()
+            seen = set()
+            for cfg in enqueue:
+                if cfg.key() not in seen:
+                    seen.add(cfg.key())
+                    self._study.enqueue_trial({n: v for n, v in cfg.params().items() if n in self.params},
+                                              skip_if_exists=False)
+            first = self._ask()
+            msg = {"action": "trial", "config": first.to_dict()}
+        else:
+            msg = None
+        self._apply(self._bcast(msg))
+
+    def _make_study(self) -> Any:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = self._sampler or optuna.samplers.TPESampler(seed=self.seed + self.round,
+                                                              n_startup_trials=max(2, self.trials // 2))
+        name = f"{self.study_name_base or 'commtune-live'}-round{self.round}"
+        return optuna.create_study(direction="minimize", storage=self.storage, study_name=name,
+                                   sampler=sampler, load_if_exists=self.storage is not None)
+
+    def _space_key(self, params: dict[str, Any]) -> tuple:
+        return tuple(sorted((n, v) for n, v in params.items() if n in self.params))
+
+    def _ask(self) -> Config | None:
+        """Rank 0: the next configuration not yet timed this round (None: space exhausted)."""
+        space_size = math.prod(p.size for p in self.params.values()) if self.params else 1
+        for _ in range(200):
+            if len(self._round_done) >= space_size:
+                return None
+            trial = self._study.ask()
+            values = {name: p.suggest(trial) for name, p in self.params.items()}
+            mode = values.pop("stream_mode", self.base_mode)
+            key = self._space_key({**values, "stream_mode": mode})
+            if key in self._enqueued:  # an enqueued configuration keeps the knobs the space does not vary
+                cfg = self._enqueued[key]
+            else:
+                cfg = Config(Knobs.from_dict(values, base=self.base), mode)
+            if cfg.key() in self._round_done:  # duplicate: reuse the time, ask again
+                self._study.tell(trial, self._round_done[cfg.key()])
+                continue
+            self._trial = trial
+            return cfg
+        return None
+
+    def _end_trial(self) -> None:
+        kept = self._times[self.warmup_steps:]
+        mine = statistics.median(kept)
+        median = self._max_over_ranks(mine)
+        cfg = self._config
+        self.history.append({"round": self.round, "config": cfg.to_dict(), "describe": cfg.describe(),
+                             "median_s": median, "p90_s": _quantile(kept, 0.9), "times_s": list(kept)})
+        self._round_done[cfg.key()] = median
+        self._round_count += 1
+        self._log(f"round {self.round} trial {self._round_count}/{self._round_limit}: {cfg.describe()} -> "
+                  f"median {median * 1e3:.1f} ms")
+        if self.rank == self._src:
+            self._study.tell(self._trial, median)
+            self._trial = None
+            nxt = self._ask() if self._round_count < self._round_limit else None
+            if nxt is None:
+                best = min(self._round_done.items(), key=lambda kv: kv[1])[0]
+                cfg_best = next(Config.from_dict(h["config"]) for h in self.history
+                                if h["round"] == self.round and Config.from_dict(h["config"]).key() == best)
+                msg = {"action": "lock", "config": cfg_best.to_dict()}
+            else:
+                msg = {"action": "trial", "config": nxt.to_dict()}
+        else:
+            msg = None
+        self._apply(self._bcast(msg))
+
+    def _apply(self, msg: dict[str, Any]) -> None:
+        cfg = Config.from_dict(msg["config"])
+        self._times = []
+        if self._config is None or cfg.key() != self._config.key():
+            self._rebuild(cfg)
+        self._config = cfg
+        if msg["action"] == "lock":
+            self._in_round = False
+            self._study = None
+            self.locked = cfg
+            self.locked_time_s = min(h["median_s"] for h in self.history if h["round"] == self.round
+                                     and Config.from_dict(h["config"]).key() == cfg.key())
+            self._window = []
+            self._log(f"locked in: {cfg.describe()} (median {self.locked_time_s * 1e3:.1f} ms)")
+            if self.profile_out is not None and self.rank == self._src:
+                self.profile_path = str(save_profile(self.to_profile(), self.profile_out))
+                self._log(f"wrote {self.profile_path}")
+
+    def _rebuild(self, cfg: Config) -> None:
+        old = self._ddp
+        if old is not None:
+            # The old wrapper must not reduce any more gradients, nor be used by mistake.
+            if hasattr(old, "_remove_autograd_hooks"):
+                old._remove_autograd_hooks()
+
+            def replaced(*_: Any, **__: Any) -> Any:
+                raise CommtuneError("this DDP wrapper was replaced by the AutoTuner; use tuner.model "
+                                    "(fetch it every step)")
+            old.forward = replaced
+        self._ddp = None
+        self._ddp = build_ddp(self.module, cfg.plan, self.process_group, hook_options=self.hook_options,
+                              **self.ddp_kwargs)
+
+    def _top_configs(self, n: int) -> list[Config]:
+        """Best distinct configurations of the last round (the locked-in one first)."""
+        rows = sorted((h for h in self.history if h["round"] == self.round), key=lambda h: h["median_s"])
+        out: list[Config] = [self.locked] if self.locked else []
+        for h in rows:
+            cfg = Config.from_dict(h["config"])
+            if all(cfg.key() != c.key() for c in out):
+                out.append(cfg)
+        return out[:max(1, n)]
+
+    # -------------------------------------------------------------- collectives
+
+    def _bcast(self, msg: Any) -> Any:
+        box = [msg]
+        dist.broadcast_object_list(box, src=self._src, group=self._ctrl)
+        return box[0]
+
+    def _max_over_ranks(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self._ctrl)
+        return float(t.item())
+
+    # -------------------------------------------------------------- profile
+
+    def _default_cluster(self) -> ClusterSpec:
+        p = self._initial_profile
+        if p is not None and p.cluster.world_size == self.world_size:
+            return p.cluster
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if local < 1 or self.world_size % local:
+            local = 1
+        return ClusterSpec(nodes=self.world_size // local, gpus_per_node=local, name="live",
+                           device=str(next(self.module.parameters()).device))
+
+    def to_profile(self) -> Profile:
+        """The locked-in configuration as a ``commtune-profile/1`` Profile."""
+        if self.locked is None:
+            raise CommtuneError("nothing locked in yet")
+        mp = module_profile(self.module, self.model_info.get("name"))
+        model = {"name": mp.name, "fingerprint": mp.fingerprint(), "num_tensors": mp.num_tensors,
+                 "num_params": mp.num_params, "batch_size": self.model_info.get("batch_size"),
+                 "precision": self.model_info.get("precision", "fp32"),
+                 "input_size": self.model_info.get("input_size")}
+        rows = [h for h in self.history if h["round"] == self.round]
+        baselines = {}
+        ddp_key = Config(DDP_DEFAULT).key()
+        for h in rows:
+            if Config.from_dict(h["config"]).key() == ddp_key:
+                baselines["ddp_default"] = {"step_time_s": h["median_s"]}
+        return Profile(
+            model=model, cluster=self.cluster, knobs=self.locked.knobs,
+            predicted={"step_time_s": self.locked_time_s},
+            baselines=baselines, lower_bound_s=None,
+            provenance=provenance(
+                backend="live-ddp", sampler=type(self._sampler).__name__ if self._sampler else "TPESampler",
+                trials=len(rows), seed=self.seed, study=f"{self.study_name_base or 'commtune-live'}-round{self.round}",
+                storage=str(self.storage) if self.storage is not None else None,
+                objective=f"median step time over {self.steps_per_trial} steps after {self.warmup_steps} "
+                          f"warm-up, slowest rank (measured, not predicted)",
+                stream_mode=self.locked.stream_mode, round=self.round, world_size=self.world_size,
+                measurements=[{"knobs": h["config"]["knobs"], "stream_mode": h["config"]["stream_mode"],
+                               "describe": h["describe"], "median_s": h["median_s"]} for h in rows],
+            ),
+        )
+
+    def _log(self, text: str) -> None:
+        if self.verbose and self.rank == self._src:
+            print(f"[commtune] {text}", file=sys.stderr, flush=True)
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    if not s:
+        return math.nan
+    pos = q * (len(s) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
