@@ -123,7 +123,7 @@ def test_two_workers_fill_one_study(tmp_path, kind):
     assert len({t.number for t in trials}) == n
     workers = {t.user_attrs.get("worker") for t in trials}
     assert len(workers) == 2  # both processes contributed
-    assert all(json.loads(o[0])["trials"] == n for o in outs)
+    assert all(json.loads(o[0])["new_trials"] >= 1 for o in outs)
 
 
 def test_journal_url_form(tmp_path, capsys):

@@ -49,7 +49,7 @@ def run(config: SearchConfig) -> SearchResult:
 
     if config.trials < 1:
         raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
-    study = open_study(config, create_dirs=True)  # creates or resumes the study in the storage
+    study = open_study(config)  # creates or resumes the study in the storage
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = config.trials - done
     screened = 0
