@@ -7,7 +7,9 @@ as the Optuna backend's, so ``--trials`` is again the study's total target.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 
 from commtune.errors import CommtuneError
@@ -20,6 +22,17 @@ def _trainable(config: dict, objective=None, space=None):
     knobs = space.knobs_from_params({k: v for k, v in config.items()})
     metrics = objective.evaluate(knobs)
     tune.report({k: float(v) for k, v in metrics.items()})
+
+
+class _DefineByRun:
+    """OptunaSearch's define-by-run space (a picklable callable)."""
+
+    def __init__(self, space):
+        self.space = space
+
+    def __call__(self, trial):
+        self.space.suggest(trial)
+        return None
 
 
 def run(config: SearchConfig) -> SearchResult:
@@ -36,7 +49,7 @@ def run(config: SearchConfig) -> SearchResult:
 
     if config.trials < 1:
         raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
-    study = open_study(config, create_dirs=True)  # creates or resumes the study in the storage
+    study = open_study(config)  # creates or resumes the study in the storage
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = config.trials - done
     screened = 0
@@ -61,7 +74,7 @@ def run(config: SearchConfig) -> SearchResult:
         space = config.space
         try:
             searcher = OptunaSearch(
-                space=lambda trial: (space.suggest(trial), None)[1],
+                space=_DefineByRun(space),
                 metric=config.objective.metric, mode="min", points_to_evaluate=points,
                 sampler=make_sampler(config.sampler, config.seed), study_name=config.study_name,
                 storage=study._storage,
@@ -74,7 +87,9 @@ def run(config: SearchConfig) -> SearchResult:
                                                 time_budget_s=config.timeout_s),
                     run_config=tune.RunConfig(storage_path=results_dir, name="commtune", verbose=0),
                 )
-                tuner.fit()
+                # Tune prints its own tables; keep stdout for commtune's report/JSON.
+                with contextlib.redirect_stdout(sys.stderr):
+                    tuner.fit()
         finally:
             if started:
                 ray.shutdown()
