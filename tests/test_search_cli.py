@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from commtune.profiles import load_profile
-from tests.cli_stubs import run_cli
+from commtune.cli import main as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

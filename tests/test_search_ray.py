@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from tests.cli_stubs import run_cli
+from commtune.cli import main as run_cli
 
 pytest.importorskip("ray.tune")
 
