@@ -3,8 +3,9 @@
 From :meth:`Simulator.run(knobs).buffers`: the top lane is GPU compute
 (forward, then backward layer by layer); below it one lane per stream shows
 each fused buffer's all-reduce (every buffer is split evenly over the
-streams, so its share runs on all of them at once). Ticks mark when a buffer
-was dispatched; the dashed line is the end of the step.
+streams, so its share runs on all of them at once). Thin vertical lines mark
+when each buffer was dispatched (all its gradients ready and negotiated); the
+dashed line is the end of the step.
 """
 from __future__ import annotations
 
@@ -49,10 +50,7 @@ def plot_timeline(scenario, knobs: Knobs | None = None, title: str | None = None
         y_compute = len(lanes) - 1
         h = 0.7
         ax.broken_barh([(0, fwd * ms)], (y_compute - h / 2, h), facecolors="0.75", edgecolors="0.4", lw=0.5)
-        spans = [(fwd + s, e - s) for _, s, e in w.layer_backward if e > s] or [(fwd, w.backward_s)]
-        for i, (s, d) in enumerate(spans):
-            ax.broken_barh([(s * ms, d * ms)], (y_compute - h / 2, h),
-                           facecolors=("#4c72b0" if i % 2 == 0 else "#7f9fd3"), lw=0)
+        ax.broken_barh([(fwd * ms, w.backward_s * ms)], (y_compute - h / 2, h), facecolors="#4c72b0", lw=0)
         colors = ["#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"]
         for j, buf in enumerate(r.buffers):
             c = colors[j % len(colors)]
@@ -69,7 +67,7 @@ def plot_timeline(scenario, knobs: Knobs | None = None, title: str | None = None
         mean = w.total_grad_bytes / r.num_buffers
         handles = [
             Patch(facecolor="0.75", edgecolor="0.4", label=f"forward {fwd * ms:.1f} ms"),
-            Patch(facecolor="#4c72b0", label=f"backward {w.backward_s * ms:.1f} ms (layers alternate shade)"),
+            Patch(facecolor="#4c72b0", label=f"backward {w.backward_s * ms:.1f} ms"),
             Patch(facecolor=colors[0], edgecolor="black", label=f"{r.num_buffers} fused all-reduce(s), mean {format_size(mean)}"),
         ]
         from matplotlib.lines import Line2D
