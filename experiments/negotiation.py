@@ -67,6 +67,8 @@ def main() -> None:
     C.write_csv("negotiation.csv", rows)
     C.write_json("negotiation.json", {"cluster": "vpc-32gbit", "gpus_per_node": GPUS, "model": MODEL, "rows": rows})
 
+    from matplotlib.ticker import NullLocator
+
     from commtune.plots import new_figure, plain_log_axis, styled
 
     ranks = [r["ranks"] for r in rows]
@@ -100,7 +102,7 @@ def main() -> None:
         for ax in (a1, a2, a3):
             ax.set_xscale("log", base=2)
             ax.set_xticks(ranks, [str(x) for x in ranks])
-            ax.minorticks_off()
+            ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlabel("ranks (8 GPUs per node)")
             ax.set_yscale("log")
             plain_log_axis(ax.yaxis)

@@ -75,13 +75,12 @@ def styled():
 
 
 def plain_log_axis(axis) -> None:
-    """Tick labels of a log axis as plain numbers (60, 100, 200), not 6x10^1."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    """Tick labels of a log axis as plain numbers (60, 100, 200), not 6x10^1;
+    intermediate ticks are labelled when the axis spans under two decades."""
+    from matplotlib.ticker import FuncFormatter, LogFormatter
 
-    fmt = FuncFormatter(lambda v, _: f"{v:g}")
-    axis.set_major_formatter(fmt)
-    axis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
-    axis.set_minor_formatter(fmt)
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.6)))
 
 
 def check_output_path(path: str | os.PathLike) -> str:
