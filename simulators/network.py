@@ -135,8 +135,14 @@ class CalibratedNetwork(NetworkModel):
 
 def network_for(cluster: ClusterSpec) -> NetworkModel:
     """The network model a cluster asks for: calibrated if its file carries a
-    per-stream fit (written by ``commtune probe``), else analytical."""
+    per-stream fit (written by ``commtune probe``) measured at this cluster's
+    world size, else analytical (a calibration file resized with ``--nodes``
+    extrapolates through the alpha/B/c it derived, which are its ClusterSpec
+    fields)."""
     fit = cluster.meta.get("fit") if cluster.meta else None
+    measured_n = fit.get("world_size") if isinstance(fit, dict) else None
+    if measured_n is not None and int(measured_n) != cluster.world_size:
+        return AnalyticalNetwork(cluster)
     if isinstance(fit, dict) and fit.get("per_stream_fits"):
         fits = {int(k): (float(v["a_s"]), float(v["b_s_per_byte"])) for k, v in fit["per_stream_fits"].items()}
         return CalibratedNetwork(fits, cluster.world_size, cluster.inter_latency_s)

@@ -1,0 +1,133 @@
+"""`commtune probe`: measure all-reduce time against message size and streams,
+print an nccl-tests style table and write a calibration file for the simulator."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+from commtune.cli.common import positive_int
+from commtune.errors import CommtuneError
+
+
+def add_launch_args(p: argparse.ArgumentParser) -> None:
+    """Where ranks run: --ranks N local processes, or --emulated (one per namespace host)."""
+    g = p.add_argument_group("where ranks run (else: as one rank under torchrun / mpiexec)")
+    g.add_argument("--ranks", type=int, help="spawn N local ranks on 127.0.0.1 (N >= 2)")
+    g.add_argument("--emulated", action="store_true",
+                   help="one rank per host of the emulated cluster: the one that is up (--prefix), or one brought up "
+                        "for this run when --bw is given")
+    g.add_argument("--hosts", type=int, default=4, help="emulated hosts to bring up with --bw (default 4)")
+    g.add_argument("--bw", help="emulated link rate per host, e.g. 1gbit (brings a cluster up for the run)")
+    g.add_argument("--per-stream", help="emulated per-stream (per-flow) cap, e.g. 300mbit")
+    g.add_argument("--latency", help="emulated one-way latency, e.g. 1ms")
+    g.add_argument("--prefix", default="ct", help="emulated cluster namespace prefix (default ct)")
+    g.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds before a hung run is stopped, naming the rank (default 300)")
+
+
+def launch_from_args(args: argparse.Namespace, engine: str = "gloo"):
+    """A LaunchSpec from --ranks/--emulated, or None when no launch was asked for."""
+    from commtune.probe.launch import LaunchSpec
+
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise CommtuneError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.emulated:
+        if args.ranks is not None:
+            raise CommtuneError("give --ranks or --emulated, not both")
+        if os.geteuid() != 0:
+            raise CommtuneError("--emulated needs root (network namespaces)")
+        if args.bw:
+            from commtune.emulation import EmulatedCluster
+
+            spec = EmulatedCluster.parse(args.hosts, args.bw, args.per_stream, args.latency, prefix=args.prefix)
+            return LaunchSpec(emulated=spec, timeout_s=args.timeout, engine=engine)
+        from commtune.emulation import status
+
+        state = status(args.prefix)
+        if state is None:
+            raise CommtuneError(f"no emulated cluster {args.prefix!r} is up; run `commtune cluster up` or give --bw")
+        return LaunchSpec(state=state, timeout_s=args.timeout, engine=engine)
+    if args.bw or args.per_stream or args.latency:
+        raise CommtuneError("--bw/--per-stream/--latency shape an emulated cluster; add --emulated")
+    if args.ranks is not None:
+        if args.ranks < 2:
+            raise CommtuneError(f"--ranks must be at least 2, got {args.ranks}")
+        return LaunchSpec(ranks=args.ranks, timeout_s=args.timeout, engine=engine)
+    return None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="measure all-reduce vs size and streams; write a calibration file",
+                       description=__doc__)
+    p.add_argument("--engine", choices=("gloo", "nccl", "mpi"), default="gloo",
+                   help="torch.distributed gloo (CPU) or nccl (GPU), or MPI (mpi4py, run under mpiexec)")
+    p.add_argument("--sizes", default="1KB:256MB", help="START:END (powers of --step) or a list 1MB,4MB (default 1KB:256MB)")
+    p.add_argument("--step", type=int, default=4, help="size multiplier in a START:END range: 2 or 4 (default 4)")
+    p.add_argument("--streams", default="1,2,4,8", help="concurrent stream counts (default 1,2,4,8)")
+    p.add_argument("--iters", type=positive_int, default=5, help="timed iterations per size (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations per size (default 1)")
+    p.add_argument("--fit-min-size", default="0", help="fit only sizes at least this (e.g. 1MB); small messages "
+                                                        "are noisy on an oversubscribed host")
+    p.add_argument("--fit-weighting", choices=("relative", "absolute"), default="relative",
+                   help="least-squares weights: relative (1/t, default) or absolute (large messages dominate)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the calibration file (YAML, or JSON by suffix)")
+    p.add_argument("--json", action="store_true", help="print the raw result as JSON instead of the table")
+    add_launch_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from commtune.probe.comm import env_has_rank, mpi_world_size
+    from commtune.probe.probe import calibration, format_table, parse_sizes, parse_streams, run_probe, run_probe_here, summary, write_calibration
+    from commtune.units import parse_size
+
+    sizes = parse_sizes(args.sizes, args.step)
+    streams = parse_streams(args.streams)
+    min_fit = parse_size(args.fit_min_size, "--fit-min-size")
+    if args.warmup < 0:
+        raise CommtuneError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.output:
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            raise CommtuneError(f"cannot write {args.output!r}: folder {parent!r} does not exist")
+    if args.engine == "mpi":
+        if args.ranks is not None or args.emulated:
+            raise CommtuneError("--engine mpi runs under mpiexec (mpiexec -n 4 commtune probe --engine mpi); "
+                                "drop --ranks/--emulated")
+        if mpi_world_size() < 2:
+            raise CommtuneError("--engine mpi needs at least 2 ranks: run it as `mpiexec -n N commtune probe --engine mpi`")
+        result = run_probe_here("mpi", sizes, streams, args.iters, args.warmup, args.timeout)
+        hosts = result["world_size"] // result["ranks_per_host"]
+        source = f"mpiexec, {result['world_size']} ranks"
+    else:
+        launch = launch_from_args(args, args.engine)
+        if launch is not None:
+            print(f"probing all-reduce on {launch.describe()} ({args.engine}) ...", file=sys.stderr)
+            result = run_probe(launch, sizes, streams, args.iters, args.warmup)
+            hosts = launch.hosts
+            source = launch.describe()
+        elif env_has_rank():
+            result = run_probe_here(args.engine, sizes, streams, args.iters, args.warmup, args.timeout)
+            rph = int(os.environ.get("LOCAL_WORLD_SIZE", result["ranks_per_host"]))
+            hosts = max(1, result["world_size"] // rph)
+            source = f"torchrun, {result['world_size']} ranks"
+        else:
+            raise CommtuneError("nothing to run on: give --ranks N (local), --emulated, or start it under "
+                                "torchrun / mpiexec")
+    if result.get("rank", 0) != 0:
+        return 0
+    n = result["world_size"]
+    spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
+                              name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
+    if args.json:
+        print(json.dumps({**extra, "cluster": spec.to_dict()}, indent=2))
+    else:
+        print(format_table(result["records"], n))
+        print(summary(spec, extra))
+    if args.output:
+        write_calibration(args.output, spec, extra)
+        print(f"calibration written to {args.output} (use: commtune simulate --cluster {args.output})", file=sys.stderr)
+    return 0

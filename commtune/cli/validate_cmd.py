@@ -1,0 +1,76 @@
+"""`commtune validate`: run DDP configurations live and in the calibrated simulator;
+report MAPE, Spearman rank correlation and whether the simulator's pick is the live best."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from commtune.cli.common import positive_int
+from commtune.cli.probe_cmd import add_launch_args, launch_from_args
+from commtune.errors import CommtuneError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="compare live DDP step times with the calibrated simulator",
+                       description=__doc__)
+    p.add_argument("--cluster", required=True, metavar="CALIB", help="calibration file written by `commtune probe`")
+    p.add_argument("--model", default="resnet50", help="zoo model or profile the synthetic model mirrors (default resnet50)")
+    p.add_argument("--scale", type=float, default=0.25, help="scale factor on element counts (default 0.25)")
+    p.add_argument("--forward-ms", type=float, default=100.0, help="emulated forward time (default 100)")
+    p.add_argument("--backward-ms", type=float, default=200.0, help="emulated backward time (default 200)")
+    p.add_argument("--share", choices=("flops", "size"), default="flops", help="split compute over layers by FLOPs or size")
+    p.add_argument("--buckets", default="1MiB,5MiB,25MiB,100MiB", help="bucket caps (default 1MiB,5MiB,25MiB,100MiB)")
+    p.add_argument("--streams", default="1,2,4", help="stream counts (default 1,2,4)")
+    p.add_argument("--wire", default="fp32", help="wire precisions, e.g. fp32,fp16 (default fp32)")
+    p.add_argument("--first-bucket", default="1MiB", help="first bucket cap (default 1MiB)")
+    p.add_argument("--mode", choices=("split", "round_robin"), default="split", help="how K streams share buckets")
+    p.add_argument("--steps", type=positive_int, default=5, help="timed steps per configuration (default 5)")
+    p.add_argument("--warmup", type=positive_int, default=2, help="warm-up steps (default 2, at least 1)")
+    p.add_argument("--plot", metavar="PNG", default="validate.png", help="predicted-vs-measured plot (default validate.png)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    add_launch_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from commtune.cluster import load_cluster_file
+    from commtune.probe.probe import parse_streams
+    from commtune.probe.validate import format_report, grid_configs, plot, run_validation
+    from commtune.units import parse_size
+
+    calib = load_cluster_file(args.cluster)  # one-line error if missing or malformed
+    buckets = [parse_size(b, "--buckets entry", allow_zero=False) for b in args.buckets.split(",") if b.strip()]
+    if not buckets:
+        raise CommtuneError("--buckets is empty")
+    streams = parse_streams(args.streams)
+    wire = [w.strip() for w in args.wire.split(",")]
+    bad = [w for w in wire if w not in ("fp32", "fp16")]
+    if bad:
+        raise CommtuneError(f"--wire entries must be fp32 or fp16, got {bad[0]!r}")
+    if not 0 < args.scale <= 1:
+        raise CommtuneError(f"--scale must be in (0, 1], got {args.scale:g}")
+    if args.forward_ms < 0 or args.backward_ms < 0:
+        raise CommtuneError("--forward-ms and --backward-ms must be non-negative")
+    configs = grid_configs(buckets, streams, wire, parse_size(args.first_bucket, "--first-bucket"))
+    if len(configs) < 2:
+        raise CommtuneError("validation needs at least two configurations")
+    launch = launch_from_args(args)
+    if launch is None:
+        raise CommtuneError("validate launches its ranks: give --ranks N or --emulated")
+    from commtune.models import load_model
+
+    model = load_model(args.model)
+    res = run_validation(launch, calib, configs, model, scale=args.scale, forward_s=args.forward_ms / 1e3,
+                         backward_s=args.backward_ms / 1e3, share=args.share, steps=args.steps,
+                         warmup=args.warmup, mode=args.mode)
+    if args.plot:
+        plot(res, args.plot)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{len(configs)} configurations on {launch.describe()}; simulator: {res['network']} from {args.cluster}")
+        print(format_report(res))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0

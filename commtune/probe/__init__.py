@@ -1,0 +1,7 @@
+"""Live measurements: the all-reduce probe and its calibration fit, DDP step
+timing of a synthetic model, the live objective and validation against the
+simulator."""
+from commtune.probe.fit import LinearFit, algbw, busbw, derive_link, fit_linear, fit_measurements
+from commtune.probe.launch import LaunchSpec, ProbeFailure
+
+__all__ = ["LaunchSpec", "LinearFit", "ProbeFailure", "algbw", "busbw", "derive_link", "fit_linear", "fit_measurements"]

@@ -1,0 +1,164 @@
+"""The collective back-ends the probe and the DDP timer run on.
+
+:class:`TorchComm` wraps ``torch.distributed`` (gloo on CPU, NCCL on GPU);
+:class:`MPIComm` wraps mpi4py. Both offer the few operations the probe needs:
+``stream_groups(K)`` (K independent communicators: ``new_group`` /
+``Comm.Dup``), ``allreduce_parts(parts, groups)`` (one non-blocking all-reduce
+per part, part i on group i, then wait for all), ``barrier`` and an
+element-wise ``max`` of a float list across ranks.
+
+Rank/world come from the environment torchrun and our launchers set (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or from MPI.COMM_WORLD.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from typing import Any, Sequence
+
+from commtune.errors import CommtuneError
+
+ENGINES = ("gloo", "nccl", "mpi")
+
+
+def env_has_rank() -> bool:
+    """True when launched by torchrun or an equivalent (RANK and WORLD_SIZE set)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def mpi_world_size() -> int:
+    """Size of MPI.COMM_WORLD if mpi4py is importable and we run under mpiexec, else 0."""
+    if not any(k in os.environ for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_SIZE")):
+        return 0
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return 0
+    return MPI.COMM_WORLD.Get_size()
+
+
+class TorchComm:
+    def __init__(self, engine: str = "gloo", timeout_s: float = 300.0):
+        import torch
+        import torch.distributed as dist
+
+        if engine not in ("gloo", "nccl"):
+            raise CommtuneError(f"torch engine must be gloo or nccl, got {engine!r}")
+        missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise CommtuneError(f"torch.distributed needs {', '.join(missing)} in the environment (use torchrun or --ranks)")
+        self.torch, self.dist, self.engine = torch, dist, engine
+        self.rank = int(os.environ["RANK"])
+        self.world = int(os.environ["WORLD_SIZE"])
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if engine == "nccl":
+            if not torch.cuda.is_available():
+                raise CommtuneError("--engine nccl needs CUDA GPUs; use --engine gloo on CPU")
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = torch.device("cpu")
+        self.timeout = datetime.timedelta(seconds=timeout_s)
+        if not dist.is_initialized():
+            dist.init_process_group(engine, rank=self.rank, world_size=self.world, timeout=self.timeout)
+        self._groups: list[Any] = []
+
+    def stream_groups(self, k: int) -> list[Any]:
+        """K process groups over all ranks (created once, collectively, and reused)."""
+        while len(self._groups) < k:
+            self._groups.append(self.dist.new_group(list(range(self.world)), timeout=self.timeout, backend=self.engine))
+        return self._groups[:k]
+
+    def buffer(self, numel: int):
+        return self.torch.ones(numel, dtype=self.torch.float32, device=self.device)
+
+    def split(self, buf, k: int) -> list[Any]:
+        return list(buf.tensor_split(k))
+
+    def sync(self) -> None:
+        if self.engine == "nccl":
+            self.torch.cuda.synchronize()
+
+    def allreduce_parts(self, parts: Sequence[Any], groups: Sequence[Any]) -> None:
+        works = [self.dist.all_reduce(p, group=g, async_op=True) for p, g in zip(parts, groups)]
+        for w in works:
+            w.wait()
+        self.sync()
+
+    def barrier(self) -> None:
+        if self.engine == "nccl":
+            self.sync()
+            t = self.torch.zeros(1, device=self.device)
+            self.dist.all_reduce(t)
+            self.sync()
+        else:
+            self.dist.barrier()
+
+    def max(self, values: Sequence[float]) -> list[float]:
+        t = self.torch.tensor(list(values), dtype=self.torch.float64, device=self.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return t.cpu().tolist()
+
+    def close(self) -> None:
+        # destroy_process_group once aborted rank 0 on exit (EMULATED-CLUSTER.md):
+        # a barrier first, and a clean exit.
+        try:
+            self.barrier()
+        finally:
+            self.dist.destroy_process_group()
+
+
+class MPIComm:
+    def __init__(self) -> None:
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise CommtuneError("--engine mpi needs mpi4py (pip install mpi4py mpich)") from None
+        import numpy as np
+
+        self.MPI, self.np = MPI, np
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.world = self.comm.Get_size()
+        self.engine = "mpi"
+        self._groups: list[Any] = []
+
+    def stream_groups(self, k: int) -> list[Any]:
+        while len(self._groups) < k:
+            self._groups.append(self.comm.Dup())
+        return self._groups[:k]
+
+    def buffer(self, numel: int):
+        return self.np.ones(numel, dtype=self.np.float32)
+
+    def split(self, buf, k: int) -> list[Any]:
+        return self.np.array_split(buf, k)
+
+    def allreduce_parts(self, parts: Sequence[Any], groups: Sequence[Any]) -> None:
+        reqs = [g.Iallreduce(self.MPI.IN_PLACE, p, op=self.MPI.SUM) for p, g in zip(parts, groups)]
+        self.MPI.Request.Waitall(reqs)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def max(self, values: Sequence[float]) -> list[float]:
+        a = self.np.asarray(values, dtype=self.np.float64)
+        out = self.np.empty_like(a)
+        self.comm.Allreduce(a, out, op=self.MPI.MAX)
+        return out.tolist()
+
+    def close(self) -> None:
+        self.comm.Barrier()
+        for g in self._groups:
+            g.Free()
+
+
+def make_comm(engine: str, timeout_s: float = 300.0):
+    if engine == "mpi":
+        return MPIComm()
+    return TorchComm(engine, timeout_s)
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,136 @@
+"""``commtune validate``: run configurations live and in the calibrated simulator, compare.
+
+Live: real DDP steps of the synthetic model (:class:`LiveEvaluator`). Simulated:
+the :class:`~simulators.Simulator` on the *same* timeline (the Workload built
+from the per-layer times the synthetic model sleeps) and a ClusterSpec with
+``nodes`` = hosts and ``gpus_per_node`` = ranks per host taken from the
+calibration file (so its per-stream fits are used when the world size matches).
+
+Reported: mean absolute percentage error, Spearman rank correlation, the
+simulator's pick and its gap to the live best, and whether that gap is within
+the run-to-run noise of the live measurements (the largest relative spread,
+(max - min) / median, of the timed steps of the two configurations).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+from commtune.cluster import ClusterSpec, load_cluster_file
+from commtune.errors import CommtuneError
+from commtune.knobs import DDP_DEFAULT, Knobs
+from commtune.units import format_size
+
+MiB = 2**20
+
+
+def grid_configs(buckets_bytes: Sequence[int] = (1 * MiB, 5 * MiB, 25 * MiB, 100 * MiB),
+                 streams: Sequence[int] = (1, 2, 4), wire: Sequence[str] = ("fp32",),
+                 first_bucket_bytes: int = 1 * MiB) -> list[Knobs]:
+    """DDP configurations: every bucket cap x stream count x wire precision."""
+    return [dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(b), num_streams=int(k), wire_precision=w,
+                                first_bucket_bytes=int(first_bucket_bytes))
+            for w in wire for k in streams for b in buckets_bytes]
+
+
+def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> ClusterSpec:
+    spec = load_cluster_file(calib) if isinstance(calib, (str, os.PathLike)) else calib
+    if world_size % hosts:
+        raise CommtuneError(f"{world_size} ranks do not divide over {hosts} hosts")
+    return dataclasses.replace(spec, nodes=hosts, gpus_per_node=world_size // hosts)
+
+
+def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None) -> dict:
+    """MAPE, Spearman, pick gap (simulator's best measured vs the measured best)."""
+    from scipy.stats import spearmanr
+
+    p = np.asarray(predicted, dtype=float)
+    m = np.asarray(measured, dtype=float)
+    mape = float(np.mean(np.abs(p - m) / m))
+    rho = float(spearmanr(p, m).statistic) if len(p) > 2 and np.ptp(p) > 0 and np.ptp(m) > 0 else float("nan")
+    sim_best = int(np.argmin(p))
+    live_best = int(np.argmin(m))
+    gap = float(m[sim_best] / m[live_best] - 1.0)
+    noise = float(max(spreads[sim_best], spreads[live_best])) if spreads is not None else 0.0
+    return {"mape": mape, "spearman": rho, "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
+            "noise": noise, "pick_within_noise": bool(gap <= noise)}
+
+
+def describe_knobs(k: Knobs) -> str:
+    s = f"bucket {format_size(k.fusion_threshold_bytes)}, {k.num_streams} stream{'s' if k.num_streams > 1 else ''}"
+    if k.wire_precision != "fp32":
+        s += f", {k.wire_precision} wire"
+    return s
+
+
+def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *, scale: float = 0.25,
+                   forward_s: float = 0.1, backward_s: float = 0.2, share: str = "flops", steps: int = 5,
+                   warmup: int = 2, mode: str = "split", network=None, evaluator=None) -> dict:
+    """Run ``configs`` live and simulated; returns rows and summary figures."""
+    from commtune.probe.live_objective import LiveEvaluator
+    from simulators import Simulator
+
+    ev = evaluator or LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
+                                    share=share, mode=mode, steps=steps, warmup=warmup)
+    cluster = sim_cluster(calib, launch.hosts, launch.world_size)
+    sim = Simulator(ev.workload, cluster, network=network)
+    live = ev.evaluate_many(configs)
+    rows = []
+    for k, r in zip(configs, live):
+        st = r["step_times_s"]
+        pred = sim.run(k)
+        rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "measured_s": r["step_time_s"],
+                     "predicted_s": pred.step_time_s, "spread": (max(st) - min(st)) / r["step_time_s"],
+                     "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers})
+    summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows])
+    return {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
+            "network": type(sim.network).__name__, "model": ev.profile.name,
+            "total_grad_bytes": int(ev.workload.total_grad_bytes)}
+
+
+def format_report(res: dict) -> str:
+    lines = [f"{'configuration':<30} {'measured':>10} {'predicted':>10} {'error':>8} {'spread':>7}"]
+    for r in res["rows"]:
+        err = r["predicted_s"] / r["measured_s"] - 1
+        lines.append(f"{r['config']:<30} {r['measured_s'] * 1e3:>8.1f}ms {r['predicted_s'] * 1e3:>8.1f}ms "
+                     f"{err:>+8.1%} {r['spread']:>7.1%}")
+    s = res["summary"]
+    rows = res["rows"]
+    lines.append(f"MAPE {s['mape']:.2%}, Spearman {s['spearman']:.3f}; simulator's pick: {rows[s['sim_best']]['config']} "
+                 f"(live best: {rows[s['live_best']]['config']}), gap {s['pick_gap']:.2%} "
+                 f"({'within' if s['pick_within_noise'] else 'beyond'} noise {s['noise']:.2%})")
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: str, title: str = "") -> str:
+    """Predicted vs measured step time scatter (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.array([r["measured_s"] for r in res["rows"]]) * 1e3
+    p = np.array([r["predicted_s"] for r in res["rows"]]) * 1e3
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ks = [r["knobs"]["num_streams"] for r in res["rows"]]
+    for k in sorted(set(ks)):
+        sel = [i for i, v in enumerate(ks) if v == k]
+        ax.scatter(m[sel], p[sel], label=f"{k} stream{'s' if k > 1 else ''}")
+    lo, hi = min(m.min(), p.min()) * 0.95, max(m.max(), p.max()) * 1.05
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set_xlabel("measured step time (ms)")
+    ax.set_ylabel("predicted step time (ms)")
+    s = res["summary"]
+    ax.set_title(title or f"MAPE {s['mape']:.1%}, Spearman {s['spearman']:.2f}")
+    ax.legend()
+    fig.tight_layout()
+    from commtune.io import atomic_write_text  # noqa: F401  (folder creation below)
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,101 @@
+"""The probe on local gloo ranks, under mpiexec, and its failure handling."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from commtune.cli import main
+from commtune.cluster import load_cluster_file
+from commtune.probe.launch import LaunchSpec, ProbeFailure
+from commtune.probe.probe import parse_sizes, run_probe
+from simulators.network import CalibratedNetwork, network_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _workers_alive() -> list[int]:
+    """PIDs of probe worker processes still running (a /proc scan)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        if b"commtune.probe.worker" in cmd and stat.split(") ")[-1][0] != "Z":
+            pids.append(int(d.name))
+    return pids
+
+
+def test_probe_cli_two_ranks_table_and_calibration(tmp_path, capsys):
+    out = tmp_path / "calib.yaml"
+    rc = main(["probe", "--ranks", "2", "--sizes", "4KB:1MB", "--streams", "1,2", "--iters", "2",
+               "--warmup", "1", "-o", str(out), "--timeout", "60"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "busbw(GB/s)" in text and "# streams: 2" in text and "time(us)" in text
+    spec = load_cluster_file(out)
+    assert (spec.nodes, spec.gpus_per_node) == (1, 2)
+    assert set(spec.meta["fit"]["per_stream_fits"]) == {1, 2}
+    assert len(spec.meta["measurements"]) == 2 * 5
+    assert isinstance(network_for(spec), CalibratedNetwork)
+    # the simulator loads it end to end
+    rc = main(["simulate", "--model", "resnet50", "--cluster", str(out), "--fusion-policy", "static", "--streams", "2"])
+    assert rc == 0 and "step time" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["probe", "--ranks", "1"], "--ranks must be at least 2"),
+    (["probe", "--ranks", "2", "--sizes", "8MB:1MB"], "larger than end"),
+    (["probe", "--ranks", "2", "--sizes", "abc"], "malformed"),
+    (["probe", "--ranks", "2", "--streams", "0,2"], "--streams"),
+    (["probe", "--ranks", "2", "--bw", "fast"], "--emulated"),
+    (["probe", "--emulated", "--bw", "1 parsec", "--hosts", "2"], "link rate"),
+    (["probe"], "nothing to run on"),
+    (["validate", "--cluster", "/nonexistent/calib.yaml", "--ranks", "2"], "cannot read cluster file"),
+])
+def test_bad_arguments_one_line_exit_2(argv, needle, capsys, monkeypatch):
+    for k in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    if argv[:2] == ["probe", "--emulated"] and os.geteuid() != 0:
+        needle = "root"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("fault, rank, words", [("kill:1:6", 1, "exited with status -9"),
+                                                 ("hang:2:6", 2, "hung")])
+def test_failed_rank_is_named_and_nothing_is_left(fault, rank, words):
+    t0 = time.monotonic()
+    with pytest.raises(ProbeFailure) as exc:
+        run_probe(LaunchSpec(ranks=3, timeout_s=12, fault=fault), parse_sizes("4KB:64KB"), [1], iters=50, warmup=0)
+    assert exc.value.rank == rank, str(exc.value)
+    assert f"rank {rank}" in str(exc.value) and words in str(exc.value)
+    assert time.monotonic() - t0 < 40
+    assert _workers_alive() == []
+
+
+@pytest.mark.skipif(not (shutil.which("mpiexec") or os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec"))),
+                    reason="mpiexec not installed")
+def test_mpi_probe_under_mpiexec(tmp_path):
+    pytest.importorskip("mpi4py")
+    mpiexec = shutil.which("mpiexec") or os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    out = tmp_path / "calib-mpi.yaml"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "commtune", "probe", "--engine", "mpi",
+                        "--sizes", "4KB:1MB", "--streams", "1,2", "--iters", "2", "-o", str(out)],
+                       capture_output=True, text=True, env=env, timeout=90)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("busbw(GB/s)") == 2  # only rank 0 prints
+    spec = load_cluster_file(out)
+    assert spec.meta["fit"]["engine"] == "mpi" and spec.meta["fit"]["world_size"] == 2
+    assert isinstance(network_for(spec), CalibratedNetwork)
