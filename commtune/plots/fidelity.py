@@ -3,7 +3,8 @@
 Input is a CSV (header row) or JSON file of points with a predicted and a
 measured time. Column/key names: ``predicted``/``measured`` (seconds), or
 with a unit suffix ``_s``/``_ms``/``_us`` (e.g. ``predicted_ms``); an optional
-``label`` (or ``config``/``name``) names each point. JSON may be a list of
+``label`` (or ``config``/``name``) names each point and an optional ``group``
+(e.g. the stream count) colours it. JSON may be a list of
 objects or an object holding one under ``points``, ``results`` or ``rows``.
 """
 from __future__ import annotations
@@ -79,7 +80,7 @@ def load_points(path: str) -> list[dict]:
         where = f"{p.name}: point {i + 1}"
         label = next((str(row[k]) for k in ("label", "config", "name") if row.get(k) not in (None, "")), str(i + 1))
         points.append({"predicted_s": _value(row, "predicted", where), "measured_s": _value(row, "measured", where),
-                       "label": label})
+                       "label": label, "group": None if row.get("group") in (None, "") else str(row["group"])})
     return points
 
 
@@ -99,35 +100,50 @@ def plot_fidelity(points: list[dict], title: str | None = None, band_pct: float 
     """Scatter of measured (x) against predicted (y), in ms, equal axes."""
     from commtune.plots import new_figure, styled
 
+    fig = new_figure(5.6, 5.0)
+    with styled():
+        draw_fidelity(fig.add_subplot(), points, title=title, band_pct=band_pct, annotate=annotate)
+    return fig
+
+
+def draw_fidelity(ax, points: list[dict], title: str | None = None, band_pct: float = 10.0, annotate: bool = False) -> dict:
+    """Draw the fidelity scatter on ``ax``; returns :func:`error_stats`."""
     pr = np.array([q["predicted_s"] for q in points]) * 1e3
     me = np.array([q["measured_s"] for q in points]) * 1e3
     st = error_stats(points)
-    fig = new_figure(5.6, 5.0)
-    with styled():
-        ax = fig.add_subplot()
-        lo, hi = min(pr.min(), me.min()), max(pr.max(), me.max())
-        pad = (hi - lo) * 0.08 or hi * 0.1
-        lo, hi = max(0.0, lo - pad), hi + pad
-        xs = np.array([lo, hi])
-        ax.plot(xs, xs, color="black", lw=1.2, label="y = x (perfect prediction)")
-        if band_pct > 0:
-            ax.fill_between(xs, xs * (1 - band_pct / 100), xs * (1 + band_pct / 100), color="0.6", alpha=0.2,
-                            lw=0, label=f"±{band_pct:g}%")
-        ax.scatter(me, pr, s=36, color="C0", edgecolors="black", linewidths=0.5, zorder=3,
-                   label=f"{st['n']} configurations")
-        if annotate:
-            for q, x, y in zip(points, me, pr):
-                ax.annotate(q["label"], (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_aspect("equal")
-        ax.set_xlabel("measured step time (ms)")
-        ax.set_ylabel("predicted step time (ms)")
-        text = f"MAPE {st['mape_pct']:.1f}%, max {st['max_ape_pct']:.1f}%"
-        if "spearman" in st:
-            text += f"\nSpearman rank corr. {st['spearman']:.2f}"
-        ax.text(0.97, 0.03, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=9,
-                bbox=dict(boxstyle="round", fc="white", ec="0.7"))
-        ax.legend(loc="upper left")
-        ax.set_title(title or "Simulator fidelity: predicted vs measured")
-    return fig
+    lo, hi = min(pr.min(), me.min()), max(pr.max(), me.max())
+    pad = (hi - lo) * 0.08 or hi * 0.1
+    lo, hi = max(0.0, lo - pad), hi + pad
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, color="black", lw=1.2, label="y = x (perfect prediction)")
+    if band_pct > 0:
+        ax.fill_between(xs, xs * (1 - band_pct / 100), xs * (1 + band_pct / 100), color="0.6", alpha=0.2,
+                        lw=0, label=f"±{band_pct:g}%")
+    groups = sorted({q.get("group") for q in points}, key=lambda g: (g is None, _natural(g)))
+    for i, g in enumerate(groups):
+        sel = [j for j, q in enumerate(points) if q.get("group") == g]
+        ax.scatter(me[sel], pr[sel], s=36, color=f"C{i}", edgecolors="black", linewidths=0.5, zorder=3,
+                   label=f"{len(sel)} configurations" if g is None else f"{g} ({len(sel)})")
+    if annotate:
+        for q, x, y in zip(points, me, pr):
+            ax.annotate(q["label"], (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("measured step time (ms)")
+    ax.set_ylabel("predicted step time (ms)")
+    text = f"MAPE {st['mape_pct']:.1f}%, max {st['max_ape_pct']:.1f}%"
+    if "spearman" in st:
+        text += f"\nSpearman rank corr. {st['spearman']:.2f}"
+    ax.text(0.97, 0.03, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=9,
+            bbox=dict(boxstyle="round", fc="white", ec="0.7"))
+    ax.legend(loc="upper left")
+    ax.set_title(title or "Simulator fidelity: predicted vs measured")
+    return st
+
+
+def _natural(g):
+    try:
+        return (0, float(str(g).split()[0]))
+    except (ValueError, IndexError):
+        return (1, str(g))
