@@ -1,0 +1,261 @@
+"""`commtune search`: tune the communication knobs for a model and cluster."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from commtune.cli.common import add_scenario_args, positive_int
+from commtune.errors import CommtuneError
+from commtune.search import BACKENDS, SAMPLERS
+
+DEFAULT_TRIALS = 50
+DEFAULT_BW = "32gbit"
+
+
+def _int_any(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _seconds(text: str) -> float:
+    from commtune.units import parse_duration
+
+    try:
+        return parse_duration(text if not text.replace(".", "", 1).isdigit() else f"{text}s", what="--timeout")
+    except CommtuneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search the best communication knobs (simulator + Optuna/Ray)",
+                       description="Search the communication knobs for a model and cluster and write a profile. "
+                                   "Defaults: 16 nodes x 8 GPUs, --bw 32gbit (with that preset's per-stream cap), "
+                                   f"space 'default', sampler 'auto', {DEFAULT_TRIALS} trials, SQLite study "
+                                   "under --workdir (re-running resumes).")
+    add_scenario_args(p)
+    g = p.add_argument_group("search")
+    g.add_argument("--space", default="default", metavar="NAME_OR_FILE",
+                   help="search space: default, ddp, horovod, or a YAML file (default: default)")
+    g.add_argument("--sampler", default="auto", help=f"{'|'.join(SAMPLERS)} (default auto: TPE warm-started from the "
+                   "baselines and a batch-simulator screening; grid: exhaustive over the discretised space)")
+    g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna)")
+    g.add_argument("--trials", type=_int_any, default=DEFAULT_TRIALS,
+                   help=f"total complete trials the study should hold (default {DEFAULT_TRIALS}); finished trials count")
+    g.add_argument("--timeout", type=_seconds, help="stop after this long (e.g. 30s, 5min)")
+    g.add_argument("--seed", type=_int_any, default=0, help="sampler seed (default 0; same seed, same result)")
+    g.add_argument("--screen", type=_int_any, default=4096,
+                   help="configurations the auto engine screens with the batch simulator (default 4096, 0 = off)")
+    g.add_argument("--grid-points", type=positive_int, help="grid: points per numeric range (default: the space's)")
+    g.add_argument("--objective", default="simulator", help="evaluator: knobs in, metrics out (default simulator)")
+    g.add_argument("--study", help="study name (default: derived from model, cluster, space and workload)")
+    g.add_argument("--storage", help="Optuna storage: sqlite:///file.db, journal:///path/file.log (or a .log path), "
+                   "any RDB URL, or 'memory' (default: sqlite under --workdir)")
+    g.add_argument("--workdir", default="profiles", help="folder for the default study DB and profiles (default profiles)")
+    g.add_argument("--concurrency", type=positive_int, default=2, help="ray: concurrent trials (default 2)")
+    g.add_argument("--ray-address", help="ray: join this Ray cluster (default: start a local one)")
+    g.add_argument("--ray-temp-dir", help="ray: temp dir of the local Ray instance (keep it short)")
+    g.add_argument("-o", "--output", help="profile path (default <workdir>/<model>-<bw>.json); with several "
+                   "bandwidths a folder or a path containing {bw}")
+    g.add_argument("--no-profile", action="store_true", help="do not write a profile")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from commtune.errors import did_you_mean
+    from commtune.search.objective import OBJECTIVES
+
+    if args.sampler not in SAMPLERS:
+        raise CommtuneError(f"unknown sampler {args.sampler!r}{did_you_mean(args.sampler, SAMPLERS)}; "
+                            f"samplers: {', '.join(SAMPLERS)}")
+    if args.backend not in BACKENDS:
+        raise CommtuneError(f"unknown backend {args.backend!r}{did_you_mean(args.backend, BACKENDS)}; "
+                            f"backends: {', '.join(BACKENDS)}")
+    if args.trials < 1:
+        raise CommtuneError(f"--trials must be at least 1, got {args.trials}")
+    if args.screen < 0:
+        raise CommtuneError(f"--screen must be >= 0, got {args.screen}")
+    if args.objective not in OBJECTIVES:
+        raise CommtuneError(f"unknown objective {args.objective!r}{did_you_mean(args.objective, list(OBJECTIVES))}; "
+                            f"objectives: {', '.join(OBJECTIVES)}")
+    if args.backend == "ray" and args.sampler == "grid":
+        raise CommtuneError("--sampler grid runs on the batch simulator; use it without --backend ray")
+    if args.storage:
+        from commtune.search.storage import normalise
+
+        normalise(args.storage)
+
+
+def _profile_path(args, model: str, bw: str, several: bool) -> Path:
+    from commtune.profiles import default_profile_path
+
+    if not args.output:
+        return default_profile_path(model, bw, root=args.workdir)
+    out = args.output
+    if "{bw}" in out:
+        return Path(out.replace("{bw}", bw))
+    if several:
+        return default_profile_path(model, bw, root=out)
+    return Path(out)
+
+
+class _Progress:
+    """A rich progress bar on stderr (only on a TTY and without --quiet)."""
+
+    def __init__(self, enabled: bool, label: str):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("best {task.fields[best]}"), TimeElapsedColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task(label, total=None, best="-")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def __call__(self, done: int, total: int, best: float) -> None:
+        if self.bar:
+            from commtune.units import format_time
+
+            self.bar.update(self.task, completed=done, total=total,
+                            best=format_time(best) if best != float("inf") else "-")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from commtune.cli.common import scenario_from_args
+    from commtune.search.runner import default_storage, search_scenario, write_profile
+    from commtune.search.space import load_space
+
+    _validate(args)
+    space = load_space(args.space)
+    bws = [b.strip() for b in (args.bw or DEFAULT_BW).split(",") if b.strip()]
+    if not bws:
+        raise CommtuneError("--bw: no bandwidth given")
+    several = len(bws) > 1
+    if several and args.study:
+        raise CommtuneError("--study names one study; with several bandwidths leave it out (one study per bandwidth)")
+    storage = args.storage or default_storage(args.workdir)
+    # Build every scenario first so a bad flag fails before any search or file.
+    scenarios = []
+    for bw in bws:
+        a = dataclasses.replace(argparse.Namespace(), **vars(args)) if False else argparse.Namespace(**{**vars(args), "bw": bw})
+        scenarios.append((bw, scenario_from_args(a)))
+    paths = [_profile_path(args, scenarios[0][1].model.name, bw, several) for bw, _ in scenarios]
+    show_progress = not args.quiet and not args.json and sys.stderr.isatty()
+    reports = []
+    t0 = time.monotonic()
+    for (bw, scenario), path in zip(scenarios, paths):
+        if not args.json and not args.quiet:
+            print(f"searching {scenario.describe()}", file=sys.stderr)
+            print(f"  space {space.name} ({', '.join(space.param_names)}), backend {args.backend}, sampler "
+                  f"{args.sampler}, {args.trials} trials, seed {args.seed}", file=sys.stderr)
+        t1 = time.monotonic()
+        try:
+            with _Progress(show_progress, f"{scenario.model.name} @ {bw}") as progress:
+                _, report = search_scenario(
+                    scenario, space, backend=args.backend, objective_name=args.objective, sampler=args.sampler,
+                    trials=args.trials, timeout_s=args.timeout, seed=args.seed, storage=storage,
+                    study_name=args.study, screen=args.screen, grid_points=args.grid_points,
+                    concurrency=args.concurrency, ray_address=args.ray_address, ray_temp_dir=args.ray_temp_dir,
+                    progress=progress,
+                )
+        except KeyboardInterrupt:
+            print("commtune: search interrupted; completed trials are saved in the study -- re-run the same "
+                  "command to continue", file=sys.stderr)
+            return 130
+        report["bw"] = bw
+        report["elapsed_s"] = round(time.monotonic() - t1, 3)
+        if not args.no_profile:
+            report["profile_path"] = str(write_profile(scenario, report, path))
+        else:
+            report["profile_path"] = None
+        reports.append(report)
+        if not args.json:
+            _print_report(report)
+    if args.json:
+        if several:
+            print(json.dumps({"runs": reports, "summary": _summary_rows(reports),
+                              "elapsed_s": round(time.monotonic() - t0, 3)}, indent=2, default=str))
+        else:
+            print(json.dumps(reports[0], indent=2, default=str))
+    elif several:
+        _print_summary(reports)
+    return 0
+
+
+def _print_report(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from commtune.knobs import KNOBS
+    from commtune.units import format_time
+
+    console = Console(highlight=False, soft_wrap=True)
+    t = Table(title=f"{r['model']} @ {r['bw']} -- best of {r['trials']} trials ({r['backend']}/{r['sampler']})",
+              show_header=True)
+    t.add_column("")
+    t.add_column("value")
+    for name, value in r["best_active"].items():
+        t.add_row(name, KNOBS[name].show(value))
+    t.add_section()
+    t.add_row("predicted step time", format_time(r["predicted_step_time_s"]))
+    t.add_row("scaling efficiency", f"{r['scaling_efficiency']:.1%}")
+    for name, step in r["baselines"].items():
+        t.add_row(f"speedup vs {name.replace('_', ' ')}", f"{r['speedup'][name]:.2f}x ({format_time(step)})")
+    if r["lower_bound_s"]:
+        t.add_row("physical lower bound", format_time(r["lower_bound_s"]))
+        t.add_row("distance to lower bound", f"+{r['gap_to_lower_bound']:.1%}")
+    console.print(t)
+    extra = []
+    if r.get("screened"):
+        extra.append(f"{r['screened']} configurations screened with the batch simulator")
+    if r.get("grid_size"):
+        extra.append(f"grid of {r['grid_size']} configurations")
+    if r.get("study"):
+        extra.append(f"study {r['study']} in {r['storage']}")
+    for line in extra:
+        console.print(f"  {line}")
+    if r.get("profile_path"):
+        console.print(f"  profile written to {r['profile_path']}")
+
+
+def _summary_rows(reports: list[dict]) -> list[dict]:
+    return [{"bw": r["bw"], "predicted_step_time_s": r["predicted_step_time_s"], "best": r["best_active"],
+             "speedup_ddp": r["speedup"]["ddp_default"], "speedup_horovod": r["speedup"]["horovod_default"],
+             "gap_to_lower_bound": r["gap_to_lower_bound"], "profile_path": r["profile_path"]} for r in reports]
+
+
+def _print_summary(reports: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from commtune.knobs import KNOBS
+    from commtune.units import format_time
+
+    names = [n for n in KNOBS if any(n in r["best_active"] for r in reports)]
+    t = Table(title=f"how the best knobs move with bandwidth ({reports[0]['model']})")
+    for col in ["bw", *names, "step", "vs DDP", "vs Horovod", "to bound"]:
+        t.add_column(col)
+    for r in reports:
+        cells = [KNOBS[n].show(r["best_active"][n]) if n in r["best_active"] else "-" for n in names]
+        t.add_row(r["bw"], *cells, format_time(r["predicted_step_time_s"]), f"{r['speedup']['ddp_default']:.2f}x",
+                  f"{r['speedup']['horovod_default']:.2f}x",
+                  f"+{r['gap_to_lower_bound']:.1%}" if r["gap_to_lower_bound"] is not None else "-")
+    Console(highlight=False, soft_wrap=True).print(t)

@@ -1,0 +1,147 @@
+"""Optuna backend: ask/tell over a (possibly shared) study.
+
+``config.trials`` is the *total* target of complete trials in the study:
+re-running the same command resumes it, and several worker processes (or
+machines) on one storage fill it together. A trial is admitted only while
+fewer than ``trials`` complete-or-running trials precede it (by trial
+number), so concurrent workers stop at exactly the target. Trials left
+RUNNING by a killed worker on this host are marked FAIL when a worker next
+opens the study.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from commtune.errors import CommtuneError
+from commtune.search import SearchConfig, SearchResult
+from commtune.search.samplers import make_sampler, warm_start_points
+from commtune.search.storage import display, normalise, open_storage
+
+_HOST = socket.gethostname()
+_STALE_NO_OWNER_S = 30.0
+
+
+def _alive(worker: str | None, start) -> bool:
+    """Is the RUNNING trial owned by a live worker (or a worker we cannot check)?"""
+    if not worker:
+        return start is None or (time.time() - start.timestamp()) < _STALE_NO_OWNER_S
+    host, _, pid = worker.rpartition(":")
+    if host != _HOST:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def _reap(study) -> list:
+    """Fail RUNNING trials of dead local workers; return the live trial list."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.state == TrialState.RUNNING and not _alive(t.user_attrs.get("worker"), t.datetime_start):
+            try:
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except Exception:  # noqa: BLE001 -- another worker got there first
+                pass
+    return study.get_trials(deepcopy=False)
+
+
+def open_study(config: SearchConfig, create_dirs: bool = False):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(config.storage, create_dirs=create_dirs)
+    sampler = make_sampler(config.sampler, config.seed)
+    try:
+        return optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler,
+                                   direction="minimize", load_if_exists=True)
+    except CommtuneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a storage that opened but cannot hold a study
+        raise CommtuneError(f"unusable storage {display(str(config.storage))!r}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def run(config: SearchConfig) -> SearchResult:
+    from optuna.trial import TrialState
+
+    if config.trials < 1:
+        raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
+    study = open_study(config, create_dirs=True)
+    space, objective = config.space, config.objective
+    trials = _reap(study)
+    screened = 0
+    if not trials:
+        for k, v in {**config.study_attrs, "space_fingerprint": space.fingerprint()}.items():
+            study.set_user_attr(k, v)
+        if config.sampler == "auto":
+            points, screened = warm_start_points(space, objective, config.seed, config.screen)
+            for p in points[: config.trials]:
+                study.enqueue_trial(p, skip_if_exists=True)
+    else:
+        fp = study.user_attrs.get("space_fingerprint")
+        if fp is not None and fp != space.fingerprint():
+            raise CommtuneError(
+                f"study {config.study_name!r} was created with a different search space; "
+                f"use another --study or --storage"
+            )
+    me = f"{_HOST}:{os.getpid()}"
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    best = min((t.value for t in trials if t.state == TrialState.COMPLETE), default=float("inf"))
+    new = 0
+    t0 = time.monotonic()
+    if config.progress:
+        config.progress(complete, config.trials, best)
+    while complete < config.trials:
+        if config.timeout_s is not None and time.monotonic() - t0 >= config.timeout_s:
+            break
+        trial = study.ask()
+        try:
+            trial.set_user_attr("worker", me)
+            ahead = [
+                t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                if t.number < trial.number
+                and (t.state == TrialState.COMPLETE or _alive(t.user_attrs.get("worker"), t.datetime_start))
+            ]
+            if len(ahead) >= config.trials:  # other workers hold the rest of the budget
+                trial.set_user_attr("surplus", True)
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            params = space.suggest(trial)
+            knobs = space.knobs_from_params(params)
+            metrics = objective.evaluate(knobs)
+            value = float(metrics[objective.metric])
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+        new += 1
+        best = min(best, value)
+        complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+        if config.progress:
+            config.progress(complete, config.trials, best)
+    return result_from_study(study, config, new, screened)
+
+
+def result_from_study(study, config: SearchConfig, new: int, screened: int = 0, backend: str = "optuna") -> SearchResult:
+    from optuna.trial import TrialState
+
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    if not done:
+        raise CommtuneError(f"study {config.study_name!r} has no complete trial (timeout too short?)")
+    bt = min(done, key=lambda t: (t.value, t.number))
+    knobs = config.space.knobs_from_params(bt.params)
+    metrics = config.objective.evaluate(knobs)
+    return SearchResult(
+        best_knobs=knobs, best_metrics=dict(metrics), trials=len(done), new_trials=new, backend=backend,
+        sampler=config.sampler, study_name=config.study_name,
+        storage=display(normalise(config.storage)) if config.storage else "memory",
+        history=[float(t.value) for t in done], extra={"screened": screened, "best_trial": bt.number},
+    )
