@@ -215,7 +215,10 @@ def plot_history(runs: dict[str, list[list[float]]], refs: dict[str, float] | No
         ax.set_xlabel("trial")
         ax.set_ylabel("best step time so far (ms)")
         if log_y:
+            from commtune.plots import plain_log_axis
+
             ax.set_yscale("log")
+            plain_log_axis(ax.yaxis)
         ax.set_title(title or "Search progress: best-so-far step time per sampler")
         ax.legend(loc="upper right", ncols=1 if len(runs) + len(refs or {}) < 7 else 2)
     return fig
