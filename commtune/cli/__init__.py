@@ -20,6 +20,8 @@ COMMANDS = [
     "commtune.cli.simulate_cmd",
     "commtune.cli.profile_model_cmd",
     "commtune.cli.search_cmd",
+    "commtune.cli.show_cmd",
+    "commtune.cli.export_cmd",
     "commtune.cli.cluster_cmd",
     "commtune.cli.probe_cmd",
     "commtune.cli.validate_cmd",
