@@ -2,15 +2,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
-
-_TMP = tempfile.mkdtemp(prefix="commtune-tests-")
-for var in ("MPLCONFIGDIR", "IPYTHONDIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
-    os.environ.setdefault(var, os.path.join(_TMP, var.lower()))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("MPLBACKEND", "Agg")
-
 import re
+import tempfile
 from typing import Any
 
 import pytest
@@ -18,6 +11,12 @@ import pytest
 from commtune.cluster import ClusterSpec
 from commtune.knobs import Knobs
 from commtune.profiles import Profile
+
+_TMP = tempfile.mkdtemp(prefix="commtune-tests-")
+for var in ("MPLCONFIGDIR", "IPYTHONDIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+    os.environ.setdefault(var, os.path.join(_TMP, var.lower()))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 ENV_LINE = re.compile(r"^([A-Z_][A-Z0-9_]*)=(\S*)$")
 
