@@ -109,6 +109,74 @@ display(plot_sweep(rows))'''),
            "draw the same from the shell: `commtune plot heatmap --model resnet50 --cluster vpc-32gbit -o heatmap.png`."),
 ]
 
+NOTEBOOKS["02-search-and-export.ipynb"] = [
+    ("md", """\
+# 02 — Search the knobs, compare samplers, export a profile
+
+`commtune search` tunes the communication knobs of a scenario against the simulator with Optuna, stores the
+study (resumable) and writes a *profile*; `commtune export` turns a profile into the settings a framework reads
+(Horovod environment variables, DDP settings, NCCL variables, a DeepSpeed fragment). Small trial counts keep this
+notebook under a minute."""),
+    ("code", SETUP),
+    ("code", '''\
+import tempfile, warnings
+import optuna
+from commtune.cli import main as commtune
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore")
+work = Path(tempfile.mkdtemp(prefix="commtune-nb02-"))
+print("working in", work)'''),
+    ("md", "## One search from the command line\n\nResNet-50 on 16 x 8 V100 over the 32 Gbit/s VPC (10 Gbit/s per stream), "
+           "in the DDP space (static buckets, streams, fp16 hook) and in the Horovod space (dynamic fusion), "
+           "so that each profile exports exactly to its framework."),
+    ("code", '''\
+profiles = {}
+for space in ("ddp", "horovod"):
+    profiles[space] = work / f"resnet50-vpc-{space}.yaml"
+    rc = commtune(["search", "--model", "resnet50", "--cluster", "vpc-32gbit", "--space", space, "--trials", "40",
+                   "--seed", "0", "--workdir", str(work), "--quiet", "-o", str(profiles[space])])
+    assert rc == 0'''),
+    ("code", '''rc = commtune(["show", str(profiles["horovod"])])'''),
+    ("md", "## Export the profiles for their frameworks"),
+    ("code", '''\
+rc = commtune(["export", str(profiles["horovod"]), "--format", "horovod"])
+print()
+rc = commtune(["export", str(profiles["ddp"]), "--format", "ddp"])'''),
+    ("md", "## Compare samplers\n\nThe same search with several samplers and seeds (in-memory studies), best-so-far per trial."),
+    ("code", '''\
+from commtune.cluster import preset
+from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT
+from commtune.models import load_model
+from commtune.plots.gridsearch import grid_best, knob_grid
+from commtune.plots.history import plot_history
+from commtune.scenario import Scenario
+from commtune.search.runner import search_scenario
+from commtune.search.space import load_space
+
+scenario = Scenario(load_model("resnet50"), preset("vpc-32gbit", 16, 8))
+space = load_space("default")
+runs = {}
+for sampler in ("random", "tpe", "auto"):
+    runs[sampler] = []
+    for seed in (0, 1):
+        result, _ = search_scenario(scenario, space, sampler=sampler, trials=30, seed=seed, storage=None,
+                                    study_name=f"nb-{sampler}-{seed}")
+        runs[sampler].append(result.history)
+    print(f"{sampler:7s} best {min(min(h) for h in runs[sampler]) * 1e3:.2f} ms")
+_, grid = grid_best(scenario.simulator, knob_grid("default"))
+refs = {"DDP defaults": scenario.simulator.run(DDP_DEFAULT).step_time_s,
+        "grid optimum": grid["step_time_s"]}
+display(plot_history(runs, refs, log_y=True, title="Samplers, ResNet-50 on the 32 Gbit/s VPC"))'''),
+    ("md", "## The study is stored: plot it from the storage\n\n"
+           "`commtune plot history --storage <db>` draws every study in a storage (one line per study: here the DDP-space "
+           "and the Horovod-space searches above)."),
+    ("code", '''\
+out = work / "history.png"
+rc = commtune(["plot", "history", "--storage", str(work / "commtune-studies.db"), "-o", str(out)])
+from IPython.display import Image
+display(Image(filename=str(out)))'''),
+]
+
 NOTEBOOKS["03-live-validation.ipynb"] = [
     ("md", """\
 # 03 — Probe and validate on the emulated cluster

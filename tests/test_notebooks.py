@@ -18,7 +18,7 @@ NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert {p.name for p in NOTEBOOKS} >= {"01-explore.ipynb", "03-live-validation.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"01-explore.ipynb", "02-search-and-export.ipynb", "03-live-validation.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
