@@ -137,8 +137,6 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from commtune.cli.common import scenario_from_args
     from commtune.search.runner import default_storage, search_scenario, write_profile
     from commtune.search.space import load_space
@@ -155,9 +153,14 @@ def run(args: argparse.Namespace) -> int:
     # Build every scenario first so a bad flag fails before any search or file.
     scenarios = []
     for bw in bws:
-        a = dataclasses.replace(argparse.Namespace(), **vars(args)) if False else argparse.Namespace(**{**vars(args), "bw": bw})
+        a = argparse.Namespace(**{**vars(args), "bw": bw})
         scenarios.append((bw, scenario_from_args(a)))
     paths = [_profile_path(args, scenarios[0][1].model.name, bw, several) for bw, _ in scenarios]
+    if not args.storage:
+        try:
+            Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CommtuneError(f"cannot create --workdir {args.workdir!r}: {exc.strerror}") from None
     show_progress = not args.quiet and not args.json and sys.stderr.isatty()
     reports = []
     t0 = time.monotonic()

@@ -74,7 +74,7 @@ def run(config: SearchConfig) -> SearchResult:
 
     if config.trials < 1:
         raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
-    study = open_study(config, create_dirs=True)
+    study = open_study(config)
     space, objective = config.space, config.objective
     trials = _reap(study)
     screened = 0

@@ -23,12 +23,17 @@ WARM_START_TOP = 6
 
 
 def make_sampler(name: str, seed: int | None):
+    import warnings
+
     import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
     s = optuna.samplers
     if name == "auto":
         return s.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                            n_startup_trials=10, warn_independent_sampling=False)
+                            n_startup_trials=10)
     if name == "tpe":
         return s.TPESampler(seed=seed)  # Optuna 5 defaults: multivariate, constant liar
     if name == "gp":

@@ -76,29 +76,45 @@ def open_storage(url: str | None, create_dirs: bool = False):
             p.parent.mkdir(parents=True, exist_ok=True)
         if str(p) and not p.parent.is_dir():
             raise CommtuneError(f"unusable storage {url!r}: folder {str(p.parent)!r} does not exist")
-    try:
-        return optuna.storages.RDBStorage(u, engine_kwargs=_engine_kwargs(u))
-    except Exception as exc:  # noqa: BLE001
-        raise CommtuneError(f"unusable storage {display(url)!r}: {_one_line(exc)}") from None
+    import time
+
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(u, engine_kwargs=_engine_kwargs(u))
+        except Exception as exc:  # noqa: BLE001
+            # Two workers creating the schema of a new database at once: one loses
+            # the race ("table ... already exists"); the schema is there on retry.
+            if "already exists" in str(exc) and attempt < 5:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise CommtuneError(f"unusable storage {display(url)!r}: {_one_line(exc)}") from None
+    raise AssertionError("unreachable")
+
+
+class _SqliteConnect:
+    """Connection factory for SQLite (a class, so storages stay picklable for Ray).
+
+    Several worker processes share one file: wait for the lock instead of
+    failing. WAL + synchronous=NORMAL: a commit survives the process being
+    killed (kill -9) without an fsync per trial (which made every trial cost
+    ~100 ms here); only an OS crash can lose the last commits.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self):
+        import sqlite3
+
+        con = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
 
 
 def _engine_kwargs(url: str) -> dict:
     if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        path = url[len("sqlite:///"):]
-
-        def connect():
-            import sqlite3
-
-            # Several worker processes share one file: wait for the lock instead of
-            # failing. WAL + synchronous=NORMAL: a commit survives the process being
-            # killed (kill -9) without an fsync per trial (which made every trial
-            # cost ~100 ms); only an OS crash can lose the last commits.
-            con = sqlite3.connect(path, timeout=60, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            return con
-
-        return {"creator": connect}
+        return {"creator": _SqliteConnect(url[len("sqlite:///"):])}
     return {}
 
 

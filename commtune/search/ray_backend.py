@@ -1,0 +1,96 @@
+"""Ray Tune backend: concurrent trials driven by ``OptunaSearch``.
+
+By default a local Ray instance is started (no dashboard, short temp dir,
+worker logs not forwarded); ``--ray-address`` joins an existing cluster
+instead. The Optuna study behind ``OptunaSearch`` lives in the same storage
+as the Optuna backend's, so ``--trials`` is again the study's total target.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+
+from commtune.errors import CommtuneError
+from commtune.search import SearchConfig, SearchResult
+
+
+def _trainable(config: dict, objective=None, space=None):
+    from ray import tune
+
+    knobs = space.knobs_from_params({k: v for k, v in config.items()})
+    metrics = objective.evaluate(knobs)
+    tune.report({k: float(v) for k, v in metrics.items()})
+
+
+class _DefineByRun:
+    """OptunaSearch's define-by-run space (a picklable callable)."""
+
+    def __init__(self, space):
+        self.space = space
+
+    def __call__(self, trial):
+        self.space.suggest(trial)
+        return None
+
+
+def run(config: SearchConfig) -> SearchResult:
+    try:
+        import ray
+        from ray import tune
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise CommtuneError("--backend ray needs Ray Tune: pip install 'commtune[ray]'") from None
+    from optuna.trial import TrialState
+
+    from commtune.search.optuna_backend import open_study, result_from_study
+    from commtune.search.samplers import make_sampler, warm_start_points
+
+    if config.trials < 1:
+        raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
+    study = open_study(config)  # creates or resumes the study in the storage
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    remaining = config.trials - done
+    screened = 0
+    points = None
+    if done == 0 and config.sampler == "auto":
+        points, screened = warm_start_points(config.space, config.objective, config.seed, config.screen)
+        points = points[: config.trials]
+    if remaining > 0:
+        started = False
+        if not ray.is_initialized():
+            kwargs = {"log_to_driver": False, "logging_level": "ERROR"}
+            if config.ray_address:
+                kwargs["address"] = config.ray_address
+            else:
+                temp = config.ray_temp_dir or os.path.join(tempfile.gettempdir(), "ct-ray")
+                kwargs.update(include_dashboard=False, _temp_dir=temp, num_cpus=max(config.concurrency, 1))
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # noqa: BLE001
+                raise CommtuneError(f"cannot start or join Ray: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            started = True
+        space = config.space
+        try:
+            searcher = OptunaSearch(
+                space=_DefineByRun(space),
+                metric=config.objective.metric, mode="min", points_to_evaluate=points,
+                sampler=make_sampler(config.sampler, config.seed), study_name=config.study_name,
+                storage=study._storage,
+            )
+            with tempfile.TemporaryDirectory(prefix="ct-tune-") as results_dir:
+                tuner = tune.Tuner(
+                    tune.with_parameters(_trainable, objective=config.objective, space=space),
+                    tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                                                max_concurrent_trials=config.concurrency,
+                                                time_budget_s=config.timeout_s),
+                    run_config=tune.RunConfig(storage_path=results_dir, name="commtune", verbose=0),
+                )
+                # Tune prints its own tables; keep stdout for commtune's report/JSON.
+                with contextlib.redirect_stdout(sys.stderr):
+                    tuner.fit()
+        finally:
+            if started:
+                ray.shutdown()
+    return result_from_study(open_study(config), config, max(remaining, 0), screened, backend="ray")
