@@ -14,7 +14,7 @@ Two sources, in this order:
 The live run needs root, ``ip``, ``tc`` and network namespaces; without them
 the script prints why it skipped and writes that to the summary (exit 0).
 
-Writes results/live_fidelity.{csv,md,png} (and the calibration/JSON of a live run).
+Writes results/live_fidelity_plot.{csv,md,png} (and the calibration/JSON of a live run).
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def main() -> int:
         if why:
             msg = f"live fidelity skipped: {why}; run as root on Linux, or pass --from a live_fidelity JSON."
             print(msg)
-            C.write_md("live_fidelity.md", f"# Live fidelity on the emulated cluster\n\n**Skipped:** {msg}\n")
+            C.write_md("live_fidelity_plot.md", f"# Live fidelity on the emulated cluster\n\n**Skipped:** {msg}\n")
             return 0
         busy = other_clusters(args.prefix)
         if busy:
@@ -142,15 +142,15 @@ def plot_and_summarise(results: dict, origin: str) -> None:
                                    "measured_s": r["measured_s"], "error_pct": (r["predicted_s"] / r["measured_s"] - 1) * 100,
                                    "spread_pct": r["spread"] * 100})
         fig.suptitle("Calibrated simulator vs live DDP steps on the emulated cluster (4 hosts)")
-    C.save(fig, "live_fidelity.png")
-    C.write_csv("live_fidelity.csv", points_all)
+    C.save(fig, "live_fidelity_plot.png")
+    C.write_csv("live_fidelity_plot.csv", points_all)
     worst = max(points_all, key=lambda p: abs(p["error_pct"]))
     ok = all(t["within"] == "yes" for t in table)
     md = f"""# Live fidelity on the emulated cluster
 
 Source: {origin}. 4 emulated hosts (network namespaces, htb links; a per-stream cap is a
 `SO_MAX_PACING_RATE` shim), one rank each, gloo; the simulator uses the probe's calibration file (per-stream
-a + b·S fits). Figure: `live_fidelity.png`; points: `live_fidelity.csv`.
+a + b·S fits). Figure: `live_fidelity_plot.png`; points: `live_fidelity_plot.csv`.
 
 {C.md_table(table, [("setting", "shaping"), ("n", "configs"), ("mape", "MAPE"), ("spearman", "Spearman"),
                     ("pick", "simulator's pick"), ("best", "live best"), ("gap", "pick gap"), ("noise", "live noise"),
@@ -159,9 +159,11 @@ a + b·S fits). Figure: `live_fidelity.png`; points: `live_fidelity.csv`.
 Largest single error: {worst['error_pct']:+.1f}% ({worst['setting']}, {worst['config']}).
 
 **Conclusion:** the calibrated simulator {'picks a configuration within the live run-to-run noise of the best' if ok else 'misses the live best by more than the noise in at least one shaping'}
-(MAPE {", ".join(t['mape'] for t in table)}; rank correlation {", ".join(t['spearman'] for t in table)}).
+(MAPE {", ".join(t['mape'] for t in table)}; rank correlation {", ".join(t['spearman'] for t in table)}); the MAPE <= 5% and Spearman >= 0.9
+targets are not met in every shaping — `live_fidelity.md` (the probe's write-up) analyses the misses (small buckets over
+many streams over-predicted, host work after the last bucket not modelled).
 """
-    C.write_md("live_fidelity.md", md)
+    C.write_md("live_fidelity_plot.md", md)
     print(md)
 
 
