@@ -12,8 +12,9 @@ Two parts:
 
 Reference lines: PyTorch DDP and Horovod defaults, the exhaustive grid's
 optimum (``commtune.plots.gridsearch``) and the physical lower bound.
-Writes results/sampler_comparison.{json,csv,md,png}; the JSON has the shape
-``commtune plot history`` reads.
+Writes results/sampler_comparison.{json,csv,md,png}, bench_search.json and
+sampler_comparison_bench.png; the JSON has the shape ``commtune plot history``
+reads. ``--reuse-bench`` re-plots the stored JSON files without re-running.
 """
 from __future__ import annotations
 
