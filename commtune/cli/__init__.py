@@ -19,12 +19,13 @@ COMMANDS = [
     "commtune.cli.presets_cmd",
     "commtune.cli.simulate_cmd",
     "commtune.cli.profile_model_cmd",
+    "commtune.cli.search_cmd",
     "commtune.cli.show_cmd",
     "commtune.cli.export_cmd",
     "commtune.cli.cluster_cmd",
     "commtune.cli.probe_cmd",
     "commtune.cli.validate_cmd",
-    "commtune.cli.search_cmd",
+    "commtune.cli.plot_cmd",
 ]
 
 

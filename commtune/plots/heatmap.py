@@ -1,0 +1,112 @@
+"""``heatmap``: step time over fusion threshold x number of streams.
+
+Every other knob keeps the value given by the knob flags (default: Horovod's
+defaults). The whole grid is one :meth:`Simulator.run_batch` call; the
+threshold axis is logarithmic, the best cell is ringed and the starting
+configuration marked.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+
+from commtune.errors import CommtuneError
+from commtune.knobs import KNOBS, Knobs
+from commtune.units import format_size
+from simulators import KnobArrays
+
+HELP = "step time over fusion threshold x streams for a scenario (log threshold axis)"
+MiB = 2**20
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from commtune.cli.common import add_knob_args, add_scenario_args
+
+    add_scenario_args(p)
+    add_knob_args(p)
+    p.add_argument("--min-threshold", default="64KiB", help="smallest fusion threshold (default 64KiB)")
+    p.add_argument("--max-threshold", default="1GiB", help="largest fusion threshold (default 1GiB)")
+    p.add_argument("--points", type=int, default=41, help="thresholds on the log axis (default 41)")
+    p.add_argument("--max-streams", type=int, default=8, help="streams 1..N (default 8)")
+    p.add_argument("--metric", choices=("step_time_s", "exposed_comm_s"), default="step_time_s")
+
+
+def figure_from_args(args: argparse.Namespace):
+    from commtune.cli.common import knobs_from_args, scenario_from_args
+
+    lo = KNOBS["fusion_threshold_bytes"].parse(args.min_threshold)
+    hi = KNOBS["fusion_threshold_bytes"].parse(args.max_threshold)
+    if not 0 < lo < hi:
+        raise CommtuneError(f"--min-threshold must be positive and below --max-threshold ({format_size(lo)} >= {format_size(hi)})")
+    if not 2 <= args.points <= 400:
+        raise CommtuneError(f"--points must be between 2 and 400, got {args.points}")
+    if not 1 <= args.max_streams <= int(KNOBS["num_streams"].high):
+        raise CommtuneError(f"--max-streams must be between 1 and {int(KNOBS['num_streams'].high)}, got {args.max_streams}")
+    scenario = scenario_from_args(args)
+    base = knobs_from_args(args)
+    thresholds = np.unique(np.geomspace(lo, hi, args.points).astype(np.int64))
+    return plot_heatmap(scenario, base, thresholds, np.arange(1, args.max_streams + 1), metric=args.metric)
+
+
+def heatmap_data(simulator, base: Knobs, thresholds, streams, metric: str = "step_time_s") -> np.ndarray:
+    """``metric`` for every (streams, threshold) pair: shape (len(streams), len(thresholds))."""
+    t = np.asarray(thresholds, dtype=np.int64)
+    s = np.asarray(streams, dtype=np.int64)
+    tt, ss = np.meshgrid(t, s)
+    cols = {name: getattr(base, name) for name in KnobArrays.__dataclass_fields__}
+    cols.update(fusion_threshold_bytes=tt.ravel(), num_streams=ss.ravel())
+    m = simulator.run_batch(KnobArrays.from_columns(tt.size, **cols))
+    return m[metric].reshape(tt.shape)
+
+
+def plot_heatmap(scenario, base: Knobs | None = None, thresholds=None, streams=None, metric: str = "step_time_s"):
+    """Heat map of ``metric`` (ms) over threshold (log x) and streams (y)."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    from commtune.plots import new_figure, plain_log_axis, styled
+
+    base = base or Knobs()
+    thresholds = np.geomspace(64 * 1024, 2**30, 41).astype(np.int64) if thresholds is None else np.asarray(thresholds)
+    streams = np.arange(1, 9) if streams is None else np.asarray(streams)
+    z = heatmap_data(scenario.simulator, base, thresholds, streams, metric) * 1e3
+    # Cell edges: geometric midpoints on x, integer halves on y.
+    lt = np.log(thresholds.astype(np.float64))
+    mid = np.exp((lt[1:] + lt[:-1]) / 2)
+    xe = np.concatenate([[thresholds[0] ** 2 / mid[0]], mid, [thresholds[-1] ** 2 / mid[-1]]])
+    ye = np.concatenate([streams - 0.5, [streams[-1] + 0.5]])
+    fig = new_figure(7.4, 4.4)
+    with styled():
+        ax = fig.add_subplot()
+        ax.grid(False)
+        positive = z[z > 0]
+        norm = LogNorm(vmin=positive.min(), vmax=z.max()) if positive.size and z.max() / positive.min() > 3 else None
+        mesh = ax.pcolormesh(xe / MiB, ye, z, cmap="viridis_r", norm=norm, shading="flat")
+        label = {"step_time_s": "step time (ms)", "exposed_comm_s": "exposed communication (ms)"}[metric]
+        cb = fig.colorbar(mesh, ax=ax, label=label)
+        cb.ax.tick_params(labelsize=8, which="both")
+        if norm is not None:
+            plain_log_axis(cb.ax.yaxis)
+        ax.set_xscale("log")
+        ticks = [t for t in (0.0625, 0.25, 1, 4, 16, 64, 256, 1024) if xe[0] / MiB <= t <= xe[-1] / MiB]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_yticks(streams)
+        ax.set_xlabel(f"fusion threshold (MiB, log scale) — {base.fusion_policy} fusion")
+        ax.set_ylabel("communication streams")
+        j, i = np.unravel_index(np.argmin(z), z.shape)
+        ax.plot(thresholds[i] / MiB, streams[j], "o", ms=13, mfc="none", mec="red", mew=2,
+                label=f"best: {format_size(thresholds[i])}, {streams[j]} stream(s), {z[j, i]:.1f} ms")
+        if base.num_streams in streams:
+            start = dataclasses.replace(base)
+            r = scenario.simulator.run(start)
+            val = (r.step_time_s if metric == "step_time_s" else r.exposed_comm_s) * 1e3
+            ax.plot(base.fusion_threshold_bytes / MiB, base.num_streams, "X", ms=10, color="white", mec="black",
+                    label=f"given knobs: {format_size(base.fusion_threshold_bytes)}, {base.num_streams} stream(s), {val:.1f} ms")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=1, frameon=False)
+        c = scenario.cluster
+        ax.set_title(f"{scenario.model.name}, {c.nodes}x{c.gpus_per_node} GPUs, {c.name}: {label.split(' (')[0]}", loc="left")
+    return fig

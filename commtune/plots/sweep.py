@@ -1,0 +1,151 @@
+"""``sweep``: best knobs and scaling efficiency against inter-node bandwidth.
+
+For each bandwidth the scenario's cluster (``--cluster``, default the
+vpc-32gbit preset with its 10 Gbit/s per-stream cap; ``--per-stream none``
+lifts the cap) gets that link rate, and an exhaustive grid over the knob
+space (:mod:`commtune.plots.gridsearch`, one ``run_batch`` call) finds the
+best configuration. The figure shows step time and scaling efficiency of the
+tuned configuration against the DDP and Horovod defaults and the physical
+lower bound, and the best knobs at each bandwidth.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+
+import numpy as np
+
+from commtune.errors import CommtuneError
+from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT
+from commtune.units import format_bandwidth, parse_bandwidth
+
+HELP = "best knobs and scaling efficiency against bandwidth (grid search per bandwidth)"
+DEFAULT_BWS = "5gbit,10gbit,16gbit,25gbit,32gbit,50gbit,100gbit,200gbit"
+MiB = 2**20
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from commtune.cli.common import add_scenario_args
+
+    add_scenario_args(p)
+    p.add_argument("--bws", default=DEFAULT_BWS, help=f"comma-separated link rates (default {DEFAULT_BWS})")
+    p.add_argument("--space", choices=("default", "horovod", "ddp"), default="default",
+                   help="knob grid: both policies (default), dynamic only, static only")
+    p.add_argument("--csv", metavar="FILE", help="also write the table of results as CSV")
+
+
+def figure_from_args(args: argparse.Namespace):
+    from commtune.cli.common import scenario_from_args
+
+    if args.bw:
+        raise CommtuneError("plot sweep takes --bws (a list), not --bw")
+    bws = [parse_bandwidth(b.strip(), what="--bws") for b in args.bws.split(",") if b.strip()]
+    if len(bws) < 2:
+        raise CommtuneError("--bws needs at least two bandwidths, e.g. 10gbit,32gbit,100gbit")
+    if args.cluster is None:
+        args.cluster = "vpc-32gbit"
+    scenario = scenario_from_args(args)
+    rows = sweep_data(scenario, bws, space=args.space)
+    if args.csv:
+        write_csv(rows, args.csv)
+    return plot_sweep(rows, title=f"{scenario.model.name} on {scenario.cluster.nodes}x{scenario.cluster.gpus_per_node} GPUs "
+                                  f"({scenario.cluster.name} with varied link rate)")
+
+
+def sweep_data(scenario, bws_Bps: list[float], space: str = "default") -> list[dict]:
+    """One row per bandwidth: defaults, tuned optimum (its knobs) and lower bound."""
+    from commtune.plots.gridsearch import grid_best, knob_grid
+    from commtune.scenario import Scenario
+    from simulators.bounds import step_lower_bound_s
+
+    arrays = knob_grid(space)
+    rows = []
+    for bw in sorted(bws_Bps):
+        cluster = dataclasses.replace(scenario.cluster, inter_bw_Bps=float(bw))
+        sc = Scenario(scenario.model, cluster, scenario.batch_size, scenario.precision)
+        sim = sc.simulator
+        best, m = grid_best(sim, arrays)
+        ddp, hvd = sim.run(DDP_DEFAULT), sim.run(HOROVOD_DEFAULT)
+        rows.append({
+            "bw_gbit": bw * 8 / 1e9,
+            "per_stream_gbit": None if math.isinf(cluster.per_stream_Bps) else cluster.per_stream_Bps * 8 / 1e9,
+            "ddp_default_step_s": ddp.step_time_s, "horovod_default_step_s": hvd.step_time_s,
+            "tuned_step_s": m["step_time_s"],
+            "ddp_default_eff": ddp.scaling_efficiency, "horovod_default_eff": hvd.scaling_efficiency,
+            "tuned_eff": m["scaling_efficiency"], "tuned_samples_per_s": m["samples_per_s"],
+            "lower_bound_s": step_lower_bound_s(sc.workload, sim.network, max_streams=8),
+            "compute_s": sc.workload.compute_s,
+            **{f"best_{k}": v for k, v in best.to_dict().items()},
+        })
+    return rows
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    import csv
+    import io
+
+    from commtune.io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_sweep(rows: list[dict], title: str | None = None):
+    """Three panels against bandwidth (log x): step time, efficiency, best knobs."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    from commtune.plots import new_figure, plain_log_axis, styled
+
+    bw = np.array([r["bw_gbit"] for r in rows])
+    fig = new_figure(7.2, 8.6)
+    with styled():
+        ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True)
+        series = [("tuned_step_s", "tuned (grid optimum)", "C2", "o", "-"),
+                  ("ddp_default_step_s", "PyTorch DDP defaults", "C0", "s", "--"),
+                  ("horovod_default_step_s", "Horovod defaults", "C1", "^", "--")]
+        for key, label, c, mk, ls in series:
+            ax1.plot(bw, [r[key] * 1e3 for r in rows], marker=mk, color=c, ls=ls, label=label)
+        ax1.plot(bw, [r["lower_bound_s"] * 1e3 for r in rows], color="0.3", ls=":", label="lower bound (any knobs)")
+        ax1.axhline(rows[0]["compute_s"] * 1e3, color="0.6", lw=1, label="compute only (fwd+bwd)")
+        ax1.set_ylabel("step time (ms)")
+        ax1.set_yscale("log")
+        plain_log_axis(ax1.yaxis)
+        ax1.legend(ncols=2, loc="upper right")
+        for key, label, c, mk, ls in [("tuned_eff", "tuned", "C2", "o", "-"), ("ddp_default_eff", "DDP defaults", "C0", "s", "--"),
+                                      ("horovod_default_eff", "Horovod defaults", "C1", "^", "--")]:
+            ax2.plot(bw, [r[key] * 100 for r in rows], marker=mk, color=c, ls=ls, label=label)
+        ax2.set_ylabel("scaling efficiency (%)")
+        ax2.set_ylim(0, 105)
+        ax2.legend(loc="center right")
+        thr = [r["best_fusion_threshold_bytes"] / MiB for r in rows]
+        ax3.plot(bw, thr, marker="o", color="C4", label="best fusion threshold / bucket (MiB)")
+        ax3.set_yscale("log")
+        plain_log_axis(ax3.yaxis)
+        ax3.set_ylabel("best threshold (MiB)", color="C4")
+        ax3b = ax3.twinx()
+        ax3b.plot(bw, [r["best_num_streams"] for r in rows], marker="D", color="C3", ls="--", label="best streams")
+        ax3b.set_ylabel("best streams", color="C3")
+        ax3b.set_ylim(0, 9)
+        ax3b.grid(False)
+        for x, t, r in zip(bw, thr, rows):
+            tag = ("dyn" if r["best_fusion_policy"] == "dynamic" else "static") + (
+                "\nhier" if r["best_hierarchical"] else "\nflat") + ("\nfp16" if r["best_wire_precision"] == "fp16" else "\nfp32")
+            ax3.annotate(tag, (x, t), xytext=(0, 6), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        lo, hi = min(thr), max(thr)
+        ax3.set_ylim(lo / 2, hi * 12)
+        h1, l1 = ax3.get_legend_handles_labels()
+        h2, l2 = ax3b.get_legend_handles_labels()
+        ax3.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
+        ax3.set_xscale("log")
+        ax3.xaxis.set_major_locator(FixedLocator(bw))
+        ax3.xaxis.set_minor_locator(NullLocator())
+        ax3.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        cap = rows[0]["per_stream_gbit"]
+        ax3.set_xlabel("inter-node bandwidth per node (Gbit/s, log scale)"
+                       + (f"; per-stream cap {cap:g} Gbit/s" if cap else "; no per-stream cap"))
+        fig.suptitle(title or "Tuned vs default communication against bandwidth")
+    return fig
