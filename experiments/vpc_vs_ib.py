@@ -181,6 +181,10 @@ Figures: `vpc_vs_ib.png` (step times), `vpc_vs_ib_timeline_default.png` / `vpc_v
   inter-node bytes cut (fp16 halves them) and the per-stream cap sidestepped (hierarchical all-reduce runs 8
   concurrent inter-node rings, each on 1/8 of the data, so one stream per ring suffices — the 1-stream ablation
   equals the full optimum).
+- Within the frameworks' own spaces (`search_spaces/`): the DDP space (static buckets, streams, fp16 hook, flat)
+  reaches {abl_rows[4]['step_time_s'] * 1e3:.1f} ms ({abl_rows[4]['vs_ib_ddp_default']:.2f}x IB), the Horovod space (dynamic fusion,
+  cycle, streams, hierarchical; fp32 wire and the coordinator as in Horovod's defaults) {abl_rows[5]['step_time_s'] * 1e3:.1f} ms
+  ({abl_rows[5]['vs_ib_ddp_default']:.2f}x IB): each lacks one of the two knobs the match needs (hierarchical / fp16 wire).
 
 **Conclusion:** in the simulator, tuned communication on the 32 Gbit/s VPC {verdict} 100 Gbit/s InfiniBand with
 default knobs for ResNet-50 on 128 V100 ({tuned['step_time_s'] * 1e3:.1f} vs {ib_ref * 1e3:.1f} ms per step), consistent
