@@ -23,6 +23,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from commtune.io import atomic_write_json, atomic_write_text  # noqa: E402
 
+#: Points per numeric range of the experiments' exhaustive grids
+#: (:func:`commtune.plots.gridsearch.knob_grid`, ``points=``): the ranges,
+#: fixed values and conditions are the named search space's
+#: (``search_spaces/*.yaml``); 21 log-spaced points put the fusion threshold
+#: at 2^0.5 steps over 1 MiB..1 GiB and cover every stream count 1..8.
+GRID_POINTS = 21
+
 RESULTS = Path(os.environ.get("COMMTUNE_RESULTS", ROOT / "experiments" / "results"))
 
 

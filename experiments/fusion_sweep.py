@@ -5,7 +5,9 @@ network presets at 10, 32 and 100 Gbit/s (``eth-10g``: 10 Gbit/s Ethernet,
 PCIe inside the node; ``vpc-32gbit``: 10 Gbit/s per stream; ``ib-100g``).
 For each fusion policy (dynamic = Horovod loop, static = DDP buckets) two
 curves: the policy's default knobs with only the threshold changed, and the
-best over every other knob at that threshold (grid, one ``run_batch``).
+best over every other knob at that threshold (grid over the ``default``
+search space with the thresholds as override, ``C.GRID_POINTS`` per other
+range; one ``run_batch``).
 The best threshold of each curve is starred.
 
 Writes results/fusion_sweep.{csv,json,md,png}.
@@ -38,7 +40,7 @@ def curves(sim) -> dict[str, np.ndarray]:
         cols = {name: getattr(base, name) for name in KnobArrays.__dataclass_fields__}
         cols["fusion_threshold_bytes"] = THRESHOLDS
         out[f"{policy}_defaults"] = sim.run_batch(KnobArrays.from_columns(len(THRESHOLDS), **cols))["step_time_s"]
-    grid = knob_grid("default", {"fusion_threshold_bytes": [int(t) for t in THRESHOLDS]})
+    grid = knob_grid("default", {"fusion_threshold_bytes": [int(t) for t in THRESHOLDS]}, points=C.GRID_POINTS)
     step = sim.run_batch(grid)["step_time_s"]
     for policy in ("dynamic", "static"):
         best = np.full(len(THRESHOLDS), np.inf)

@@ -6,8 +6,9 @@ cap lifted (one flow can fill the link). For K = 1..8 streams:
 
 * the network alone: bus bandwidth of a 64 MiB flat ring all-reduce;
 * ResNet-50 and BERT-base steps with Horovod's defaults but K streams;
-* the best step with K streams fixed, every other knob tuned (grid), flat
-  all-reduce only and with hierarchical allowed.
+* the best step with K streams fixed, every other knob tuned (grid over the
+  ``default`` search space, ``C.GRID_POINTS`` per range), flat all-reduce
+  only and with hierarchical allowed.
 
 Writes results/streams.{csv,json,md,png}.
 """
@@ -46,8 +47,9 @@ def main() -> None:
                 t64 = float(a + b * 64 * MiB)
                 busbw = 64 * MiB / t64 * 2 * (n - 1) / n * 8 / 1e9
                 hvd = sim.run(dataclasses.replace(HOROVOD_DEFAULT, num_streams=k))
-                flat, mflat = grid_best(sim, knob_grid("default", {"num_streams": [k], "hierarchical": [False]}))
-                anyh, many = grid_best(sim, knob_grid("default", {"num_streams": [k]}))
+                flat, mflat = grid_best(sim, knob_grid("default", {"num_streams": [k], "hierarchical": [False]},
+                                                       points=C.GRID_POINTS))
+                anyh, many = grid_best(sim, knob_grid("default", {"num_streams": [k]}, points=C.GRID_POINTS))
                 rows.append({
                     "model": model, "cap": cap, "streams": k, "busbw_64MiB_gbit": busbw,
                     "horovod_default_step_s": hvd.step_time_s, "tuned_flat_step_s": mflat["step_time_s"],

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.cli_stubs import run_cli
+from commtune.cli import main as run_cli
 
 SCEN = ["--model", "resnet50", "--cluster", "vpc-32gbit", "--nodes", "4"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -48,6 +48,15 @@ def test_sweep_png_and_csv(tmp_path):
     assert len(lines) == 3 and "tuned_step_s" in lines[0]
 
 
+def test_sweep_horovod_space_keeps_fp32_wire(tmp_path):
+    out, csv = tmp_path / "s.png", tmp_path / "s.csv"
+    assert run_cli(["plot", "sweep", *SCEN, "--bws", "10gbit,100gbit", "--space", "horovod", "--grid-points", "4",
+                    "--csv", str(csv), "-o", str(out)]) == 0
+    _png_ok(out)
+    text = csv.read_text()
+    assert "fp16" not in text and "dynamic" in text  # search_spaces/horovod.yaml does not search the wire precision
+
+
 def test_history_from_json(tmp_path, bench_json):
     out = tmp_path / "hist.png"
     assert run_cli(["plot", "history", str(bench_json), "-o", str(out)]) == 0
@@ -85,6 +94,10 @@ def test_fidelity_csv_and_json(tmp_path):
     (["plot", "heatmap", "--model", "resnet50", "--points", "1", "-o", "{tmp}/x.png"], "--points"),
     (["plot", "sweep", "--model", "resnet50", "--bws", "10gbit", "-o", "{tmp}/x.png"], "at least two"),
     (["plot", "sweep", "--model", "resnet50", "--bws", "10gbit,fast", "-o", "{tmp}/x.png"], "--bws"),
+    (["plot", "sweep", "--model", "resnet50", "--bws", "10gbit,25gbit", "--space", "horovd", "-o", "{tmp}/x.png"],
+     "unknown search space"),
+    (["plot", "sweep", "--model", "resnet50", "--bws", "10gbit,25gbit", "--grid-points", "1", "-o", "{tmp}/x.png"],
+     "--grid-points"),
     (["plot", "history", "{tmp}/missing.json", "-o", "{tmp}/x.png"], "cannot read"),
     (["plot", "history", "{tmp}/bad.json", "-o", "{tmp}/x.png"], "not valid JSON"),
     (["plot", "history", "-o", "{tmp}/x.png"], "either a JSON file or --storage"),

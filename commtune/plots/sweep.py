@@ -3,7 +3,8 @@
 For each bandwidth the scenario's cluster (``--cluster``, default the
 vpc-32gbit preset with its 10 Gbit/s per-stream cap; ``--per-stream none``
 lifts the cap) gets that link rate, and an exhaustive grid over the knob
-space (:mod:`commtune.plots.gridsearch`, one ``run_batch`` call) finds the
+space (:mod:`commtune.plots.gridsearch` over a ``search_spaces`` space,
+one ``run_batch`` call) finds the
 best configuration. The figure shows step time and scaling efficiency of the
 tuned configuration against the DDP and Horovod defaults and the physical
 lower bound, and the best knobs at each bandwidth.
@@ -30,8 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_scenario_args(p)
     p.add_argument("--bws", default=DEFAULT_BWS, help=f"comma-separated link rates (default {DEFAULT_BWS})")
-    p.add_argument("--space", choices=("default", "horovod", "ddp"), default="default",
-                   help="knob grid: both policies (default), dynamic only, static only")
+    p.add_argument("--space", default="default",
+                   help="search space of the grid: a bundled name (default: both fusion policies; horovod; ddp) "
+                        "or a YAML file")
+    p.add_argument("--grid-points", type=int, metavar="N",
+                   help="points per numeric range of the grid (default: the space's own)")
     p.add_argument("--csv", metavar="FILE", help="also write the table of results as CSV")
 
 
@@ -46,20 +50,24 @@ def figure_from_args(args: argparse.Namespace):
     if args.cluster is None:
         args.cluster = "vpc-32gbit"
     scenario = scenario_from_args(args)
-    rows = sweep_data(scenario, bws, space=args.space)
+    if args.grid_points is not None and args.grid_points < 2:
+        raise CommtuneError(f"--grid-points must be at least 2, got {args.grid_points}")
+    rows = sweep_data(scenario, bws, space=args.space, points=args.grid_points)
     if args.csv:
         write_csv(rows, args.csv)
     return plot_sweep(rows, title=f"{scenario.model.name} on {scenario.cluster.nodes}x{scenario.cluster.gpus_per_node} GPUs "
                                   f"({scenario.cluster.name} with varied link rate)")
 
 
-def sweep_data(scenario, bws_Bps: list[float], space: str = "default") -> list[dict]:
-    """One row per bandwidth: defaults, tuned optimum (its knobs) and lower bound."""
+def sweep_data(scenario, bws_Bps: list[float], space: str = "default", points: int | None = None) -> list[dict]:
+    """One row per bandwidth: defaults, tuned optimum (its knobs) and lower bound.
+
+    ``space``/``points``: the grid, as :func:`commtune.plots.gridsearch.knob_grid`."""
     from commtune.plots.gridsearch import grid_best, knob_grid
     from commtune.scenario import Scenario
     from simulators.bounds import step_lower_bound_s
 
-    arrays = knob_grid(space)
+    arrays = knob_grid(space, points=points)
     rows = []
     for bw in sorted(bws_Bps):
         cluster = dataclasses.replace(scenario.cluster, inter_bw_Bps=float(bw))

@@ -1,8 +1,10 @@
 """Grid backend: every point of the discretised space, evaluated with the
-batch simulator (``Objective.evaluate_batch``) in chunks."""
-from __future__ import annotations
+batch simulator (``Objective.evaluate_batch``) in chunks.
 
-import dataclasses
+The grid is :meth:`SearchSpace.grid_rows` (``points`` per numeric range,
+default: the space's own), the same rows :func:`commtune.plots.gridsearch.knob_grid`
+builds."""
+from __future__ import annotations
 
 import numpy as np
 
@@ -11,16 +13,9 @@ from commtune.search import SearchConfig, SearchResult
 CHUNK = 65536
 
 
-def grid_space(space, points: int | None):
-    if not points:
-        return space
-    params = tuple(p if p.kind == "choice" else dataclasses.replace(p, grid=points) for p in space.params)
-    return dataclasses.replace(space, params=params)
-
-
 def run(config: SearchConfig) -> SearchResult:
-    space = grid_space(config.space, config.grid_points)
-    rows = space.grid_rows()
+    space = config.space
+    rows = space.grid_rows(points=config.grid_points)
     objective = config.objective
     steps = np.empty(len(rows))
     for lo in range(0, len(rows), CHUNK):

@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -62,10 +62,12 @@ class Param:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log, step=self.step)
 
-    def grid_values(self) -> list[Any]:
+    def grid_values(self, points: int | None = None) -> list[Any]:
+        """The discretised values: every choice, or ``points`` (default: the
+        space's ``grid``) points of a numeric range (log-spaced for log ranges)."""
         if self.kind == "choice":
             return list(self.choices)
-        n = max(1, self.grid)
+        n = max(1, points or self.grid)
         if self.log:
             vals = np.geomspace(self.low, self.high, n)
         else:
@@ -121,6 +123,9 @@ class SearchSpace:
     base: Knobs
     params: tuple[Param, ...]
     description: str = ""
+    #: Knobs the file fixes (``knob: VALUE``); they are part of ``base`` and
+    #: survive :meth:`rebased`.
+    fixed: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def param_names(self) -> list[str]:
@@ -165,9 +170,9 @@ class SearchSpace:
         return values
 
     # -- batch ---------------------------------------------------------------------
-    def _expand(self, choose) -> list[dict[str, Any]]:
+    def _expand(self, choose, params: Iterable[Param] | None = None) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [{}]
-        for p in self.params:
+        for p in self.params if params is None else params:
             new_rows = []
             for r in rows:
                 if self._active(p, r):
@@ -177,12 +182,65 @@ class SearchSpace:
             rows = new_rows
         return rows
 
-    def grid_rows(self) -> list[dict[str, Any]]:
-        """Every combination of the discretised params (conditions applied)."""
-        return self._expand(lambda p: p.grid_values())
+    def _grid_params(self, values: dict[str, list[Any]]) -> tuple[list[Param], dict[str, list[Any]]]:
+        """The params a grid expands (the space's, plus any knob ``values``
+        names that the space does not search, with registry conditions) and
+        the parsed value lists."""
+        parsed: dict[str, list[Any]] = {}
+        for name, vals in values.items():
+            if name not in KNOBS:
+                raise CommtuneError(f"grid values: unknown knob {name!r}{did_you_mean(str(name), list(KNOBS))}")
+            if isinstance(vals, (str, bytes)) or not hasattr(vals, "__iter__"):
+                raise CommtuneError(f"grid values: knob {name}: give a list of values, got {vals!r}")
+            out: list[Any] = []
+            for v in vals:
+                v = KNOBS[name].parse(v.item() if hasattr(v, "item") else v)
+                if v not in out:
+                    out.append(v)
+            if not out:
+                raise CommtuneError(f"grid values: knob {name}: empty list of values")
+            parsed[name] = out
+        params = {p.name: p for p in self.params}
+        for name, vals in parsed.items():
+            if name not in params:
+                params[name] = Param(name, "choice", choices=tuple(vals))
+        ordered = []
+        for name in KNOBS:  # registry order: parents before children
+            if name not in params:
+                continue
+            p = params[name]
+            cond = KNOBS[name].applies_when
+            if cond is not None and p.condition is None:
+                parent, allowed = cond
+                if parent in params:
+                    p = replace(p, condition=(parent, tuple(allowed)))
+                elif getattr(self.base, parent) not in allowed:
+                    raise CommtuneError(
+                        f"grid values: knob {name}: only matters when {parent} is {'/'.join(map(str, allowed))}, "
+                        f"but space {self.name!r} fixes {parent} to {getattr(self.base, parent)}"
+                    )
+            ordered.append(p)
+        return ordered, parsed
 
-    def grid_size(self) -> int:
-        return len(self.grid_rows())
+    def grid_rows(self, values: dict[str, list[Any]] | None = None,
+                  points: int | None = None) -> list[dict[str, Any]]:
+        """Every combination of the discretised params (conditions applied).
+
+        ``values`` gives the value list of any knob: it replaces a searched
+        knob's grid values, and a knob the space does not search is varied over
+        the given values (under the registry's conditions). ``points`` sets the
+        points per numeric range (default: each param's ``grid``). This is the
+        one way a grid is built (``--sampler grid``, :mod:`commtune.plots.gridsearch`).
+        """
+        params, parsed = self._grid_params(values or {})
+        return self._expand(lambda p: parsed[p.name] if p.name in parsed else p.grid_values(points), params)
+
+    def grid_size(self, values: dict[str, list[Any]] | None = None, points: int | None = None) -> int:
+        return len(self.grid_rows(values, points))
+
+    def rebased(self, base: Knobs) -> "SearchSpace":
+        """This space over another base configuration (the file's fixed knobs still apply)."""
+        return replace(self, base=Knobs.from_dict(self.fixed, base=base))
 
     def sample_rows(self, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
         """``n`` random points (conditions applied)."""
@@ -350,7 +408,7 @@ def parse_space(data: Any, where: str, name: str | None = None) -> SearchSpace:
         raise CommtuneError(f"{where}: every knob is fixed; nothing to search")
     desc = data.get("description") or ""
     return SearchSpace(name=str(data.get("name") or name or "custom"), source=where, base=base,
-                       params=tuple(out), description=str(desc))
+                       params=tuple(out), description=str(desc), fixed=fixed)
 
 
 def _load_yaml(text: str, where: str) -> Any:
