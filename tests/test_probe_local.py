@@ -19,8 +19,12 @@ from simulators.network import CalibratedNetwork, network_for
 REPO = Path(__file__).resolve().parents[1]
 
 
+TAG = f"COMMTUNE_TEST_TAG={os.getpid()}".encode()
+
+
 def _workers_alive() -> list[int]:
-    """PIDs of probe worker processes still running (a /proc scan)."""
+    """PIDs of this test session's probe workers still running (a /proc scan;
+    workers inherit the TAG variable, so other jobs' workers are not counted)."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -28,9 +32,10 @@ def _workers_alive() -> list[int]:
         try:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
             stat = (d / "stat").read_text()
+            environ = (d / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"commtune.probe.worker" in cmd and stat.split(") ")[-1][0] != "Z":
+        if b"commtune.probe.worker" in cmd and TAG in environ and stat.split(") ")[-1][0] != "Z":
             pids.append(int(d.name))
     return pids
 
@@ -74,7 +79,8 @@ def test_bad_arguments_one_line_exit_2(argv, needle, capsys, monkeypatch):
 
 @pytest.mark.parametrize("fault, rank, words", [("kill:1:6", 1, "exited with status -9"),
                                                  ("hang:2:6", 2, "hung")])
-def test_failed_rank_is_named_and_nothing_is_left(fault, rank, words):
+def test_failed_rank_is_named_and_nothing_is_left(fault, rank, words, monkeypatch):
+    monkeypatch.setenv(*TAG.decode().split("=", 1))
     t0 = time.monotonic()
     with pytest.raises(ProbeFailure) as exc:
         run_probe(LaunchSpec(ranks=3, timeout_s=12, fault=fault), parse_sizes("4KB:64KB"), [1], iters=50, warmup=0)

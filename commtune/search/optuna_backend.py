@@ -4,9 +4,12 @@
 re-running the same command resumes it, and several worker processes (or
 machines) on one storage fill it together. A trial is admitted only while
 fewer than ``trials`` complete-or-running trials precede it (by trial
-number), so concurrent workers stop at exactly the target. Trials left
-RUNNING by a killed worker on this host are marked FAIL when a worker next
-opens the study.
+number), so concurrent workers stop at exactly the target; a worker whose
+remaining budget is held by other workers' running trials waits for them
+(at most ``_MAX_WAIT_S`` without progress, for owners on other hosts that
+may have died). Trials left RUNNING by a killed worker on this host are
+marked FAIL (an untagged RUNNING trial counts as dead after
+``_STALE_NO_OWNER_S``), so a re-run completes the budget.
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ from commtune.search.samplers import make_sampler, warm_start_points
 from commtune.search.storage import display, normalise, open_storage
 
 _HOST = socket.gethostname()
-_STALE_NO_OWNER_S = 30.0
+_WAIT_S = 0.2
+_MAX_WAIT_S = 60.0
+_STALE_NO_OWNER_S = 10.0  # a live worker tags its trial within milliseconds of asking
 
 
 def _alive(worker: str | None, start) -> bool:
@@ -37,6 +42,14 @@ def _alive(worker: str | None, start) -> bool:
     except (PermissionError, ValueError):
         return True
     return True
+
+
+def _holds_budget(t) -> bool:
+    """A complete trial, or a running one whose worker is alive."""
+    from optuna.trial import TrialState
+
+    return t.state == TrialState.COMPLETE or (
+        t.state == TrialState.RUNNING and _alive(t.user_attrs.get("worker"), t.datetime_start))
 
 
 def _reap(study) -> list:
@@ -96,24 +109,33 @@ def run(config: SearchConfig) -> SearchResult:
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     best = min((t.value for t in trials if t.state == TrialState.COMPLETE), default=float("inf"))
     new = 0
+    waiting_since: float | None = None
     t0 = time.monotonic()
     if config.progress:
         config.progress(complete, config.trials, best)
     while complete < config.trials:
         if config.timeout_s is not None and time.monotonic() - t0 >= config.timeout_s:
             break
+        held = [t for t in _reap(study) if _holds_budget(t)]
+        if len(held) >= config.trials:
+            # Other workers' running trials hold the rest of the budget: wait for
+            # them to finish (or, if their worker died, to be reaped).
+            now_complete = sum(t.state == TrialState.COMPLETE for t in held)
+            if now_complete > complete or waiting_since is None:
+                complete, waiting_since = now_complete, time.monotonic()
+            elif time.monotonic() - waiting_since > _MAX_WAIT_S:
+                break
+            time.sleep(_WAIT_S)
+            continue
+        waiting_since = None
         trial = study.ask()
         try:
             trial.set_user_attr("worker", me)
-            ahead = [
-                t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                if t.number < trial.number
-                and (t.state == TrialState.COMPLETE or _alive(t.user_attrs.get("worker"), t.datetime_start))
-            ]
-            if len(ahead) >= config.trials:  # other workers hold the rest of the budget
+            ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and _holds_budget(t)]
+            if len(ahead) >= config.trials:  # lost a race for the last trial: hand it back
                 trial.set_user_attr("surplus", True)
                 study.tell(trial, state=TrialState.FAIL)
-                break
+                continue
             params = space.suggest(trial)
             knobs = space.knobs_from_params(params)
             metrics = objective.evaluate(knobs)

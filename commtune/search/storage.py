@@ -76,15 +76,31 @@ def open_storage(url: str | None, create_dirs: bool = False):
             p.parent.mkdir(parents=True, exist_ok=True)
         if str(p) and not p.parent.is_dir():
             raise CommtuneError(f"unusable storage {url!r}: folder {str(p.parent)!r} does not exist")
+    if u.startswith("sqlite:///") and str(p):
+        # Workers on one host creating the schema of a new file at once would
+        # race; a lock file beside the database serialises the creation.
+        import fcntl
+
+        with open(f"{p}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _rdb_storage(u, url)
+    return _rdb_storage(u, url)
+
+
+def _rdb_storage(u: str, url: str):
     import time
+
+    import optuna
 
     for attempt in range(6):
         try:
             return optuna.storages.RDBStorage(u, engine_kwargs=_engine_kwargs(u))
         except Exception as exc:  # noqa: BLE001
-            # Two workers creating the schema of a new database at once: one loses
-            # the race ("table ... already exists"); the schema is there on retry.
-            if "already exists" in str(exc) and attempt < 5:
+            # Two workers (on different hosts) creating the schema of a new
+            # database at once: one loses the race ("table ... already exists",
+            # or a duplicate alembic version row); the schema is there on retry.
+            racy = "already exists" in str(exc) or "UNIQUE constraint failed: alembic_version" in str(exc)
+            if racy and attempt < 5:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise CommtuneError(f"unusable storage {display(url)!r}: {_one_line(exc)}") from None
