@@ -53,15 +53,37 @@ def _reap(study) -> list:
     return study.get_trials(deepcopy=False)
 
 
+#: Pruning live trials: a trial may be stopped from its 2nd timed step on, once 2 trials finished
+#: (Optuna's defaults, n_startup_trials=5 / n_warmup_steps=0, suit long studies of noisy epochs).
+PRUNE_STARTUP_TRIALS = 2
+PRUNE_WARMUP_STEPS = 2
+
+
+def make_pruner(name: str | None):
+    import optuna
+
+    if name in (None, "none"):
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_STEPS)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=PRUNE_WARMUP_STEPS + 1, reduction_factor=2)
+    from commtune.errors import did_you_mean
+    from commtune.search import PRUNERS
+
+    raise CommtuneError(f"unknown pruner {name!r}{did_you_mean(name, PRUNERS)}; pruners: {', '.join(PRUNERS)}")
+
+
 def open_study(config: SearchConfig, create_dirs: bool = False):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(config.storage, create_dirs=create_dirs)
     sampler = make_sampler(config.sampler, config.seed)
+    pruner = make_pruner(config.pruner)
     try:
         return optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler,
-                                   direction="minimize", load_if_exists=True)
+                                   pruner=pruner, direction="minimize", load_if_exists=True)
     except CommtuneError:
         raise
     except Exception as exc:  # noqa: BLE001 -- a storage that opened but cannot hold a study
@@ -93,7 +115,9 @@ def run(config: SearchConfig) -> SearchResult:
                 f"use another --study or --storage"
             )
     me = f"{_HOST}:{os.getpid()}"
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)  # pruned trials use up the budget too
+    stepwise = bool(getattr(objective, "supports_steps", False)) and config.pruner not in (None, "none")
+    complete = sum(t.state in finished for t in trials)
     best = min((t.value for t in trials if t.state == TrialState.COMPLETE), default=float("inf"))
     new = 0
     t0 = time.monotonic()
@@ -106,9 +130,9 @@ def run(config: SearchConfig) -> SearchResult:
         try:
             trial.set_user_attr("worker", me)
             ahead = [
-                t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                t for t in study.get_trials(deepcopy=False, states=(*finished, TrialState.RUNNING))
                 if t.number < trial.number
-                and (t.state == TrialState.COMPLETE or _alive(t.user_attrs.get("worker"), t.datetime_start))
+                and (t.state in finished or _alive(t.user_attrs.get("worker"), t.datetime_start))
             ]
             if len(ahead) >= config.trials:  # other workers hold the rest of the budget
                 trial.set_user_attr("surplus", True)
@@ -116,18 +140,37 @@ def run(config: SearchConfig) -> SearchResult:
                 break
             params = space.suggest(trial)
             knobs = space.knobs_from_params(params)
-            metrics = objective.evaluate(knobs)
+            if stepwise:
+                metrics = objective.evaluate_steps(knobs, _pruning_callback(trial))
+            else:
+                metrics = objective.evaluate(knobs)
             value = float(metrics[objective.metric])
+            if "timed_steps" in metrics:  # steps measured for this trial (0: replayed from an earlier one)
+                trial.set_user_attr("timed_steps", 0 if metrics.get("replayed") else int(metrics["timed_steps"]))
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
-        study.tell(trial, value)
         new += 1
-        best = min(best, value)
-        complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+        if metrics.get("pruned"):
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+            best = min(best, value)
+        complete = sum(t.state in finished for t in study.get_trials(deepcopy=False))
         if config.progress:
             config.progress(complete, config.trials, best)
     return result_from_study(study, config, new, screened)
+
+
+def _pruning_callback(trial):
+    """``on_step(step, times)``: report the running median step time, ask the pruner."""
+    import statistics
+
+    def on_step(step: int, times: list[float]) -> bool:
+        trial.report(float(statistics.median(times)), step)
+        return trial.should_prune()
+
+    return on_step
 
 
 def result_from_study(study, config: SearchConfig, new: int, screened: int = 0, backend: str = "optuna") -> SearchResult:
@@ -143,5 +186,17 @@ def result_from_study(study, config: SearchConfig, new: int, screened: int = 0, 
         best_knobs=knobs, best_metrics=dict(metrics), trials=len(done), new_trials=new, backend=backend,
         sampler=config.sampler, study_name=config.study_name,
         storage=display(normalise(config.storage)) if config.storage else "memory",
-        history=[float(t.value) for t in done], extra={"screened": screened, "best_trial": bt.number},
+        history=[float(t.value) for t in done], extra={"screened": screened, "best_trial": bt.number, **_step_stats(study)},
     )
+
+
+def _step_stats(study) -> dict:
+    """Pruned trials and timed steps (step-wise objectives only; {} otherwise)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not any("timed_steps" in t.user_attrs for t in trials):
+        return {}
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    return {"pruned": len(pruned), "timed_steps": sum(int(t.user_attrs.get("timed_steps", 0)) for t in trials),
+            "timed_steps_pruned": sum(int(t.user_attrs.get("timed_steps", 0)) for t in pruned)}
