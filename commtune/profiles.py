@@ -13,8 +13,13 @@ A profile is what ``commtune search`` writes and what the runtime
       "baselines": {"ddp_default": {"step_time_s": ...}, "horovod_default": {...}},
       "lower_bound_s": float,
       "provenance": {"commtune_version", "backend", "sampler", "trials", "seed",
-                     "study", "storage", "objective", "created_at"}
+                     "study", "storage", "objective", "created_at"},
+      "measured": {"step_time_s", "step_times_s", "launch", "confirmed": [...], ...}
     }
+
+``measured`` is optional (written only by live and multi-fidelity searches:
+measured DDP step times of the synthetic model, whose simulator prediction is
+then ``predicted``); readers that do not know it ignore it.
 """
 from __future__ import annotations
 
@@ -46,9 +51,10 @@ class Profile:
     lower_bound_s: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     schema: str = SCHEMA
+    measured: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "schema": self.schema,
             "model": self.model,
             "cluster": self.cluster.to_dict(),
@@ -58,6 +64,9 @@ class Profile:
             "lower_bound_s": self.lower_bound_s,
             "provenance": self.provenance,
         }
+        if self.measured:
+            d["measured"] = self.measured
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "profile") -> "Profile":
@@ -86,7 +95,7 @@ class Profile:
         return cls(
             model=model, cluster=cluster, knobs=knobs, predicted=dict(d["predicted"]),
             baselines=dict(d.get("baselines") or {}), lower_bound_s=d.get("lower_bound_s"),
-            provenance=dict(d["provenance"]), schema=schema,
+            provenance=dict(d["provenance"]), schema=schema, measured=dict(d.get("measured") or {}),
         )
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from commtune.cli.common import add_scenario_args, positive_int
 from commtune.errors import CommtuneError
-from commtune.search import BACKENDS, SAMPLERS
+from commtune.search import BACKENDS, PRUNERS, SAMPLERS
+from commtune.search.runner import DEFAULT_CONFIRM
 
 DEFAULT_TRIALS = 50
 DEFAULT_BW = "32gbit"
@@ -51,14 +52,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--screen", type=_int_any, default=4096,
                    help="configurations the auto engine screens with the batch simulator (default 4096, 0 = off)")
     g.add_argument("--grid-points", type=positive_int, help="grid: points per numeric range (default: the space's)")
-    g.add_argument("--objective", default="simulator", help="evaluator: knobs in, metrics out (default simulator)")
+    g.add_argument("--objective", default="simulator",
+                   help="simulator (default), live (measured DDP steps of the model's synthetic mirror, with pruning), "
+                        "or multi (simulator search, then the top --confirm K measured live; the measured best wins)")
+    g.add_argument("--confirm", type=_int_any, metavar="K",
+                   help=f"multi-fidelity: measure the simulator's top K distinct configurations live (default "
+                        f"{DEFAULT_CONFIRM} with --objective multi)")
     g.add_argument("--study", help="study name (default: derived from model, cluster, space and workload)")
     g.add_argument("--storage", help="Optuna storage: sqlite:///file.db, journal:///path/file.log (or a .log path), "
                    "any RDB URL, or 'memory' (default: sqlite under --workdir)")
     g.add_argument("--workdir", default="profiles", help="folder for the default study DB and profiles (default profiles)")
-    g.add_argument("--concurrency", type=positive_int, default=2, help="ray: concurrent trials (default 2)")
+    g.add_argument("--concurrency", type=positive_int, help="ray: concurrent trials (default 2; live: 1)")
     g.add_argument("--ray-address", help="ray: join this Ray cluster (default: start a local one)")
     g.add_argument("--ray-temp-dir", help="ray: temp dir of the local Ray instance (keep it short)")
+    lv = p.add_argument_group("live measurement (--objective live|multi)")
+    lv.add_argument("--ranks", type=_int_any, help="live ranks: N local processes on 127.0.0.1 (default 2 unless "
+                    "--cluster emulated: one rank per emulated host)")
+    lv.add_argument("--prefix", default="ct", help="--cluster emulated: namespace prefix of the cluster (default ct)")
+    lv.add_argument("--live-scale", type=float, default=0.25,
+                    help="scale on the model's tensor sizes for the synthetic model (default 0.25)")
+    lv.add_argument("--live-compute", choices=("emulated", "real"), default="emulated",
+                    help="compute of the synthetic model: emulated (sleep to the scenario's per-layer timeline) "
+                         "or real (CPU work) (default emulated)")
+    lv.add_argument("--live-forward-ms", type=float, help="emulated forward time (default: the scenario's)")
+    lv.add_argument("--live-backward-ms", type=float, help="emulated backward time (default: the scenario's)")
+    lv.add_argument("--live-steps", type=_int_any, default=8, help="timed steps per trial (default 8)")
+    lv.add_argument("--live-warmup", type=_int_any, default=1, help="untimed warm-up steps per trial (default 1)")
+    lv.add_argument("--live-timeout", type=float, default=300.0,
+                    help="seconds before a hung live run is stopped, naming the rank (default 300)")
+    lv.add_argument("--pruner", default=None, help=f"{'|'.join(PRUNERS)}: stop bad live trials early (default median; "
+                    "with --backend ray: ASHA)")
     g.add_argument("-o", "--output", help="profile path (default <workdir>/<model>-<bw>.json); with several "
                    "bandwidths a folder or a path containing {bw}")
     g.add_argument("--no-profile", action="store_true", help="do not write a profile")
@@ -81,15 +104,117 @@ def _validate(args: argparse.Namespace) -> None:
         raise CommtuneError(f"--trials must be at least 1, got {args.trials}")
     if args.screen < 0:
         raise CommtuneError(f"--screen must be >= 0, got {args.screen}")
-    if args.objective not in OBJECTIVES:
-        raise CommtuneError(f"unknown objective {args.objective!r}{did_you_mean(args.objective, list(OBJECTIVES))}; "
-                            f"objectives: {', '.join(OBJECTIVES)}")
+    if args.objective not in (*OBJECTIVES, "multi"):
+        names = [*OBJECTIVES, "multi"]
+        raise CommtuneError(f"unknown objective {args.objective!r}{did_you_mean(args.objective, names)}; "
+                            f"objectives: {', '.join(names)}")
     if args.backend == "ray" and args.sampler == "grid":
         raise CommtuneError("--sampler grid runs on the batch simulator; use it without --backend ray")
+    _validate_live(args)
     if args.storage:
         from commtune.search.storage import normalise
 
         normalise(args.storage)
+
+
+_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner")
+
+
+def _validate_live(args: argparse.Namespace) -> None:
+    """Flag combinations of live and multi-fidelity search (one-line errors)."""
+    if args.objective == "multi":
+        if args.confirm is None:
+            args.confirm = DEFAULT_CONFIRM
+    elif args.confirm is not None and args.objective != "simulator":
+        raise CommtuneError(f"--confirm K confirms a simulator search live; it does not go with --objective {args.objective}")
+    if args.confirm is not None and args.confirm < 1:
+        raise CommtuneError(f"--confirm must be at least 1, got {args.confirm}")
+    live = args.objective == "live" or args.confirm is not None
+    args.live = live
+    if not live:
+        given = [f"--{n.replace('_', '-')}" for n in _LIVE_FLAGS if getattr(args, n) is not None]
+        if args.cluster == "emulated":
+            given.append("--cluster emulated")
+        if given:
+            raise CommtuneError(f"{given[0]} is for live measurement: add --objective live or multi (or --confirm K)")
+        return
+    if args.pruner is not None and args.pruner not in PRUNERS:
+        from commtune.errors import did_you_mean
+
+        raise CommtuneError(f"unknown pruner {args.pruner!r}{did_you_mean(args.pruner, PRUNERS)}; pruners: {', '.join(PRUNERS)}")
+    if args.pruner is not None and args.objective != "live":
+        raise CommtuneError("--pruner stops live trials early; it goes with --objective live")
+    if args.objective == "live" and args.sampler == "grid":
+        raise CommtuneError("--sampler grid runs on the batch simulator; with --objective live use another sampler "
+                            "(or --objective multi --sampler grid)")
+    if args.bw and "," in args.bw:
+        raise CommtuneError("live measurement runs on one cluster: give one --bw")
+    if args.cluster == "emulated":
+        if args.ranks is not None:
+            raise CommtuneError("--cluster emulated runs one rank per emulated host; drop --ranks")
+        clash = [f for f, v in (("--bw", args.bw), ("--nodes", args.nodes), ("--gpus-per-node", args.gpus_per_node),
+                                ("--per-stream", args.per_stream), ("--latency", args.latency)) if v is not None]
+        if clash:
+            raise CommtuneError(f"--cluster emulated takes the cluster from the running emulated cluster; drop {clash[0]}")
+    elif args.ranks is not None and args.ranks < 2:
+        raise CommtuneError(f"--ranks must be at least 2, got {args.ranks}")
+    if not 0 < args.live_scale <= 1:
+        raise CommtuneError(f"--live-scale must be in (0, 1], got {args.live_scale:g}")
+    if args.live_steps < 1 or args.live_warmup < 1:
+        raise CommtuneError("--live-steps and --live-warmup must be at least 1 (DDP rebuilds its buckets after step 1)")
+    for flag, v in (("--live-forward-ms", args.live_forward_ms), ("--live-backward-ms", args.live_backward_ms)):
+        if v is not None and not v >= 0:
+            raise CommtuneError(f"{flag} must be non-negative, got {v:g}")
+    if not args.live_timeout > 0:
+        raise CommtuneError(f"--live-timeout must be positive, got {args.live_timeout:g}")
+    if args.objective == "live" and args.backend == "ray" and (args.concurrency or 1) > 1:
+        raise CommtuneError("live trials share the cluster (concurrent ones would time each other): --concurrency must be 1")
+
+
+def _live_scenario(args: argparse.Namespace):
+    """(scenario, live settings): the simulator side describes the cluster the ranks run on."""
+    import dataclasses
+    import os
+
+    from commtune.cli.common import scenario_from_args
+    from commtune.probe.launch import LaunchSpec
+    from commtune.search.live import LiveSettings, cluster_from_state
+
+    if args.cluster == "emulated":
+        from commtune.emulation import problems, status
+        from commtune.models import load_model
+        from commtune.scenario import Scenario
+
+        if os.geteuid() != 0:
+            raise CommtuneError("--cluster emulated launches ranks in network namespaces: needs root")
+        state = status(args.prefix)
+        if state is None:
+            raise CommtuneError(f"no emulated cluster {args.prefix!r} is up; run `commtune cluster up` first")
+        bad = problems(state)
+        if bad:
+            raise CommtuneError(f"emulated cluster {args.prefix!r} is broken ({bad[0]}); run `commtune cluster down` and up again")
+        cluster = cluster_from_state(state, device=args.device)
+        if args.intra:
+            from commtune.cluster import make_cluster
+
+            cluster = dataclasses.replace(cluster, intra_bw_Bps=make_cluster(intra=args.intra).intra_bw_Bps)
+        scenario = Scenario(load_model(args.model, input_size=args.input_size), cluster, batch_size=args.batch_size,
+                            precision=args.precision)
+        launch = LaunchSpec(state=state, timeout_s=args.live_timeout)
+    else:
+        ranks = args.ranks or 2
+        a = args
+        if not args.cluster and args.nodes is None and args.gpus_per_node is None:
+            a = argparse.Namespace(**{**vars(args), "nodes": ranks, "gpus_per_node": 1})
+        scenario = scenario_from_args(a)
+        launch = LaunchSpec(ranks=ranks, timeout_s=args.live_timeout)
+    settings = LiveSettings(
+        launch=launch, scale=args.live_scale, compute=args.live_compute,
+        forward_s=None if args.live_forward_ms is None else args.live_forward_ms / 1e3,
+        backward_s=None if args.live_backward_ms is None else args.live_backward_ms / 1e3,
+        steps=args.live_steps, warmup=args.live_warmup,
+    )
+    return scenario, settings
 
 
 def _profile_path(args, model: str, bw: str, several: bool) -> Path:
@@ -152,7 +277,16 @@ def run(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage(args.workdir)
     # Build every scenario first so a bad flag fails before any search or file.
     scenarios = []
-    for bw in bws:
+    settings = None
+    if args.live:
+        from commtune.search.live import check_live_space
+
+        check_live_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
+        scenario, settings = _live_scenario(args)
+        bws = [args.bw or ("emulated" if args.cluster == "emulated" else
+                           (Path(args.cluster).stem if args.cluster else "local"))]
+        scenarios.append((bws[0], scenario))
+    for bw in bws if not args.live else []:
         a = argparse.Namespace(**{**vars(args), "bw": bw})
         scenarios.append((bw, scenario_from_args(a)))
     paths = [_profile_path(args, scenarios[0][1].model.name, bw, several) for bw, _ in scenarios]
@@ -162,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CommtuneError(f"cannot create --workdir {args.workdir!r}: {exc.strerror}") from None
     show_progress = not args.quiet and not args.json and sys.stderr.isatty()
+    pruner = (args.pruner or "median") if args.objective == "live" else None
     reports = []
     t0 = time.monotonic()
     for (bw, scenario), path in zip(scenarios, paths):
@@ -169,15 +304,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"searching {scenario.describe()}", file=sys.stderr)
             print(f"  space {space.name} ({', '.join(space.param_names)}), backend {args.backend}, sampler "
                   f"{args.sampler}, {args.trials} trials, seed {args.seed}", file=sys.stderr)
+            if settings is not None:
+                what = "live trials" if args.objective == "live" else f"top {args.confirm} confirmed live"
+                print(f"  {what} on {settings.launch.describe()}: synthetic {scenario.model.name} x{settings.scale:g} "
+                      f"({settings.compute} compute), {settings.warmup}+{settings.steps} steps"
+                      + (f", pruner {pruner}" if args.objective == "live" else ""), file=sys.stderr)
         t1 = time.monotonic()
         try:
             with _Progress(show_progress, f"{scenario.model.name} @ {bw}") as progress:
                 _, report = search_scenario(
-                    scenario, space, backend=args.backend, objective_name=args.objective, sampler=args.sampler,
+                    scenario, space, backend=args.backend,
+                    objective_name="live" if args.objective == "live" else "simulator",
+                    objective_options={"settings": settings} if settings is not None else None,
+                    confirm=args.confirm or 0, sampler=args.sampler,
                     trials=args.trials, timeout_s=args.timeout, seed=args.seed, storage=storage,
                     study_name=args.study, screen=args.screen, grid_points=args.grid_points,
-                    concurrency=args.concurrency, ray_address=args.ray_address, ray_temp_dir=args.ray_temp_dir,
-                    progress=progress,
+                    concurrency=args.concurrency or (1 if args.objective == "live" else 2),
+                    ray_address=args.ray_address, ray_temp_dir=args.ray_temp_dir,
+                    progress=progress, pruner=pruner,
                 )
         except KeyboardInterrupt:
             print("commtune: search interrupted; completed trials are saved in the study -- re-run the same "
@@ -219,6 +363,11 @@ def _print_report(r: dict) -> None:
         t.add_row(name, KNOBS[name].show(value))
     t.add_section()
     t.add_row("predicted step time", format_time(r["predicted_step_time_s"]))
+    if r.get("measured"):
+        m = r["measured"]
+        t.add_row("measured step time", format_time(m["step_time_s"]))
+        for name, b in m.get("baselines", {}).items():
+            t.add_row(f"measured speedup vs {name.replace('_', ' ')}", f"{b['speedup']:.2f}x ({format_time(b['step_time_s'])})")
     t.add_row("scaling efficiency", f"{r['scaling_efficiency']:.1%}")
     for name, step in r["baselines"].items():
         t.add_row(f"speedup vs {name.replace('_', ' ')}", f"{r['speedup'][name]:.2f}x ({format_time(step)})")
@@ -226,7 +375,23 @@ def _print_report(r: dict) -> None:
         t.add_row("physical lower bound", format_time(r["lower_bound_s"]))
         t.add_row("distance to lower bound", f"+{r['gap_to_lower_bound']:.1%}")
     console.print(t)
+    if r.get("confirmed"):
+        c = Table(title=f"top {len(r['confirmed'])} of the simulator, measured live (best measured first)")
+        for col in ("sim rank", "knobs", "predicted", "measured", "error"):
+            c.add_column(col)
+        for row in r["confirmed"]:
+            knobs = ", ".join(f"{k}={KNOBS[k].show(v)}" for k, v in row["active"].items()
+                              if k not in ("fusion_policy", "hierarchical"))
+            p, m = row["predicted_step_time_s"], row["measured_step_time_s"]
+            c.add_row(str(row["sim_rank"]), knobs, format_time(p), format_time(m), f"{p / m - 1:+.1%}")
+        console.print(c)
     extra = []
+    if r.get("measured"):
+        lv = r["measured"]["live"]
+        extra.append(f"measured on {lv['launch']}: {r['measured']['model']} x{lv['scale']:g}, {lv['compute']} compute; "
+                     f"{r['measured']['launches']} launches, {r['measured']['timed_steps']} timed steps")
+    if r.get("pruned") is not None:
+        extra.append(f"{r['pruned']} trials pruned ({r['timed_steps_pruned']} of {r['timed_steps']} timed steps in pruned trials)")
     if r.get("screened"):
         extra.append(f"{r['screened']} configurations screened with the batch simulator")
     if r.get("grid_size"):

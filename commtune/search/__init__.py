@@ -21,6 +21,7 @@ from commtune.knobs import Knobs
 
 SAMPLERS = ("auto", "tpe", "gp", "cmaes", "random", "qmc", "grid")
 BACKENDS = ("optuna", "ray")
+PRUNERS = ("median", "halving", "none")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class SearchConfig:
     ray_temp_dir: str | None = None
     progress: Callable[[int, int, float], None] | None = None  # (done, total, best) -> None
     study_attrs: dict[str, Any] = field(default_factory=dict)
+    pruner: str | None = None  # step-wise objectives: median|halving (Optuna) / ASHA (Ray); None/"none" = off
 
 
 @dataclass

@@ -13,6 +13,13 @@ and registering a factory::
 Objectives that can evaluate many configurations at once (the simulator)
 set ``supports_batch`` and implement :meth:`Objective.evaluate_batch`; the
 grid backend and the default engine's screening step use it.
+
+Objectives that measure step by step (the live one) set ``supports_steps``
+and implement ``evaluate_steps(knobs, on_step)``: ``on_step(step, times)``
+is called after each timed step and returns True to stop (prune) the trial;
+the Optuna backend reports the running median to its pruner, the Ray backend
+to ASHA. Such objectives may expose ``screening_objective`` (a batch
+simulator of the same workload) for the auto engine's screening.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ class Objective(abc.ABC):
     name: str = "objective"
     metric: str = METRIC
     supports_batch: bool = False
+    supports_steps: bool = False
 
     @abc.abstractmethod
     def evaluate(self, knobs: Knobs) -> dict[str, float]:
@@ -105,6 +113,14 @@ def register_objective(name: str) -> Callable[[ObjectiveFactory], ObjectiveFacto
 @register_objective("simulator")
 def _simulator(scenario, **_options) -> Objective:
     return SimulatorObjective(scenario)
+
+
+@register_objective("live")
+def _live(scenario, **options) -> Objective:
+    """Measured DDP steps (:mod:`commtune.search.live`); options: ``settings=LiveSettings(...)``."""
+    from commtune.search.live import LiveObjective
+
+    return LiveObjective(scenario, **options)
 
 
 def make_objective(name: str, scenario, **options) -> Objective:

@@ -45,10 +45,10 @@ def _alive(worker: str | None, start) -> bool:
 
 
 def _holds_budget(t) -> bool:
-    """A complete trial, or a running one whose worker is alive."""
+    """A finished (complete or pruned) trial, or a running one whose worker is alive."""
     from optuna.trial import TrialState
 
-    return t.state == TrialState.COMPLETE or (
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
         t.state == TrialState.RUNNING and _alive(t.user_attrs.get("worker"), t.datetime_start))
 
 
@@ -66,15 +66,37 @@ def _reap(study) -> list:
     return study.get_trials(deepcopy=False)
 
 
+#: Pruning live trials: a trial may be stopped from its 2nd timed step on, once 2 trials finished
+#: (Optuna's defaults, n_startup_trials=5 / n_warmup_steps=0, suit long studies of noisy epochs).
+PRUNE_STARTUP_TRIALS = 2
+PRUNE_WARMUP_STEPS = 2
+
+
+def make_pruner(name: str | None):
+    import optuna
+
+    if name in (None, "none"):
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_STEPS)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=PRUNE_WARMUP_STEPS + 1, reduction_factor=2)
+    from commtune.errors import did_you_mean
+    from commtune.search import PRUNERS
+
+    raise CommtuneError(f"unknown pruner {name!r}{did_you_mean(name, PRUNERS)}; pruners: {', '.join(PRUNERS)}")
+
+
 def open_study(config: SearchConfig, create_dirs: bool = False):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(config.storage, create_dirs=create_dirs)
     sampler = make_sampler(config.sampler, config.seed)
+    pruner = make_pruner(config.pruner)
     try:
         return optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler,
-                                   direction="minimize", load_if_exists=True)
+                                   pruner=pruner, direction="minimize", load_if_exists=True)
     except CommtuneError:
         raise
     except Exception as exc:  # noqa: BLE001 -- a storage that opened but cannot hold a study
@@ -106,7 +128,9 @@ def run(config: SearchConfig) -> SearchResult:
                 f"use another --study or --storage"
             )
     me = f"{_HOST}:{os.getpid()}"
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)  # pruned trials use up the budget too
+    stepwise = bool(getattr(objective, "supports_steps", False)) and config.pruner not in (None, "none")
+    complete = sum(t.state in finished for t in trials)
     best = min((t.value for t in trials if t.state == TrialState.COMPLETE), default=float("inf"))
     new = 0
     waiting_since: float | None = None
@@ -120,7 +144,7 @@ def run(config: SearchConfig) -> SearchResult:
         if len(held) >= config.trials:
             # Other workers' running trials hold the rest of the budget: wait for
             # them to finish (or, if their worker died, to be reaped).
-            now_complete = sum(t.state == TrialState.COMPLETE for t in held)
+            now_complete = sum(t.state in finished for t in held)
             if now_complete > complete or waiting_since is None:
                 complete, waiting_since = now_complete, time.monotonic()
             elif time.monotonic() - waiting_since > _MAX_WAIT_S:
@@ -138,18 +162,37 @@ def run(config: SearchConfig) -> SearchResult:
                 continue
             params = space.suggest(trial)
             knobs = space.knobs_from_params(params)
-            metrics = objective.evaluate(knobs)
+            if stepwise:
+                metrics = objective.evaluate_steps(knobs, _pruning_callback(trial))
+            else:
+                metrics = objective.evaluate(knobs)
             value = float(metrics[objective.metric])
+            if "timed_steps" in metrics:  # steps measured for this trial (0: replayed from an earlier one)
+                trial.set_user_attr("timed_steps", 0 if metrics.get("replayed") else int(metrics["timed_steps"]))
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
-        study.tell(trial, value)
         new += 1
-        best = min(best, value)
-        complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+        if metrics.get("pruned"):
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+            best = min(best, value)
+        complete = sum(t.state in finished for t in study.get_trials(deepcopy=False))
         if config.progress:
             config.progress(complete, config.trials, best)
     return result_from_study(study, config, new, screened)
+
+
+def _pruning_callback(trial):
+    """``on_step(step, times)``: report the running median step time, ask the pruner."""
+    import statistics
+
+    def on_step(step: int, times: list[float]) -> bool:
+        trial.report(float(statistics.median(times)), step)
+        return trial.should_prune()
+
+    return on_step
 
 
 def result_from_study(study, config: SearchConfig, new: int, screened: int = 0, backend: str = "optuna") -> SearchResult:
@@ -165,5 +208,17 @@ def result_from_study(study, config: SearchConfig, new: int, screened: int = 0, 
         best_knobs=knobs, best_metrics=dict(metrics), trials=len(done), new_trials=new, backend=backend,
         sampler=config.sampler, study_name=config.study_name,
         storage=display(normalise(config.storage)) if config.storage else "memory",
-        history=[float(t.value) for t in done], extra={"screened": screened, "best_trial": bt.number},
+        history=[float(t.value) for t in done], extra={"screened": screened, "best_trial": bt.number, **_step_stats(study)},
     )
+
+
+def _step_stats(study) -> dict:
+    """Pruned trials and timed steps (step-wise objectives only; {} otherwise)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not any("timed_steps" in t.user_attrs for t in trials):
+        return {}
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    return {"pruned": len(pruned), "timed_steps": sum(int(t.user_attrs.get("timed_steps", 0)) for t in trials),
+            "timed_steps_pruned": sum(int(t.user_attrs.get("timed_steps", 0)) for t in pruned)}

@@ -16,12 +16,32 @@ from commtune.errors import CommtuneError
 from commtune.search import SearchConfig, SearchResult
 
 
-def _trainable(config: dict, objective=None, space=None):
+def _trainable(config: dict, objective=None, space=None, stepwise: bool = False):
     from ray import tune
 
     knobs = space.knobs_from_params({k: v for k, v in config.items()})
+    if stepwise:
+        import statistics
+
+        # one report per timed step (training_iteration = step): ASHA stops bad trials early
+        def on_step(step: int, times: list[float]) -> bool:
+            tune.report({objective.metric: float(statistics.median(times)), "timed_steps": step})
+            return False
+
+        objective.evaluate_steps(knobs, on_step)
+        return
     metrics = objective.evaluate(knobs)
-    tune.report({k: float(v) for k, v in metrics.items()})
+    tune.report({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+def asha_scheduler(objective):
+    """ASHA over timed steps. Ray's defaults (max_t=100, grace_period=1, reduction_factor=4) are for
+    long runs; a live trial has ``settings.steps`` steps and is noisy at its first."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    max_t = int(objective.settings.steps)
+    return ASHAScheduler(time_attr="training_iteration", metric=objective.metric, mode="min", max_t=max_t,
+                         grace_period=min(2, max_t), reduction_factor=2)
 
 
 class _DefineByRun:
@@ -80,9 +100,11 @@ def run(config: SearchConfig) -> SearchResult:
                 storage=study._storage,
             )
             with tempfile.TemporaryDirectory(prefix="ct-tune-") as results_dir:
+                stepwise = bool(getattr(config.objective, "supports_steps", False)) and config.pruner not in (None, "none")
                 tuner = tune.Tuner(
-                    tune.with_parameters(_trainable, objective=config.objective, space=space),
+                    tune.with_parameters(_trainable, objective=config.objective, space=space, stepwise=stepwise),
                     tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                                                scheduler=asha_scheduler(config.objective) if stepwise else None,
                                                 max_concurrent_trials=config.concurrency,
                                                 time_budget_s=config.timeout_s),
                     run_config=tune.RunConfig(storage_path=results_dir, name="commtune", verbose=0),
