@@ -117,7 +117,7 @@ def test_two_workers_fill_one_study(tmp_path, kind):
     procs = [subprocess.Popen([*cmd, "--seed", str(i)], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-3000:] for o in outs]
     trials = _complete(storage, "shared")
     assert len(trials) == n
     assert len({t.number for t in trials}) == n

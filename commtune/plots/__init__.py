@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
 from commtune.errors import CommtuneError, did_you_mean
+from commtune.io import atomic_write
 
 #: plot kind -> module, in the order ``commtune plot --help`` lists them.
 KINDS: dict[str, str] = {
@@ -96,23 +96,4 @@ def check_output_path(path: str | os.PathLike) -> str:
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` (PNG/SVG/PDF by extension) atomically."""
     fmt = check_output_path(path)
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".tmp{p.suffix}", dir=p.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise CommtuneError(f"cannot write {str(p)!r}: {exc.strerror}") from None
-    try:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CommtuneError(f"cannot write {str(p)!r}: {exc.strerror}") from None
-        raise
-    return p
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))

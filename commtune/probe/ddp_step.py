@@ -268,17 +268,9 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
 
 
 def _driver_alive(pid) -> bool:
-    import os
+    from commtune.proc import pid_alive
 
-    if not pid:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
+    return not pid or pid_alive(pid)
 
 
 def _stream_step(comm, progress, stream: dict, config: int, step: int, dt: float, last: bool,

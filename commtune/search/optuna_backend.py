@@ -20,6 +20,7 @@ import time
 from commtune.errors import CommtuneError
 from commtune.search import SearchConfig, SearchResult
 from commtune.search.samplers import make_sampler, warm_start_points
+from commtune.proc import pid_alive
 from commtune.search.storage import display, normalise, open_storage
 
 _HOST = socket.gethostname()
@@ -33,15 +34,7 @@ def _alive(worker: str | None, start) -> bool:
     if not worker:
         return start is None or (time.time() - start.timestamp()) < _STALE_NO_OWNER_S
     host, _, pid = worker.rpartition(":")
-    if host != _HOST:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
+    return host != _HOST or pid_alive(pid)
 
 
 def _holds_budget(t) -> bool:
