@@ -126,7 +126,8 @@ class ClusterSpec:
         kwargs: dict[str, Any] = {}
         meta = {}
         for key, value in d.items():
-            if key in ("format", "description", "fit", "measurements", "provenance", "intra"):
+            if key in ("format", "description", "fit", "measurements", "burst_measurements", "host_measurements",
+                       "provenance", "intra"):
                 meta[key] = value
                 continue
             if key in aliases:
