@@ -223,40 +223,47 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float], p: tuple[flo
     first_bucket = True
     rounds = 0
     prev_tick = -1.0
+    prev_end = -math.inf
     done = 0.0 if dynamic else (ready_s[-1] if len(ready_s) else 0.0)
-
-    def emit(first: int, last: int, size: float, disp: float) -> None:
-        nonlocal done
+    n = len(ready_s)
+    for i in range(n + 1):
+        if i < n:
+            r = ready_s[i]
+            s = grad_bytes[i]
+            if dynamic:
+                tick = math.ceil(r / period) * period if period > 0 else r
+                disp = tick + nego
+                if tick != prev_tick:
+                    rounds += 1
+                    prev_tick = tick
+                flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
+            else:
+                disp = r
+                flush = cur_bytes > 0 and cur_bytes >= (first_cap if first_bucket else thr)
+            if not flush:
+                cur_bytes += s
+                cur_disp = disp
+                continue
+        # emit the current buffer (module docstring formulas)
         j = len(ends)
         slot = ends[j - m] if j >= m else 0.0
-        start = max(disp + h_pre * size, slot)
-        end = start + (a + b * size)
-        prev = ends[j - 1] if j else -math.inf
-        end = max(end, prev + gap + b * size)
-        done = max(done, end) + h_post * size
+        start = cur_disp + h_pre * cur_bytes
+        if slot > start:
+            start = slot
+        bs = b * cur_bytes
+        end = start + (a + bs)
+        serial = prev_end + gap + bs
+        if serial > end:
+            end = serial
+        done = (done if done > end else end) + h_post * cur_bytes
         ends.append(end)
-        buffers.append(Buffer(first, last, size, disp, start, end, done))
-
-    for i, (r, s) in enumerate(zip(ready_s, grad_bytes)):
-        if dynamic:
-            tick = math.ceil(r / period) * period if period > 0 else r
-            disp = tick + nego
-            if tick != prev_tick:
-                rounds += 1
-                prev_tick = tick
-            flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
-        else:
-            disp = r
-            flush = cur_bytes > 0 and cur_bytes >= (first_cap if first_bucket else thr)
-        if flush:
-            emit(cur_first, i - 1, cur_bytes, cur_disp)
+        prev_end = end
+        buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, done))
+        if i < n:
             first_bucket = False
             cur_bytes = s
             cur_first = i
-        else:
-            cur_bytes += s
-        cur_disp = disp
-    emit(cur_first, len(ready_s) - 1, cur_bytes, cur_disp)
+            cur_disp = disp
     return buffers, rounds
 
 
