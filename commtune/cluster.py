@@ -127,6 +127,7 @@ class ClusterSpec:
         meta = {}
         for key, value in d.items():
             if key in ("format", "description", "fit", "measurements", "burst_measurements", "host_measurements",
+                       "ddp_calibration_measurements",
                        "provenance", "intra"):
                 meta[key] = value
                 continue

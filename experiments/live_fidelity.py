@@ -7,7 +7,9 @@ time real DDP steps of a synthetic ResNet-50 (element counts x0.25, forward
 1/5/25/100 MiB x streams 1/2/4, simulate the same configurations with the
 calibration, print MAPE, Spearman and the pick gap. The probe also times
 back-to-back bursts (fits collectives in flight per stream and the gap) and
-DDP's host work per byte; the DDP configurations are timed in ``--passes``
+DDP's host work per byte; a short DDP calibration run (16 x 1 MiB tensors,
+bucket caps 1 vs 8 MiB; not the validated model) fits the per-bucket gap per
+stream count; the DDP configurations are timed in ``--passes``
 passes of ``--steps`` steps, alternating order, pooled. The same live data
 are also simulated with the plain model (before those parameters). Needs root. Prints figures;
 not a timed test.
@@ -65,6 +67,8 @@ def main() -> int:
     ap.add_argument("--prefix", default="ctp")
     ap.add_argument("--fit-min-size", type=int, default=2**20, help="fit sizes >= this (bytes; default 1 MiB)")
     ap.add_argument("--weighting", default="absolute", choices=("relative", "absolute"))
+    ap.add_argument("--no-ddp-gap", dest="ddp_gap", action="store_false",
+                    help="skip the DDP calibration run that fits the per-bucket gap")
     ap.add_argument("--tag", default="", help="suffix of the output files (default none)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -82,10 +86,21 @@ def main() -> int:
             cs, extra = calibration(probe, hosts=args.hosts, name=f"calib-{name}", source=spec.describe(),
                                     min_fit_size=args.fit_min_size, weighting=args.weighting)
             calib_path = os.path.join(args.out, f"calib-{name}{args.tag}.yaml")
+            if args.ddp_gap:
+                # per-bucket cost of DDP's path from a calibration workload (not the validated one)
+                from commtune.probe.ddp_calib import apply_ddp_gaps, fit_ddp_gaps, run_ddp_gap_calibration
+
+                recs = run_ddp_gap_calibration(launch, [1, 2, 4], steps=args.steps, warmup=2)
+                gaps = fit_ddp_gaps(recs, cs)
+                cs = apply_ddp_gaps(cs, extra, gaps, recs)
             write_calibration(calib_path, cs, extra)
             print(f"== {name}: {spec.describe()}")
             print(format_table(probe["records"], probe["world_size"]))
             print(summary(cs, extra))
+            if "ddp_gap" in extra["fit"]:
+                for k, v in extra["fit"]["ddp_gap"]["by_streams"].items():
+                    print(f"  DDP calibration K={k}: 1 MiB - 8 MiB buckets measured {v['measured_diff_s'] * 1e3:.1f} ms, "
+                          f"simulated at g=0 {v['simulated_diff_at_0_s'] * 1e3:.1f} ms -> gap {v['gap_s'] * 1e3:.3f} ms")
             sys.stdout.flush()
             load_mid = os.getloadavg()
             res = run_validation(launch, calib_path, grid_configs(), "resnet50", scale=0.25, forward_s=0.1,

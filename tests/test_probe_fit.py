@@ -172,3 +172,30 @@ def test_calibration_with_bursts_and_host_work_round_trips(tmp_path):
     other = network_for(dataclasses.replace(back, nodes=8))
     assert isinstance(other, AnalyticalNetwork)
     assert other.pipelining([1])[0].tolist() == [2] and other.pipelining([1])[1][0] == back.buffer_gap_s
+
+
+def test_ddp_gap_fit_recovers_the_gap_the_measurements_came_from():
+    import dataclasses
+
+    from commtune.cluster import ClusterSpec
+    from commtune.probe.ddp_calib import apply_ddp_gaps, calib_configs, calib_workload, fit_ddp_gaps
+    from simulators import Simulator
+
+    fits = {1: {"a_s": 3e-3, "b_s_per_byte": 1.27e-8}, 2: {"a_s": 4e-3, "b_s_per_byte": 1.27e-8}}
+    spec = ClusterSpec(nodes=4, gpus_per_node=1, inflight_per_stream=2, host_post_s_per_byte=4e-10,
+                       meta={"fit": {"world_size": 4, "per_stream_fits": fits}})
+    w = calib_workload()
+    true = {1: 4e-4, 2: 9e-4}
+    records = []
+    for k in calib_configs([1, 2]):
+        truth = {kk: {**v, "gap_s": true[kk]} for kk, v in fits.items()}
+        sim = Simulator(w, dataclasses.replace(spec, meta={"fit": {"world_size": 4, "per_stream_fits": truth}}))
+        records.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes,
+                        "step_time_s": sim.run(k).step_time_s})
+    gaps = fit_ddp_gaps(records, spec, w)
+    for k in (1, 2):
+        assert gaps[k]["gap_s"] == pytest.approx(true[k], rel=1e-6)
+    extra = {"fit": {"per_stream_fits": {k: dict(v) for k, v in fits.items()}}}
+    new = apply_ddp_gaps(spec, extra, gaps, records)
+    assert extra["fit"]["per_stream_fits"][2]["gap_s"] == pytest.approx(9e-4, rel=1e-6)
+    assert new.buffer_gap_s == pytest.approx(6.5e-4, rel=1e-6)
