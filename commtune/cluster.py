@@ -33,6 +33,27 @@ class ClusterSpec:
     ``math.inf`` means a single flow can fill the link. ``launch_overhead_s``
     is paid per collective call per stream; ``coord_msg_s`` is the cost of one
     control message handled by a rank-0 coordinator.
+
+    Pipelining of one stream's collectives and host work around them (defaults
+    reproduce the plain model: one collective per stream at a time, no host
+    cost; see ``simulators.system`` for the formulas):
+
+    * ``inflight_per_stream``: collectives one stream (communicator / process
+      group) runs at once. 1 = strict FIFO (an NCCL communicator on one CUDA
+      stream); 2 = gloo (``ProcessGroupGloo`` runs collectives on 2 worker
+      threads by default). With m >= 2 a buffer starts once buffer j-m has
+      finished, and its latency part overlaps the previous buffer's transfer.
+    * ``buffer_gap_s``: the part of a buffer's fixed cost that does *not*
+      overlap the previous buffer's transfer (the link idles that long between
+      two back-to-back buffers); it only matters with m >= 2 or when it exceeds
+      the latency part.
+    * ``host_pre_s_per_byte``: host time per gradient byte before a buffer's
+      all-reduce can start (DDP's comm hook dividing / casting the bucket,
+      Horovod's copy into the fusion buffer); it delays the dispatch.
+    * ``host_post_s_per_byte``: host time per gradient byte after a buffer's
+      all-reduce (copy back into the gradients), done by one thread in buffer
+      order; for static fusion (DDP) no earlier than the end of backward, where
+      DDP's ``finalize_backward`` does it.
     """
 
     nodes: int = 16
@@ -44,12 +65,16 @@ class ClusterSpec:
     intra_latency_s: float = 5e-6
     launch_overhead_s: float = 10e-6
     coord_msg_s: float = 5e-6
+    inflight_per_stream: int = 1
+    buffer_gap_s: float = 0.0
+    host_pre_s_per_byte: float = 0.0
+    host_post_s_per_byte: float = 0.0
     device: str = "V100"
     name: str = "custom"
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        for name in ("nodes", "gpus_per_node"):
+        for name in ("nodes", "gpus_per_node", "inflight_per_stream"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise CommtuneError(f"{name} must be a positive integer, got {v!r}")
@@ -57,7 +82,8 @@ class ClusterSpec:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v > 0:
                 raise CommtuneError(f"{name} must be a positive rate in bytes/s, got {v!r}")
-        for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s"):
+        for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s", "buffer_gap_s",
+                     "host_pre_s_per_byte", "host_post_s_per_byte"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")
@@ -95,11 +121,14 @@ class ClusterSpec:
             "intra_latency": ("intra_latency_s", parse_duration),
             "launch_overhead": ("launch_overhead_s", parse_duration),
             "coord_msg": ("coord_msg_s", parse_duration),
+            "buffer_gap": ("buffer_gap_s", parse_duration),
         }
         kwargs: dict[str, Any] = {}
         meta = {}
         for key, value in d.items():
-            if key in ("format", "description", "fit", "measurements", "provenance", "intra"):
+            if key in ("format", "description", "fit", "measurements", "burst_measurements", "host_measurements",
+                       "ddp_calibration_measurements",
+                       "provenance", "intra"):
                 meta[key] = value
                 continue
             if key in aliases:

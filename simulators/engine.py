@@ -18,7 +18,7 @@ from commtune.cluster import ClusterSpec
 from commtune.knobs import Knobs
 from simulators.batch import schedule_batch
 from simulators.network import NetworkModel, network_for
-from simulators.system import Buffer, KnobArrays, schedule, system_params
+from simulators.system import Buffer, KnobArrays, busy_time_s, schedule, system_params
 from simulators.workload import Workload
 
 METRICS = (
@@ -91,10 +91,10 @@ class Simulator:
 
     def run(self, knobs: Knobs) -> StepResult:
         """Simulate one configuration, keeping the per-buffer schedule."""
-        params = system_params(KnobArrays.from_knobs([knobs]), self.workload, self.network)
+        params = system_params(KnobArrays.from_knobs([knobs]), self.workload, self.network, self.cluster)
         buffers, rounds = schedule(self._ready, self._bytes_list, params.row(0))
-        comm_end = buffers[-1].end_s
-        busy = sum(buf.end_s - buf.start_s for buf in buffers)
+        comm_end = buffers[-1].done_s
+        busy = busy_time_s(buffers)
         m = self._finish(np.array([comm_end]), np.array([busy]), np.array([len(buffers)]), np.array([rounds]), params)
         return StepResult(
             step_time_s=float(m["step_time_s"][0]),
@@ -115,6 +115,6 @@ class Simulator:
         """Simulate many configurations at once; returns one array per metric."""
         if not isinstance(knobs, KnobArrays):
             knobs = KnobArrays.from_knobs(list(knobs))
-        params = system_params(knobs, self.workload, self.network)
+        params = system_params(knobs, self.workload, self.network, self.cluster)
         out = schedule_batch(self.workload.ready_s, self._bytes, params)
         return self._finish(out["comm_end_s"], out["comm_busy_s"], out["num_buffers"], out["rounds"], params)

@@ -24,6 +24,26 @@ handles ``2(n-1)`` messages in series: ``nu = 2*alpha + 2(n-1)*m``. A
 Streams: each buffer is split evenly over K streams that run concurrently
 (the AIACC scheme), so a buffer of S bytes takes ``a(K) + b(K)*S`` from the
 network model; buffers are served first-in first-out.
+
+Pipelining and host work. Buffer j (S_j gradient bytes, dispatched at d_j)
+with ``m`` collectives in flight per stream, back-to-back gap ``g`` and host
+costs ``h_pre``/``h_post`` per byte (``ClusterSpec``; all default to the plain
+FIFO model, m=1, g=h=0)::
+
+    start_j = max(d_j + h_pre*S_j, end_{j-m})          (end_{<0} = 0)
+    end_j   = max(start_j + a + b*S_j, end_{j-1} + g + b*S_j)
+    done_j  = max(done_{j-1}, end_j) + h_post*S_j       (done_{-1} = end of backward
+                                                         for static fusion, else 0)
+
+A buffer waits for one of the stream's m slots (buffer j-m done); the link
+carries one buffer's bytes at a time, so its transfer ``b*S_j`` follows the
+previous buffer's plus the gap ``g``, while its latency part ``a`` (handshakes,
+thread wake-ups) overlaps the previous transfer. With m = 1 and g <= a the
+second term never binds (start_j >= end_{j-1}), so end_j = start_j + a + b*S_j:
+strict FIFO. Host post-work runs on one thread in buffer order (DDP copies
+buckets back into the gradients in ``finalize_backward``, after backward);
+the step's communication ends at done of the last buffer. The network's busy
+time is the length of the union of the [start_j, end_j] intervals.
 """
 from __future__ import annotations
 
@@ -33,6 +53,7 @@ from typing import Sequence
 
 import numpy as np
 
+from commtune.cluster import ClusterSpec
 from commtune.knobs import Knobs
 from simulators.network import NetworkModel
 from simulators.workload import Workload
@@ -76,6 +97,10 @@ class SystemParams:
     nego_msgs: np.ndarray  # messages at the busiest rank per tick
     a_s: np.ndarray
     b_s_per_byte: np.ndarray
+    inflight: np.ndarray  # int, collectives in flight per stream (m)
+    gap_s: np.ndarray  # back-to-back gap g
+    host_pre_s_per_byte: np.ndarray  # per gradient byte
+    host_post_s_per_byte: np.ndarray  # per gradient byte
 
     def __len__(self) -> int:
         return len(self.dynamic)
@@ -84,6 +109,8 @@ class SystemParams:
         return (
             bool(self.dynamic[i]), float(self.threshold[i]), float(self.first_cap[i]), float(self.period_s[i]),
             float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
+            int(self.inflight[i]), float(self.gap_s[i]), float(self.host_pre_s_per_byte[i]),
+            float(self.host_post_s_per_byte[i]),
         )
 
 
@@ -126,8 +153,12 @@ class KnobArrays:
         return Knobs(**{name: getattr(self, name)[i].item() for name in self.__dataclass_fields__})
 
 
-def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel) -> SystemParams:
-    """Derive :class:`SystemParams` for every configuration in ``knobs``."""
+def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
+                  cluster: ClusterSpec | None = None) -> SystemParams:
+    """Derive :class:`SystemParams` for every configuration in ``knobs``.
+
+    Pipelining (m, g) comes from the network model; host costs per byte from
+    ``cluster`` (else the network's cluster, else none)."""
     gbpe = workload.grad_bytes_per_element
     ratio = wire_bytes_per_element(knobs.wire_precision, gbpe) / gbpe
     dynamic = knobs.fusion_policy == "dynamic"
@@ -137,6 +168,10 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel) 
     nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s), 0.0)
     msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size), 0)
     a, b = network.coeffs(knobs.num_streams, knobs.hierarchical)
+    m, gap = network.pipelining(knobs.num_streams)
+    host = cluster if cluster is not None else getattr(network, "cluster", None)
+    h_pre = float(getattr(host, "host_pre_s_per_byte", 0.0))
+    h_post = float(getattr(host, "host_post_s_per_byte", 0.0))
     thr = knobs.fusion_threshold_bytes.astype(np.float64)
     # The dynamic threshold counts wire bytes (Horovod compresses first);
     # static buckets count gradient bytes (DDP buckets the parameters).
@@ -150,13 +185,18 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel) 
         nego_msgs=msgs.astype(np.float64),
         a_s=np.broadcast_to(a, thr.shape).astype(np.float64),
         b_s_per_byte=np.broadcast_to(b * ratio, thr.shape).astype(np.float64),
+        inflight=np.broadcast_to(m, thr.shape).astype(np.int64),
+        gap_s=np.broadcast_to(gap, thr.shape).astype(np.float64),
+        host_pre_s_per_byte=np.full(thr.shape, h_pre),
+        host_post_s_per_byte=np.full(thr.shape, h_post),
     )
 
 
 @dataclass(frozen=True)
 class Buffer:
     """One fused buffer: tensors ``first..last`` (ready order), its gradient
-    bytes, when it was dispatched and when its all-reduce ran."""
+    bytes, when it was dispatched, when its all-reduce ran and when its
+    gradients were back in place (``done_s``, after host post-work)."""
 
     first: int
     last: int
@@ -164,44 +204,74 @@ class Buffer:
     dispatch_s: float
     start_s: float
     end_s: float
+    done_s: float
 
 
 def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float], p: tuple[float, ...]) -> tuple[list[Buffer], int]:
     """Reference scheduler for one configuration (a :meth:`SystemParams.row`).
 
     Returns the buffers in dispatch order and the number of negotiation
-    rounds. Times are relative to the start of backward.
+    rounds. Times are relative to the start of backward; the step's
+    communication ends at the last buffer's ``done_s`` (module docstring).
     """
-    dynamic, thr, first_cap, period, nego, _msgs, a, b = p
+    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post = p
     buffers: list[Buffer] = []
-    comm_free = 0.0
+    ends: list[float] = []
     cur_bytes = 0.0
     cur_disp = 0.0
     cur_first = 0
     first_bucket = True
     rounds = 0
     prev_tick = -1.0
-    for i, (r, s) in enumerate(zip(ready_s, grad_bytes)):
-        if dynamic:
-            tick = math.ceil(r / period) * period if period > 0 else r
-            disp = tick + nego
-            if tick != prev_tick:
-                rounds += 1
-                prev_tick = tick
-            flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
-        else:
-            disp = r
-            flush = cur_bytes > 0 and cur_bytes >= (first_cap if first_bucket else thr)
-        if flush:
-            start = cur_disp if cur_disp > comm_free else comm_free
-            comm_free = start + a + b * cur_bytes
-            buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, comm_free))
+    prev_end = -math.inf
+    done = 0.0 if dynamic else (ready_s[-1] if len(ready_s) else 0.0)
+    n = len(ready_s)
+    for i in range(n + 1):
+        if i < n:
+            r = ready_s[i]
+            s = grad_bytes[i]
+            if dynamic:
+                tick = math.ceil(r / period) * period if period > 0 else r
+                disp = tick + nego
+                if tick != prev_tick:
+                    rounds += 1
+                    prev_tick = tick
+                flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
+            else:
+                disp = r
+                flush = cur_bytes > 0 and cur_bytes >= (first_cap if first_bucket else thr)
+            if not flush:
+                cur_bytes += s
+                cur_disp = disp
+                continue
+        # emit the current buffer (module docstring formulas)
+        j = len(ends)
+        slot = ends[j - m] if j >= m else 0.0
+        start = cur_disp + h_pre * cur_bytes
+        if slot > start:
+            start = slot
+        bs = b * cur_bytes
+        end = start + (a + bs)
+        serial = prev_end + gap + bs
+        if serial > end:
+            end = serial
+        done = (done if done > end else end) + h_post * cur_bytes
+        ends.append(end)
+        prev_end = end
+        buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, done))
+        if i < n:
             first_bucket = False
             cur_bytes = s
             cur_first = i
-        else:
-            cur_bytes += s
-        cur_disp = disp
-    start = cur_disp if cur_disp > comm_free else comm_free
-    buffers.append(Buffer(cur_first, len(ready_s) - 1, cur_bytes, cur_disp, start, start + a + b * cur_bytes))
+            cur_disp = disp
     return buffers, rounds
+
+
+def busy_time_s(buffers: Sequence[Buffer]) -> float:
+    """Length of the union of the buffers' [start, end] intervals (ends rise with j)."""
+    busy = 0.0
+    prev = -math.inf
+    for buf in buffers:
+        busy += buf.end_s - max(buf.start_s, prev)
+        prev = buf.end_s
+    return busy

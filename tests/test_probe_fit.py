@@ -8,7 +8,8 @@ import pytest
 
 from commtune.cluster import load_cluster_file
 from commtune.errors import CommtuneError
-from commtune.probe.fit import algbw, busbw, derive_link, fit_linear, fit_measurements
+from commtune.probe.fit import (LinearFit, algbw, burst_time_s, busbw, derive_link, fit_host, fit_linear,
+                                fit_measurements, fit_pipelining)
 from commtune.probe.probe import calibration, format_table, parse_sizes, write_calibration
 from simulators.network import AnalyticalNetwork, CalibratedNetwork, network_for
 
@@ -100,3 +101,101 @@ def test_calibration_file_roundtrip_and_simulator(tmp_path):
 def test_calibration_single_host_uses_intra_path():
     spec, _ = calibration(_synthetic_result(2), hosts=1)
     assert spec.nodes == 1 and spec.gpus_per_node == 2 and spec.intra_bw_Bps == spec.inter_bw_Bps
+
+
+def _fits(ab: dict) -> dict:
+    return {k: LinearFit(a, b, 1.0, 0.0, 4) for k, (a, b) in ab.items()}
+
+
+@pytest.mark.parametrize("m, gaps", [(1, {1: 0.0, 2: 0.0}), (2, {1: 1e-3, 2: 4e-4}), (2, {1: 0.0, 2: 0.0}),
+                                     (4, {1: 0.0, 2: 2e-4})])
+def test_fit_pipelining_recovers_inflight_and_gaps(m, gaps):
+    ab = {1: (8e-3, 1.3e-8), 2: (12e-3, 0.7e-8)}  # latency-heavy: a_K > b_K * 256 KiB
+    bursts = [{"streams": k, "size_bytes": s, "count": 8,
+               "time_s": burst_time_s(*ab[k], s, 8, m, gaps[k])} for k in ab for s in (2**18, 2**20, 2**22)]
+    p = fit_pipelining(bursts, _fits(ab))
+    assert p.inflight == m
+    for k in ab:
+        assert p.gaps_s[k] == pytest.approx(gaps[k], abs=2e-6)
+        assert max(abs(r) for r in p.residuals[k]) < 1e-3
+
+
+def test_fit_pipelining_keeps_one_in_flight_when_bursts_are_serial():
+    # Each buffer costs more than a + bS after the previous one (a serial gap g > a): m = 1 explains it.
+    ab = {1: (2e-3, 1e-8)}
+    bursts = [{"streams": 1, "size_bytes": s, "count": 6, "time_s": 2e-3 + 1e-8 * s + 5 * (3e-3 + 1e-8 * s)}
+              for s in (2**20, 2**22)]
+    p = fit_pipelining(bursts, _fits(ab))
+    assert p.inflight == 1 and p.gaps_s[1] == pytest.approx(3e-3, rel=1e-3)
+
+
+def test_burst_time_closed_forms():
+    a, b, S = 5e-3, 1e-8, 2**20
+    assert burst_time_s(a, b, S, 5, 1, 0.0) == pytest.approx(5 * (a + b * S))
+    # link-bound (a <= 2g + bS): a + bS + (M-1)(g + bS)
+    assert burst_time_s(a, b, S, 5, 2, 3e-3) == pytest.approx(a + b * S + 4 * (3e-3 + b * S))
+
+
+def test_fit_host_slopes():
+    recs = [{"size_bytes": s, "pre_s": 1e-5 + 0.4e-9 * s, "post_s": 2e-5 + 0.7e-9 * s} for s in (2**20, 2**22, 2**24)]
+    h = fit_host(recs)
+    assert h.pre_s_per_byte == pytest.approx(0.4e-9, rel=1e-6)
+    assert h.post_s_per_byte == pytest.approx(0.7e-9, rel=1e-6)
+
+
+def test_calibration_with_bursts_and_host_work_round_trips(tmp_path):
+    n = 4
+    ab = {1: (3e-3, 1.27e-8), 2: (4e-3, 1.27e-8), 4: (6e-3, 1.3e-8)}
+    records = [{"streams": k, "size_bytes": s, "count": s // 4, "time_s": a + b * s, "mean_s": a + b * s,
+                "min_s": a + b * s, "iters": 3} for k, (a, b) in ab.items() for s in (2**20, 2**22, 2**24)]
+    bursts = [{"streams": k, "size_bytes": s, "count": 8, "time_s": burst_time_s(*ab[k], s, 8, 2, 5e-4 * k)}
+              for k in ab for s in (2**20, 2**22)]
+    host = [{"size_bytes": s, "pre_s": 0.3e-9 * s, "post_s": 0.5e-9 * s} for s in (2**20, 2**24)]
+    result = {"world_size": n, "engine": "gloo", "records": records, "bursts": bursts, "host": host}
+    spec, extra = calibration(result, hosts=4, name="c")
+    assert spec.inflight_per_stream == 2
+    assert spec.buffer_gap_s == pytest.approx(1e-3, abs=2e-6)  # median of 0.5, 1, 2 ms
+    assert spec.host_pre_s_per_byte == pytest.approx(0.3e-9, rel=1e-6)
+    assert spec.host_post_s_per_byte == pytest.approx(0.5e-9, rel=1e-6)
+    path = tmp_path / "c.yaml"
+    write_calibration(str(path), spec, extra)
+    back = load_cluster_file(path)
+    assert back == spec
+    net = network_for(back)
+    assert isinstance(net, CalibratedNetwork)
+    m, g = net.pipelining(np.array([1, 2, 4]))
+    assert m.tolist() == [2, 2, 2]
+    assert g == pytest.approx([5e-4, 1e-3, 2e-3], abs=2e-6)
+    # resized to another world size: the analytical model keeps the scalar parameters
+    import dataclasses
+
+    other = network_for(dataclasses.replace(back, nodes=8))
+    assert isinstance(other, AnalyticalNetwork)
+    assert other.pipelining([1])[0].tolist() == [2] and other.pipelining([1])[1][0] == back.buffer_gap_s
+
+
+def test_ddp_gap_fit_recovers_the_gap_the_measurements_came_from():
+    import dataclasses
+
+    from commtune.cluster import ClusterSpec
+    from commtune.probe.ddp_calib import apply_ddp_gaps, calib_configs, calib_workload, fit_ddp_gaps
+    from simulators import Simulator
+
+    fits = {1: {"a_s": 3e-3, "b_s_per_byte": 1.27e-8}, 2: {"a_s": 4e-3, "b_s_per_byte": 1.27e-8}}
+    spec = ClusterSpec(nodes=4, gpus_per_node=1, inflight_per_stream=2, host_post_s_per_byte=4e-10,
+                       meta={"fit": {"world_size": 4, "per_stream_fits": fits}})
+    w = calib_workload()
+    true = {1: 4e-4, 2: 9e-4}
+    records = []
+    for k in calib_configs([1, 2]):
+        truth = {kk: {**v, "gap_s": true[kk]} for kk, v in fits.items()}
+        sim = Simulator(w, dataclasses.replace(spec, meta={"fit": {"world_size": 4, "per_stream_fits": truth}}))
+        records.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes,
+                        "step_time_s": sim.run(k).step_time_s})
+    gaps = fit_ddp_gaps(records, spec, w)
+    for k in (1, 2):
+        assert gaps[k]["gap_s"] == pytest.approx(true[k], rel=1e-6)
+    extra = {"fit": {"per_stream_fits": {k: dict(v) for k, v in fits.items()}}}
+    new = apply_ddp_gaps(spec, extra, gaps, records)
+    assert extra["fit"]["per_stream_fits"][2]["gap_s"] == pytest.approx(9e-4, rel=1e-6)
+    assert new.buffer_gap_s == pytest.approx(6.5e-4, rel=1e-6)

@@ -43,7 +43,8 @@ def _workers_alive() -> list[int]:
 def test_probe_cli_two_ranks_table_and_calibration(tmp_path, capsys):
     out = tmp_path / "calib.yaml"
     rc = main(["probe", "--ranks", "2", "--sizes", "4KB:1MB", "--streams", "1,2", "--iters", "2",
-               "--warmup", "1", "-o", str(out), "--timeout", "60"])
+               "--warmup", "1", "-o", str(out), "--timeout", "60", "--burst-sizes", "64KB,256KB", "--burst-count", "4",
+               "--host-sizes", "64KB,1MB"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "busbw(GB/s)" in text and "# streams: 2" in text and "time(us)" in text
@@ -52,6 +53,15 @@ def test_probe_cli_two_ranks_table_and_calibration(tmp_path, capsys):
     assert set(spec.meta["fit"]["per_stream_fits"]) == {1, 2}
     assert len(spec.meta["measurements"]) == 2 * 5
     assert isinstance(network_for(spec), CalibratedNetwork)
+    # pipelining and host work were measured, fitted and read back
+    fit = spec.meta["fit"]
+    assert spec.inflight_per_stream == fit["pipelining"]["inflight_per_stream"] >= 1
+    assert len(spec.meta["burst_measurements"]) == 2 * 2 and len(spec.meta["host_measurements"]) == 2
+    assert spec.host_pre_s_per_byte == fit["host"]["pre_s_per_byte"] >= 0
+    assert spec.host_post_s_per_byte == fit["host"]["post_s_per_byte"] >= 0
+    m, g = network_for(spec).pipelining([1, 2])
+    assert m.tolist() == [spec.inflight_per_stream] * 2
+    assert g.tolist() == [fit["per_stream_fits"][k]["gap_s"] for k in (1, 2)]
     # the simulator loads it end to end
     rc = main(["simulate", "--model", "resnet50", "--cluster", str(out), "--fusion-policy", "static", "--streams", "2"])
     assert rc == 0 and "step time" in capsys.readouterr().out
@@ -105,3 +115,12 @@ def test_mpi_probe_under_mpiexec(tmp_path):
     spec = load_cluster_file(out)
     assert spec.meta["fit"]["engine"] == "mpi" and spec.meta["fit"]["world_size"] == 2
     assert isinstance(network_for(spec), CalibratedNetwork)
+    # pipelining and host work were measured, fitted and read back
+    fit = spec.meta["fit"]
+    assert spec.inflight_per_stream == fit["pipelining"]["inflight_per_stream"] >= 1
+    assert len(spec.meta["burst_measurements"]) == 2 * 2 and len(spec.meta["host_measurements"]) == 4  # defaults
+    assert spec.host_pre_s_per_byte == fit["host"]["pre_s_per_byte"] >= 0
+    assert spec.host_post_s_per_byte == fit["host"]["post_s_per_byte"] >= 0
+    m, g = network_for(spec).pipelining([1, 2])
+    assert m.tolist() == [spec.inflight_per_stream] * 2
+    assert g.tolist() == [fit["per_stream_fits"][k]["gap_s"] for k in (1, 2)]

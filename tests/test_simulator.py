@@ -206,3 +206,121 @@ def test_metrics_are_consistent():
     assert r.samples_per_s == pytest.approx(128 * 1 / r.step_time_s)
     assert r.compute_time_s == pytest.approx(r.forward_s + r.backward_s)
     assert r.num_buffers == len(r.buffers)
+
+
+# --------------------------------------------------------------------------- pipelining and host work
+
+EACH_ALONE = Knobs(fusion_policy="static", fusion_threshold_bytes=1, first_bucket_bytes=1)
+
+
+def burst(m: int, gap: float, count: int = 6, S: float = 4e6, alpha: float = 1e-3, **kw):
+    """``count`` buffers of S bytes, all ready at t=0, on 2 ranks (a = 2*alpha, b = 1/B)."""
+    c = bare_cluster(nodes=2, inter_bw_Bps=1e9, inter_latency_s=alpha, inflight_per_stream=m, buffer_gap_s=gap, **kw)
+    w = synthetic_workload(np.zeros(count), np.full(count, int(S / 4)), forward_s=0.0, backward_s=0.0)
+    return Simulator(w, c).run(EACH_ALONE), 2 * alpha, S / 1e9
+
+
+@pytest.mark.parametrize("gap", [0.0, 1e-4, 2e-3])
+def test_one_in_flight_is_strict_fifo_whatever_a_smaller_gap(gap):
+    r, a, bS = burst(1, gap)
+    assert [b.end_s for b in r.buffers] == pytest.approx([(j + 1) * (a + bS) for j in range(6)], rel=1e-12)
+    assert r.comm_time_s == pytest.approx(6 * (a + bS), rel=1e-12)
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_link_bound_pipeline_hides_latency_behind_the_previous_transfer(m):
+    # a <= 2g + bS: each buffer's transfer follows the previous one plus the gap.
+    r, a, bS = burst(m, 5e-4, alpha=2e-3)
+    assert a <= 2 * 5e-4 + bS
+    assert [b.end_s for b in r.buffers] == pytest.approx([a + bS + j * (5e-4 + bS) for j in range(6)], rel=1e-12)
+    assert r.step_time_s == pytest.approx(a + bS + 5 * (5e-4 + bS), rel=1e-12)
+    # the network is busy from the first start to the last end (intervals overlap)
+    assert r.comm_time_s == pytest.approx(r.buffers[-1].end_s, rel=1e-12)
+
+
+def test_latency_bound_pipeline_runs_two_buffers_per_latency():
+    # g = 0, a >> bS, m = 2: buffer 2i ends at (i+1)(a+bS), buffer 2i+1 at (i+1)a + (i+2)bS.
+    r, a, bS = burst(2, 0.0, count=6, S=4e5, alpha=5e-3)
+    expected = []
+    for j in range(6):
+        i = j // 2
+        expected.append((i + 1) * (a + bS) if j % 2 == 0 else (i + 1) * a + (i + 2) * bS)
+    assert [b.end_s for b in r.buffers] == pytest.approx(expected, rel=1e-12)
+    fifo, _, _ = burst(1, 0.0, count=6, S=4e5, alpha=5e-3)
+    assert r.step_time_s < 0.6 * fifo.step_time_s
+
+
+def test_host_work_delays_dispatch_and_copies_back_after_backward():
+    # Two buffers: tensor 0 (S0, ready at 1 ms) and tensor 1 (S1, ready at 50 ms = end of backward).
+    h_pre, h_post, alpha, B = 2e-9, 3e-9, 1e-4, 1e9
+    c = bare_cluster(nodes=2, inter_bw_Bps=B, inter_latency_s=alpha, host_pre_s_per_byte=h_pre,
+                     host_post_s_per_byte=h_post)
+    S0, S1 = 4e6, 8e6
+    w = synthetic_workload([0.001, 0.05], [int(S0 / 4), int(S1 / 4)], forward_s=0.01, backward_s=0.05)
+    r = Simulator(w, c).run(EACH_ALONE)
+    a = 2 * alpha
+    end0 = 0.001 + h_pre * S0 + a + S0 / B
+    assert end0 < 0.05
+    assert r.buffers[0].end_s == pytest.approx(end0, rel=1e-12)
+    assert r.buffers[0].done_s == pytest.approx(0.05 + h_post * S0, rel=1e-12)  # DDP finalize: after backward
+    end1 = 0.05 + h_pre * S1 + a + S1 / B
+    assert r.buffers[1].end_s == pytest.approx(end1, rel=1e-12)
+    assert r.step_time_s == pytest.approx(0.01 + end1 + h_post * S1, rel=1e-12)
+    # Dynamic fusion (Horovod): copy-out right after each all-reduce, no wait for backward.
+    dyn = Simulator(w, c).run(Knobs(fusion_policy="dynamic", cycle_time_ms=0.0, fusion_threshold_bytes=1))
+    assert dyn.buffers[0].done_s == pytest.approx(dyn.buffers[0].end_s + h_post * S0, rel=1e-12)
+
+
+def test_defaults_keep_the_plain_model():
+    c = ClusterSpec()
+    assert (c.inflight_per_stream, c.buffer_gap_s, c.host_pre_s_per_byte, c.host_post_s_per_byte) == (1, 0.0, 0.0, 0.0)
+    w = resnet_like()
+    configs = random_knobs(np.random.default_rng(3), 50)
+    explicit = dataclasses.replace(VPC, inflight_per_stream=1, buffer_gap_s=0.0)
+    a = Simulator(w, VPC).run_batch(configs)["step_time_s"]
+    b = Simulator(w, explicit).run_batch(configs)["step_time_s"]
+    assert np.array_equal(a, b)
+
+
+PIPELINE_CLUSTERS = [
+    dataclasses.replace(VPC, inflight_per_stream=2, buffer_gap_s=2e-4),
+    dataclasses.replace(VPC, nodes=4, gpus_per_node=1, inflight_per_stream=3, buffer_gap_s=0.0,
+                        host_pre_s_per_byte=1e-10, host_post_s_per_byte=3e-10),
+    dataclasses.replace(VPC, inflight_per_stream=1, buffer_gap_s=5e-3, host_post_s_per_byte=1e-10),
+]
+
+
+@pytest.mark.parametrize("cluster", PIPELINE_CLUSTERS)
+def test_batch_engine_equals_reference_scheduler_with_pipelining_and_host_work(cluster):
+    sim = Simulator(resnet_like(), cluster)
+    configs = random_knobs(np.random.default_rng(7), 200)
+    batch = sim.run_batch(KnobArrays.from_knobs(configs))
+    for i, k in enumerate(configs):
+        r = sim.run(k)
+        for name in ("step_time_s", "comm_time_s", "exposed_comm_s", "negotiation_s"):
+            assert batch[name][i] == pytest.approx(getattr(r, name), rel=1e-12, abs=1e-15), (name, k)
+        assert batch["num_buffers"][i] == r.num_buffers
+
+
+def test_batch_equals_reference_with_calibrated_per_stream_gaps():
+    from simulators.network import CalibratedNetwork
+
+    fits = {1: (3e-3, 1.3e-8), 2: (4e-3, 1.3e-8), 4: (8e-3, 1.4e-8)}
+    net = CalibratedNetwork(fits, 4, 1e-4, inflight_per_stream=2, buffer_gap_s=1e-4, gaps={1: 5e-4, 4: 2e-3})
+    m, g = net.pipelining(np.array([1, 2, 3, 4, 8]))
+    assert m.tolist() == [2] * 5 and g.tolist() == [5e-4, 1e-4, 1e-4, 2e-3, 2e-3]  # nearest K (ties: smaller)
+    cluster = dataclasses.replace(VPC, nodes=4, gpus_per_node=1, host_post_s_per_byte=2e-10)
+    sim = Simulator(resnet_like(), cluster, network=net)
+    configs = random_knobs(np.random.default_rng(11), 150)
+    batch = sim.run_batch(configs)
+    for i, k in enumerate(configs):
+        assert batch["step_time_s"][i] == pytest.approx(sim.run(k).step_time_s, rel=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), m=st.integers(1, 4), gap=st.floats(0, 5e-3))
+def test_lower_bound_holds_with_pipelining(seed, m, gap):
+    w = resnet_like()
+    sim = Simulator(w, dataclasses.replace(VPC, inflight_per_stream=m, buffer_gap_s=gap))
+    configs = KnobArrays.from_knobs(random_knobs(np.random.default_rng(seed), 30))
+    assert np.all(sim.run_batch(configs)["step_time_s"] >= step_lower_bound_s(w, sim.network) * (1 - 1e-12))

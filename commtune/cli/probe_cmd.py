@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                         "are noisy on an oversubscribed host")
     p.add_argument("--fit-weighting", choices=("relative", "absolute"), default="relative",
                    help="least-squares weights: relative (1/t, default) or absolute (large messages dominate)")
+    p.add_argument("--burst-sizes", default="1MB,4MB",
+                   help="sizes of back-to-back bursts (fit collectives in flight per stream and the gap between "
+                        "buffers); 'none' to skip (default 1MB,4MB)")
+    p.add_argument("--burst-count", type=positive_int, default=8, help="all-reduces per burst (default 8)")
+    p.add_argument("--host-sizes", default="1MB,4MB,16MB,64MB",
+                   help="sizes at which to time DDP's host work around a bucket (divide, copy back) to fit its cost "
+                        "per byte; 'none' to skip (default 1MB,4MB,16MB,64MB)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the calibration file (YAML, or JSON by suffix)")
     p.add_argument("--json", action="store_true", help="print the raw result as JSON instead of the table")
     add_launch_args(p)
@@ -87,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
     sizes = parse_sizes(args.sizes, args.step)
     streams = parse_streams(args.streams)
     min_fit = parse_size(args.fit_min_size, "--fit-min-size")
+    none = ("", "none", "off", "0")
+    extra_kw = dict(
+        burst_sizes=[] if args.burst_sizes.strip().lower() in none else parse_sizes(args.burst_sizes),
+        burst_count=args.burst_count,
+        host_sizes=[] if args.host_sizes.strip().lower() in none else parse_sizes(args.host_sizes),
+    )
+    if extra_kw["burst_sizes"] and args.burst_count < 2:
+        raise CommtuneError(f"--burst-count must be at least 2, got {args.burst_count}")
     if args.warmup < 0:
         raise CommtuneError(f"--warmup must be >= 0, got {args.warmup}")
     if args.output:
@@ -99,18 +114,18 @@ def run(args: argparse.Namespace) -> int:
                                 "drop --ranks/--emulated")
         if mpi_world_size() < 2:
             raise CommtuneError("--engine mpi needs at least 2 ranks: run it as `mpiexec -n N commtune probe --engine mpi`")
-        result = run_probe_here("mpi", sizes, streams, args.iters, args.warmup, args.timeout)
+        result = run_probe_here("mpi", sizes, streams, args.iters, args.warmup, args.timeout, **extra_kw)
         hosts = result["world_size"] // result["ranks_per_host"]
         source = f"mpiexec, {result['world_size']} ranks"
     else:
         launch = launch_from_args(args, args.engine)
         if launch is not None:
             print(f"probing all-reduce on {launch.describe()} ({args.engine}) ...", file=sys.stderr)
-            result = run_probe(launch, sizes, streams, args.iters, args.warmup)
+            result = run_probe(launch, sizes, streams, args.iters, args.warmup, **extra_kw)
             hosts = launch.hosts
             source = launch.describe()
         elif env_has_rank():
-            result = run_probe_here(args.engine, sizes, streams, args.iters, args.warmup, args.timeout)
+            result = run_probe_here(args.engine, sizes, streams, args.iters, args.warmup, args.timeout, **extra_kw)
             rph = int(os.environ.get("LOCAL_WORLD_SIZE", result["ranks_per_host"]))
             hosts = max(1, result["world_size"] // rph)
             source = f"torchrun, {result['world_size']} ranks"

@@ -56,3 +56,79 @@ def measure_allreduce(
                 "iters": int(iters),
             })
     return records
+
+
+def measure_bursts(
+    comm,
+    sizes: Sequence[int],
+    streams: Sequence[int],
+    count: int = 8,
+    iters: int = 5,
+    warmup: int = 1,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Time ``count`` back-to-back all-reduces of each size, as DDP issues buckets.
+
+    Each of the ``count`` buffers is split over K streams (part i on group i,
+    as the multi-stream hook does); all are started without waiting, then
+    waited for. How much faster than ``count`` single all-reduces this runs
+    shows how many collectives a stream runs at once and how much of the
+    per-call latency overlaps (``commtune.probe.fit.fit_pipelining``).
+    """
+    progress = progress or Progress(comm.rank)
+    groups_all = comm.stream_groups(max(streams))
+    records = []
+    for k in streams:
+        groups = groups_all[:k]
+        for size in sizes:
+            numel = max(k, -(-int(size) // ELEMENT_BYTES))
+            bufs = [comm.buffer(numel) for _ in range(count)]
+            parts = [comm.split(b, k) for b in bufs]
+            times = []
+            for it in range(warmup + iters):
+                progress.tick()
+                comm.barrier()
+                progress.tick()
+                t0 = now()
+                comm.allreduce_burst(parts, groups)
+                dt = now() - t0
+                if it >= warmup:
+                    times.append(dt)
+            progress.tick()
+            tmax = comm.max(times)
+            del bufs, parts
+            records.append({"streams": int(k), "size_bytes": int(numel * ELEMENT_BYTES), "count": int(count),
+                            "time_s": statistics.median(tmax), "min_s": min(tmax), "iters": int(iters)})
+    return records
+
+
+def measure_host(comm, sizes: Sequence[int], iters: int = 5, warmup: int = 1,
+                 progress: Progress | None = None) -> list[dict]:
+    """Time the host work DDP does around a bucket's all-reduce, on every rank at once
+    (so ranks sharing a host's cores contend as they do in training): the comm
+    hook's divide (``pre_s``) and the copy back into the gradients (``post_s``);
+    slowest rank, median over ``iters``."""
+    progress = progress or Progress(comm.rank)
+    records = []
+    for size in sizes:
+        numel = max(1, -(-int(size) // ELEMENT_BYTES))
+        buf = comm.buffer(numel)
+        dst = comm.buffer(numel)
+        pre, post = [], []
+        for it in range(warmup + iters):
+            progress.tick()
+            comm.barrier()
+            t0 = now()
+            comm.host_pre(buf)
+            t1 = now()
+            comm.host_post(buf, dst)
+            t2 = now()
+            if it >= warmup:
+                pre.append(t1 - t0)
+                post.append(t2 - t1)
+        progress.tick()
+        pre_max, post_max = comm.max(pre), comm.max(post)
+        del buf, dst
+        records.append({"size_bytes": int(numel * ELEMENT_BYTES), "pre_s": statistics.median(pre_max),
+                        "post_s": statistics.median(post_max), "iters": int(iters)})
+    return records

@@ -86,6 +86,23 @@ class TorchComm:
             w.wait()
         self.sync()
 
+    def allreduce_burst(self, buffers_parts: Sequence[Sequence[Any]], groups: Sequence[Any]) -> None:
+        """Start every buffer's parts (buffer after buffer, part i on group i) without waiting, then wait for all."""
+        works = [self.dist.all_reduce(p, group=g, async_op=True) for parts in buffers_parts for p, g in zip(parts, groups)]
+        for w in works:
+            w.wait()
+        self.sync()
+
+    def host_pre(self, buf) -> None:
+        """The host work before a bucket's all-reduce in DDP's comm hook: divide by the world size."""
+        buf.div_(self.world)
+        self.sync()
+
+    def host_post(self, buf, dst) -> None:
+        """The host work after it: copy the bucket back into the gradients."""
+        dst.copy_(buf)
+        self.sync()
+
     def barrier(self) -> None:
         if self.engine == "nccl":
             self.sync()
@@ -138,6 +155,16 @@ class MPIComm:
     def allreduce_parts(self, parts: Sequence[Any], groups: Sequence[Any]) -> None:
         reqs = [g.Iallreduce(self.MPI.IN_PLACE, p, op=self.MPI.SUM) for p, g in zip(parts, groups)]
         self.MPI.Request.Waitall(reqs)
+
+    def allreduce_burst(self, buffers_parts: Sequence[Sequence[Any]], groups: Sequence[Any]) -> None:
+        reqs = [g.Iallreduce(self.MPI.IN_PLACE, p, op=self.MPI.SUM) for parts in buffers_parts for p, g in zip(parts, groups)]
+        self.MPI.Request.Waitall(reqs)
+
+    def host_pre(self, buf) -> None:
+        self.np.divide(buf, self.world, out=buf)
+
+    def host_post(self, buf, dst) -> None:
+        self.np.copyto(dst, buf)
 
     def barrier(self) -> None:
         self.comm.Barrier()

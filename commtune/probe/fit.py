@@ -140,3 +140,118 @@ def fit_measurements(records: Iterable[Mapping], ranks: int, min_size: float = 0
         if len({s for s, _ in pts}) >= 2:
             fits[k] = fit_linear([s for s, _ in pts], [t for _, t in pts], weighting)
     return fits
+
+
+# --------------------------------------------------------------------------- host work and pipelining
+
+@dataclass(frozen=True)
+class HostFit:
+    """Host time per gradient byte before (``pre``) and after (``post``) a bucket's all-reduce."""
+
+    pre_s_per_byte: float
+    post_s_per_byte: float
+    pre: LinearFit
+    post: LinearFit
+
+    def to_dict(self) -> dict:
+        return {"pre_s_per_byte": self.pre_s_per_byte, "post_s_per_byte": self.post_s_per_byte,
+                "pre_fit": self.pre.to_dict(), "post_fit": self.post.to_dict()}
+
+
+def fit_host(records: Iterable[Mapping]) -> HostFit:
+    """Slopes of ``pre_s`` and ``post_s`` against size (unweighted least squares,
+    intercept >= 0: the per-call part is microseconds and left out of the model)."""
+    recs = list(records)
+    sizes = [float(r["size_bytes"]) for r in recs]
+    pre = fit_linear(sizes, [max(float(r["pre_s"]), 1e-9) for r in recs], "absolute")
+    post = fit_linear(sizes, [max(float(r["post_s"]), 1e-9) for r in recs], "absolute")
+    return HostFit(max(pre.b_s_per_byte, 0.0), max(post.b_s_per_byte, 0.0), pre, post)
+
+
+def burst_time_s(a_s: float, b_s_per_byte: float, size_bytes: float, count: int, inflight: int, gap_s: float) -> float:
+    """The simulator's time for ``count`` buffers of ``size_bytes`` all dispatched at t=0
+    (the reference scheduler of :mod:`simulators.system`, so the fit and the
+    simulator use the same formulas)."""
+    from simulators.system import schedule
+
+    row = (False, 1.0, 1.0, 0.0, 0.0, 0.0, float(a_s), float(b_s_per_byte), int(inflight), float(gap_s), 0.0, 0.0)
+    buffers, _ = schedule([0.0] * int(count), [float(size_bytes)] * int(count), row)
+    return buffers[-1].end_s
+
+
+#: a larger in-flight count is kept only if it lowers the burst fit's squared relative error by more than this
+PIPELINE_TOLERANCE = 0.25
+
+
+@dataclass(frozen=True)
+class PipelineFit:
+    """Collectives in flight per stream and the back-to-back gap per stream count."""
+
+    inflight: int
+    gaps_s: dict[int, float]
+    loss_by_inflight: dict[int, float]  # mean squared relative error of the burst times
+    residuals: dict[int, list[float]]  # per K: relative error of each burst size at the chosen (m, g)
+
+    @property
+    def gap_s(self) -> float:
+        """One gap for all stream counts (the median of the per-K gaps)."""
+        return float(np.median(list(self.gaps_s.values()))) if self.gaps_s else 0.0
+
+    def to_dict(self) -> dict:
+        return {"inflight_per_stream": int(self.inflight), "gap_s_by_streams": {int(k): float(v) for k, v in self.gaps_s.items()},
+                "buffer_gap_s": self.gap_s,
+                "loss_by_inflight": {int(m): float(v) for m, v in self.loss_by_inflight.items()},
+                "rel_residuals_by_streams": {int(k): [float(x) for x in v] for k, v in self.residuals.items()}}
+
+
+def _fit_gap(a: float, b: float, pts: Sequence[tuple[float, int, float]], m: int) -> tuple[float, float]:
+    """Gap g >= 0 minimising the squared relative error of the burst times (grid, then refined)."""
+    def loss(g: float) -> float:
+        return float(np.mean([((burst_time_s(a, b, s, c, m, g) - t) / t) ** 2 for s, c, t in pts]))
+
+    hi = max(t / c for _, c, t in pts)
+    grid = np.linspace(0.0, hi, 201)
+    losses = [loss(g) for g in grid]
+    i = int(np.argmin(losses))
+    lo_g, hi_g = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    for _ in range(40):  # golden-section refine around the best grid point
+        g1 = lo_g + 0.382 * (hi_g - lo_g)
+        g2 = lo_g + 0.618 * (hi_g - lo_g)
+        if loss(g1) <= loss(g2):
+            hi_g = g2
+        else:
+            lo_g = g1
+    g = 0.5 * (lo_g + hi_g)
+    best = (g, loss(g)) if loss(g) <= losses[i] else (float(grid[i]), losses[i])
+    return best
+
+
+def fit_pipelining(bursts: Iterable[Mapping], fits: Mapping[int, LinearFit],
+                   candidates: Sequence[int] = (1, 2, 3, 4)) -> PipelineFit:
+    """Fit ``m`` (collectives in flight per stream, one for all K) and a gap ``g_K``
+    per stream count to burst measurements, given the single all-reduce fits
+    ``a_K + b_K*S``. For each candidate m the gaps are fitted per K; the
+    smallest m whose error is within ``1 + PIPELINE_TOLERANCE`` of the best wins
+    (bursts of link-bound buffers cannot tell m=2 from m=4; m=1 with a gap
+    larger than a_K is the same as m=2 with that gap, so the smaller m is kept)."""
+    by_k: dict[int, list[tuple[float, int, float]]] = {}
+    for r in bursts:
+        k = int(r["streams"])
+        if k in fits:
+            by_k.setdefault(k, []).append((float(r["size_bytes"]), int(r["count"]), float(r["time_s"])))
+    if not by_k:
+        raise ValueError("no burst measurement matches a fitted stream count")
+    results = {}
+    for m in candidates:
+        gaps, losses = {}, []
+        for k, pts in sorted(by_k.items()):
+            g, l = _fit_gap(fits[k].a_s, fits[k].b_s_per_byte, pts, m)
+            gaps[k] = g
+            losses.append(l * len(pts))
+        results[m] = (gaps, float(np.sum(losses) / sum(len(p) for p in by_k.values())))
+    best = min(v[1] for v in results.values())
+    m = min(c for c in candidates if results[c][1] <= best * (1 + PIPELINE_TOLERANCE) + 1e-12)
+    gaps = results[m][0]
+    residuals = {k: [burst_time_s(fits[k].a_s, fits[k].b_s_per_byte, s, c, m, gaps[k]) / t - 1 for s, c, t in pts]
+                 for k, pts in sorted(by_k.items())}
+    return PipelineFit(m, gaps, {c: results[c][1] for c in candidates}, residuals)

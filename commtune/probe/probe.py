@@ -16,7 +16,7 @@ from typing import Sequence
 from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
-from commtune.probe.fit import busbw, algbw, derive_link, fit_measurements
+from commtune.probe.fit import busbw, algbw, derive_link, fit_host, fit_measurements, fit_pipelining
 from commtune.units import format_size, parse_size
 
 DEFAULT_SIZES = "1KB:256MB"
@@ -64,26 +64,39 @@ def parse_streams(text: str | Sequence[int]) -> list[int]:
     return ks
 
 
-def probe_task(sizes: Sequence[int], streams: Sequence[int], iters: int, warmup: int) -> dict:
+def probe_task(sizes: Sequence[int], streams: Sequence[int], iters: int, warmup: int,
+               burst_sizes: Sequence[int] = (), burst_count: int = 8, host_sizes: Sequence[int] = ()) -> dict:
     if iters < 1 or warmup < 0:
         raise CommtuneError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    if burst_sizes and burst_count < 2:
+        raise CommtuneError(f"--burst-count must be at least 2, got {burst_count}")
     return {"kind": "allreduce", "sizes": [int(s) for s in sizes], "streams": [int(k) for k in streams],
-            "iters": int(iters), "warmup": int(warmup)}
+            "iters": int(iters), "warmup": int(warmup), "burst_sizes": [int(s) for s in burst_sizes],
+            "burst_count": int(burst_count), "host_sizes": [int(s) for s in host_sizes]}
 
 
-def run_probe(launch, sizes: Sequence[int], streams: Sequence[int], iters: int = 5, warmup: int = 1) -> dict:
-    """Launch the probe on the ranks of ``launch`` (a :class:`LaunchSpec`); rank 0's result."""
+def run_probe(launch, sizes: Sequence[int], streams: Sequence[int], iters: int = 5, warmup: int = 1,
+              burst_sizes: Sequence[int] = (), burst_count: int = 8, host_sizes: Sequence[int] = ()) -> dict:
+    """Launch the probe on the ranks of ``launch`` (a :class:`LaunchSpec`); rank 0's result.
+
+    ``burst_sizes``: also time ``burst_count`` back-to-back all-reduces of each
+    size per stream count (fits the pipelining: collectives in flight per
+    stream and the back-to-back gap). ``host_sizes``: also time the host work
+    around a DDP bucket (divide, copy back) at each size (fits the host cost
+    per byte). Both are skipped when empty."""
     from commtune.probe.launch import run_task
 
-    return run_task(launch, probe_task(sizes, streams, iters, warmup))
+    return run_task(launch, probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes))
 
 
 def run_probe_here(engine: str, sizes: Sequence[int], streams: Sequence[int], iters: int, warmup: int,
-                   timeout_s: float = 300.0) -> dict:
+                   timeout_s: float = 300.0, burst_sizes: Sequence[int] = (), burst_count: int = 8,
+                   host_sizes: Sequence[int] = ()) -> dict:
     """Run as one rank of a job started by torchrun (env) or mpiexec (MPI); every rank returns the result."""
     from commtune.probe.worker import run_task
 
-    return run_task({**probe_task(sizes, streams, iters, warmup), "engine": engine, "timeout_s": timeout_s})
+    return run_task({**probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes),
+                     "engine": engine, "timeout_s": timeout_s})
 
 
 def format_table(records: Sequence[dict], ranks: int) -> str:
@@ -123,7 +136,17 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     )
     if hosts == 1:  # one host: the ring runs over the intra-node path
         fields.update(intra_bw_Bps=link.link_Bps, intra_latency_s=link.alpha_s)
+    pipe = fit_pipelining(result["bursts"], fits) if result.get("bursts") else None
+    host = fit_host(result["host"]) if result.get("host") and len({r["size_bytes"] for r in result["host"]}) >= 2 else None
+    if pipe is not None:
+        fields.update(inflight_per_stream=pipe.inflight, buffer_gap_s=pipe.gap_s)
+    if host is not None:
+        fields.update(host_pre_s_per_byte=host.pre_s_per_byte, host_post_s_per_byte=host.post_s_per_byte)
     spec = dataclasses.replace(base, **fields)
+    per_stream = {int(k): f.to_dict() for k, f in fits.items()}
+    if pipe is not None:
+        for k, g in pipe.gaps_s.items():
+            per_stream[int(k)]["gap_s"] = float(g)
     extra = {
         "fit": {
             "model": "t = a_s + b_s_per_byte * size_bytes, least squares per stream count",
@@ -131,14 +154,18 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
             "engine": result.get("engine"),
             "world_size": n,
             "min_fit_size_bytes": int(min_fit_size),
-            "per_stream_fits": {int(k): f.to_dict() for k, f in fits.items()},
+            "per_stream_fits": per_stream,
             "derived": link.to_dict(),
+            **({"pipelining": pipe.to_dict()} if pipe is not None else {}),
+            **({"host": host.to_dict()} if host is not None else {}),
             "r2_min": min(f.r2 for f in fits.values()),
             "max_rel_residual": max(f.max_rel_residual for f in fits.values()),
         },
         "measurements": [
             {**r, "busbw_Bps": busbw(r["size_bytes"], r["time_s"], n)} for r in records
         ],
+        **({"burst_measurements": list(result["bursts"])} if result.get("bursts") else {}),
+        **({"host_measurements": list(result["host"])} if result.get("host") else {}),
         "provenance": {
             "tool": f"commtune {__version__} probe",
             "source": source,
@@ -163,6 +190,17 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
              f"alpha {format_time(d['alpha_s'])}, launch {format_time(d['launch_s'])}/stream, "
              f"link {format_bandwidth(d['link_Bps'])}, per-stream cap {cap}"]
     for k, f in fit["per_stream_fits"].items():
+        gap = f" gap {format_time(f['gap_s'])}" if f.get("gap_s") is not None else ""
         lines.append(f"  K={k}: a = {format_time(f['a_s'])}, 1/b = {format_bandwidth(1 / f['b_s_per_byte']) if f['b_s_per_byte'] > 0 else 'inf'} "
-                     f"(R^2 {f['r2']:.5f}, max rel. residual {f['max_rel_residual']:.1%}, {f['n_points']} sizes)")
+                     f"(R^2 {f['r2']:.5f}, max rel. residual {f['max_rel_residual']:.1%}, {f['n_points']} sizes){gap}")
+    if "pipelining" in fit:
+        p = fit["pipelining"]
+        losses = ", ".join(f"m={m}: {v ** 0.5:.1%}" for m, v in p["loss_by_inflight"].items())
+        lines.append(f"pipelining (back-to-back bursts): {p['inflight_per_stream']} collective(s) in flight per stream, "
+                     f"gap {format_time(p['buffer_gap_s'])} (rms error of burst times: {losses})")
+    if "host" in fit:
+        h = fit["host"]
+        lines.append(f"host work per byte: before all-reduce {h['pre_s_per_byte'] * 1e9:.3f} ns/B, "
+                     f"after {h['post_s_per_byte'] * 1e9:.3f} ns/B (per MiB: {format_time(h['pre_s_per_byte'] * 2**20)} + "
+                     f"{format_time(h['post_s_per_byte'] * 2**20)})")
     return "\n".join(lines)

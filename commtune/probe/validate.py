@@ -69,13 +69,13 @@ def describe_knobs(k: Knobs) -> str:
 
 def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *, scale: float = 0.25,
                    forward_s: float = 0.1, backward_s: float = 0.2, share: str = "flops", steps: int = 5,
-                   warmup: int = 2, mode: str = "split", network=None, evaluator=None) -> dict:
+                   warmup: int = 2, mode: str = "split", network=None, evaluator=None, passes: int = 1) -> dict:
     """Run ``configs`` live and simulated; returns rows and summary figures."""
     from commtune.probe.live_objective import LiveEvaluator
     from simulators import Simulator
 
     ev = evaluator or LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
-                                    share=share, mode=mode, steps=steps, warmup=warmup)
+                                    share=share, mode=mode, steps=steps, warmup=warmup, passes=passes)
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
     sim = Simulator(ev.workload, cluster, network=network)
     live = ev.evaluate_many(configs)
@@ -85,7 +85,8 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
         pred = sim.run(k)
         rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "measured_s": r["step_time_s"],
                      "predicted_s": pred.step_time_s, "spread": (max(st) - min(st)) / r["step_time_s"],
-                     "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers})
+                     "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers,
+                     "step_times_s": list(st), "pass_medians_s": r.get("pass_medians_s", [r["step_time_s"]])})
     summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows])
     return {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
             "network": type(sim.network).__name__, "model": ev.profile.name,

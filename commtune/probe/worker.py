@@ -37,6 +37,15 @@ def run_task(task: dict) -> dict:
             records = measure_allreduce(comm, task["sizes"], task["streams"], int(task["iters"]), int(task["warmup"]), progress)
             result = {"world_size": comm.world, "engine": comm.engine, "records": records,
                       "ranks_per_host": ranks_per_host(comm)}
+            if task.get("burst_sizes"):
+                from commtune.probe.allreduce import measure_bursts
+
+                result["bursts"] = measure_bursts(comm, task["burst_sizes"], task["streams"], int(task["burst_count"]),
+                                                  int(task["iters"]), int(task["warmup"]), progress)
+            if task.get("host_sizes"):
+                from commtune.probe.allreduce import measure_host
+
+                result["host"] = measure_host(comm, task["host_sizes"], int(task["iters"]), int(task["warmup"]), progress)
         elif task["kind"] == "ddp":
             from commtune.probe.ddp_step import run_ddp_task
 
