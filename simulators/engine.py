@@ -18,7 +18,7 @@ from commtune.cluster import ClusterSpec
 from commtune.knobs import Knobs
 from simulators.batch import schedule_batch
 from simulators.network import NetworkModel, network_for
-from simulators.system import Buffer, KnobArrays, busy_time_s, schedule, system_params
+from simulators.system import Buffer, KnobArrays, schedule, system_params
 from simulators.workload import Workload
 
 METRICS = (
@@ -73,39 +73,39 @@ class Simulator:
         self._bytes = workload.grad_bytes.astype(np.float64)
         self._bytes_list = self._bytes.tolist()
 
-    def _finish(self, comm_end, busy, nbuf, rounds, params) -> dict[str, np.ndarray]:
+    def _finish(self, comm_end, busy, nbuf, rounds, nego_s, nego_msgs) -> dict:
+        """Step metrics from the schedule's outcome; floats or arrays (one entry per configuration)."""
         w = self.workload
         compute = w.forward_s + w.backward_s
         step = w.forward_s + np.maximum(w.backward_s, comm_end)
         return {
             "step_time_s": step,
-            "compute_time_s": np.full_like(step, compute),
+            "compute_time_s": step * 0.0 + compute,
             "comm_time_s": busy,
             "exposed_comm_s": step - compute,
             "scaling_efficiency": compute / step,
             "samples_per_s": self.cluster.world_size * w.batch_size / step,
             "num_buffers": nbuf,
-            "negotiation_s": rounds * params.nego_s,
-            "negotiation_msgs_rank0": rounds * params.nego_msgs,
+            "negotiation_s": rounds * nego_s,
+            "negotiation_msgs_rank0": rounds * nego_msgs,
         }
 
     def run(self, knobs: Knobs) -> StepResult:
         """Simulate one configuration, keeping the per-buffer schedule."""
         params = system_params(KnobArrays.from_knobs([knobs]), self.workload, self.network, self.cluster)
-        buffers, rounds = schedule(self._ready, self._bytes_list, params.row(0))
-        comm_end = buffers[-1].done_s
-        busy = busy_time_s(buffers)
-        m = self._finish(np.array([comm_end]), np.array([busy]), np.array([len(buffers)]), np.array([rounds]), params)
+        row = params.row(0)
+        buffers, rounds, busy = schedule(self._ready, self._bytes_list, row)
+        m = self._finish(buffers[-1].done_s, busy, len(buffers), rounds, row[4], row[5])
         return StepResult(
-            step_time_s=float(m["step_time_s"][0]),
-            compute_time_s=float(m["compute_time_s"][0]),
-            comm_time_s=float(m["comm_time_s"][0]),
-            exposed_comm_s=float(m["exposed_comm_s"][0]),
-            scaling_efficiency=float(m["scaling_efficiency"][0]),
-            samples_per_s=float(m["samples_per_s"][0]),
+            step_time_s=float(m["step_time_s"]),
+            compute_time_s=float(m["compute_time_s"]),
+            comm_time_s=float(m["comm_time_s"]),
+            exposed_comm_s=float(m["exposed_comm_s"]),
+            scaling_efficiency=float(m["scaling_efficiency"]),
+            samples_per_s=float(m["samples_per_s"]),
             num_buffers=len(buffers),
-            negotiation_s=float(m["negotiation_s"][0]),
-            negotiation_msgs_rank0=int(m["negotiation_msgs_rank0"][0]),
+            negotiation_s=float(m["negotiation_s"]),
+            negotiation_msgs_rank0=int(m["negotiation_msgs_rank0"]),
             forward_s=self.workload.forward_s,
             backward_s=self.workload.backward_s,
             buffers=tuple(buffers),
@@ -117,4 +117,5 @@ class Simulator:
             knobs = KnobArrays.from_knobs(list(knobs))
         params = system_params(knobs, self.workload, self.network, self.cluster)
         out = schedule_batch(self.workload.ready_s, self._bytes, params)
-        return self._finish(out["comm_end_s"], out["comm_busy_s"], out["num_buffers"], out["rounds"], params)
+        return self._finish(out["comm_end_s"], out["comm_busy_s"], out["num_buffers"], out["rounds"],
+                            params.nego_s, params.nego_msgs)

@@ -49,12 +49,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from commtune.cluster import ClusterSpec
-from commtune.knobs import Knobs
+from commtune.knobs import KNOBS, Knobs
 from simulators.network import NetworkModel
 from simulators.workload import Workload
 
@@ -153,6 +153,40 @@ class KnobArrays:
         return Knobs(**{name: getattr(self, name)[i].item() for name in self.__dataclass_fields__})
 
 
+@dataclass(frozen=True, eq=False)
+class NetworkTable:
+    """The network model's answers for every stream count the knob allows
+    (1..``KNOBS['num_streams'].high``) x flat/hierarchical, computed once:
+    the system layer looks them up instead of re-deriving them per
+    configuration (they depend on nothing else)."""
+
+    a_s: np.ndarray  # (K, 2)
+    b_s_per_byte: np.ndarray  # (K, 2)
+    inflight: np.ndarray  # (K,)
+    gap_s: np.ndarray  # (K,)
+
+    @classmethod
+    def build(cls, network: NetworkModel) -> "NetworkTable":
+        ks = np.arange(1, int(KNOBS["num_streams"].high) + 1)
+        a, b = network.coeffs(ks[:, None], np.array([False, True])[None, :])
+        m, gap = network.pipelining(ks)
+        return cls(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
+                   np.asarray(m, dtype=np.int64), np.asarray(gap, dtype=np.float64))
+
+    def lookup(self, num_streams, hierarchical) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        k = np.asarray(num_streams, dtype=np.int64) - 1
+        h = np.asarray(hierarchical, dtype=np.int64)
+        return self.a_s[k, h], self.b_s_per_byte[k, h], self.inflight[k], self.gap_s[k]
+
+
+def network_table(network: NetworkModel) -> NetworkTable:
+    """The (cached) :class:`NetworkTable` of ``network``."""
+    table = network.__dict__.get("_table")
+    if table is None:
+        table = network.__dict__["_table"] = NetworkTable.build(network)
+    return table
+
+
 def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
                   cluster: ClusterSpec | None = None) -> SystemParams:
     """Derive :class:`SystemParams` for every configuration in ``knobs``.
@@ -167,8 +201,7 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
     nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s), 0.0)
     msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size), 0)
-    a, b = network.coeffs(knobs.num_streams, knobs.hierarchical)
-    m, gap = network.pipelining(knobs.num_streams)
+    a, b, m, gap = network_table(network).lookup(knobs.num_streams, knobs.hierarchical)
     host = cluster if cluster is not None else getattr(network, "cluster", None)
     h_pre = float(getattr(host, "host_pre_s_per_byte", 0.0))
     h_post = float(getattr(host, "host_post_s_per_byte", 0.0))
@@ -192,8 +225,7 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     )
 
 
-@dataclass(frozen=True)
-class Buffer:
+class Buffer(NamedTuple):
     """One fused buffer: tensors ``first..last`` (ready order), its gradient
     bytes, when it was dispatched, when its all-reduce ran and when its
     gradients were back in place (``done_s``, after host post-work)."""
@@ -207,11 +239,12 @@ class Buffer:
     done_s: float
 
 
-def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float], p: tuple[float, ...]) -> tuple[list[Buffer], int]:
+def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
+             p: tuple[float, ...]) -> tuple[list[Buffer], int, float]:
     """Reference scheduler for one configuration (a :meth:`SystemParams.row`).
 
-    Returns the buffers in dispatch order and the number of negotiation
-    rounds. Times are relative to the start of backward; the step's
+    Returns the buffers in dispatch order, the number of negotiation rounds
+    and the communication busy time (union of the buffers' intervals). Times are relative to the start of backward; the step's
     communication ends at the last buffer's ``done_s`` (module docstring).
     """
     dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post = p
@@ -224,6 +257,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float], p: tuple[flo
     rounds = 0
     prev_tick = -1.0
     prev_end = -math.inf
+    busy = 0.0  # length of the union of the [start, end] intervals (ends rise with j)
     done = 0.0 if dynamic else (ready_s[-1] if len(ready_s) else 0.0)
     n = len(ready_s)
     for i in range(n + 1):
@@ -256,6 +290,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float], p: tuple[flo
         if serial > end:
             end = serial
         done = (done if done > end else end) + h_post * cur_bytes
+        busy += end - (start if start > prev_end else prev_end)
         ends.append(end)
         prev_end = end
         buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, done))
@@ -264,14 +299,4 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float], p: tuple[flo
             cur_bytes = s
             cur_first = i
             cur_disp = disp
-    return buffers, rounds
-
-
-def busy_time_s(buffers: Sequence[Buffer]) -> float:
-    """Length of the union of the buffers' [start, end] intervals (ends rise with j)."""
-    busy = 0.0
-    prev = -math.inf
-    for buf in buffers:
-        busy += buf.end_s - max(buf.start_s, prev)
-        prev = buf.end_s
-    return busy
+    return buffers, rounds, busy
