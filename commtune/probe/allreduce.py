@@ -33,18 +33,7 @@ def measure_allreduce(
             numel = max(k, -(-int(size) // ELEMENT_BYTES))
             buf = comm.buffer(numel)
             parts = comm.split(buf, k)
-            times = []
-            for it in range(warmup + iters):
-                progress.tick()
-                comm.barrier()
-                progress.tick()
-                t0 = now()
-                comm.allreduce_parts(parts, groups)
-                dt = now() - t0
-                if it >= warmup:
-                    times.append(dt)
-            progress.tick()
-            tmax = comm.max(times)
+            tmax = _timed_max(comm, progress, lambda: comm.allreduce_parts(parts, groups), warmup, iters)
             del buf, parts
             records.append({
                 "streams": int(k),
@@ -56,6 +45,23 @@ def measure_allreduce(
                 "iters": int(iters),
             })
     return records
+
+
+def _timed_max(comm, progress: Progress, run, warmup: int, iters: int) -> list[float]:
+    """Time ``run()`` after a barrier, ``warmup`` untimed then ``iters`` timed
+    times; per iteration the slowest rank's time (the same list on every rank)."""
+    times = []
+    for it in range(warmup + iters):
+        progress.tick()
+        comm.barrier()
+        progress.tick()
+        t0 = now()
+        run()
+        dt = now() - t0
+        if it >= warmup:
+            times.append(dt)
+    progress.tick()
+    return comm.max(times)
 
 
 def measure_bursts(
@@ -84,18 +90,7 @@ def measure_bursts(
             numel = max(k, -(-int(size) // ELEMENT_BYTES))
             bufs = [comm.buffer(numel) for _ in range(count)]
             parts = [comm.split(b, k) for b in bufs]
-            times = []
-            for it in range(warmup + iters):
-                progress.tick()
-                comm.barrier()
-                progress.tick()
-                t0 = now()
-                comm.allreduce_burst(parts, groups)
-                dt = now() - t0
-                if it >= warmup:
-                    times.append(dt)
-            progress.tick()
-            tmax = comm.max(times)
+            tmax = _timed_max(comm, progress, lambda: comm.allreduce_burst(parts, groups), warmup, iters)
             del bufs, parts
             records.append({"streams": int(k), "size_bytes": int(numel * ELEMENT_BYTES), "count": int(count),
                             "time_s": statistics.median(tmax), "min_s": min(tmax), "iters": int(iters)})
