@@ -194,3 +194,19 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "commtune", *BASE, "--sampler", "nope"], env=ENV, cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_storage_survives_pickling(tmp_path, kind):
+    """Ray's OptunaSearch pickles its storage into checkpoints: the copy must work."""
+    import pickle
+
+    from commtune.search.storage import open_storage
+
+    url = f"sqlite:///{tmp_path}/p.db" if kind == "sqlite" else str(tmp_path / "p.log")
+    study = optuna.create_study(study_name="p", storage=open_storage(url))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    copy = pickle.loads(pickle.dumps(open_storage(url)))
+    again = optuna.load_study(study_name="p", storage=copy)
+    again.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert len(_complete(url, "p")) == 3

@@ -95,7 +95,9 @@ def _rdb_storage(u: str, url: str):
     for attempt in range(6):
         try:
             if u.startswith("sqlite:///"):
-                return _sqlite_storage_class()(u, engine_kwargs=_engine_kwargs(u))
+                from commtune.search.sqlite_storage import SqliteStorage
+
+                return SqliteStorage(u, engine_kwargs=_engine_kwargs(u))
             return optuna.storages.RDBStorage(u, engine_kwargs=_engine_kwargs(u))
         except Exception as exc:  # noqa: BLE001
             # Two workers (on different hosts) creating the schema of a new
@@ -125,39 +127,11 @@ class _SqliteConnect:
         import sqlite3
 
         # isolation_level=None: no implicit BEGIN from the driver; every
-        # transaction starts with BEGIN IMMEDIATE instead (see _sqlite_storage_class).
+        # transaction starts with BEGIN IMMEDIATE instead (see commtune.search.sqlite_storage).
         con = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
         return con
-
-
-def _begin_immediate(engine) -> None:
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _sqlite_storage_class():
-    """RDBStorage on SQLite whose transactions take the write lock when they
-    begin (BEGIN IMMEDIATE). Python's sqlite3 driver otherwise begins a
-    transaction only at the first write, so Optuna's read-check-write steps
-    (e.g. two workers popping the same enqueued trial) could interleave
-    between processes; with the lock taken first they are atomic."""
-    import optuna
-
-    class SqliteStorage(optuna.storages.RDBStorage):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            _begin_immediate(self.engine)
-
-        def __setstate__(self, state) -> None:  # re-created engine after pickling (Ray)
-            super().__setstate__(state)
-            _begin_immediate(self.engine)
-
-    return SqliteStorage
 
 
 def _engine_kwargs(url: str) -> dict:
