@@ -24,27 +24,36 @@ def measure_allreduce(
     Returns one record per (streams, size) with the median (``time_s``),
     mean and min over ``iters`` timed iterations. All ranks return the same.
     """
+    def make_run(numel: int, k: int, groups):
+        parts = comm.split(comm.buffer(numel), k)
+        return lambda: comm.allreduce_parts(parts, groups)
+
+    records = []
+    for k, numel, tmax in _sweep(comm, sizes, streams, make_run, warmup, iters, progress):
+        records.append({
+            "streams": int(k),
+            "size_bytes": int(numel * ELEMENT_BYTES),
+            "count": int(numel),
+            "time_s": statistics.median(tmax),
+            "mean_s": statistics.fmean(tmax),
+            "min_s": min(tmax),
+            "iters": int(iters),
+        })
+    return records
+
+
+def _sweep(comm, sizes: Sequence[int], streams: Sequence[int], make_run, warmup: int, iters: int,
+           progress: Progress | None):
+    """For each stream count K and size: ``make_run(numel, K, groups)`` builds
+    the collective to time; yields ``(K, numel, per-iteration slowest-rank times)``."""
     progress = progress or Progress(comm.rank)
     groups_all = comm.stream_groups(max(streams))
-    records = []
     for k in streams:
-        groups = groups_all[:k]
         for size in sizes:
             numel = max(k, -(-int(size) // ELEMENT_BYTES))
-            buf = comm.buffer(numel)
-            parts = comm.split(buf, k)
-            tmax = _timed_max(comm, progress, lambda: comm.allreduce_parts(parts, groups), warmup, iters)
-            del buf, parts
-            records.append({
-                "streams": int(k),
-                "size_bytes": int(numel * ELEMENT_BYTES),
-                "count": int(numel),
-                "time_s": statistics.median(tmax),
-                "mean_s": statistics.fmean(tmax),
-                "min_s": min(tmax),
-                "iters": int(iters),
-            })
-    return records
+            run = make_run(numel, k, groups_all[:k])
+            yield k, numel, _timed_max(comm, progress, run, warmup, iters)
+            del run
 
 
 def _timed_max(comm, progress: Progress, run, warmup: int, iters: int) -> list[float]:
@@ -81,20 +90,13 @@ def measure_bursts(
     shows how many collectives a stream runs at once and how much of the
     per-call latency overlaps (``commtune.probe.fit.fit_pipelining``).
     """
-    progress = progress or Progress(comm.rank)
-    groups_all = comm.stream_groups(max(streams))
-    records = []
-    for k in streams:
-        groups = groups_all[:k]
-        for size in sizes:
-            numel = max(k, -(-int(size) // ELEMENT_BYTES))
-            bufs = [comm.buffer(numel) for _ in range(count)]
-            parts = [comm.split(b, k) for b in bufs]
-            tmax = _timed_max(comm, progress, lambda: comm.allreduce_burst(parts, groups), warmup, iters)
-            del bufs, parts
-            records.append({"streams": int(k), "size_bytes": int(numel * ELEMENT_BYTES), "count": int(count),
-                            "time_s": statistics.median(tmax), "min_s": min(tmax), "iters": int(iters)})
-    return records
+    def make_run(numel: int, k: int, groups):
+        parts = [comm.split(comm.buffer(numel), k) for _ in range(count)]
+        return lambda: comm.allreduce_burst(parts, groups)
+
+    return [{"streams": int(k), "size_bytes": int(numel * ELEMENT_BYTES), "count": int(count),
+             "time_s": statistics.median(tmax), "min_s": min(tmax), "iters": int(iters)}
+            for k, numel, tmax in _sweep(comm, sizes, streams, make_run, warmup, iters, progress)]
 
 
 def measure_host(comm, sizes: Sequence[int], iters: int = 5, warmup: int = 1,
