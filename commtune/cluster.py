@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from commtune.errors import CommtuneError, did_you_mean
+from commtune.io import read_text
 from commtune.units import format_bandwidth, format_time, parse_bandwidth, parse_duration
 
 CLUSTER_FORMAT = "commtune-cluster/1"
@@ -203,10 +204,7 @@ def preset_for_bandwidth(bw_Bps: float) -> str | None:
 def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
     """Read a cluster description or calibration file (YAML or JSON)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise CommtuneError(f"cannot read cluster file {str(p)!r}: {exc.strerror}") from None
+    text = read_text(p, "cluster file")
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""File reads with one-line errors, and atomic writes: a reader never sees a half-written file."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from commtune.errors import CommtuneError
+
+
+def read_text(path: str | os.PathLike, what: str = "") -> str:
+    """The text of ``path``; an unreadable file is one CommtuneError line
+    (``cannot read <what> '<path>': <reason>``)."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        label = f"{what} " if what else ""
+        raise CommtuneError(f"cannot read {label}{str(path)!r}: {exc.strerror}") from None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

@@ -33,7 +33,7 @@ from typing import Any
 from commtune import __version__
 from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
-from commtune.io import atomic_write_json
+from commtune.io import atomic_write_json, read_text
 from commtune.knobs import Knobs
 
 SCHEMA = "commtune-profile/1"
@@ -123,10 +123,7 @@ def save_profile(profile: Profile, path: str | os.PathLike) -> Path:
 def load_profile(path: str | os.PathLike) -> Profile:
     """Read and validate a profile; every problem is one CommtuneError line."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise CommtuneError(f"cannot read profile {str(p)!r}: {exc.strerror}") from None
+    text = read_text(p, "profile")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

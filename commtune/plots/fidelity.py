@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from commtune.errors import CommtuneError
+from commtune.io import read_text
 
 HELP = "predicted against measured scatter with the y=x line (CSV/JSON of {predicted, measured})"
 
@@ -55,10 +56,7 @@ def _value(row: dict, what: str, where: str) -> float:
 def load_points(path: str) -> list[dict]:
     """``[{predicted_s, measured_s, label}]`` from a CSV or JSON file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise CommtuneError(f"cannot read {str(p)!r}: {exc.strerror}") from None
+    text = read_text(p)
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from commtune.errors import CommtuneError
+from commtune.io import read_text
 
 HELP = "best-so-far step time against trial, per sampler (Optuna storage or bench_search JSON)"
 
@@ -95,10 +96,9 @@ def _as_runs(obj: Any, where: str) -> list[list[float]]:
 def histories_from_json(path: str) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
     """Per-sampler runs and reference lines from a search-benchmark JSON file."""
     p = Path(path)
+    text = read_text(p)
     try:
-        data = json.loads(p.read_text())
-    except OSError as exc:
-        raise CommtuneError(f"cannot read {str(p)!r}: {exc.strerror}") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CommtuneError(f"{str(p)!r} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
     where = p.name

@@ -26,6 +26,7 @@ import yaml
 
 import search_spaces
 from commtune.errors import CommtuneError, did_you_mean
+from commtune.io import read_text
 from commtune.knobs import BASELINES, KNOBS, Knobs
 
 _SPEC_KEYS = {"value", "choices", "low", "high", "log", "step", "grid"}
@@ -430,11 +431,7 @@ def load_space(name_or_file: str | os.PathLike) -> SearchSpace:
         return parse_space(_load_yaml(search_spaces.read_text(spec), where), where, name=spec)
     p = Path(spec)
     if p.suffix in (".yaml", ".yml") or os.sep in spec or p.exists():
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise CommtuneError(f"cannot read search space file {spec!r}: {exc.strerror}") from None
-        return parse_space(_load_yaml(text, spec), spec, name=p.stem)
+        return parse_space(_load_yaml(read_text(spec, "search space file"), spec), spec, name=p.stem)
     raise CommtuneError(
         f"unknown search space {spec!r}{did_you_mean(spec, bundled)}; bundled: {', '.join(bundled)} (or a YAML file)"
     )
