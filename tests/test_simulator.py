@@ -164,9 +164,8 @@ def random_knobs(rng: np.random.Generator, n: int) -> list[Knobs]:
     ) for _ in range(n)]
 
 
-def test_batch_engine_equals_reference_scheduler():
-    sim = Simulator(resnet_like(), VPC)
-    configs = random_knobs(np.random.default_rng(1), 400)
+def assert_batch_equals_reference(sim: Simulator, configs: list) -> None:
+    """The vectorised engine gives the reference scheduler's figures for every configuration."""
     batch = sim.run_batch(KnobArrays.from_knobs(configs))
     for i, k in enumerate(configs):
         r = sim.run(k)
@@ -174,6 +173,10 @@ def test_batch_engine_equals_reference_scheduler():
             assert batch[name][i] == pytest.approx(getattr(r, name), rel=1e-12, abs=1e-15), (name, k)
         assert batch["num_buffers"][i] == r.num_buffers
         assert batch["negotiation_msgs_rank0"][i] == r.negotiation_msgs_rank0
+
+
+def test_batch_engine_equals_reference_scheduler():
+    assert_batch_equals_reference(Simulator(resnet_like(), VPC), random_knobs(np.random.default_rng(1), 400))
 
 
 @settings(max_examples=60, deadline=None)
@@ -292,14 +295,7 @@ PIPELINE_CLUSTERS = [
 
 @pytest.mark.parametrize("cluster", PIPELINE_CLUSTERS)
 def test_batch_engine_equals_reference_scheduler_with_pipelining_and_host_work(cluster):
-    sim = Simulator(resnet_like(), cluster)
-    configs = random_knobs(np.random.default_rng(7), 200)
-    batch = sim.run_batch(KnobArrays.from_knobs(configs))
-    for i, k in enumerate(configs):
-        r = sim.run(k)
-        for name in ("step_time_s", "comm_time_s", "exposed_comm_s", "negotiation_s"):
-            assert batch[name][i] == pytest.approx(getattr(r, name), rel=1e-12, abs=1e-15), (name, k)
-        assert batch["num_buffers"][i] == r.num_buffers
+    assert_batch_equals_reference(Simulator(resnet_like(), cluster), random_knobs(np.random.default_rng(7), 200))
 
 
 def test_batch_equals_reference_with_calibrated_per_stream_gaps():
