@@ -19,7 +19,7 @@ import numpy as np
 
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT
-from commtune.units import format_bandwidth, parse_bandwidth
+from commtune.units import parse_bandwidth
 
 HELP = "best knobs and scaling efficiency against bandwidth (grid search per bandwidth)"
 DEFAULT_BWS = "5gbit,10gbit,16gbit,25gbit,32gbit,50gbit,100gbit,200gbit"
