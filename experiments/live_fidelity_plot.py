@@ -121,16 +121,15 @@ def main() -> int:
 def plot_and_summarise(results: dict, origin: str) -> None:
     from commtune.plots import new_figure, styled
     from commtune.plots.fidelity import draw_fidelity
+    from commtune.probe.validate import fidelity_points
 
     points_all, table = [], []
     fig = new_figure(5.3 * len(results), 5.2)
     with styled():
         axes = fig.subplots(1, len(results), squeeze=False)[0]
         for ax, (name, res) in zip(axes, results.items()):
-            pts = [{"predicted_s": r["predicted_s"], "measured_s": r["measured_s"], "label": r["config"],
-                    "group": f"{r['knobs']['num_streams']} stream{'s' if r['knobs']['num_streams'] > 1 else ''}"}
-                   for r in res["rows"]]
-            st = draw_fidelity(ax, pts, title=name, band_pct=10)
+            pts = fidelity_points(res)
+            draw_fidelity(ax, pts, title=name, band_pct=10)
             s = res["summary"]
             rows = res["rows"]
             table.append({"setting": name, "n": len(rows), "mape": f"{s['mape']:.1%}",

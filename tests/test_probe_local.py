@@ -76,6 +76,7 @@ def test_probe_cli_two_ranks_table_and_calibration(tmp_path, capsys):
     (["probe", "--emulated", "--bw", "1 parsec", "--hosts", "2"], "link rate"),
     (["probe"], "nothing to run on"),
     (["validate", "--cluster", "/nonexistent/calib.yaml", "--ranks", "2"], "cannot read cluster file"),
+    (["validate", "--cluster", "/nonexistent/calib.yaml", "--ranks", "2", "--plot", "v.jpgx"], "image format"),
 ])
 def test_bad_arguments_one_line_exit_2(argv, needle, capsys, monkeypatch):
     for k in ("RANK", "WORLD_SIZE"):

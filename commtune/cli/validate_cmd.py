@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from commtune.cli.common import positive_int
 from commtune.cli.probe_cmd import add_launch_args, launch_from_args
@@ -35,10 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from commtune.cluster import load_cluster_file
+    from commtune.plots import check_output_path
     from commtune.probe.probe import parse_streams
     from commtune.probe.validate import format_report, grid_configs, plot, run_validation
     from commtune.units import parse_size
 
+    if args.plot:
+        check_output_path(args.plot)  # before minutes of live steps, not after
     calib = load_cluster_file(args.cluster)  # one-line error if missing or malformed
     buckets = [parse_size(b, "--buckets entry", allow_zero=False) for b in args.buckets.split(",") if b.strip()]
     if not buckets:

@@ -14,7 +14,6 @@ the run-to-run noise of the live measurements (the largest relative spread,
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Sequence
 
@@ -44,14 +43,21 @@ def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> Cluste
     return dataclasses.replace(spec, nodes=hosts, gpus_per_node=world_size // hosts)
 
 
-def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None) -> dict:
-    """MAPE, Spearman, pick gap (simulator's best measured vs the measured best)."""
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (tied values share their mean rank); NaN for
+    fewer than three points or a constant side."""
     from scipy.stats import spearmanr
 
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(spearmanr(a, b).statistic) if len(a) > 2 and np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
+
+
+def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None) -> dict:
+    """MAPE, Spearman, pick gap (simulator's best measured vs the measured best)."""
     p = np.asarray(predicted, dtype=float)
     m = np.asarray(measured, dtype=float)
     mape = float(np.mean(np.abs(p - m) / m))
-    rho = float(spearmanr(p, m).statistic) if len(p) > 2 and np.ptp(p) > 0 and np.ptp(m) > 0 else float("nan")
+    rho = spearman(p, m)
     sim_best = int(np.argmin(p))
     live_best = int(np.argmin(m))
     gap = float(m[sim_best] / m[live_best] - 1.0)
@@ -107,31 +113,20 @@ def format_report(res: dict) -> str:
     return "\n".join(lines)
 
 
+def fidelity_points(res: dict) -> list[dict]:
+    """The rows of a validation result as points for :func:`commtune.plots.fidelity.draw_fidelity`,
+    grouped by stream count."""
+    return [{"predicted_s": r["predicted_s"], "measured_s": r["measured_s"], "label": r["config"],
+             "group": f"{r['knobs']['num_streams']} stream{'s' if r['knobs']['num_streams'] > 1 else ''}"}
+            for r in res["rows"]]
+
+
 def plot(res: dict, path: str, title: str = "") -> str:
-    """Predicted vs measured step time scatter (Agg backend)."""
-    import matplotlib
+    """Write the predicted-vs-measured scatter (PNG/SVG/PDF by extension) atomically."""
+    from commtune.plots import save_figure
+    from commtune.plots.fidelity import plot_fidelity
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = np.array([r["measured_s"] for r in res["rows"]]) * 1e3
-    p = np.array([r["predicted_s"] for r in res["rows"]]) * 1e3
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ks = [r["knobs"]["num_streams"] for r in res["rows"]]
-    for k in sorted(set(ks)):
-        sel = [i for i, v in enumerate(ks) if v == k]
-        ax.scatter(m[sel], p[sel], label=f"{k} stream{'s' if k > 1 else ''}")
-    lo, hi = min(m.min(), p.min()) * 0.95, max(m.max(), p.max()) * 1.05
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
-    ax.set_xlabel("measured step time (ms)")
-    ax.set_ylabel("predicted step time (ms)")
     s = res["summary"]
-    ax.set_title(title or f"MAPE {s['mape']:.1%}, Spearman {s['spearman']:.2f}")
-    ax.legend()
-    fig.tight_layout()
-    from commtune.io import atomic_write_text  # noqa: F401  (folder creation below)
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig = plot_fidelity(fidelity_points(res), title=title or f"MAPE {s['mape']:.1%}, Spearman {s['spearman']:.2f}")
+    save_figure(fig, path, dpi=110)
     return path
