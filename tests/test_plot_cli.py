@@ -121,3 +121,16 @@ def test_unknown_kind_is_usage_error(capsys):
         run_cli(["plot", "pie", "-o", "x.png"])
     assert exc.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_fidelity_stats_rank_ties_like_validate():
+    """Tied predictions share their mean rank, the same Spearman `commtune validate` reports."""
+    import math
+
+    from commtune.plots.fidelity import error_stats
+    from commtune.probe.validate import compare
+
+    pred, meas = [1.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]
+    st = error_stats([{"predicted_s": p, "measured_s": m} for p, m in zip(pred, meas)])
+    assert st["spearman"] == pytest.approx(4.5 / math.sqrt(4.5 * 5.0))  # ranks (1.5, 1.5, 3, 4) vs (1, 2, 3, 4)
+    assert st["spearman"] == compare(pred, meas)["spearman"]

@@ -89,8 +89,9 @@ def error_stats(points: list[dict]) -> dict[str, float]:
     ape = np.abs(pr - me) / me * 100
     out = {"n": len(points), "mape_pct": float(ape.mean()), "max_ape_pct": float(ape.max())}
     if len(points) > 2:
-        rp, rm = np.argsort(np.argsort(pr)), np.argsort(np.argsort(me))
-        out["spearman"] = float(np.corrcoef(rp, rm)[0, 1]) if rp.std() and rm.std() else float("nan")
+        from commtune.probe.validate import spearman
+
+        out["spearman"] = spearman(pr, me)
     return out
 
 
