@@ -14,7 +14,6 @@ Writes results/fusion_sweep.{csv,json,md,png}.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 

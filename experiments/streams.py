@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 
 import _common as C
 

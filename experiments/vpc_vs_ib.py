@@ -18,7 +18,6 @@ Writes results/vpc_vs_ib.{json,csv,md} and vpc_vs_ib.png (+ timelines).
 """
 from __future__ import annotations
 
-import dataclasses
 
 import _common as C
 

@@ -30,7 +30,7 @@ import torch.distributed as dist  # noqa: E402
 from commtune.cluster import ClusterSpec  # noqa: E402
 from commtune.errors import CommtuneError  # noqa: E402
 from commtune.knobs import Knobs  # noqa: E402
-from commtune.profiles import Profile, provenance, save_profile  # noqa: E402
+from commtune.profiles import Profile, provenance  # noqa: E402
 from commtune.runtime import AutoTuner, CommtuneWarning, build_ddp, module_profile, plan_for, wrap  # noqa: E402
 
 KiB = 1024

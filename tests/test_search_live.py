@@ -8,7 +8,6 @@ import os
 import shutil
 import statistics
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -205,7 +205,6 @@ def _set_first_bucket(nbytes: int) -> int:
 def run_ddp_task(comm, task: dict, progress) -> dict:
     """Worker side: time every configuration of the task on this rank's DDP."""
     import torch
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from commtune.probe.ddp_hooks import make_multistream_hook

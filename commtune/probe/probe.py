@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import platform
-import time
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -17,7 +16,7 @@ from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
 from commtune.probe.fit import busbw, algbw, derive_link, fit_host, fit_measurements, fit_pipelining
-from commtune.units import format_size, parse_size
+from commtune.units import parse_size
 
 DEFAULT_SIZES = "1KB:256MB"
 DEFAULT_STREAMS = (1, 2, 4, 8)
