@@ -19,7 +19,24 @@ Negotiation per loop tick (dynamic policy): a ``central`` rank-0 coordinator
 receives one request from and sends one response to every other rank, so it
 handles ``2(n-1)`` messages in series: ``nu = 2*alpha + 2(n-1)*m``. A
 ``decentralized`` bit-vector all-reduce (recursive doubling) needs
-``2*ceil(log2 n)`` latency-bound steps: ``nu = 2*ceil(log2 n)*alpha``.
+``2*ceil(log2 n)`` latency-bound steps: ``nu = 2*ceil(log2 n)*alpha``. With
+Horovod's response cache (``ClusterSpec.response_cache``; Horovod PR #902,
+v0.16.2+) every tensor of a steady-state step is a cache hit, and rank 0's
+round is replaced by the same bit-vector all-reduce: ``central`` then costs
+what ``decentralized`` does.
+
+Algorithm choice. A network model may offer a second algorithm
+``(a2, b2)`` (NCCL's tree); each buffer takes the faster of the two,
+``min(a + b*S, a2 + b2*S)``, as NCCL's tuning model picks per message size.
+
+Interference with compute. Each buffer j costs ``c`` seconds on the training
+thread (``ClusterSpec.bucket_cost_s``: hook, copy, launch) before its
+all-reduce starts, and its communication kernel takes a share ``sigma``
+(``comm_sm_share``) of the GPU while it runs. A buffer launched during
+backward (any but the last) therefore delays every later gradient, and the end
+of backward, by ``d_j = c + sigma*(a_j + b_j*S_j)`` (its chosen algorithm's
+time); the delays add up (``D``) and shift the ready times the fusion policy
+sees (``r_i + D``). Backward ends at ``B + D``.
 
 Streams: each buffer is split evenly over K streams that run concurrently
 (the AIACC scheme), so a buffer of S bytes takes ``a(K) + b(K)*S`` from the
@@ -30,10 +47,10 @@ with ``m`` collectives in flight per stream, back-to-back gap ``g`` and host
 costs ``h_pre``/``h_post`` per byte (``ClusterSpec``; all default to the plain
 FIFO model, m=1, g=h=0)::
 
-    start_j = max(d_j + h_pre*S_j, end_{j-m})          (end_{<0} = 0)
+    start_j = max(d_j + c + h_pre*S_j, end_{j-m})      (end_{<0} = 0)
     end_j   = max(start_j + a + b*S_j, end_{j-1} + g + b*S_j)
     done_j  = max(done_{j-1}, end_j) + h_post*S_j       (done_{-1} = end of backward
-                                                         for static fusion, else 0)
+                                                         B + D for static fusion, else 0)
 
 A buffer waits for one of the stream's m slots (buffer j-m done); the link
 carries one buffer's bytes at a time, so its transfer ``b*S_j`` follows the
@@ -65,20 +82,22 @@ def wire_bytes_per_element(wire_precision: str | np.ndarray, grad_bpe: int) -> n
     return np.where(fp16, min(2, grad_bpe), grad_bpe)
 
 
-def negotiation_time_s(central: np.ndarray | bool, world_size: int, latency_s: float, msg_s: float) -> np.ndarray:
+def negotiation_time_s(central: np.ndarray | bool, world_size: int, latency_s: float, msg_s: float,
+                       cached: bool = False) -> np.ndarray:
     """Time of one negotiation round (see module docstring)."""
     if world_size <= 1:
         return np.zeros(np.shape(central))
-    t_central = 2 * latency_s + 2 * (world_size - 1) * msg_s
     t_decentral = 2 * math.ceil(math.log2(world_size)) * latency_s
+    t_central = t_decentral if cached else 2 * latency_s + 2 * (world_size - 1) * msg_s
     return np.where(np.asarray(central, dtype=bool), t_central, t_decentral)
 
 
-def negotiation_messages_rank0(central: np.ndarray | bool, world_size: int) -> np.ndarray:
+def negotiation_messages_rank0(central: np.ndarray | bool, world_size: int, cached: bool = False) -> np.ndarray:
     """Messages the busiest rank handles per negotiation round."""
     if world_size <= 1:
         return np.zeros(np.shape(central))
-    return np.where(np.asarray(central, dtype=bool), 2 * (world_size - 1), 2 * math.ceil(math.log2(world_size)))
+    log_steps = 2 * math.ceil(math.log2(world_size))
+    return np.where(np.asarray(central, dtype=bool), log_steps if cached else 2 * (world_size - 1), log_steps)
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,6 +120,10 @@ class SystemParams:
     gap_s: np.ndarray  # back-to-back gap g
     host_pre_s_per_byte: np.ndarray  # per gradient byte
     host_post_s_per_byte: np.ndarray  # per gradient byte
+    a2_s: np.ndarray  # second algorithm (NCCL tree); inf = none
+    b2_s_per_byte: np.ndarray
+    bucket_cost_s: np.ndarray  # c, per buffer on the training thread
+    sm_share: np.ndarray  # sigma, share of compute a running collective takes
 
     def __len__(self) -> int:
         return len(self.dynamic)
@@ -110,7 +133,8 @@ class SystemParams:
             bool(self.dynamic[i]), float(self.threshold[i]), float(self.first_cap[i]), float(self.period_s[i]),
             float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
             int(self.inflight[i]), float(self.gap_s[i]), float(self.host_pre_s_per_byte[i]),
-            float(self.host_post_s_per_byte[i]),
+            float(self.host_post_s_per_byte[i]), float(self.a2_s[i]), float(self.b2_s_per_byte[i]),
+            float(self.bucket_cost_s[i]), float(self.sm_share[i]),
         )
 
 
@@ -164,19 +188,25 @@ class NetworkTable:
     b_s_per_byte: np.ndarray  # (K, 2)
     inflight: np.ndarray  # (K,)
     gap_s: np.ndarray  # (K,)
+    a2_s: np.ndarray  # (K, 2), the alternative algorithm (inf = none)
+    b2_s_per_byte: np.ndarray  # (K, 2)
 
     @classmethod
     def build(cls, network: NetworkModel) -> "NetworkTable":
         ks = np.arange(1, int(KNOBS["num_streams"].high) + 1)
-        a, b = network.coeffs(ks[:, None], np.array([False, True])[None, :])
+        hs = np.array([False, True])[None, :]
+        a, b = network.coeffs(ks[:, None], hs)
+        a2, b2 = network.alt_coeffs(ks[:, None], hs)
         m, gap = network.pipelining(ks)
-        return cls(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
-                   np.asarray(m, dtype=np.int64), np.asarray(gap, dtype=np.float64))
+        f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+        return cls(f(a), f(b), np.asarray(m, dtype=np.int64), f(gap), f(a2), f(b2))
 
-    def lookup(self, num_streams, hierarchical) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def lookup(self, num_streams, hierarchical) -> tuple[np.ndarray, ...]:
+        """``(a, b, m, gap, a2, b2)`` per configuration."""
         k = np.asarray(num_streams, dtype=np.int64) - 1
         h = np.asarray(hierarchical, dtype=np.int64)
-        return self.a_s[k, h], self.b_s_per_byte[k, h], self.inflight[k], self.gap_s[k]
+        return (self.a_s[k, h], self.b_s_per_byte[k, h], self.inflight[k], self.gap_s[k],
+                self.a2_s[k, h], self.b2_s_per_byte[k, h])
 
 
 def network_table(network: NetworkModel) -> NetworkTable:
@@ -198,11 +228,12 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     dynamic = knobs.fusion_policy == "dynamic"
     central = knobs.negotiation == "central"
     lat = network.control_latency_s()
-    msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
-    nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s), 0.0)
-    msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size), 0)
-    a, b, m, gap = network_table(network).lookup(knobs.num_streams, knobs.hierarchical)
     host = cluster if cluster is not None else getattr(network, "cluster", None)
+    msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
+    cached = bool(getattr(host, "response_cache", False))
+    nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s, cached), 0.0)
+    msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size, cached), 0)
+    a, b, m, gap, a2, b2 = network_table(network).lookup(knobs.num_streams, knobs.hierarchical)
     h_pre = float(getattr(host, "host_pre_s_per_byte", 0.0))
     h_post = float(getattr(host, "host_post_s_per_byte", 0.0))
     thr = knobs.fusion_threshold_bytes.astype(np.float64)
@@ -222,6 +253,10 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         gap_s=np.broadcast_to(gap, thr.shape).astype(np.float64),
         host_pre_s_per_byte=np.full(thr.shape, h_pre),
         host_post_s_per_byte=np.full(thr.shape, h_post),
+        a2_s=np.broadcast_to(a2, thr.shape).astype(np.float64),
+        b2_s_per_byte=np.broadcast_to(b2 * ratio, thr.shape).astype(np.float64),
+        bucket_cost_s=np.full(thr.shape, float(getattr(host, "bucket_cost_s", 0.0))),
+        sm_share=np.full(thr.shape, float(getattr(host, "comm_sm_share", 0.0))),
     )
 
 
@@ -240,14 +275,16 @@ class Buffer(NamedTuple):
 
 
 def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
-             p: tuple[float, ...]) -> tuple[list[Buffer], int, float]:
+             p: tuple[float, ...]) -> tuple[list[Buffer], int, float, float]:
     """Reference scheduler for one configuration (a :meth:`SystemParams.row`).
 
-    Returns the buffers in dispatch order, the number of negotiation rounds
-    and the communication busy time (union of the buffers' intervals). Times are relative to the start of backward; the step's
-    communication ends at the last buffer's ``done_s`` (module docstring).
+    Returns the buffers in dispatch order, the number of negotiation rounds,
+    the communication busy time (union of the buffers' intervals) and the
+    delay ``D`` the buffers added to backward. Times are relative to the start
+    of backward (``ready_s`` before any delay); the step's communication ends
+    at the last buffer's ``done_s`` (module docstring).
     """
-    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post = p
+    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, a2, b2, cost, share = p
     buffers: list[Buffer] = []
     ends: list[float] = []
     cur_bytes = 0.0
@@ -258,45 +295,61 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     prev_tick = -1.0
     prev_end = -math.inf
     busy = 0.0  # length of the union of the [start, end] intervals (ends rise with j)
-    done = 0.0 if dynamic else (ready_s[-1] if len(ready_s) else 0.0)
+    delay = 0.0  # D: what the buffers launched so far added to backward
     n = len(ready_s)
+
+    def dispatch(r: float) -> tuple[float, float]:
+        if not dynamic:
+            return r, r
+        tick = math.ceil(r / period) * period if period > 0 else r
+        return tick, tick + nego
+
     for i in range(n + 1):
         if i < n:
-            r = ready_s[i]
             s = grad_bytes[i]
+            tick, disp = dispatch(ready_s[i] + delay)
             if dynamic:
-                tick = math.ceil(r / period) * period if period > 0 else r
-                disp = tick + nego
-                if tick != prev_tick:
-                    rounds += 1
-                    prev_tick = tick
                 flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
             else:
-                disp = r
                 flush = cur_bytes > 0 and cur_bytes >= (first_cap if first_bucket else thr)
             if not flush:
+                if dynamic and tick != prev_tick:
+                    rounds += 1
+                    prev_tick = tick
                 cur_bytes += s
                 cur_disp = disp
                 continue
         # emit the current buffer (module docstring formulas)
         j = len(ends)
         slot = ends[j - m] if j >= m else 0.0
-        start = cur_disp + h_pre * cur_bytes
+        start = cur_disp + cost + h_pre * cur_bytes
         if slot > start:
             start = slot
-        bs = b * cur_bytes
-        end = start + (a + bs)
+        aj, bj = a, b
+        if a2 + b2 * cur_bytes < a + b * cur_bytes:
+            aj, bj = a2, b2
+        bs = bj * cur_bytes
+        end = start + (aj + bs)
         serial = prev_end + gap + bs
         if serial > end:
             end = serial
-        done = (done if done > end else end) + h_post * cur_bytes
         busy += end - (start if start > prev_end else prev_end)
         ends.append(end)
         prev_end = end
-        buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, done))
+        buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, end))
         if i < n:
+            delay += cost + share * (aj + bs)
+            tick, disp = dispatch(ready_s[i] + delay)
+            if dynamic and tick != prev_tick:
+                rounds += 1
+                prev_tick = tick
             first_bucket = False
             cur_bytes = s
             cur_first = i
             cur_disp = disp
-    return buffers, rounds, busy
+    # host post-work in buffer order; static fusion starts it at the end of backward
+    done = 0.0 if dynamic else (ready_s[-1] + delay if n else 0.0)
+    for j, buf in enumerate(buffers):
+        done = (done if done > buf.end_s else buf.end_s) + h_post * buf.grad_bytes
+        buffers[j] = buf._replace(done_s=done)
+    return buffers, rounds, busy, delay
