@@ -70,11 +70,20 @@ class ClusterSpec:
       ready (DDP's reducer, Horovod's allreduce op), on backward.
     * ``step_overhead_s``: per step, the framework's fixed cost (DDP's
       reducer prepare/finalize), paid even on one GPU.
+    * ``rank_skew``: with more than one rank, how much slower the slowest
+      rank computes than the mean (GPU clock and thermal spread); every
+      collective waits for it, so forward and backward stretch by
+      ``1 + rank_skew``.
     * ``nccl_tree``: NCCL may pick its tree all-reduce (NCCL >= 2.4) for a
       buffer when the tuning model says it is faster than the ring.
     * ``response_cache``: Horovod's response cache (>= 0.16.2, on by
       default): in steady state a ``central`` negotiation round is a
       bit-vector all-reduce, not ``2(n-1)`` messages at rank 0.
+    * ``loop_waits``: the dynamic-fusion background loop performs its
+      collectives before its next cycle (a synchronous loop, as assumed for
+      the 2017-2018 Horovod of its paper); the next cycle starts when the
+      last collective ends, so tensors ready meanwhile fuse into one buffer.
+      False: the loop only enqueues them (Horovod with a finalizer thread).
     """
 
     nodes: int = 16
@@ -94,8 +103,10 @@ class ClusterSpec:
     comm_sm_share: float = 0.0
     tensor_hook_s: float = 0.0
     step_overhead_s: float = 0.0
+    rank_skew: float = 0.0
     nccl_tree: bool = False
     response_cache: bool = False
+    loop_waits: bool = False
     device: str = "V100"
     name: str = "custom"
     meta: dict = field(default_factory=dict, compare=False, hash=False)
@@ -115,10 +126,11 @@ class ClusterSpec:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v)):
                 raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")
-        v = self.comm_sm_share
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
-            raise CommtuneError(f"comm_sm_share must be a fraction in [0, 1], got {v!r}")
-        for name in ("nccl_tree", "response_cache"):
+        for name in ("comm_sm_share", "rank_skew"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+                raise CommtuneError(f"{name} must be a fraction in [0, 1], got {v!r}")
+        for name in ("nccl_tree", "response_cache", "loop_waits"):
             if not isinstance(getattr(self, name), bool):
                 raise CommtuneError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

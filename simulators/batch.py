@@ -35,6 +35,9 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     a2, b2, cost, share = p.a2_s, p.b2_s_per_byte, p.bucket_cost_s, p.sm_share
     has_alt = bool(np.isfinite(a2).any())
     interferes = bool((cost > 0).any() or (share > 0).any())
+    waits = p.loop_waits
+    any_waits = bool(waits.any())
+    origin = np.zeros(n)
     m_max = int(m.max()) if n else 1
     pipelined = m_max > 1
     rows = np.arange(n)
@@ -68,10 +71,16 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         end = np.maximum(start + (aj + bs), last_end + gap + bs)
         return start, end, np.maximum(done, end) + h_post * size, aj + bs
 
-    def dispatch(r: np.ndarray):
-        tick = np.where(has_period, np.ceil(r / safe_period) * safe_period, r)
+    def dispatch(r):
+        if any_waits:
+            late = r > origin
+            grid = origin + np.ceil((r - origin) / safe_period) * safe_period
+            tick = np.where(late, np.where(has_period, grid, r), origin)
+        else:
+            tick = np.where(has_period, np.ceil(r / safe_period) * safe_period, r)
         return tick, np.where(dyn, tick + nego, r)
 
+    moving = interferes or any_waits
     for r, s in zip(ready_s.tolist(), grad_bytes.tolist()):
         tick, disp = dispatch(r + delay) if interferes else dispatch(r)
         flush_dyn = (disp != cur_disp) | (cur + s > thr)
@@ -80,6 +89,9 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
             start, end, dn, t_coll = emit(cur, cur_disp)
             if interferes:
                 delay = np.where(flush, delay + cost + share * t_coll, delay)
+            if any_waits:
+                origin = np.where(flush & waits, end, origin)
+            if moving:
                 tick, disp = dispatch(r + delay)
             busy += np.where(flush, end - np.maximum(start, last_end), 0.0)
             if pipelined:

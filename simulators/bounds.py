@@ -5,10 +5,10 @@ ready; it moves bytes no faster than the best per-byte cost any stream count
 or algorithm (ring or tree) reaches; and the last gradient's all-reduce
 starts after backward ends, so it cannot be hidden. With ``a*``/``b*`` the
 smallest latency and per-byte cost over the allowed knobs and algorithms,
-``rho`` the smallest wire ratio, ``B' = B + T*hook`` (per-tensor hooks) and
+``rho`` the smallest wire ratio, ``B' = s*B + T*hook`` (s = 1 + rank skew, per-tensor hooks) and
 ``c`` the per-buffer cost (at least one buffer)::
 
-    LB = F + max(B', r_first + a* + b* * rho * total_bytes, B' + c + a* + b* * rho * last_bytes)
+    LB = s*F + max(B', r_first + a* + b* * rho * total_bytes, B' + c + a* + b* * rho * last_bytes)
          + optimizer + step overhead
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ def step_lower_bound_s(
     rho = min(float(wire_bytes_per_element(p, gbpe)) for p in wire_precisions) / gbpe
     total = workload.total_grad_bytes * rho
     last = float(workload.grad_bytes[-1]) * rho
-    first_ready = float(workload.ready_s[0])
-    backward = workload.backward_s + hooks
+    stretch = 1.0 + (float(getattr(c, "rank_skew", 0.0)) if network.world_size > 1 else 0.0)
+    first_ready = float(workload.ready_s[0]) * stretch
+    backward = workload.backward_s * stretch + hooks
     comm_bound = max(first_ready + a_min + b_min * total, backward + cost + a_min + b_min * last)
-    return workload.forward_s + max(backward, comm_bound) + fixed
+    return workload.forward_s * stretch + max(backward, comm_bound) + fixed

@@ -43,10 +43,12 @@ class StepResult:
     busy with all-reduce; ``exposed_comm_s`` what the step adds beyond
     compute (exposed communication, per-bucket interference, hooks, the
     framework's per-step cost); ``scaling_efficiency`` = compute / step.
-    ``interference_s`` is the part backward was delayed by buffers and hooks.
+    ``interference_s`` is what buffers, hooks and the slowest rank added to
+    forward + backward.
 
-    Step = forward + max(backward + hooks + D, communication done) +
-    optimizer + step overhead (``simulators.system`` for D).
+    Step = s*forward + max(s*backward + hooks + D, communication done) +
+    optimizer + step overhead, with s = 1 + rank_skew (n > 1) and D from
+    ``simulators.system``.
     """
 
     step_time_s: float
@@ -77,9 +79,11 @@ class Simulator:
         self.workload = workload
         self.cluster = cluster
         self.network = network or network_for(cluster)
-        # Each gradient's hook runs on backward: tensor i is ready (i+1) hooks later.
+        # The slowest rank sets the pace (rank_skew, n > 1); each gradient's
+        # hook runs on backward: tensor i is ready (i+1) hooks later.
+        self._stretch = 1.0 + (cluster.rank_skew if cluster.world_size > 1 else 0.0)
         hooks = cluster.tensor_hook_s * np.arange(1, len(workload.ready_s) + 1)
-        self._ready_arr = workload.ready_s + hooks
+        self._ready_arr = workload.ready_s * self._stretch + hooks
         self._ready = self._ready_arr.tolist()
         self._hooks_s = float(hooks[-1]) if len(hooks) else 0.0
         self._bytes = workload.grad_bytes.astype(np.float64)
@@ -89,8 +93,8 @@ class Simulator:
         """Step metrics from the schedule's outcome; floats or arrays (one entry per configuration)."""
         w = self.workload
         compute = w.compute_s
-        backward = w.backward_s + self._hooks_s + delay
-        step = (w.forward_s + np.maximum(backward, comm_end) + w.optimizer_s
+        backward = w.backward_s * self._stretch + self._hooks_s + delay
+        step = (w.forward_s * self._stretch + np.maximum(backward, comm_end) + w.optimizer_s
                 + self.cluster.step_overhead_s)
         return {
             "step_time_s": step,
@@ -102,7 +106,7 @@ class Simulator:
             "num_buffers": nbuf,
             "negotiation_s": rounds * nego_s,
             "negotiation_msgs_rank0": rounds * nego_msgs,
-            "interference_s": self._hooks_s + delay,
+            "interference_s": self._hooks_s + delay + (self._stretch - 1.0) * (w.forward_s + w.backward_s),
         }
 
     def run(self, knobs: Knobs) -> StepResult:

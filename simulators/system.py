@@ -25,6 +25,12 @@ v0.16.2+) every tensor of a steady-state step is a cache hit, and rank 0's
 round is replaced by the same bit-vector all-reduce: ``central`` then costs
 what ``decentralized`` does.
 
+Waiting loop (``ClusterSpec.loop_waits``): the loop runs a cycle's
+collectives before its next cycle, so after buffer j the ticks restart at
+its end: ``tick = O + ceil((r - O)/P)*P`` (``O`` = end of the last buffer, 0
+before the first; ``tick = O`` for a tensor ready before ``O``). With
+``O = 0`` this is the free-running grid above.
+
 Algorithm choice. A network model may offer a second algorithm
 ``(a2, b2)`` (NCCL's tree); each buffer takes the faster of the two,
 ``min(a + b*S, a2 + b2*S)``, as NCCL's tuning model picks per message size.
@@ -124,6 +130,7 @@ class SystemParams:
     b2_s_per_byte: np.ndarray
     bucket_cost_s: np.ndarray  # c, per buffer on the training thread
     sm_share: np.ndarray  # sigma, share of compute a running collective takes
+    loop_waits: np.ndarray  # bool, the dynamic loop waits for its collectives
 
     def __len__(self) -> int:
         return len(self.dynamic)
@@ -134,7 +141,7 @@ class SystemParams:
             float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
             int(self.inflight[i]), float(self.gap_s[i]), float(self.host_pre_s_per_byte[i]),
             float(self.host_post_s_per_byte[i]), float(self.a2_s[i]), float(self.b2_s_per_byte[i]),
-            float(self.bucket_cost_s[i]), float(self.sm_share[i]),
+            float(self.bucket_cost_s[i]), float(self.sm_share[i]), bool(self.loop_waits[i]),
         )
 
 
@@ -257,6 +264,7 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         b2_s_per_byte=np.broadcast_to(b2 * ratio, thr.shape).astype(np.float64),
         bucket_cost_s=np.full(thr.shape, float(getattr(host, "bucket_cost_s", 0.0))),
         sm_share=np.full(thr.shape, float(getattr(host, "comm_sm_share", 0.0))),
+        loop_waits=dynamic & bool(getattr(host, "loop_waits", False)),
     )
 
 
@@ -284,7 +292,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     of backward (``ready_s`` before any delay); the step's communication ends
     at the last buffer's ``done_s`` (module docstring).
     """
-    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, a2, b2, cost, share = p
+    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, a2, b2, cost, share, waits = p
     buffers: list[Buffer] = []
     ends: list[float] = []
     cur_bytes = 0.0
@@ -296,12 +304,16 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     prev_end = -math.inf
     busy = 0.0  # length of the union of the [start, end] intervals (ends rise with j)
     delay = 0.0  # D: what the buffers launched so far added to backward
+    origin = 0.0  # O: where the loop's ticks start (the last buffer's end when the loop waits)
     n = len(ready_s)
 
     def dispatch(r: float) -> tuple[float, float]:
         if not dynamic:
             return r, r
-        tick = math.ceil(r / period) * period if period > 0 else r
+        if r <= origin:
+            tick = origin
+        else:
+            tick = origin + math.ceil((r - origin) / period) * period if period > 0 else r
         return tick, tick + nego
 
     for i in range(n + 1):
@@ -339,6 +351,8 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
         buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, end))
         if i < n:
             delay += cost + share * (aj + bs)
+            if waits:
+                origin = end
             tick, disp = dispatch(ready_s[i] + delay)
             if dynamic and tick != prev_tick:
                 rounds += 1

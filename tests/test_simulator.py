@@ -407,6 +407,33 @@ def test_hooks_optimizer_and_step_overhead_add_their_closed_forms():
     assert r.scaling_efficiency == pytest.approx(r.compute_time_s / r.step_time_s)
 
 
+def test_rank_skew_stretches_compute_only_with_several_ranks():
+    w = synthetic_workload([0.05], [1000], forward_s=0.02, backward_s=0.05)
+    free = dict(inter_bw_Bps=1e30, inter_latency_s=0.0, intra_bw_Bps=1e30, intra_latency_s=0.0, rank_skew=0.04)
+    one = Simulator(w, bare_cluster(nodes=1, **free)).run(ONE_BUFFER)
+    four = Simulator(w, bare_cluster(nodes=4, **free)).run(ONE_BUFFER)
+    assert one.step_time_s == pytest.approx(0.07)
+    assert four.step_time_s == pytest.approx(0.07 * 1.04)
+    assert four.scaling_efficiency == pytest.approx(1 / 1.04)
+
+
+def test_waiting_loop_restarts_its_ticks_at_the_last_collective_end():
+    # 2 ranks, a = 2 ms, b = 0, nu = 2 ms (decentralized, 2*ceil(log2 2)*alpha), P = max(1 ms, nu) = 2 ms.
+    c = bare_cluster(nodes=2, inter_latency_s=1e-3, inter_bw_Bps=1e30, loop_waits=True)
+    w = synthetic_workload([0.5e-3, 2.5e-3, 3.5e-3, 5.0e-3], [10] * 4, backward_s=5e-3)
+    knobs = Knobs(fusion_policy="dynamic", cycle_time_ms=1.0, negotiation="decentralized",
+                  fusion_threshold_bytes=2**30)
+    # free-running grid: ticks 2, 4, 4, 6 ms -> dispatched at 4, 6, 8 ms
+    free = Simulator(w, dataclasses.replace(c, loop_waits=False)).run(knobs).buffers
+    assert [(b.first, b.last) for b in free] == [(0, 0), (1, 2), (3, 3)]
+    assert [b.dispatch_s for b in free] == pytest.approx([4e-3, 6e-3, 8e-3])
+    # waiting loop: buffer 0 ends at 4 + 2 = 6 ms; the ticks restart there, so tensors 1-3
+    # (ready by 6 ms) fuse into one buffer dispatched at 6 + nu = 8 ms
+    bufs = Simulator(w, c).run(knobs).buffers
+    assert [(b.first, b.last) for b in bufs] == [(0, 0), (1, 3)]
+    assert [b.dispatch_s for b in bufs] == pytest.approx([4e-3, 8e-3])
+
+
 def test_response_cache_makes_central_negotiation_a_bitvector_allreduce():
     for n in (2, 128, 512):
         cached = float(negotiation_time_s(True, n, 3e-5, 5e-6, cached=True))
@@ -425,10 +452,12 @@ def test_response_cache_makes_central_negotiation_a_bitvector_allreduce():
 
 GPU_CLUSTERS = [
     dataclasses.replace(VPC, bucket_cost_s=2e-5, comm_sm_share=0.3, tensor_hook_s=2e-6, step_overhead_s=1e-3,
-                        nccl_tree=True, response_cache=True, intra_latency_s=3e-6),
+                        nccl_tree=True, response_cache=True, intra_latency_s=3e-6, rank_skew=0.03),
     dataclasses.replace(VPC, nodes=64, gpus_per_node=4, inflight_per_stream=2, buffer_gap_s=1e-4,
                         host_post_s_per_byte=1e-10, bucket_cost_s=5e-5, comm_sm_share=0.1, nccl_tree=True),
     dataclasses.replace(VPC, nodes=1, gpus_per_node=1, bucket_cost_s=1e-5, tensor_hook_s=1e-6),
+    dataclasses.replace(VPC, nodes=32, gpus_per_node=4, loop_waits=True, bucket_cost_s=3e-5, comm_sm_share=0.2,
+                        intra_latency_s=5.7e-6),
 ]
 
 
