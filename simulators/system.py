@@ -260,8 +260,8 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         gap_s=np.broadcast_to(gap, thr.shape).astype(np.float64),
         host_pre_s_per_byte=np.full(thr.shape, h_pre),
         host_post_s_per_byte=np.full(thr.shape, h_post),
-        a2_s=np.broadcast_to(a2, thr.shape).astype(np.float64),
-        b2_s_per_byte=np.broadcast_to(b2 * ratio, thr.shape).astype(np.float64),
+        a2_s=np.asarray(a2, dtype=np.float64),
+        b2_s_per_byte=np.asarray(b2 * ratio, dtype=np.float64),
         bucket_cost_s=np.full(thr.shape, float(getattr(host, "bucket_cost_s", 0.0))),
         sm_share=np.full(thr.shape, float(getattr(host, "comm_sm_share", 0.0))),
         loop_waits=dynamic & bool(getattr(host, "loop_waits", False)),
@@ -293,7 +293,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     at the last buffer's ``done_s`` (module docstring).
     """
     dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, a2, b2, cost, share, waits = p
-    buffers: list[Buffer] = []
+    spans: list[tuple] = []  # (first, last, bytes, dispatch, start, end) per buffer
     ends: list[float] = []
     cur_bytes = 0.0
     cur_disp = 0.0
@@ -305,6 +305,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     busy = 0.0  # length of the union of the [start, end] intervals (ends rise with j)
     delay = 0.0  # D: what the buffers launched so far added to backward
     origin = 0.0  # O: where the loop's ticks start (the last buffer's end when the loop waits)
+    moves = cost > 0 or share > 0 or waits  # a buffer can shift the following dispatches
     n = len(ready_s)
 
     def dispatch(r: float) -> tuple[float, float]:
@@ -319,10 +320,18 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     for i in range(n + 1):
         if i < n:
             s = grad_bytes[i]
-            tick, disp = dispatch(ready_s[i] + delay)
+            r = ready_s[i] + delay
             if dynamic:
+                if r <= origin:
+                    tick = origin
+                elif period > 0:
+                    tick = origin + math.ceil((r - origin) / period) * period
+                else:
+                    tick = r
+                disp = tick + nego
                 flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
             else:
+                disp = r
                 flush = cur_bytes > 0 and cur_bytes >= (first_cap if first_bucket else thr)
             if not flush:
                 if dynamic and tick != prev_tick:
@@ -348,12 +357,13 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
         busy += end - (start if start > prev_end else prev_end)
         ends.append(end)
         prev_end = end
-        buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, end))
+        spans.append((cur_first, i - 1, cur_bytes, cur_disp, start, end))
         if i < n:
-            delay += cost + share * (aj + bs)
-            if waits:
-                origin = end
-            tick, disp = dispatch(ready_s[i] + delay)
+            if moves:
+                delay += cost + share * (aj + bs)
+                if waits:
+                    origin = end
+                tick, disp = dispatch(ready_s[i] + delay)
             if dynamic and tick != prev_tick:
                 rounds += 1
                 prev_tick = tick
@@ -363,7 +373,8 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
             cur_disp = disp
     # host post-work in buffer order; static fusion starts it at the end of backward
     done = 0.0 if dynamic else (ready_s[-1] + delay if n else 0.0)
-    for j, buf in enumerate(buffers):
-        done = (done if done > buf.end_s else buf.end_s) + h_post * buf.grad_bytes
-        buffers[j] = buf._replace(done_s=done)
+    buffers = []
+    for first, last, size, disp, start, end in spans:
+        done = (done if done > end else end) + h_post * size
+        buffers.append(Buffer(first, last, size, disp, start, end, done))
     return buffers, rounds, busy, delay
