@@ -88,6 +88,10 @@ def test_cli_end_to_end(factory_file: Path, tmp_path: Path, capsys) -> None:
     assert "wrote" in capsys.readouterr().out
     profile = load_model(str(out))
     assert profile.name == "Sequential" and profile.has_measured_times
+    # the optimizer step is measured, written and becomes the workload's optimizer phase
+    assert profile.meta["optimizer_s"] > 0
+    from simulators import build_workload
+    assert build_workload(profile, "V100", batch_size=2, precision="fp32").optimizer_s == profile.meta["optimizer_s"]
     assert [t.name for t in profile.ready_order()] == ["5.bias", "5.weight", "1.bias", "1.weight",
                                                         "0.bias", "0.weight"]
 

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     bwd = sum(layer.bwd_time_s or 0.0 for layer in profile.layers)
     print(f"wrote {args.output}: {profile.name}, {len(profile.layers)} layers, "
           f"{profile.num_tensors} tensors, {profile.num_params:,} params; "
-          f"forward {fwd * 1e3:.2f} ms, backward {bwd * 1e3:.2f} ms "
+          f"forward {fwd * 1e3:.2f} ms, backward {bwd * 1e3:.2f} ms, "
+          f"optimizer {profile.meta['optimizer_s'] * 1e3:.2f} ms "
           f"(batch {options.batch_size} on {profile.measured_device})")
     return 0
