@@ -58,6 +58,7 @@ class RecordOptions:
     steps: int = 5
     warmup: int = 2
     name: str | None = None  # profile name; default: the module's class name
+    ddp_costs: bool = False  # also fit DDP's per-tensor/per-bucket costs (commtune.models.ddp_costs)
 
     def check(self) -> None:
         for key, low in (("batch_size", 1), ("steps", 1), ("warmup", 0)):
@@ -173,7 +174,7 @@ def record_module(module: Any, options: RecordOptions) -> ModelProfile:
     if not layers:
         raise CommtuneError("the model has no parameter that received a gradient")
     optimizer_s = _time_optimizer(torch, module, options.steps, device.type == "cuda")
-    return ModelProfile(
+    profile = ModelProfile(
         name=options.name or type(module).__name__,
         layers=tuple(layers),
         input_desc=input_desc,
@@ -182,6 +183,12 @@ def record_module(module: Any, options: RecordOptions) -> ModelProfile:
         meta={"source": "record", "ready_order": recorder.ready_order,
               "unused": recorder.unused(), "steps": options.steps, "optimizer_s": optimizer_s},
     )
+    if options.ddp_costs:
+        from commtune.models.ddp_costs import measure_ddp_costs
+
+        profile.meta["ddp_costs"] = measure_ddp_costs(module, profile, example, device, options.steps,
+                                                      options.warmup)
+    return profile
 
 
 def _time_optimizer(torch: Any, module: Any, steps: int, cuda: bool) -> float:
