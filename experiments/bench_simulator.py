@@ -32,6 +32,7 @@ def random_configs(n: int, seed: int = 0) -> list[Knobs]:
         first_bucket_bytes=int(2 ** rng.uniform(16, 26)),
         cycle_time_ms=float(rng.uniform(0.5, 20)),
         num_streams=int(rng.integers(1, 9)),
+        stream_mode=str(rng.choice(["split", "round_robin"])),
         negotiation=str(rng.choice(["central", "decentralized"])),
         hierarchical=bool(rng.integers(0, 2)),
         wire_precision=str(rng.choice(["fp32", "fp16"])),
