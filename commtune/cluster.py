@@ -63,9 +63,12 @@ class ClusterSpec:
     * ``bucket_cost_s``: per fused buffer, the hook, copy and kernel launch
       that run on the training thread; it delays the buffer's start and, for
       buffers launched while backward runs, the rest of backward.
-    * ``comm_sm_share``: fraction of a communication kernel's duration that
-      backward loses while the kernel runs (SMs and memory bandwidth taken by
-      NCCL), charged to backward for buffers launched during backward.
+    * ``comm_sm_share``: backward time lost per second of a collective's
+      latency-bound part (its synchronising ring/tree steps, while NCCL's
+      kernels hold their SMs), for buffers launched during backward.
+    * ``comm_gpu_s_per_byte``: backward time lost per byte a collective
+      reduces (the GPU's reduction and copy work; independent of the
+      network's speed), for buffers launched during backward.
     * ``tensor_hook_s``: per gradient tensor, the autograd hook that marks it
       ready (DDP's reducer, Horovod's allreduce op), on backward.
     * ``step_overhead_s``: per step, the framework's fixed cost (DDP's
@@ -101,6 +104,7 @@ class ClusterSpec:
     host_post_s_per_byte: float = 0.0
     bucket_cost_s: float = 0.0
     comm_sm_share: float = 0.0
+    comm_gpu_s_per_byte: float = 0.0
     tensor_hook_s: float = 0.0
     step_overhead_s: float = 0.0
     rank_skew: float = 0.0
@@ -122,7 +126,7 @@ class ClusterSpec:
                 raise CommtuneError(f"{name} must be a positive rate in bytes/s, got {v!r}")
         for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s", "buffer_gap_s",
                      "host_pre_s_per_byte", "host_post_s_per_byte", "bucket_cost_s", "tensor_hook_s",
-                     "step_overhead_s"):
+                     "step_overhead_s", "comm_gpu_s_per_byte"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v)):
                 raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")

@@ -8,7 +8,8 @@ error, and lists what cannot be expressed. Writes
 ``experiments/results/published_benchmarks.{md,json}``.
 
 Calibration vs held-out. The device class's framework costs (per-tensor hook,
-per-bucket cost, SM share of a running collective, rank skew; see
+per-bucket cost, compute lost per second of a collective's latency part and per
+byte it reduces, rank skew; see
 ``commtune.cluster.ClusterSpec``) are fitted on the CALIBRATION points only
 (PyTorch DDP, ResNet-50) and written to ``commtune/data/devices.yaml``
 (V100 ``framework:``); every other point is HELD OUT and predicted with those
@@ -59,7 +60,7 @@ from simulators import Simulator, build_workload  # noqa: E402
 from simulators.workload import Workload  # noqa: E402
 
 MiB = 2**20
-FRAMEWORK_FIELDS = ("tensor_hook_s", "bucket_cost_s", "comm_sm_share", "rank_skew")
+FRAMEWORK_FIELDS = ("tensor_hook_s", "bucket_cost_s", "comm_sm_share", "comm_gpu_s_per_byte", "rank_skew")
 
 # [DDP] sec/iter; "no_ddp" is the single-GPU time without DDP (the compute scale).
 DDP_TABLE = {
@@ -146,8 +147,8 @@ def hvd_points(framework: dict) -> list[dict]:
 
 def calibrate() -> dict:
     """Fit the V100 framework costs on the calibration points (relative error, least squares)."""
-    x0 = np.array([10e-6, 5e-6, 0.3, 0.02])
-    scale = np.array([1e-5, 1e-5, 1.0, 0.01])
+    x0 = np.array([10e-6, 5e-6, 0.3, 5e-12, 0.02])
+    scale = np.array([1e-5, 1e-5, 1.0, 1e-11, 0.01])
 
     def residuals(z):
         fw = dict(zip(FRAMEWORK_FIELDS, (float(v) for v in np.maximum(z * scale, 0.0))))
@@ -155,7 +156,7 @@ def calibrate() -> dict:
         fw["rank_skew"] = min(fw["rank_skew"], 1.0)
         return [r["predicted"] / r["measured"] - 1 for r in ddp_points(DDP_CALIBRATION_MODELS, fw)]
 
-    fit = least_squares(residuals, x0 / scale, bounds=(0, [100, 100, 1, 100]), diff_step=1e-2)
+    fit = least_squares(residuals, x0 / scale, bounds=(0, [100, 100, 1, 1000, 100]), diff_step=1e-2)
     return {k: float(v) for k, v in zip(FRAMEWORK_FIELDS, fit.x * scale)}
 
 

@@ -4,10 +4,13 @@ One pass over the gradient tensors updates per-configuration state arrays, so
 thousands of configurations cost about as much as one Python loop of numpy
 operations. Tests check it against the reference scheduler exactly.
 
-Pipelining (``m`` collectives in flight per stream) needs the end of buffer
-j-m: a ring of the last ``max(m)`` buffer ends per configuration, indexed by
-buffer number modulo ``max(m)``. Slots not yet written hold 0, which is what
-the reference uses for ``end_{j-m}`` with j < m (times are never negative).
+Pipelining (``m`` collectives in flight per stream) and round robin (stride
+K) need the ends of buffers j-K*m and j-K: a ring of the last ``max(K*m)``
+buffer ends per configuration (K = 1 under split), indexed by buffer number
+modulo its length. Slots not yet written hold 0, which is what the reference
+uses for ``end_{j-K*m}`` with j < K*m (times are never negative); the
+back-to-back term of a stream's first buffer is masked to -inf. Round robin's
+link clock is one more state array.
 
 Static fusion's host post-work starts no earlier than the end of backward,
 ``B + D``, which is known only once every buffer is launched; since the
@@ -32,18 +35,24 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     safe_period = np.where(has_period, period, 1.0)
     a, b, thr, first_cap, nego = p.a_s, p.b_s_per_byte, p.threshold, p.first_cap, p.nego_s
     m, gap, h_pre, h_post = p.inflight, p.gap_s, p.host_pre_s_per_byte, p.host_post_s_per_byte
-    a2, b2, cost, share = p.a2_s, p.b2_s_per_byte, p.bucket_cost_s, p.sm_share
+    k, b_link = p.stride, p.link_b_s_per_byte
+    a2, b2, cost, share, kappa = p.a2_s, p.b2_s_per_byte, p.bucket_cost_s, p.sm_share, p.gpu_s_per_byte
     has_alt = bool(np.isfinite(a2).any())
-    interferes = bool((cost > 0).any() or (share > 0).any())
+    interferes = bool((cost > 0).any() or (share > 0).any() or (kappa > 0).any())
     waits = p.loop_waits
     any_waits = bool(waits.any())
     origin = np.zeros(n)
-    m_max = int(m.max()) if n else 1
-    pipelined = m_max > 1
-    rows = np.arange(n)
-    hist = np.zeros((n, m_max)) if pipelined else None
+    any_rr = bool((k > 1).any())
+    km = k * m
+    ring = int(km.max()) if n else 1
+    use_ring = ring > 1
+    # ring of the last `ring` buffer ends, flat: configuration i, buffer j at i*ring + j % ring;
+    # -inf = not written (a slot read clamps it to 0, a back-to-back read keeps -inf)
+    hist = np.full(n * ring, -np.inf) if use_ring else None
+    base = np.arange(n) * ring
+    link = np.full(n, -np.inf)  # round robin's link clock (split rows: never above their end)
 
-    last_end = np.full(n, -np.inf)
+    last_end = np.full(n, -np.inf)  # the latest end so far (= end of the previous buffer under split)
     done = np.zeros(n)
     delay = np.zeros(n)
     busy = np.zeros(n)
@@ -56,20 +65,30 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     cap = first_cap.copy()
 
     def emit(size: np.ndarray, disp: np.ndarray):
-        """(start, end, done, collective time) of a buffer of ``size`` bytes
+        """(start, end, done, link clock, latency part a) of a buffer of ``size`` bytes
         dispatched at ``disp``, every configuration."""
-        if pipelined:
-            slot = hist[rows, (nbuf - m) % m_max]
+        if use_ring:
+            slot = np.maximum(hist.take(base + (nbuf - km) % ring), 0.0)
+            prev = hist.take(base + (nbuf - k) % ring)
         else:
             slot = np.maximum(last_end, 0.0)
+            prev = last_end
         start = np.maximum(disp + cost + h_pre * size, slot)
-        aj, bj = a, b
-        if has_alt:
+        aj, bj, bl = a, b, b_link
+        if has_alt:  # the faster algorithm per buffer (its link cost scales alike)
             alt = a2 + b2 * size < a + b * size
             aj, bj = np.where(alt, a2, a), np.where(alt, b2, b)
+            if any_rr:
+                ratio = np.divide(b2, b, out=np.ones_like(b), where=alt & (b > 0))
+                bl = np.where(alt, b_link * ratio, b_link)
         bs = bj * size
-        end = np.maximum(start + (aj + bs), last_end + gap + bs)
-        return start, end, np.maximum(done, end) + h_post * size, aj + bs
+        end = np.maximum(start + (aj + bs), prev + gap + bs)
+        lk = link
+        if any_rr:
+            # split rows: b_link = 0, so lk = max(link, start + a) <= end and leaves end unchanged
+            lk = np.maximum(link, start + aj) + bl * size
+            end = np.maximum(end, lk)
+        return start, end, np.maximum(done, end) + h_post * size, lk, aj
 
     def dispatch(r):
         if any_waits:
@@ -86,17 +105,20 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         flush_dyn = (disp != cur_disp) | (cur + s > thr)
         flush = (cur > 0) & np.where(dyn, flush_dyn, cur >= cap)
         if flush.any():
-            start, end, dn, t_coll = emit(cur, cur_disp)
+            start, end, dn, lk, a_j = emit(cur, cur_disp)
+            busy += np.where(flush, np.maximum(end - np.maximum(start, last_end), 0.0), 0.0)
+            if use_ring:
+                at = base + nbuf % ring
+                hist[at] = np.where(flush, end, hist.take(at))
+            if any_rr:
+                link = np.where(flush, lk, link)
+            last_end = np.where(flush, np.maximum(end, last_end), last_end)
             if interferes:
-                delay = np.where(flush, delay + cost + share * t_coll, delay)
+                delay = np.where(flush, delay + cost + share * a_j + kappa * cur, delay)
             if any_waits:
-                origin = np.where(flush & waits, end, origin)
+                origin = np.where(flush & waits, last_end, origin)
             if moving:
                 tick, disp = dispatch(r + delay)
-            busy += np.where(flush, end - np.maximum(start, last_end), 0.0)
-            if pipelined:
-                hist[rows, nbuf % m_max] = np.where(flush, end, hist[rows, nbuf % m_max])
-            last_end = np.where(flush, end, last_end)
             done = np.where(flush, dn, done)
             nbuf += flush
             first_bucket &= ~flush
@@ -109,8 +131,8 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         rounds += new_round
         prev_tick = np.where(new_round, tick, prev_tick)
 
-    start, end, dn, _ = emit(cur, cur_disp)
-    busy += end - np.maximum(start, last_end)
+    start, end, dn, _, _ = emit(cur, cur_disp)
+    busy += np.maximum(end - np.maximum(start, last_end), 0.0)
     if len(ready_s):
         post = h_post * float(np.sum(grad_bytes))
         dn = np.where(dyn, dn, np.maximum(dn, float(ready_s[-1]) + delay + post))

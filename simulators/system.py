@@ -37,16 +37,25 @@ Algorithm choice. A network model may offer a second algorithm
 
 Interference with compute. Each buffer j costs ``c`` seconds on the training
 thread (``ClusterSpec.bucket_cost_s``: hook, copy, launch) before its
-all-reduce starts, and its communication kernel takes a share ``sigma``
-(``comm_sm_share``) of the GPU while it runs. A buffer launched during
-backward (any but the last) therefore delays every later gradient, and the end
-of backward, by ``d_j = c + sigma*(a_j + b_j*S_j)`` (its chosen algorithm's
-time); the delays add up (``D``) and shift the ready times the fusion policy
-sees (``r_i + D``). Backward ends at ``B + D``.
+all-reduce starts; its collective's latency-bound part (``a_j``, its chosen
+algorithm's: the ring's synchronising steps, during which the kernels hold
+their SMs) costs backward ``sigma*a_j`` (``comm_sm_share``), and the GPU's own
+work on its bytes (reductions, copies through memory) ``kappa*S_j``
+(``comm_gpu_s_per_byte``, per wire byte), whatever the network's speed. A
+buffer launched during backward (any but the last) therefore delays every
+later gradient, and the end of backward, by ``d_j = c + sigma*a_j +
+kappa*S_j``; the delays add up (``D``) and shift the ready times the fusion
+policy sees (``r_i + D``). Backward ends at ``B + D``.
 
-Streams: each buffer is split evenly over K streams that run concurrently
-(the AIACC scheme), so a buffer of S bytes takes ``a(K) + b(K)*S`` from the
-network model; buffers are served first-in first-out.
+Streams (``stream_mode``). ``split``: each buffer is split evenly over K
+streams that run concurrently (the AIACC scheme), so a buffer of S bytes takes
+``a(K) + b(K)*S`` from the network model; buffers are served first-in
+first-out. ``round_robin``: buffer j goes whole onto stream ``j mod K``; the
+K streams run concurrently and share the link. A buffer alone on the network
+runs at one stream's rate (``a(1)``, ``b(1)``: min(c, B) in the analytical
+model) and the link carries at most ``1/b(K)`` bytes per second in all
+(min(K*c, B)): see the formulas below. With K = 1 both modes are the same
+schedule (round_robin is computed as split).
 
 Pipelining and host work. Buffer j (S_j gradient bytes, dispatched at d_j)
 with ``m`` collectives in flight per stream, back-to-back gap ``g`` and host
@@ -58,6 +67,24 @@ FIFO model, m=1, g=h=0)::
     done_j  = max(done_{j-1}, end_j) + h_post*S_j       (done_{-1} = end of backward
                                                          B + D for static fusion, else 0)
 
+Round robin (K > 1) runs the same recurrences per stream, plus a link clock.
+With ``a = a(1)``, ``b = b(1)``, ``g = g(1)``, ``m = m(1)`` of one stream
+and ``bL = b(K)`` the link's cost per byte::
+
+    start_j = max(d_j + h_pre*S_j, end_{j-K*m})        (the stream's m slots)
+    L_j     = max(L_{j-1}, start_j + a) + bL*S_j        (L_{-1} = -inf)
+    end_j   = max(start_j + a + b*S_j, end_{j-K} + g + b*S_j, L_j)
+
+The first two terms are one stream's own rate and its back-to-back order;
+``L_j`` is the link serving every buffer's bytes first-come first-served at
+the aggregate rate, so K busy streams together never exceed it. Two equal
+buffers of S bytes ready at 0 on K = 2 streams (no latency) both end at
+``max(S/c, 2S/B)``; split ends the second at ``2S/min(2c, B)`` as well, the
+same total bytes at the aggregate rate. Per buffer the link clock is
+first-come first-served (an earlier buffer is not slowed by a later one),
+where a fair-shared link would slow both; the last buffer of a busy period
+ends at the same time in both.
+
 A buffer waits for one of the stream's m slots (buffer j-m done); the link
 carries one buffer's bytes at a time, so its transfer ``b*S_j`` follows the
 previous buffer's plus the gap ``g``, while its latency part ``a`` (handshakes,
@@ -66,7 +93,9 @@ second term never binds (start_j >= end_{j-1}), so end_j = start_j + a + b*S_j:
 strict FIFO. Host post-work runs on one thread in buffer order (DDP copies
 buckets back into the gradients in ``finalize_backward``, after backward);
 the step's communication ends at done of the last buffer. The network's busy
-time is the length of the union of the [start_j, end_j] intervals.
+time is the length of the union of the [start_j, end_j] intervals (ends rise
+with j under split; under round robin a buffer's interval is counted past the
+latest end so far).
 """
 from __future__ import annotations
 
@@ -126,10 +155,13 @@ class SystemParams:
     gap_s: np.ndarray  # back-to-back gap g
     host_pre_s_per_byte: np.ndarray  # per gradient byte
     host_post_s_per_byte: np.ndarray  # per gradient byte
+    stride: np.ndarray  # int, streams a buffer index cycles over: K for round robin (K > 1), else 1
+    link_b_s_per_byte: np.ndarray  # round robin: the link's cost per gradient byte, b(K); split: unused (0)
     a2_s: np.ndarray  # second algorithm (NCCL tree); inf = none
     b2_s_per_byte: np.ndarray
     bucket_cost_s: np.ndarray  # c, per buffer on the training thread
-    sm_share: np.ndarray  # sigma, share of compute a running collective takes
+    sm_share: np.ndarray  # sigma, compute lost per second of a collective's latency part
+    gpu_s_per_byte: np.ndarray  # kappa, GPU time per gradient byte reduced (already x wire ratio)
     loop_waits: np.ndarray  # bool, the dynamic loop waits for its collectives
 
     def __len__(self) -> int:
@@ -140,8 +172,10 @@ class SystemParams:
             bool(self.dynamic[i]), float(self.threshold[i]), float(self.first_cap[i]), float(self.period_s[i]),
             float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
             int(self.inflight[i]), float(self.gap_s[i]), float(self.host_pre_s_per_byte[i]),
-            float(self.host_post_s_per_byte[i]), float(self.a2_s[i]), float(self.b2_s_per_byte[i]),
-            float(self.bucket_cost_s[i]), float(self.sm_share[i]), bool(self.loop_waits[i]),
+            float(self.host_post_s_per_byte[i]), int(self.stride[i]), float(self.link_b_s_per_byte[i]),
+            float(self.a2_s[i]), float(self.b2_s_per_byte[i]),
+            float(self.bucket_cost_s[i]), float(self.sm_share[i]), float(self.gpu_s_per_byte[i]),
+            bool(self.loop_waits[i]),
         )
 
 
@@ -154,6 +188,7 @@ class KnobArrays:
     first_bucket_bytes: np.ndarray
     cycle_time_ms: np.ndarray
     num_streams: np.ndarray
+    stream_mode: np.ndarray
     negotiation: np.ndarray
     hierarchical: np.ndarray
     wire_precision: np.ndarray
@@ -235,12 +270,20 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     dynamic = knobs.fusion_policy == "dynamic"
     central = knobs.negotiation == "central"
     lat = network.control_latency_s()
+    table = network_table(network)
+    a, b, m, gap, a2, b2 = table.lookup(knobs.num_streams, knobs.hierarchical)
+    # Round robin: each buffer on one stream (the one-stream coefficients),
+    # the link at the K-stream rate b(K). K = 1 is the split schedule.
+    rr = (np.asarray(knobs.stream_mode) == "round_robin") & (np.asarray(knobs.num_streams) > 1)
+    link_b = np.where(rr, b, 0.0)
+    if rr.any():
+        one = table.lookup(np.ones_like(knobs.num_streams), knobs.hierarchical)
+        a, b, m, gap, a2, b2 = (np.where(rr, x1, x) for x1, x in zip(one, (a, b, m, gap, a2, b2)))
     host = cluster if cluster is not None else getattr(network, "cluster", None)
     msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
     cached = bool(getattr(host, "response_cache", False))
     nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s, cached), 0.0)
     msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size, cached), 0)
-    a, b, m, gap, a2, b2 = network_table(network).lookup(knobs.num_streams, knobs.hierarchical)
     h_pre = float(getattr(host, "host_pre_s_per_byte", 0.0))
     h_post = float(getattr(host, "host_post_s_per_byte", 0.0))
     thr = knobs.fusion_threshold_bytes.astype(np.float64)
@@ -260,10 +303,13 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         gap_s=np.broadcast_to(gap, thr.shape).astype(np.float64),
         host_pre_s_per_byte=np.full(thr.shape, h_pre),
         host_post_s_per_byte=np.full(thr.shape, h_post),
+        stride=np.broadcast_to(np.where(rr, knobs.num_streams, 1), thr.shape).astype(np.int64),
+        link_b_s_per_byte=np.broadcast_to(link_b * ratio, thr.shape).astype(np.float64),
         a2_s=np.asarray(a2, dtype=np.float64),
         b2_s_per_byte=np.asarray(b2 * ratio, dtype=np.float64),
         bucket_cost_s=np.full(thr.shape, float(getattr(host, "bucket_cost_s", 0.0))),
         sm_share=np.full(thr.shape, float(getattr(host, "comm_sm_share", 0.0))),
+        gpu_s_per_byte=np.asarray(float(getattr(host, "comm_gpu_s_per_byte", 0.0)) * ratio, dtype=np.float64),
         loop_waits=dynamic & bool(getattr(host, "loop_waits", False)),
     )
 
@@ -292,20 +338,22 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     of backward (``ready_s`` before any delay); the step's communication ends
     at the last buffer's ``done_s`` (module docstring).
     """
-    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, a2, b2, cost, share, waits = p
+    (dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, k, b_link,
+     a2, b2, cost, share, kappa, waits) = p
     spans: list[tuple] = []  # (first, last, bytes, dispatch, start, end) per buffer
     ends: list[float] = []
+    link = -math.inf  # round robin's link clock L
     cur_bytes = 0.0
     cur_disp = 0.0
     cur_first = 0
     first_bucket = True
     rounds = 0
     prev_tick = -1.0
-    prev_end = -math.inf
-    busy = 0.0  # length of the union of the [start, end] intervals (ends rise with j)
+    prev_end = -math.inf  # the latest end so far
+    busy = 0.0  # length of the union of the [start, end] intervals
     delay = 0.0  # D: what the buffers launched so far added to backward
-    origin = 0.0  # O: where the loop's ticks start (the last buffer's end when the loop waits)
-    moves = cost > 0 or share > 0 or waits  # a buffer can shift the following dispatches
+    origin = 0.0  # O: where the loop's ticks start (the latest end when the loop waits)
+    moves = cost > 0 or share > 0 or kappa > 0 or waits  # a buffer can shift the following dispatches
     n = len(ready_s)
 
     def dispatch(r: float) -> tuple[float, float]:
@@ -342,27 +390,32 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
                 continue
         # emit the current buffer (module docstring formulas)
         j = len(ends)
-        slot = ends[j - m] if j >= m else 0.0
+        slot = ends[j - k * m] if j >= k * m else 0.0
         start = cur_disp + cost + h_pre * cur_bytes
         if slot > start:
             start = slot
-        aj, bj = a, b
-        if a2 + b2 * cur_bytes < a + b * cur_bytes:
-            aj, bj = a2, b2
+        aj, bj, bl = a, b, b_link
+        if a2 + b2 * cur_bytes < a + b * cur_bytes:  # the faster algorithm (its link cost scales alike)
+            aj, bj, bl = a2, b2, b_link * (b2 / b)
         bs = bj * cur_bytes
         end = start + (aj + bs)
-        serial = prev_end + gap + bs
+        serial = (ends[j - k] if j >= k else -math.inf) + gap + bs
         if serial > end:
             end = serial
-        busy += end - (start if start > prev_end else prev_end)
+        if k > 1:
+            link = max(link, start + aj) + bl * cur_bytes
+            if link > end:
+                end = link
+        busy += max(0.0, end - (start if start > prev_end else prev_end))
         ends.append(end)
-        prev_end = end
+        if end > prev_end:
+            prev_end = end
         spans.append((cur_first, i - 1, cur_bytes, cur_disp, start, end))
         if i < n:
             if moves:
-                delay += cost + share * (aj + bs)
+                delay += cost + share * aj + kappa * cur_bytes
                 if waits:
-                    origin = end
+                    origin = prev_end
                 tick, disp = dispatch(ready_s[i] + delay)
             if dynamic and tick != prev_tick:
                 rounds += 1
