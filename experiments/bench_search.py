@@ -54,7 +54,7 @@ def run_cell(model: str, bw: str, samplers: tuple[str, ...], seeds: int, trials:
     warnings.filterwarnings("ignore")
     from commtune.search import SearchConfig, run_backend
     from commtune.search.horovod_replica import horovod_autotune
-    from commtune.search.objective import SimulatorObjective
+    from commtune.evaluators.base import SimulatorObjective
     from commtune.search.space import load_space
 
     sc = _scenario(model, bw)

@@ -12,7 +12,7 @@ from commtune.models import load_model
 from commtune.plots.gridsearch import grid_best, knob_grid
 from commtune.scenario import Scenario
 from commtune.search import SearchConfig, run_backend
-from commtune.search.objective import SimulatorObjective
+from commtune.evaluators.base import SimulatorObjective
 from commtune.search.space import load_space
 
 

@@ -14,7 +14,7 @@ from commtune.models import load_model
 from commtune.scenario import Scenario
 from commtune.search import SearchConfig, run_backend
 from commtune.search.horovod_replica import horovod_autotune
-from commtune.search.objective import OBJECTIVES, Objective, SimulatorObjective, make_objective
+from commtune.evaluators.base import OBJECTIVES, Objective, SimulatorObjective, make_objective
 from commtune.search.space import load_space
 
 

@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from commtune.errors import did_you_mean
-    from commtune.search.objective import OBJECTIVES
+    from commtune.evaluators.base import OBJECTIVES
 
     if args.sampler not in SAMPLERS:
         raise CommtuneError(f"unknown sampler {args.sampler!r}{did_you_mean(args.sampler, SAMPLERS)}; "
@@ -178,7 +178,7 @@ def _live_scenario(args: argparse.Namespace):
 
     from commtune.cli.common import scenario_from_args
     from commtune.probe.launch import LaunchSpec
-    from commtune.search.live import LiveSettings, cluster_from_state
+    from commtune.evaluators.live import LiveSettings, cluster_from_state
 
     if args.cluster == "emulated":
         from commtune.emulation import problems, status
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     scenarios = []
     settings = None
     if args.live:
-        from commtune.search.live import check_live_space
+        from commtune.evaluators.live import check_live_space
 
         check_live_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
         scenario, settings = _live_scenario(args)

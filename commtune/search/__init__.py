@@ -2,7 +2,7 @@
 
 Small interface, Ray Tune style:
 
-* an *objective* (:mod:`commtune.search.objective`): knobs in, metrics out
+* an *objective* (:mod:`commtune.evaluators.base`): knobs in, metrics out
   (the simulator today, pluggable);
 * a *space* (:mod:`commtune.search.space`): what to vary;
 * a *backend*: :mod:`~commtune.search.optuna_backend` (default),

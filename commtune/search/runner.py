@@ -10,7 +10,7 @@ from typing import Any
 from commtune.knobs import BASELINES, KNOBS
 from commtune.profiles import Profile, model_summary, provenance, save_profile
 from commtune.search import SearchConfig, SearchResult, run_backend
-from commtune.search.objective import make_objective
+from commtune.evaluators.base import make_objective
 
 DEFAULT_STUDIES_DB = "commtune-studies.db"
 
@@ -55,7 +55,7 @@ def search_scenario(scenario, space, *, backend: str = "optuna", objective_name:
     """
     live = None
     if objective_name == "live" or confirm:
-        from commtune.search.live import LiveObjective, check_live_space
+        from commtune.evaluators.live import LiveObjective, check_live_space
 
         check_live_space(space, "--objective live" if objective_name == "live" else "--confirm (live confirmation)")
         live = LiveObjective(scenario, **(objective_options or {}))
@@ -108,7 +108,7 @@ def _live_report(scenario, space, live, result: SearchResult, config: SearchConf
 
 def _confirm_report(scenario, space, live, result: SearchResult, config: SearchConfig, k: int) -> dict[str, Any]:
     from commtune.knobs import Knobs
-    from commtune.search.live import confirm_live, top_distinct
+    from commtune.evaluators.live import confirm_live, top_distinct
 
     sim = live.screening_objective
     if result.backend == "grid":
@@ -137,7 +137,7 @@ def _grid_top(space, sim, config: SearchConfig, k: int):
     import numpy as np
 
     from commtune.search.grid_backend import grid_space
-    from commtune.search.live import LiveObjective
+    from commtune.evaluators.live import LiveObjective
 
     g = grid_space(space, config.grid_points)
     rows = g.grid_rows()

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, Knobs
-from commtune.search.objective import Objective, SimulatorObjective
+from commtune.evaluators.base import Objective, SimulatorObjective
 
 #: knobs the live DDP run applies (with fusion_policy fixed to static, hierarchical to False)
 LIVE_KNOBS = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "wire_precision")

@@ -117,8 +117,8 @@ def _simulator(scenario, **_options) -> Objective:
 
 @register_objective("live")
 def _live(scenario, **options) -> Objective:
-    """Measured DDP steps (:mod:`commtune.search.live`); options: ``settings=LiveSettings(...)``."""
-    from commtune.search.live import LiveObjective
+    """Measured DDP steps (:mod:`commtune.evaluators.live`); options: ``settings=LiveSettings(...)``."""
+    from commtune.evaluators.live import LiveObjective
 
     return LiveObjective(scenario, **options)
 
