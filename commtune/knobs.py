@@ -17,7 +17,7 @@ from typing import Any
 from commtune.errors import CommtuneError
 from commtune.units import format_size, parse_size
 
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from simulators import KnobArrays
 
 MODELS = ("resnet50", "bert-base", "vgg16")
 NETS = (("eth-10g", 10), ("vpc-32gbit", 32), ("ib-100g", 100))
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 THRESHOLDS = np.unique(np.geomspace(64 * 1024, 2**30, 29).astype(np.int64))
 
 

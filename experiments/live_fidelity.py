@@ -33,7 +33,7 @@ from commtune.probe.probe import calibration, format_table, parse_sizes, run_pro
 from commtune.probe.validate import compare, format_report, grid_configs, plot, run_validation, sim_cluster
 
 SETTINGS = {"1gbit": dict(bw="1gbit"), "1gbit-300mbit-per-stream": dict(bw="1gbit", per_stream="300mbit")}
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 
 def plain_predictions(res: dict, calib_path: str, hosts: int) -> list[float]:

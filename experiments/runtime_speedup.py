@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TRAIN = ROOT / "experiments" / "train_ddp.py"
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 
 def parse_args():

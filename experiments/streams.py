@@ -28,7 +28,7 @@ from commtune.scenario import Scenario
 
 MODELS = ("resnet50", "bert-base")
 KS = list(range(1, 9))
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from simulators import AnalyticalNetwork, KnobArrays, Simulator, synthetic_workl
 from simulators.bounds import step_lower_bound_s
 from simulators.system import negotiation_time_s
 
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 
 def bare_cluster(**kw) -> ClusterSpec:

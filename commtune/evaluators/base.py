@@ -1,30 +1,33 @@
-"""Objectives ("evaluators"): knobs in, metrics out.
+"""The evaluator interface and its registry: knobs in, metrics out.
 
-The search backends only see this interface, Ray Tune style: an objective
-evaluates one configuration and returns a dict of metrics including
-``step_time_s`` (the value minimised). The simulator is the one objective
-today; a live-cluster evaluator plugs in by subclassing :class:`Objective`
-and registering a factory::
+Search backends see only this interface. An evaluator
 
-    @register_objective("live")
-    def _make_live(scenario, **options):
-        return LiveClusterObjective(scenario, **options)
+* evaluates one configuration (:meth:`Evaluator.evaluate`) and returns a dict
+  of metrics including ``step_time_s`` (the value minimised);
+* evaluates many (:meth:`Evaluator.evaluate_many`; a batch simulator also
+  offers :meth:`Evaluator.evaluate_batch` over ``KnobArrays``, flag
+  ``supports_batch``);
+* optionally reports step by step for pruning (``supports_steps``,
+  :meth:`Evaluator.evaluate_steps`; ``max_steps`` steps at most);
+* says which knobs it can apply (``applies``: None = every registered knob)
+  and refuses spaces that vary others (:meth:`Evaluator.check_space`);
+* may carry a ``screening`` evaluator (a batch simulator of the same
+  workload) for screening and multi-fidelity confirmation.
 
-Objectives that can evaluate many configurations at once (the simulator)
-set ``supports_batch`` and implement :meth:`Objective.evaluate_batch`; the
-grid backend and the default engine's screening step use it.
+Members register a factory ``factory(scenario, **options)``::
 
-Objectives that measure step by step (the live one) set ``supports_steps``
-and implement ``evaluate_steps(knobs, on_step)``: ``on_step(step, times)``
-is called after each timed step and returns True to stop (prune) the trial;
-the Optuna backend reports the running median to its pruner, the Ray backend
-to ASHA. Such objectives may expose ``screening_objective`` (a batch
-simulator of the same workload) for the auto engine's screening.
+    @register_evaluator("mine")
+    def _mine(scenario, **options):
+        return MyEvaluator(scenario, **options)
+
+Members: ``simulator`` (:mod:`commtune.evaluators.simulator`) and ``live``
+(:mod:`commtune.evaluators.live`, measured PyTorch DDP steps).
 """
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+import importlib
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,100 +37,84 @@ from commtune.knobs import Knobs
 METRIC = "step_time_s"
 
 
-class Objective(abc.ABC):
+class Evaluator(abc.ABC):
     """Knobs in, metrics out. Lower ``step_time_s`` is better."""
 
-    name: str = "objective"
+    name: str = "evaluator"
     metric: str = METRIC
     supports_batch: bool = False
     supports_steps: bool = False
+    max_steps: int | None = None  # step-wise evaluators: steps per full evaluation
+    applies: tuple[str, ...] | None = None  # knobs it can apply (None: all)
+    screening: "Evaluator | None" = None  # a cheap batch evaluator of the same workload, if any
 
     @abc.abstractmethod
-    def evaluate(self, knobs: Knobs) -> dict[str, float]:
+    def evaluate(self, knobs: Knobs) -> dict[str, Any]:
         """Metrics of one configuration (must include :data:`METRIC`)."""
 
+    def evaluate_many(self, configs: Sequence[Knobs]) -> list[dict[str, Any]]:
+        """Metrics of several configurations, in order."""
+        return [self.evaluate(k) for k in configs]
+
     def evaluate_batch(self, configs) -> dict[str, np.ndarray]:
-        """Metrics of many configurations (a ``KnobArrays`` or list of Knobs)."""
-        if isinstance(configs, list):
-            rows = configs
-        else:
-            rows = [configs.knobs(i) for i in range(len(configs))]
-        results = [self.evaluate(k) for k in rows]
+        """Metrics of many configurations (a ``KnobArrays`` or list of Knobs) as arrays."""
+        rows = configs if isinstance(configs, list) else [configs.knobs(i) for i in range(len(configs))]
+        results = self.evaluate_many(rows)
         return {m: np.asarray([r[m] for r in results]) for m in results[0]} if results else {}
+
+    def evaluate_steps(self, knobs: Knobs, on_step: Callable[[int, list[float]], bool]) -> dict[str, Any]:
+        """Step-wise evaluation: ``on_step(step, times)`` after each step, True stops it
+        (the metrics then carry ``pruned: True``). Default: one plain evaluation."""
+        return self.evaluate(knobs)
+
+    def key(self, knobs: Knobs) -> Knobs:
+        """What the result depends on (knobs it cannot apply normalised away)."""
+        return knobs
+
+    def check_space(self, space, what: str | None = None) -> None:
+        """One-line CommtuneError if ``space`` varies knobs this evaluator cannot apply."""
 
     def lower_bound_s(self) -> float | None:
         """A step time no configuration can beat, if known."""
         return None
 
+    def study_key(self) -> str:
+        """What distinguishes this evaluator's studies (part of the study name)."""
+        return self.name
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
-class SimulatorObjective(Objective):
-    """The step simulator of a :class:`commtune.scenario.Scenario`."""
-
-    name = "simulator"
-    supports_batch = True
-
-    def __init__(self, scenario):
-        self.scenario = scenario
-        self.simulator = scenario.simulator
-
-    def evaluate(self, knobs: Knobs) -> dict[str, float]:
-        r = self.simulator.run(knobs)
-        d = r.to_dict()
-        return {k: float(v) for k, v in d.items()}
-
-    def evaluate_batch(self, configs) -> dict[str, np.ndarray]:
-        return self.simulator.run_batch(configs)
-
-    def lower_bound_s(self) -> float:
-        from simulators.bounds import step_lower_bound_s
-
-        return float(step_lower_bound_s(self.scenario.workload, self.simulator.network))
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "scenario": self.scenario.describe()}
-
-    def __getstate__(self):  # Ray ships objectives to workers; the simulator is rebuilt there
-        return {"scenario": self.scenario}
-
-    def __setstate__(self, state):
-        self.__init__(state["scenario"])
+EvaluatorFactory = Callable[..., Evaluator]
+EVALUATORS: dict[str, EvaluatorFactory] = {}
+#: members registered by importing their module (kept lazy: live pulls in torch on use only)
+_MEMBERS = {"simulator": "commtune.evaluators.simulator", "live": "commtune.evaluators.live"}
 
 
-ObjectiveFactory = Callable[..., Objective]
-OBJECTIVES: dict[str, ObjectiveFactory] = {}
+def register_evaluator(name: str) -> Callable[[EvaluatorFactory], EvaluatorFactory]:
+    """Decorator: register ``factory(scenario, **options) -> Evaluator`` as ``name``."""
 
-
-def register_objective(name: str) -> Callable[[ObjectiveFactory], ObjectiveFactory]:
-    """Decorator: register ``factory(scenario, **options) -> Objective`` as ``name``."""
-
-    def deco(factory: ObjectiveFactory) -> ObjectiveFactory:
-        OBJECTIVES[name] = factory
+    def deco(factory: EvaluatorFactory) -> EvaluatorFactory:
+        EVALUATORS[name] = factory
         return factory
 
     return deco
 
 
-@register_objective("simulator")
-def _simulator(scenario, **_options) -> Objective:
-    return SimulatorObjective(scenario)
+def evaluator_names() -> list[str]:
+    return list(dict.fromkeys([*_MEMBERS, *EVALUATORS]))
 
 
-@register_objective("live")
-def _live(scenario, **options) -> Objective:
-    """Measured DDP steps (:mod:`commtune.evaluators.live`); options: ``settings=LiveSettings(...)``."""
-    from commtune.evaluators.live import LiveObjective
-
-    return LiveObjective(scenario, **options)
-
-
-def make_objective(name: str, scenario, **options) -> Objective:
+def make_evaluator(name: str, scenario, **options) -> Evaluator:
+    """The registered evaluator ``name`` for ``scenario``."""
+    if name not in EVALUATORS and name in _MEMBERS:
+        importlib.import_module(_MEMBERS[name])
     try:
-        factory = OBJECTIVES[name]
+        factory = EVALUATORS[name]
     except KeyError:
+        names = evaluator_names()
         raise CommtuneError(
-            f"unknown objective {name!r}{did_you_mean(name, list(OBJECTIVES))}; objectives: {', '.join(OBJECTIVES)}"
+            f"unknown objective {name!r}{did_you_mean(name, names)}; objectives: {', '.join(names)}"
         ) from None
     return factory(scenario, **options)

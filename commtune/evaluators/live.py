@@ -1,10 +1,10 @@
-"""The live objective: search against measured DDP step times.
+"""The live evaluator: measured PyTorch DDP step times.
 
-``LiveObjective`` (registered as ``--objective live``) times real PyTorch DDP
-steps of the synthetic model that mirrors the scenario's model profile
+:class:`LiveEvaluator` (registered as ``live``; ``--objective live``) times
+real DDP steps of the synthetic model that mirrors a model profile
 (:mod:`commtune.probe.ddp_step`: one module per layer, tensors scaled by
-``scale``, compute emulated by sleeping to the scenario's per-layer
-timeline or real CPU work) on ranks launched by the search process:
+``scale``, compute emulated by sleeping to the per-layer timeline or real
+CPU work) on the ranks of a :class:`~commtune.probe.launch.LaunchSpec`:
 
 * ``--ranks N``: N local processes on 127.0.0.1 (gloo over loopback);
 * ``--cluster emulated``: one rank per host of the emulated cluster that is up
@@ -16,14 +16,16 @@ spawns its ranks with ``subprocess``, on this machine's namespaces only);
 see ``docs/search.md`` for how to search there (calibrate with
 ``commtune probe`` under torchrun, then search the calibrated simulator).
 
-Only knobs DDP can apply are measured: static fusion (bucket cap, first
-bucket), streams (process groups) and wire precision (fp16 hook); a space
-that varies anything else is refused (:func:`check_live_space`).
+Only knobs DDP can apply are measured (:mod:`commtune.runtime.ddp_plan`);
+a space that varies anything else is refused (:meth:`LiveEvaluator.check_space`).
 
-Each trial is one launch. For pruning the run streams: rank 0 reports every
-timed step, and the driver answers go/stop before the next one
+``evaluate(knobs)`` is one launch; ``evaluate_many(list)`` times several
+configurations in one launch (the ranks start once; with ``passes`` > 1 the
+list is timed that many times, alternating its order, and the step times are
+pooled). Results are cached per DDP key. For pruning the run streams: rank 0
+reports every timed step, and the driver answers go/stop before the next one
 (:func:`commtune.probe.ddp_step._stream_step`), so a pruned trial stops
-right after the step that condemned it (:meth:`LiveObjective.evaluate_steps`).
+right after the step that condemned it (:meth:`LiveEvaluator.evaluate_steps`).
 
 :func:`confirm_live` is the multi-fidelity step: the simulator's top K
 distinct configurations, measured live in one launch.
@@ -38,36 +40,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from commtune.errors import CommtuneError
-from commtune.knobs import DDP_DEFAULT, Knobs
-from commtune.evaluators.base import Objective, SimulatorObjective
-
-#: knobs the live DDP run applies (with fusion_policy fixed to static, hierarchical to False)
-LIVE_KNOBS = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "wire_precision")
-LIVE_FIXED = {"fusion_policy": "static", "hierarchical": False}
-
-
-# --------------------------------------------------------------------------- space and cluster
-
-def live_applicable(knobs: Knobs) -> bool:
-    return all(getattr(knobs, k) == v for k, v in LIVE_FIXED.items())
-
-
-def check_live_space(space, what: str = "--objective live") -> None:
-    """One-line error if the space varies (or fixes) knobs live DDP cannot apply."""
-    varied = [p.name for p in space.params
-              if p.name not in LIVE_KNOBS
-              and not (p.name in LIVE_FIXED and p.kind == "choice" and list(p.choices) == [LIVE_FIXED[p.name]])]
-    if varied:
-        raise CommtuneError(f"{what} measures PyTorch DDP, which cannot apply {', '.join(varied)} "
-                            f"(space {space.name!r} varies them); use --space ddp or fix them in the space")
-    bad = [f"{k}={getattr(space.base, k)}" for k, v in LIVE_FIXED.items()
-           if k not in space.param_names and getattr(space.base, k) != v]
-    if bad:
-        raise CommtuneError(f"{what} measures PyTorch DDP (static buckets, flat all-reduce); space "
-                            f"{space.name!r} fixes {', '.join(bad)}; use --space ddp")
+from commtune.evaluators.base import Evaluator, register_evaluator
+from commtune.evaluators.simulator import SimulatorEvaluator
+from commtune.knobs import Knobs
+from commtune.runtime import ddp_plan
 
 
 def cluster_from_state(state, device: str | None = None):
@@ -85,32 +64,6 @@ def cluster_from_state(state, device: str | None = None):
     )
 
 
-# --------------------------------------------------------------------------- objectives
-
-class WorkloadSimulatorObjective(SimulatorObjective):
-    """The simulator on a given workload (the live synthetic model's) and the scenario's cluster."""
-
-    name = "simulator"
-
-    def __init__(self, scenario, workload):
-        from simulators import Simulator
-
-        self.scenario = scenario
-        self.workload = workload
-        self.simulator = Simulator(workload, scenario.cluster)
-
-    def lower_bound_s(self) -> float:
-        from simulators.bounds import step_lower_bound_s
-
-        return float(step_lower_bound_s(self.workload, self.simulator.network))
-
-    def __getstate__(self):
-        return {"scenario": self.scenario, "workload": self.workload}
-
-    def __setstate__(self, state):
-        self.__init__(state["scenario"], state["workload"])
-
-
 @dataclasses.dataclass(frozen=True)
 class LiveSettings:
     """How live trials run (the synthetic model and the launch)."""
@@ -118,61 +71,93 @@ class LiveSettings:
     launch: Any  # commtune.probe.launch.LaunchSpec
     scale: float = 0.25
     compute: str = "emulated"
-    forward_s: float | None = None  # None: the scenario's forward time
-    backward_s: float | None = None
+    forward_s: float | None = None  # None: the scenario's forward time (0.1 s without a scenario)
+    backward_s: float | None = None  # None: the scenario's backward time (0.2 s without a scenario)
     steps: int = 8
     warmup: int = 1
     mode: str = "split"
+    share: str = "flops"
+    passes: int = 1
 
     def describe(self) -> dict[str, Any]:
-        return {"launch": self.launch.describe(), "scale": self.scale, "compute": self.compute,
-                "forward_s": self.forward_s, "backward_s": self.backward_s, "steps": self.steps,
-                "warmup": self.warmup, "mode": self.mode}
+        d = {"launch": self.launch.describe(), "scale": self.scale, "compute": self.compute,
+             "forward_s": self.forward_s, "backward_s": self.backward_s, "steps": self.steps,
+             "warmup": self.warmup, "mode": self.mode}
+        if self.share != "flops":
+            d["share"] = self.share
+        if self.passes != 1:
+            d["passes"] = self.passes
+        return d
 
 
-class LiveObjective(Objective):
-    """Measured DDP step time of the scenario's synthetic model (median over timed steps)."""
+class LiveEvaluator(Evaluator):
+    """Measured DDP step time of a synthetic model (median over timed steps).
+
+    ``model``: a zoo name or ModelProfile (mirrored with the settings' scale and
+    forward/backward times; a batch-1 profile with measured times and scale 1
+    is used as it is). ``scenario``: when given, its cluster must have the
+    launch's world size, it supplies the default forward/backward times, and
+    a simulator of the same synthetic model on it is the ``screening``
+    evaluator (its prediction goes into the metrics as ``predicted_step_time_s``).
+    """
 
     name = "live"
     supports_steps = True
+    applies = ddp_plan.APPLIES
 
-    def __init__(self, scenario, settings: LiveSettings | None = None, **options):
+    def __init__(self, model, settings: LiveSettings | None = None, *, scenario=None, **options):
+        from commtune.models.base import ModelProfile
         from commtune.probe.ddp_step import DDPTimingSpec, sim_workload, synthetic_profile
 
+        s = settings or LiveSettings(**options)
+        if s.passes < 1:
+            raise CommtuneError(f"passes must be >= 1, got {s.passes}")
+        fwd, bwd = s.forward_s, s.backward_s
+        if scenario is not None:
+            if s.launch.world_size != scenario.cluster.world_size:
+                raise CommtuneError(f"the live launch has {s.launch.world_size} ranks but the cluster "
+                                    f"({scenario.cluster.describe()}) has {scenario.cluster.world_size} GPUs; "
+                                    f"describe the same cluster (--cluster emulated, or a calibration of "
+                                    f"{s.launch.world_size} ranks)")
+            fwd = scenario.workload.forward_s if fwd is None else fwd
+            bwd = scenario.workload.backward_s if bwd is None else bwd
         self.scenario = scenario
-        self.settings = settings or LiveSettings(**options)
-        s = self.settings
-        if s.launch.world_size != scenario.cluster.world_size:
-            raise CommtuneError(f"the live launch has {s.launch.world_size} ranks but the cluster "
-                                f"({scenario.cluster.describe()}) has {scenario.cluster.world_size} GPUs; "
-                                f"describe the same cluster (--cluster emulated, or a calibration of {s.launch.world_size} ranks)")
-        w = scenario.workload
-        fwd = w.forward_s if s.forward_s is None else s.forward_s
-        bwd = w.backward_s if s.backward_s is None else s.backward_s
-        self.profile = synthetic_profile(scenario.model, s.scale, fwd, bwd)
+        self.settings = s
+        if isinstance(model, ModelProfile) and model.measured_batch_size == 1 and s.scale == 1.0 \
+                and model.has_measured_times:
+            self.profile = model
+        else:
+            self.profile = synthetic_profile(model, s.scale, 0.1 if fwd is None else fwd,
+                                             0.2 if bwd is None else bwd, s.share)
         DDPTimingSpec(self.profile, s.compute, s.mode, s.steps, s.warmup)  # validates
         self.workload = sim_workload(self.profile)
-        self.screening_objective = WorkloadSimulatorObjective(scenario, self.workload)
+        self.max_steps = s.steps
+        self.screening = SimulatorEvaluator(scenario, self.workload) if scenario is not None else None
         self.cache: dict[Knobs, dict] = {}  # complete measurements
         self.partial: dict[Knobs, dict] = {}  # pruned ones (the steps they ran)
         self.launches = 0
         self.steps_run = 0
 
     # -- helpers --------------------------------------------------------------------
-    @staticmethod
-    def key(knobs: Knobs) -> Knobs:
-        """What the live run depends on (knobs DDP ignores set to fixed values)."""
-        return Knobs.from_dict({n: getattr(knobs, n) for n in LIVE_KNOBS}, base=DDP_DEFAULT)
+    def key(self, knobs: Knobs) -> Knobs:
+        """What the live run depends on (knobs DDP ignores set to DDP's defaults)."""
+        return ddp_plan.ddp_key(knobs)
+
+    def check_space(self, space, what: str | None = None) -> None:
+        ddp_plan.check_space(space, what or "--objective live")
 
     def _check(self, knobs: Knobs) -> None:
-        if not live_applicable(knobs):
+        if not ddp_plan.applicable(knobs):
             raise CommtuneError(f"live DDP cannot apply {knobs.describe()} (needs static fusion, flat all-reduce)")
 
     def _metrics(self, r: dict) -> dict:
         times = [float(t) for t in r["step_times_s"]]
-        predicted = float(self.screening_objective.evaluate(self.key(Knobs.from_dict(r["knobs"])))["step_time_s"])
-        return {"step_time_s": float(statistics.median(times)), "step_times_s": times,
-                "timed_steps": len(times), "num_buffers": len(r["buckets"]), "predicted_step_time_s": predicted}
+        m = {"step_time_s": float(statistics.median(times)), "step_times_s": times,
+             "timed_steps": len(times), "num_buffers": len(r["buckets"]), "buckets": r["buckets"],
+             "pass_medians_s": r.get("pass_medians_s", [float(statistics.median(times))])}
+        if self.screening is not None:
+            m["predicted_step_time_s"] = float(self.screening.evaluate(self.key(Knobs.from_dict(r["knobs"])))["step_time_s"])
+        return m
 
     def _time(self, configs: list[Knobs], stream: dict | None = None) -> list[dict]:
         from commtune.probe.ddp_step import time_ddp_configs
@@ -184,22 +169,30 @@ class LiveObjective(Objective):
         self.steps_run += sum(len(r["step_times_s"]) for r in res)
         return res
 
-    # -- Objective ------------------------------------------------------------------
+    # -- Evaluator ------------------------------------------------------------------
     def evaluate(self, knobs: Knobs) -> dict:
-        self._check(knobs)
-        k = self.key(knobs)
-        if k not in self.cache:
-            self.cache[k] = self._metrics(self._time([k])[0])
-        return dict(self.cache[k])
+        return self.evaluate_many([knobs])[0]
 
-    def evaluate_many(self, configs: list[Knobs]) -> list[dict]:
-        """Several configurations in one launch (ranks start once)."""
+    def evaluate_many(self, configs: Sequence[Knobs]) -> list[dict]:
+        """Several configurations in one launch (ranks start once). With ``passes`` > 1 the
+        list is timed that many times in the launch, alternating its order (forward,
+        reverse, ...), so slow drifts of the host load hit every configuration alike;
+        the step times of all passes are pooled."""
         for c in configs:
             self._check(c)
         keys = [self.key(c) for c in configs]
         todo = list(dict.fromkeys(k for k in keys if k not in self.cache))
         if todo:
-            for k, r in zip(todo, self._time(todo)):
+            passes = self.settings.passes
+            order = [k for p in range(passes) for k in (todo if p % 2 == 0 else todo[::-1])]
+            pooled: dict[Knobs, list[dict]] = {}
+            for k, r in zip(order, self._time(order)):
+                pooled.setdefault(k, []).append(r)
+            for k, rs in pooled.items():
+                r = dict(rs[-1])
+                r["step_times_s"] = [t for x in rs for t in x["step_times_s"]]
+                if passes > 1:
+                    r["pass_medians_s"] = [float(statistics.median(x["step_times_s"])) for x in rs]
                 self.cache[k] = self._metrics(r)
         return [dict(self.cache[k]) for k in keys]
 
@@ -275,40 +268,22 @@ class LiveObjective(Objective):
         return dict(m)
 
     def lower_bound_s(self) -> float | None:
-        return self.screening_objective.lower_bound_s()
+        return self.screening.lower_bound_s() if self.screening is not None else None
+
+    def study_key(self) -> str:
+        """Live settings change what is measured: they are part of the study name."""
+        import json
+
+        return f"{self.name}:{json.dumps(self.settings.describe(), sort_keys=True, default=str)}"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "scenario": self.scenario.describe(), **self.settings.describe()}
+        d = {"name": self.name, **self.settings.describe()}
+        if self.scenario is not None:
+            d["scenario"] = self.scenario.describe()
+        return d
 
 
-# --------------------------------------------------------------------------- multi-fidelity
-
-def top_distinct(study, space, k: int) -> list[tuple[Knobs, float]]:
-    """The best ``k`` complete trials of a study whose live keys differ."""
-    from optuna.trial import TrialState
-
-    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (t.value, t.number))
-    out: list[tuple[Knobs, float]] = []
-    seen: set[Knobs] = set()
-    for t in done:
-        knobs = space.knobs_from_params(t.params)
-        key = LiveObjective.key(knobs)
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append((knobs, float(t.value)))
-        if len(out) >= k:
-            break
-    return out
-
-
-def confirm_live(live: LiveObjective, candidates: list[tuple[Knobs, float]]) -> list[dict]:
-    """Measure the candidates live (one launch); rows sorted by measured step time."""
-    measured = live.evaluate_many([k for k, _ in candidates])
-    rows = []
-    for rank, ((knobs, pred), m) in enumerate(zip(candidates, measured), start=1):
-        rows.append({"sim_rank": rank, "knobs": knobs.to_dict(), "active": knobs.active(),
-                     "predicted_step_time_s": pred, "measured_step_time_s": m["step_time_s"],
-                     "step_times_s": m["step_times_s"]})
-    rows.sort(key=lambda r: (r["measured_step_time_s"], r["sim_rank"]))
-    return rows
+@register_evaluator("live")
+def _live(scenario, settings: LiveSettings | None = None, **options) -> Evaluator:
+    """Measured DDP steps of the scenario's model; options: ``settings=LiveSettings(...)``."""
+    return LiveEvaluator(scenario.model, settings, scenario=scenario, **options)

@@ -18,7 +18,7 @@ from commtune.units import format_size
 from simulators import KnobArrays
 
 HELP = "step time over fusion threshold x streams for a scenario (log threshold axis)"
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

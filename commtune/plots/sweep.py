@@ -23,7 +23,7 @@ from commtune.units import parse_bandwidth
 
 HELP = "best knobs and scaling efficiency against bandwidth (grid search per bandwidth)"
 DEFAULT_BWS = "5gbit,10gbit,16gbit,25gbit,32gbit,50gbit,100gbit,200gbit"
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

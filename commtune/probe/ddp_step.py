@@ -39,7 +39,7 @@ from commtune.errors import CommtuneError
 from commtune.knobs import Knobs
 from commtune.models.base import GradTensor, Layer, ModelProfile
 
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 COMPUTE_MODES = ("emulated", "real")
 
 

@@ -1,6 +1,6 @@
 """``commtune validate``: run configurations live and in the calibrated simulator, compare.
 
-Live: real DDP steps of the synthetic model (:class:`LiveEvaluator`). Simulated:
+Live: real DDP steps of the synthetic model (:class:`commtune.evaluators.live.LiveEvaluator`). Simulated:
 the :class:`~simulators.Simulator` on the *same* timeline (the Workload built
 from the per-layer times the synthetic model sleeps) and a ClusterSpec with
 ``nodes`` = hosts and ``gpus_per_node`` = ranks per host taken from the
@@ -24,7 +24,7 @@ from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, Knobs
 from commtune.units import format_size
 
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 
 def grid_configs(buckets_bytes: Sequence[int] = (1 * MiB, 5 * MiB, 25 * MiB, 100 * MiB),
@@ -77,11 +77,12 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
                    forward_s: float = 0.1, backward_s: float = 0.2, share: str = "flops", steps: int = 5,
                    warmup: int = 2, mode: str = "split", network=None, evaluator=None, passes: int = 1) -> dict:
     """Run ``configs`` live and simulated; returns rows and summary figures."""
-    from commtune.probe.live_objective import LiveEvaluator
+    from commtune.evaluators.live import LiveEvaluator, LiveSettings
     from simulators import Simulator
 
-    ev = evaluator or LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
-                                    share=share, mode=mode, steps=steps, warmup=warmup, passes=passes)
+    ev = evaluator or LiveEvaluator(model, LiveSettings(launch, scale=scale, forward_s=forward_s, backward_s=backward_s,
+                                                        share=share, mode=mode, steps=steps, warmup=warmup,
+                                                        passes=passes))
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
     sim = Simulator(ev.workload, cluster, network=network)
     live = ev.evaluate_many(configs)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from commtune.errors import CommtuneError
 
-STREAM_MODES = ("split", "round_robin")
+from commtune.runtime.ddp_plan import STREAM_MODES  # noqa: E402
 MODES = STREAM_MODES  # the probe's name
 
 

@@ -40,15 +40,16 @@ from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.profiles import Profile, load_profile, provenance, save_profile
-from commtune.runtime.apply import DDPPlan, build_ddp, plan_for
+from commtune.runtime.apply import build_ddp
+from commtune.runtime.ddp_plan import APPLIES, DDPPlan, plan_for
 from commtune.runtime.fingerprint import module_profile
 from commtune.runtime.hooks import STREAM_MODES
 from commtune.units import parse_size
 
-MiB = 2**20
+from commtune.units import MiB  # noqa: E402
 
 #: Knobs the DDP runtime can tune live (plus the pseudo-knob ``stream_mode``).
-TUNABLE = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "wire_precision")
+TUNABLE = tuple(n for n in APPLIES if n != "stream_mode")
 
 #: Default live search space: bucket cap and streams (fp32 on the wire: fp16
 #: changes the numerics, so it is opt-in).
