@@ -84,13 +84,13 @@ def load_points(path: str) -> list[dict]:
 
 def error_stats(points: list[dict]) -> dict[str, float]:
     """Mean/max absolute percentage error and the rank correlation."""
+    from commtune.stats import ape, spearman
+
     pr = np.array([q["predicted_s"] for q in points])
     me = np.array([q["measured_s"] for q in points])
-    ape = np.abs(pr - me) / me * 100
-    out = {"n": len(points), "mape_pct": float(ape.mean()), "max_ape_pct": float(ape.max())}
+    e = ape(pr, me) * 100
+    out = {"n": len(points), "mape_pct": float(e.mean()), "max_ape_pct": float(e.max())}
     if len(points) > 2:
-        from commtune.probe.validate import spearman
-
         out["spearman"] = spearman(pr, me)
     return out
 
@@ -103,6 +103,15 @@ def plot_fidelity(points: list[dict], title: str | None = None, band_pct: float 
     with styled():
         draw_fidelity(fig.add_subplot(), points, title=title, band_pct=band_pct, annotate=annotate)
     return fig
+
+
+def save_fidelity(points: list[dict], path, title: str | None = None, band_pct: float = 10.0,
+                  annotate: bool = False, dpi: int = 110) -> str:
+    """Write the scatter of ``points`` to ``path`` (PNG/SVG/PDF by extension) atomically."""
+    from commtune.plots import save_figure
+
+    save_figure(plot_fidelity(points, title=title, band_pct=band_pct, annotate=annotate), path, dpi=dpi)
+    return str(path)
 
 
 def draw_fidelity(ax, points: list[dict], title: str | None = None, band_pct: float = 10.0, annotate: bool = False) -> dict:

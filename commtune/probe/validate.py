@@ -22,6 +22,7 @@ import numpy as np
 from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, Knobs
+from commtune.stats import mape, spearman
 from commtune.units import format_size
 
 from commtune.units import MiB  # noqa: E402
@@ -43,26 +44,16 @@ def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> Cluste
     return dataclasses.replace(spec, nodes=hosts, gpus_per_node=world_size // hosts)
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (tied values share their mean rank); NaN for
-    fewer than three points or a constant side."""
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(spearmanr(a, b).statistic) if len(a) > 2 and np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
-
-
 def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None) -> dict:
     """MAPE, Spearman, pick gap (simulator's best measured vs the measured best)."""
     p = np.asarray(predicted, dtype=float)
     m = np.asarray(measured, dtype=float)
-    mape = float(np.mean(np.abs(p - m) / m))
     rho = spearman(p, m)
     sim_best = int(np.argmin(p))
     live_best = int(np.argmin(m))
     gap = float(m[sim_best] / m[live_best] - 1.0)
     noise = float(max(spreads[sim_best], spreads[live_best])) if spreads is not None else 0.0
-    return {"mape": mape, "spearman": rho, "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
+    return {"mape": mape(p, m), "spearman": rho, "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
             "noise": noise, "pick_within_noise": bool(gap <= noise)}
 
 
@@ -124,10 +115,7 @@ def fidelity_points(res: dict) -> list[dict]:
 
 def plot(res: dict, path: str, title: str = "") -> str:
     """Write the predicted-vs-measured scatter (PNG/SVG/PDF by extension) atomically."""
-    from commtune.plots import save_figure
-    from commtune.plots.fidelity import plot_fidelity
+    from commtune.plots.fidelity import save_fidelity
 
     s = res["summary"]
-    fig = plot_fidelity(fidelity_points(res), title=title or f"MAPE {s['mape']:.1%}, Spearman {s['spearman']:.2f}")
-    save_figure(fig, path, dpi=110)
-    return path
+    return save_fidelity(fidelity_points(res), path, title=title or f"MAPE {s['mape']:.1%}, Spearman {s['spearman']:.2f}")

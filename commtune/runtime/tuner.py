@@ -44,6 +44,7 @@ from commtune.runtime.apply import build_ddp
 from commtune.runtime.ddp_plan import APPLIES, DDPPlan, plan_for
 from commtune.runtime.fingerprint import module_profile
 from commtune.runtime.hooks import STREAM_MODES
+from commtune.stats import quantile
 from commtune.units import parse_size
 
 from commtune.units import MiB  # noqa: E402
@@ -414,7 +415,7 @@ class AutoTuner:
         median = self._max_over_ranks(mine)
         cfg = self._config
         self.history.append({"round": self.round, "config": cfg.to_dict(), "describe": cfg.describe(),
-                             "median_s": median, "p90_s": _quantile(kept, 0.9), "times_s": list(kept)})
+                             "median_s": median, "p90_s": quantile(kept, 0.9), "times_s": list(kept)})
         self._round_done[cfg.key()] = median
         self._round_count += 1
         self._log(f"round {self.round} trial {self._round_count}/{self._round_limit}: {cfg.describe()} -> "
@@ -535,13 +536,3 @@ class AutoTuner:
     def _log(self, text: str) -> None:
         if self.verbose and self.rank == self._src:
             print(f"[commtune] {text}", file=sys.stderr, flush=True)
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return math.nan
-    pos = q * (len(s) - 1)
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
