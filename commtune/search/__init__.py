@@ -99,3 +99,8 @@ def run_backend(name: str, config: SearchConfig) -> SearchResult:
     """Run backend ``name`` on ``config`` (``sampler="grid"`` means the grid backend).
     The backend sees the evaluator only through its interface."""
     return get_backend("grid" if config.sampler == "grid" else name)(config)
+
+
+from commtune._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "commtune.api:search")  # commtune.search(...) is the public API function

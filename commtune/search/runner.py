@@ -204,10 +204,9 @@ def make_report(scenario, space, objective, result: SearchResult, config: Search
     return report
 
 
-def write_profile(scenario, report: dict[str, Any], path: str | os.PathLike) -> Path:
-    from commtune.knobs import Knobs
-
-    profile = Profile(
+def profile_from_report(scenario, report: dict[str, Any]) -> Profile:
+    """The profile of a search report (what ``commtune search`` writes)."""
+    return Profile(
         model=model_summary(scenario), cluster=scenario.cluster, knobs=Knobs.from_dict(report["best"]),
         predicted=report["predicted"],
         baselines={k: {"step_time_s": v, "speedup": report["speedup"][k]} for k, v in report["baselines"].items()},
@@ -218,7 +217,10 @@ def write_profile(scenario, report: dict[str, Any], path: str | os.PathLike) -> 
         ),
         measured=report.get("measured") or {},
     )
-    return save_profile(profile, path)
+
+
+def write_profile(scenario, report: dict[str, Any], path: str | os.PathLike) -> Path:
+    return save_profile(profile_from_report(scenario, report), path)
 
 
 def knob_cell(name: str, value: Any) -> str:
