@@ -31,9 +31,9 @@ from commtune.emulation import EmulatedCluster, emulated_cluster
 from commtune.probe.launch import LaunchSpec
 from commtune.probe.probe import calibration, format_table, parse_sizes, run_probe, summary, write_calibration
 from commtune.probe.validate import compare, format_report, grid_configs, plot, run_validation, sim_cluster
+from commtune.units import MiB
 
 SETTINGS = {"1gbit": dict(bw="1gbit"), "1gbit-300mbit-per-stream": dict(bw="1gbit", per_stream="300mbit")}
-from commtune.units import MiB  # noqa: E402
 
 
 def plain_predictions(res: dict, calib_path: str, hosts: int) -> list[float]:

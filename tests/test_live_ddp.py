@@ -26,6 +26,7 @@ def test_synthetic_profile_matches_sim_workload(small_profile):
     assert w.grad_bytes_per_element == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["split", "round_robin"])
 def test_ddp_timing_sane_and_gradients_equal_plain(small_profile, mode):
     base = dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=512 * KiB, first_bucket_bytes=128 * KiB)
@@ -45,6 +46,7 @@ def test_ddp_timing_sane_and_gradients_equal_plain(small_profile, mode):
         assert len(r["buckets"]) > 3  # small caps: several buckets, as DDP really used
 
 
+@pytest.mark.slow
 def test_validate_tiny_local_run_writes_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     recs = []

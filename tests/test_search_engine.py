@@ -92,6 +92,7 @@ def test_evaluator_registry_is_pluggable(scenario):
         del EVALUATORS["fake"]
 
 
+@pytest.mark.slow
 def test_horovod_replica_runs_24_evaluations(scenario):
     k, best, hist = horovod_autotune(lambda k: scenario.simulator.run(k).step_time_s, seed=0)
     assert len(hist) == 24 and best == min(hist)

@@ -9,7 +9,6 @@ objects or an object holding one under ``points``, ``results`` or ``rows``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -21,22 +20,8 @@ import numpy as np
 from commtune.errors import CommtuneError
 from commtune.io import read_text
 
-HELP = "predicted against measured scatter with the y=x line (CSV/JSON of {predicted, measured})"
 
 _SCALE = {"": 1.0, "_s": 1.0, "_ms": 1e-3, "_us": 1e-6}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="CSV or JSON file of {predicted, measured} points")
-    p.add_argument("--title", help="figure title")
-    p.add_argument("--band", type=float, default=10.0, help="shade +-PCT around y=x (default 10; 0 = none)")
-    p.add_argument("--annotate", action="store_true", help="write each point's label next to it")
-
-
-def figure_from_args(args: argparse.Namespace):
-    if args.band < 0 or args.band >= 100:
-        raise CommtuneError(f"--band must be in [0, 100), got {args.band}")
-    return plot_fidelity(load_points(args.source), title=args.title, band_pct=args.band, annotate=args.annotate)
 
 
 def _value(row: dict, what: str, where: str) -> float:

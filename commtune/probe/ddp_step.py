@@ -38,8 +38,8 @@ from typing import Any, Sequence
 from commtune.errors import CommtuneError
 from commtune.knobs import Knobs
 from commtune.models.base import GradTensor, Layer, ModelProfile
+from commtune.units import MiB
 
-from commtune.units import MiB  # noqa: E402
 COMPUTE_MODES = ("emulated", "real")
 
 

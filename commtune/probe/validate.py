@@ -23,9 +23,8 @@ from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, Knobs
 from commtune.stats import mape, spearman
-from commtune.units import format_size
+from commtune.units import MiB, format_size
 
-from commtune.units import MiB  # noqa: E402
 
 
 def grid_configs(buckets_bytes: Sequence[int] = (1 * MiB, 5 * MiB, 25 * MiB, 100 * MiB),

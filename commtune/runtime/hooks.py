@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 
 from commtune.errors import CommtuneError
+from commtune.runtime.ddp_plan import STREAM_MODES
 
-from commtune.runtime.ddp_plan import STREAM_MODES  # noqa: E402
 MODES = STREAM_MODES  # the probe's name
 
 

@@ -45,9 +45,8 @@ from commtune.runtime.ddp_plan import APPLIES, DDPPlan, plan_for
 from commtune.runtime.fingerprint import module_profile
 from commtune.runtime.hooks import STREAM_MODES
 from commtune.stats import quantile
-from commtune.units import parse_size
+from commtune.units import MiB, parse_size
 
-from commtune.units import MiB  # noqa: E402
 
 #: Knobs the DDP runtime can tune live (plus the pseudo-knob ``stream_mode``).
 TUNABLE = tuple(n for n in APPLIES if n != "stream_mode")

@@ -29,8 +29,8 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 
 from commtune.knobs import HOROVOD_DEFAULT, Knobs
+from commtune.units import MiB
 
-from commtune.units import MiB  # noqa: E402
 BOUNDS = np.array([[0.0, 64.0], [1.0, 100.0]])  # fusion MB, cycle ms
 START_POINTS = [(4.0, 5.0), (32.0, 50.0), (16.0, 25.0), (8.0, 10.0)]
 MAX_SAMPLES = 20
