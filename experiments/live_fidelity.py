@@ -40,7 +40,7 @@ def plain_predictions(res: dict, calib_path: str, hosts: int) -> list[float]:
     """The same configurations under the plain model (one collective per stream at a
     time, no gap, no host work): the simulator before the pipelining/host parameters."""
     from commtune.knobs import Knobs
-    from commtune.probe.ddp_step import sim_workload, synthetic_profile
+    from commtune.runtime.synthetic import sim_workload, synthetic_profile
     from simulators import Simulator
 
     spec = load_cluster_file(calib_path)

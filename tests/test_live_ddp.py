@@ -7,7 +7,8 @@ import pytest
 
 from commtune.cli import main
 from commtune.knobs import DDP_DEFAULT
-from commtune.probe.ddp_step import sim_workload, synthetic_profile, time_ddp_configs
+from commtune.probe.ddp_step import time_ddp_configs
+from commtune.runtime.synthetic import sim_workload, synthetic_profile
 from commtune.probe.launch import LaunchSpec
 from commtune.probe.probe import calibration, write_calibration
 

@@ -2,7 +2,7 @@
 
 :class:`LiveEvaluator` (registered as ``live``; ``--objective live``) times
 real DDP steps of the synthetic model that mirrors a model profile
-(:mod:`commtune.probe.ddp_step`: one module per layer, tensors scaled by
+(:mod:`commtune.runtime.synthetic`, timed by :mod:`commtune.probe.ddp_step`: one module per layer, tensors scaled by
 ``scale``, compute emulated by sleeping to the per-layer timeline or real
 CPU work) on the ranks of a :class:`~commtune.probe.launch.LaunchSpec`:
 
@@ -107,7 +107,8 @@ class LiveEvaluator(Evaluator):
 
     def __init__(self, model, settings: LiveSettings | None = None, *, scenario=None, **options):
         from commtune.models.base import ModelProfile
-        from commtune.probe.ddp_step import DDPTimingSpec, sim_workload, synthetic_profile
+        from commtune.probe.ddp_step import DDPTimingSpec
+        from commtune.runtime.synthetic import sim_workload, synthetic_profile
 
         s = settings or LiveSettings(**options)
         if s.passes < 1:
