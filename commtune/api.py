@@ -85,13 +85,15 @@ def simulate(model: Any = DEFAULT_MODEL, bw: str | None = None, **options: Any) 
 @dataclass
 class SearchRun:
     """What :func:`search` found: ``best`` knobs, ``predicted`` metrics, simulated
-    ``baselines`` (step time per baseline), the ``profile`` to save, the full ``report``."""
+    ``baselines`` (step time per baseline), the ``profile`` to save, the objective
+    value of every complete trial in order (``history``), the full ``report``."""
 
     best: Any  # Knobs
     predicted: dict[str, float]
     baselines: dict[str, float]
     profile: Any  # Profile
-    report: dict[str, Any] = field(repr=False)
+    history: list[float] = field(repr=False, default_factory=list)
+    report: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
     def speedup(self) -> dict[str, float]:
@@ -127,12 +129,12 @@ def search(model: Any = DEFAULT_MODEL, bw: str | None = DEFAULT_BW, *, trials: i
         raise CommtuneError(f"unknown backend {backend!r}{did_you_mean(backend, names)}; backends: {', '.join(names)}")
     sc = scenario(model, bw, **scenario_options)
     sp = load_space(space)
-    _, report = search_scenario(sc, sp, backend=backend, objective_name=objective,
+    result, report = search_scenario(sc, sp, backend=backend, objective_name=objective,
                                 objective_options=objective_options, sampler=sampler, trials=trials,
                                 timeout_s=timeout_s, seed=seed, storage=storage, study_name=study, screen=screen)
     profile = profile_from_report(sc, report)
     return SearchRun(best=profile.knobs, predicted=dict(report["predicted"]), baselines=dict(report["baselines"]),
-                     profile=profile, report=report)
+                     profile=profile, history=list(result.history), report=report)
 
 
 def load_profile(path: str | os.PathLike):
@@ -150,39 +152,48 @@ def wrap(model: Any, profile: Any, process_group: Any | None = None, **options: 
     return _wrap(model, profile, process_group, **options)
 
 
-def probe(ranks: int = 2, *, sizes: str = "1KB:256MB", streams: str | Sequence[int] = "1,2,4,8", iters: int = 5,
-          warmup: int = 1, engine: str = "gloo", timeout_s: float = 300.0, output: str | os.PathLike | None = None,
-          burst_sizes: str = "1MB,4MB", host_sizes: str = "1MB,4MB,16MB,64MB", name: str = "calibrated"):
-    """``commtune probe --ranks N``: time all-reduce on ``ranks`` local processes and fit
-    a calibration; returns ``(ClusterSpec, details)`` and writes ``output`` if given."""
+def _launch(ranks: Any, timeout_s: float, engine: str = "gloo"):
+    """A LaunchSpec: ``ranks`` local processes, or a LaunchSpec as given (e.g. an emulated cluster's)."""
     from commtune.probe.launch import LaunchSpec
-    from commtune.probe.probe import calibration, parse_sizes, parse_streams, run_probe, write_calibration
 
-    if not isinstance(ranks, int) or ranks < 2:
-        raise CommtuneError(f"ranks must be at least 2, got {ranks!r}")
+    if isinstance(ranks, LaunchSpec):
+        return ranks
+    if not isinstance(ranks, int) or isinstance(ranks, bool) or ranks < 2:
+        raise CommtuneError(f"ranks must be at least 2 (or a LaunchSpec), got {ranks!r}")
+    return LaunchSpec(ranks=ranks, timeout_s=timeout_s, engine=engine)
+
+
+def probe(ranks: Any = 2, *, sizes: str = "1KB:256MB", streams: str | Sequence[int] = "1,2,4,8", iters: int = 5,
+          warmup: int = 1, engine: str = "gloo", timeout_s: float = 300.0, output: str | os.PathLike | None = None,
+          burst_sizes: str = "1MB,4MB", host_sizes: str = "1MB,4MB,16MB,64MB", fit_min_size: str | int = 0,
+          name: str = "calibrated"):
+    """``commtune probe``: time all-reduce on ``ranks`` local processes (or a
+    :class:`~commtune.probe.launch.LaunchSpec`, e.g. an emulated cluster's) and fit a
+    calibration; returns ``(ClusterSpec, details)`` (the calibration file's sections plus the
+    raw ``records``) and writes the calibration file ``output`` if given."""
+    from commtune.probe.probe import calibration, parse_sizes, parse_streams, run_probe, write_calibration
+    from commtune.units import parse_size
+
+    launch = _launch(ranks, timeout_s, engine)
     none = ("", "none", "off", "0")
-    launch = LaunchSpec(ranks=ranks, timeout_s=timeout_s, engine=engine)
     result = run_probe(launch, parse_sizes(sizes), parse_streams(streams), iters, warmup,
                        burst_sizes=[] if burst_sizes.strip().lower() in none else parse_sizes(burst_sizes),
                        host_sizes=[] if host_sizes.strip().lower() in none else parse_sizes(host_sizes))
-    spec, extra = calibration(result, hosts=launch.hosts, source=launch.describe(), name=name)
+    spec, extra = calibration(result, hosts=launch.hosts, source=launch.describe(), name=name,
+                              min_fit_size=parse_size(fit_min_size, "fit_min_size"))
     if output is not None:
         write_calibration(str(output), spec, extra)
-    return spec, extra
+    return spec, {**extra, "records": result["records"], "world_size": result["world_size"]}
 
 
-def validate(calibration: Any, ranks: int = 2, *, model: Any = DEFAULT_MODEL, configs: Sequence[Any] | None = None,
+def validate(calibration: Any, ranks: Any = 2, *, model: Any = DEFAULT_MODEL, configs: Sequence[Any] | None = None,
              scale: float = 0.25, forward_s: float = 0.1, backward_s: float = 0.2, steps: int = 5, warmup: int = 2,
              passes: int = 1, timeout_s: float = 300.0) -> dict:
-    """``commtune validate``: measure DDP configurations live on ``ranks`` local ranks and
-    compare with the simulator of ``calibration`` (a ClusterSpec or calibration file);
+    """``commtune validate``: measure DDP configurations live on ``ranks`` local ranks (or a
+    LaunchSpec) and compare with the simulator of ``calibration`` (a ClusterSpec or calibration file);
     returns ``{"rows", "summary" (MAPE, Spearman, pick gap), ...}``."""
-    from commtune.probe.launch import LaunchSpec
     from commtune.probe.validate import grid_configs, run_validation
 
-    if not isinstance(ranks, int) or ranks < 2:
-        raise CommtuneError(f"ranks must be at least 2, got {ranks!r}")
-    launch = LaunchSpec(ranks=ranks, timeout_s=timeout_s)
-    return run_validation(launch, calibration, list(configs) if configs is not None else grid_configs(), model,
+    return run_validation(_launch(ranks, timeout_s), calibration, list(configs) if configs is not None else grid_configs(), model,
                           scale=scale, forward_s=forward_s, backward_s=backward_s, steps=steps, warmup=warmup,
                           passes=passes)
