@@ -136,3 +136,34 @@ def test_lower_bound_below_grid_and_search(scenario):
     steps = obj.evaluate_batch(space.knob_arrays(space.grid_rows()))["step_time_s"]
     assert obj.lower_bound_s() <= np.min(steps) * (1 + 1e-9)
     assert set(KNOBS) == set(space.param_names)
+
+
+def test_horovod_backend_through_the_registry(scenario):
+    from commtune.search import backend_names
+
+    assert {"optuna", "ray", "grid", "horovod"} <= set(backend_names())
+    r = run_backend("horovod", SearchConfig(load_space("default"), SimulatorEvaluator(scenario), trials=6, seed=0))
+    assert (r.backend, r.trials, len(r.history)) == ("horovod", 6, 6)
+    assert r.best_metrics["step_time_s"] == min(r.history)
+    assert r.best_knobs.fusion_policy == "dynamic" and 1 <= r.best_knobs.cycle_time_ms <= 100
+
+
+def test_horovod_backend_refuses_an_evaluator_that_cannot_apply_its_knobs(scenario):
+    from commtune.errors import CommtuneError
+
+    class DDPOnly(Evaluator):
+        name = "ddp-only"
+        applies = ("fusion_threshold_bytes", "num_streams")
+
+        def evaluate(self, knobs):
+            return {"step_time_s": 1.0}
+
+    with pytest.raises(CommtuneError, match="cannot apply them"):
+        run_backend("horovod", SearchConfig(load_space("default"), DDPOnly(), trials=4))
+
+
+def test_unknown_backend_one_line():
+    from commtune.errors import CommtuneError
+
+    with pytest.raises(CommtuneError, match="did you mean 'optuna'"):
+        run_backend("optuma", SearchConfig(load_space("default"), None))
