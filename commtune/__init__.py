@@ -6,7 +6,7 @@ exporters.
 
 The public API (:mod:`commtune.api`): :func:`simulate`, :func:`search`,
 :func:`load_profile`, :func:`wrap`, :func:`probe`, :func:`validate`,
-:class:`CommtuneError`; also :func:`scenario` and :func:`knobs`. Importing
+:class:`CommtuneError`; also :func:`make_scenario` and :func:`make_knobs`. Importing
 commtune is cheap: the functions import what they need on use.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from commtune.errors import CommtuneError
 
 __version__ = "0.1.0"
 
-_API = ("simulate", "search", "load_profile", "wrap", "probe", "validate", "scenario", "knobs", "SearchRun")
+_API = ("simulate", "search", "load_profile", "wrap", "probe", "validate", "make_scenario", "make_knobs", "SearchRun")
 __all__ = ["CommtuneError", "__version__", *_API]
 
 

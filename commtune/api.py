@@ -30,7 +30,7 @@ _SCENARIO_KEYS = ("cluster", "nodes", "gpus_per_node", "per_stream", "latency", 
                   "batch_size", "precision", "input_size")
 
 
-def scenario(model: Any = DEFAULT_MODEL, bw: str | None = None, *, cluster: str | None = None,
+def make_scenario(model: Any = DEFAULT_MODEL, bw: str | None = None, *, cluster: str | None = None,
              nodes: int | None = None, gpus_per_node: int | None = None, per_stream: str | None = None,
              latency: str | None = None, intra: str | None = None, device: str | None = None,
              batch_size: int = 64, precision: str = "amp", input_size: int | None = None):
@@ -54,7 +54,7 @@ def scenario(model: Any = DEFAULT_MODEL, bw: str | None = None, *, cluster: str 
     return Scenario(m, c, batch_size=batch_size, precision=precision)
 
 
-def knobs(base=None, **values: Any):
+def make_knobs(base=None, **values: Any):
     """:class:`~commtune.knobs.Knobs` from keyword values (strings parsed like the CLI's
     flags, e.g. ``fusion_threshold_bytes="64MiB"``); unset knobs keep ``base``
     (default: Horovod's defaults, as ``commtune simulate``)."""
@@ -78,8 +78,8 @@ def simulate(model: Any = DEFAULT_MODEL, bw: str | None = None, **options: Any) 
     scenario options (``nodes=``, ``cluster=``, ``batch_size=``, ...) and knobs
     (``fusion_threshold_bytes="64MiB"``, ``num_streams=4``, ...)."""
     sc_kw, knob_kw = _split(options)
-    sc = scenario(model, bw, **sc_kw)
-    return {k: float(v) for k, v in sc.simulator.run(knobs(**knob_kw)).to_dict().items()}
+    sc = make_scenario(model, bw, **sc_kw)
+    return {k: float(v) for k, v in sc.simulator.run(make_knobs(**knob_kw)).to_dict().items()}
 
 
 @dataclass
@@ -127,7 +127,7 @@ def search(model: Any = DEFAULT_MODEL, bw: str | None = DEFAULT_BW, *, trials: i
     if backend not in backend_names():
         names = backend_names()
         raise CommtuneError(f"unknown backend {backend!r}{did_you_mean(backend, names)}; backends: {', '.join(names)}")
-    sc = scenario(model, bw, **scenario_options)
+    sc = make_scenario(model, bw, **scenario_options)
     sp = load_space(space)
     result, report = search_scenario(sc, sp, backend=backend, objective_name=objective,
                                 objective_options=objective_options, sampler=sampler, trials=trials,

@@ -45,7 +45,7 @@ import commtune
 from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT, Knobs
 
 where = dict(model="resnet50", cluster="vpc-32gbit", nodes=16, gpus_per_node=8, batch_size=64)
-scenario = commtune.scenario(**where)  # model + cluster + workload, ready to simulate
+scenario = commtune.make_scenario(**where)  # model + cluster + workload, ready to simulate
 print(scenario.describe())
 w = scenario.workload
 print(f"{len(w.numel)} gradient tensors, {w.total_grad_bytes / 2**20:.1f} MiB; "
@@ -150,7 +150,7 @@ from commtune.knobs import DDP_DEFAULT
 from commtune.plots.gridsearch import grid_best, knob_grid
 from commtune.plots.history import plot_history
 
-scenario = commtune.scenario("resnet50", cluster="vpc-32gbit")
+scenario = commtune.make_scenario("resnet50", cluster="vpc-32gbit")
 runs = {}
 for sampler in ("random", "tpe", "auto"):
     runs[sampler] = []

@@ -62,3 +62,17 @@ def test_search_and_probe_are_callable_also_as_subpackages():
     assert commtune.search.SearchConfig is not None  # still the package
     with pytest.raises(commtune.CommtuneError, match="ranks must be at least 2"):
         commtune.probe(ranks=1)
+
+
+def test_api_names_survive_importing_every_subpackage():
+    """A subpackage imported under an API name would shadow the function (commtune.search,
+    commtune.probe are made callable; other names must not collide)."""
+    import importlib
+    import pkgutil
+
+    for m in pkgutil.iter_modules(commtune.__path__):
+        if m.name != "__main__":
+            importlib.import_module(f"commtune.{m.name}")
+    for name in commtune.__all__:
+        if name not in ("__version__", "CommtuneError", "SearchRun"):
+            assert callable(getattr(commtune, name)), name
