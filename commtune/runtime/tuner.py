@@ -224,6 +224,8 @@ class AutoTuner:
     dicts); knobs not in the space come from ``base`` (default: the first
     initial configuration, else DDP's defaults). ``storage``/``study_name``:
     an Optuna storage (URL or object) to keep the study; default in memory.
+    ``sampler``: an Optuna sampler, or a sampler name as ``commtune search --sampler``
+    takes (:func:`commtune.search.samplers.make_sampler`); default TPE.
     ``drift``: re-tune when the median of ``drift_window`` locked-in steps
     exceeds ``(1 + drift)`` x the locked-in time (None: never).
     ``cluster``: the ClusterSpec recorded in the written profile (default:
@@ -259,6 +261,10 @@ class AutoTuner:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size(process_group)
         self.storage, self.study_name_base, self.seed, self._sampler = storage, study_name, seed, sampler
+        if isinstance(sampler, str):
+            from commtune.search.samplers import make_sampler
+
+            make_sampler(sampler, seed)  # an unknown name fails here, on every rank
 
         if initial is None:
             initial = []
@@ -374,12 +380,22 @@ class AutoTuner:
             msg = None
         self._apply(self._bcast(msg))
 
+    @property
+    def sampler_name(self) -> str:
+        s = self._sampler
+        return s if isinstance(s, str) else type(s).__name__ if s is not None else "TPESampler"
+
     def _make_study(self) -> Any:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = self._sampler or optuna.samplers.TPESampler(seed=self.seed + self.round,
-                                                              n_startup_trials=max(2, self.trials // 2))
+        if isinstance(self._sampler, str):  # a name, as `commtune search --sampler` takes
+            from commtune.search.samplers import make_sampler
+
+            sampler = make_sampler(self._sampler, self.seed + self.round)
+        else:
+            sampler = self._sampler or optuna.samplers.TPESampler(seed=self.seed + self.round,
+                                                                  n_startup_trials=max(2, self.trials // 2))
         name = f"{self.study_name_base or 'commtune-live'}-round{self.round}"
         return optuna.create_study(direction="minimize", storage=self.storage, study_name=name,
                                    sampler=sampler, load_if_exists=self.storage is not None)
@@ -521,7 +537,7 @@ class AutoTuner:
             predicted={"step_time_s": self.locked_time_s},
             baselines=baselines, lower_bound_s=None,
             provenance=provenance(
-                backend="live-ddp", sampler=type(self._sampler).__name__ if self._sampler else "TPESampler",
+                backend="live-ddp", sampler=self.sampler_name,
                 trials=len(rows), seed=self.seed, study=f"{self.study_name_base or 'commtune-live'}-round{self.round}",
                 storage=str(self.storage) if self.storage is not None else None,
                 objective=f"median step time over {self.steps_per_trial} steps after {self.warmup_steps} "
