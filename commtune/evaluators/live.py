@@ -75,7 +75,7 @@ class LiveSettings:
     backward_s: float | None = None  # None: the scenario's backward time (0.2 s without a scenario)
     steps: int = 8
     warmup: int = 1
-    mode: str = "split"
+    mode: str | None = None  # None: each configuration's stream_mode; else it overrides them
     share: str = "flops"
     passes: int = 1
 

@@ -87,8 +87,7 @@ def wrap(model: torch.nn.Module, profile: Profile | Knobs | str | os.PathLike, p
 
     ``profile``: a :class:`Profile`, a path to a profile file, or bare
     :class:`Knobs` (no model/world checks). ``stream_mode``: ``"split"`` or
-    ``"round_robin"`` (default: the profile's ``provenance.stream_mode``, else
-    split). Model fingerprint mismatch: CommtuneError. World size mismatch:
+    ``"round_robin"`` overrides the knobs' ``stream_mode``. Model fingerprint mismatch: CommtuneError. World size mismatch:
     :class:`CommtuneWarning` (CommtuneError with ``strict=True``). Knobs DDP
     cannot apply: a warning listing them. Extra keyword arguments go to DDP.
     """
@@ -101,7 +100,6 @@ def wrap(model: torch.nn.Module, profile: Profile | Knobs | str | os.PathLike, p
         if not dist.is_initialized():
             raise CommtuneError("torch.distributed is not initialized: call dist.init_process_group first")
         check_world_size(profile, process_group, strict)
-        stream_mode = stream_mode or profile.provenance.get("stream_mode")
     elif isinstance(profile, Knobs):
         knobs = profile
     else:

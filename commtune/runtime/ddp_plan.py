@@ -10,7 +10,7 @@
   reducer repeats the last limit), which holds for the initial buckets and the
   rebuild after the first step (:func:`bucket_kwargs`). Both are private/new
   API: check on upgrades (the probe's per-bucket timings show the sizes DDP used);
-* ``num_streams`` K, the stream mode (split / round robin) and
+* ``num_streams`` K, ``stream_mode`` (split / round robin) and
   ``wire_precision`` -> the comm hook of :mod:`commtune.runtime.hooks` (K
   process groups, fp16 compression);
 * not applied: the dynamic fusion policy (Horovod's cycle-based fusion), its
@@ -24,6 +24,7 @@ functions that construct DDP.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -31,10 +32,10 @@ from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.units import MiB, format_size
 
-STREAM_MODES = ("split", "round_robin")
-#: knobs DDP applies (stream_mode once the knob registry has it)
-APPLIES: tuple[str, ...] = tuple(k for k in ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams",
-                                             "stream_mode", "wire_precision") if k in KNOBS)
+STREAM_MODES = KNOBS["stream_mode"].choices
+#: knobs DDP applies
+APPLIES: tuple[str, ...] = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "stream_mode",
+                            "wire_precision")
 #: knobs DDP cannot vary, with the value it behaves as
 FIXED: dict[str, Any] = {"fusion_policy": "static", "hierarchical": False}
 
@@ -62,18 +63,11 @@ class DDPPlan:
         return s + f", wire {self.wire_precision}"
 
 
-def check_stream_mode(stream_mode: str) -> str:
-    if stream_mode not in STREAM_MODES:
-        raise CommtuneError(f"stream_mode must be one of {', '.join(STREAM_MODES)}, got {stream_mode!r}")
-    return stream_mode
-
-
 def plan_for(knobs: Knobs, stream_mode: str | None = None) -> DDPPlan:
-    """The DDP settings for ``knobs`` and the knobs DDP cannot apply. ``stream_mode``:
-    the knob's value where the registry has it, else the argument (default split)."""
-    if stream_mode is None:
-        stream_mode = getattr(knobs, "stream_mode", None) or "split"
-    check_stream_mode(stream_mode)
+    """The DDP settings for ``knobs`` (``stream_mode``, when given, overrides
+    ``knobs.stream_mode``) and the knobs DDP cannot apply."""
+    if stream_mode is not None:
+        knobs = dataclasses.replace(knobs, stream_mode=stream_mode)  # the registry checks the value
     not_applied = []
     if knobs.fusion_policy != FIXED["fusion_policy"]:
         not_applied.append(f"fusion_policy={knobs.fusion_policy} (DDP buckets statically; "
@@ -87,7 +81,7 @@ def plan_for(knobs: Knobs, stream_mode: str | None = None) -> DDPPlan:
         first_bucket_bytes=int(knobs.first_bucket_bytes),
         num_streams=int(knobs.num_streams),
         wire_precision=knobs.wire_precision,
-        stream_mode=stream_mode,
+        stream_mode=knobs.stream_mode,
         not_applied=tuple(not_applied),
     )
 
