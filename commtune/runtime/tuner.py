@@ -43,8 +43,9 @@ from commtune.profiles import Profile, load_profile, provenance, save_profile
 from commtune.runtime.apply import build_ddp
 from commtune.runtime.ddp_plan import APPLIES, DDPPlan, plan_for
 from commtune.runtime.fingerprint import module_profile
+from commtune.search.space import Param, parse_param
 from commtune.stats import quantile
-from commtune.units import MiB, parse_size
+from commtune.units import MiB
 
 
 #: Knobs the DDP runtime can tune live: those the DDP plan applies.
@@ -61,54 +62,17 @@ DEFAULT_SPACE: dict[str, Any] = {
 
 # ------------------------------------------------------------------ search space
 
-@dataclasses.dataclass(frozen=True)
-class _Param:
-    name: str
-    choices: tuple[Any, ...] | None = None  # categorical
-    low: float | None = None  # numeric range
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    integer: bool = True
-
-    def suggest(self, trial: Any) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
-                                     step=int(self.step) if self.step and not self.log else 1)
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log,
-                                   step=None if self.log else self.step)
-
-    def widen(self, value: Any) -> "_Param":
-        """Make room for an enqueued value outside the space."""
-        if self.choices is not None:
-            return self if value in self.choices else dataclasses.replace(self, choices=(*self.choices, value))
-        return dataclasses.replace(self, low=min(self.low, value), high=max(self.high, value))
-
-    @property
-    def size(self) -> float:
-        if self.choices is not None:
-            return len(self.choices)
-        if self.integer and not self.log:
-            return (self.high - self.low) // (self.step or 1) + 1
-        return math.inf
-
-
-def _parse_value(name: str, value: Any) -> Any:
-    return KNOBS[name].parse(value)
-
-
-def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[str, Any]]:
+def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, Param], dict[str, Any]]:
     """``(searched params, fixed values)`` from a space mapping.
 
-    Per knob (one of :data:`TUNABLE`): a list (choices), a
-    scalar (fixed), or the ``commtune search`` forms ``{choices: [...]}``,
-    ``{value: V}``, ``{low: L, high: H, log: bool, step: S}`` (sizes accept
-    ``"4MiB"``). ``fusion_policy: static`` is accepted (the only policy DDP has).
+    Per knob (one of :data:`TUNABLE`): the grammar of ``commtune search``'s
+    spaces (:func:`commtune.search.space.parse_param`: ``{choices: [...]}``,
+    ``{value: V}``, ``{low: L, high: H, log: bool, step: S}``, a plain value;
+    sizes accept ``"4MiB"``), and a list as short for ``{choices: [...]}``.
+    ``fusion_policy: static`` is accepted (the only policy DDP has).
     """
     space = DEFAULT_SPACE if space is None else space
-    params: dict[str, _Param] = {}
+    params: dict[str, Param] = {}
     fixed: dict[str, Any] = {}
     for name, spec in space.items():
         if name == "fusion_policy":
@@ -118,34 +82,13 @@ def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[s
         if name not in TUNABLE:
             allowed = ", ".join(TUNABLE)
             raise CommtuneError(f"space: {name!r} cannot be tuned on a live DDP job; tunable: {allowed}")
-        if isinstance(spec, dict) and "value" in spec:
-            spec = spec["value"]
-        if isinstance(spec, dict) and "choices" in spec:
-            spec = list(spec["choices"])
         if isinstance(spec, (list, tuple)):
-            values = tuple(dict.fromkeys(_parse_value(name, v) for v in spec))
-            if not values:
-                raise CommtuneError(f"space: {name} has no choices")
-            if len(values) == 1:
-                fixed[name] = values[0]
-            else:
-                params[name] = _Param(name, choices=values)
-        elif isinstance(spec, dict):
-            if "low" not in spec or "high" not in spec:
-                raise CommtuneError(f"space: {name} needs low and high (or choices, or value)")
-            knob = KNOBS.get(name)
-            if knob is None or knob.kind not in ("size", "int", "float"):
-                raise CommtuneError(f"space: {name} is not numeric; give choices")
-            low, high = knob.parse(spec["low"]), knob.parse(spec["high"])
-            if low > high:
-                raise CommtuneError(f"space: {name} low {spec['low']} is above high {spec['high']}")
-            step = spec.get("step")
-            if step is not None and knob.kind == "size":
-                step = parse_size(step, what=f"{name} step")
-            params[name] = _Param(name, low=low, high=high, log=bool(spec.get("log", False)), step=step,
-                                  integer=knob.kind != "float")
+            spec = {"choices": list(spec)}
+        p, value = parse_param("space", name, spec)
+        if p is None:
+            fixed[name] = value
         else:
-            fixed[name] = _parse_value(name, spec)
+            params[name] = p
     return params, fixed
 
 
