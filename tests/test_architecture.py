@@ -3,6 +3,7 @@ search never imports the probe, ``import commtune`` stays cheap. AST only (nothi
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ def _resolve(name: str, mods: dict[str, Path]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def import_graph() -> dict[str, set[str]]:
     """module -> modules it imports (at any level, also inside functions)."""
     mods = _modules()
