@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -57,13 +57,12 @@ def fit_ddp_costs(no_ddp_s: float, step_s: Sequence[float], buckets: Sequence[in
             "tensor_hook_s": max(float(intercept - no_ddp_s), 0.0) / max(int(tensors), 1)}
 
 
-def measure_ddp_costs(module: Any, profile: ModelProfile, example: Any, device: Any, steps: int = 5,
-                      warmup: int = 2, caps_bytes: Sequence[int] | None = None) -> dict[str, Any]:
-    """Time ``module`` without and with DDP at ``caps_bytes`` (default
-    :func:`default_caps`) and fit the costs (module docstring)."""
-    from commtune.models.record import _scalar_loss, import_torch
-
-    torch = import_torch()
+def measure_ddp_costs(module: Any, profile: ModelProfile, example: Any, device: Any, loss: Callable[[Any], Any],
+                      steps: int = 5, warmup: int = 2, caps_bytes: Sequence[int] | None = None) -> dict[str, Any]:
+    """Time ``module`` (``loss(module(example)).backward()``) without and with
+    DDP at ``caps_bytes`` (default :func:`default_caps`) and fit the costs
+    (module docstring). Called by ``commtune.models.record`` with torch loaded."""
+    import torch
     import torch.distributed as dist
 
     cuda = device.type == "cuda"
@@ -80,7 +79,7 @@ def measure_ddp_costs(module: Any, profile: ModelProfile, example: Any, device: 
                 if cuda:
                     torch.cuda.synchronize()
                 t = time.perf_counter()
-                _scalar_loss(torch, model(example)).backward()
+                loss(model(example)).backward()
                 if cuda:
                     torch.cuda.synchronize()
                 if i >= warmup:

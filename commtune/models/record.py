@@ -186,8 +186,8 @@ def record_module(module: Any, options: RecordOptions) -> ModelProfile:
     if options.ddp_costs:
         from commtune.models.ddp_costs import measure_ddp_costs
 
-        profile.meta["ddp_costs"] = measure_ddp_costs(module, profile, example, device, options.steps,
-                                                      options.warmup)
+        profile.meta["ddp_costs"] = measure_ddp_costs(module, profile, example, device,
+                                                      lambda out: _scalar_loss(torch, out), options.steps, options.warmup)
     return profile
 
 
