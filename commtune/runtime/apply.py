@@ -116,8 +116,12 @@ _DDP_PARAMS = set(inspect.signature(DistributedDataParallel.__init__).parameters
 
 
 def build_ddp(module: torch.nn.Module, plan: DDPPlan, process_group: Any | None = None,
-              hook_options: dict[str, Any] | None = None, **ddp_kwargs: Any) -> DistributedDataParallel:
+              hook_options: dict[str, Any] | None = None, always_hook: bool = False,
+              **ddp_kwargs: Any) -> DistributedDataParallel:
     """``DistributedDataParallel(module)`` with ``plan`` applied (collective on all ranks).
+
+    ``always_hook``: reduce through commtune's hook even where DDP's built-in
+    all-reduce would do (one fp32 stream; the live probe's per-bucket timings).
 
     The hook state (None without a hook) is kept as ``ddp.commtune_hook_state``
     and the plan as ``ddp.commtune_plan``.
@@ -137,7 +141,7 @@ def build_ddp(module: torch.nn.Module, plan: DDPPlan, process_group: Any | None 
     with first_bucket_bytes(plan.first_bucket_bytes):
         ddp = DistributedDataParallel(module, process_group=process_group, **kwargs)
     state = None
-    if plan.needs_hook:
+    if plan.needs_hook or always_hook:
         groups = stream_groups(plan.num_streams, process_group)
         state = MultiStreamState(groups, plan.stream_mode, plan.wire_precision, **(hook_options or {}))
         ddp.register_comm_hook(state, multistream_hook)

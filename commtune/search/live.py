@@ -20,24 +20,21 @@ Only knobs DDP can apply are measured: static fusion (bucket cap, first
 bucket), streams (process groups) and wire precision (fp16 hook); a space
 that varies anything else is refused (:func:`check_live_space`).
 
-Each trial is one launch. For pruning the run streams: rank 0 reports every
-timed step, and the driver answers go/stop before the next one
-(:func:`commtune.probe.ddp_step._stream_step`), so a pruned trial stops
-right after the step that condemned it (:meth:`LiveObjective.evaluate_steps`).
+The ranks start once per search: a persistent worker group
+(:mod:`commtune.runtime.worker_group`) in which each trial reconfigures DDP in
+place. For pruning rank 0 reports every timed step and the search answers
+go/stop before the next one, so a pruned trial stops right after the step that
+condemned it (:meth:`LiveObjective.evaluate_steps`). :meth:`LiveObjective.close`
+stops the ranks.
 
 :func:`confirm_live` is the multi-fidelity step: the simulator's top K
-distinct configurations, measured live in one launch.
+distinct configurations, measured live on the same group.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import statistics
-import tempfile
-import threading
-import time
-from pathlib import Path
 from typing import Any, Callable
 
 from commtune.errors import CommtuneError
@@ -155,8 +152,11 @@ class LiveObjective(Objective):
         self.screening_objective = WorkloadSimulatorObjective(scenario, self.workload)
         self.cache: dict[Knobs, dict] = {}  # complete measurements
         self.partial: dict[Knobs, dict] = {}  # pruned ones (the steps they ran)
-        self.launches = 0
+        self.launches = 0  # worker groups started (one per search)
         self.steps_run = 0
+        self.startup_s: float | None = None  # the worker group's start (launch to ready)
+        self.group = None  # commtune.runtime.worker_group.WorkerGroup, started on first use
+        self.trial_log: list[dict] = []  # per measured trial: wall_s, overhead_s, steps_wall_s, rebuild_s, pruned
 
     # -- helpers --------------------------------------------------------------------
     @staticmethod
@@ -174,33 +174,43 @@ class LiveObjective(Objective):
         return {"step_time_s": float(statistics.median(times)), "step_times_s": times,
                 "timed_steps": len(times), "num_buffers": len(r["buckets"]), "predicted_step_time_s": predicted}
 
-    def _time(self, configs: list[Knobs], stream: dict | None = None) -> list[dict]:
-        from commtune.probe.ddp_step import time_ddp_configs
+    def _group(self):
+        """The persistent worker group (started on first use, one launch per search)."""
+        if self.group is None:
+            from commtune.probe.ddp_step import _layer_specs
+            from commtune.runtime.worker_group import WorkerGroup
 
-        s = self.settings
-        self.launches += 1
-        res = time_ddp_configs(self.profile, configs, s.launch, s.steps, s.warmup, compute=s.compute,
-                               mode=s.mode, stream=stream)
-        self.steps_run += sum(len(r["step_times_s"]) for r in res)
-        return res
+            s = self.settings
+            self.launches += 1
+            self.group = WorkerGroup(s.launch, {"layers": _layer_specs(self.profile), "compute": s.compute,
+                                                "mode": s.mode, "steps": s.steps, "warmup": s.warmup})
+            self.startup_s = self.group.startup_s
+        return self.group
+
+    def _trial(self, knobs: Knobs, on_step=None) -> dict:
+        r = self._group().trial(knobs, on_step)
+        self.steps_run += len(r["step_times_s"])
+        self.trial_log.append({k: r[k] for k in ("wall_s", "overhead_s", "steps_wall_s", "rebuild_s", "pruned")})
+        return r
+
+    def close(self) -> None:
+        """Stop the worker group (the ranks exit)."""
+        if self.group is not None:
+            group, self.group = self.group, None
+            group.close()
 
     # -- Objective ------------------------------------------------------------------
     def evaluate(self, knobs: Knobs) -> dict:
-        self._check(knobs)
-        k = self.key(knobs)
-        if k not in self.cache:
-            self.cache[k] = self._metrics(self._time([k])[0])
-        return dict(self.cache[k])
+        return self.evaluate_many([knobs])[0]
 
     def evaluate_many(self, configs: list[Knobs]) -> list[dict]:
-        """Several configurations in one launch (ranks start once)."""
+        """Several configurations, each measured once (on the same ranks)."""
         for c in configs:
             self._check(c)
         keys = [self.key(c) for c in configs]
-        todo = list(dict.fromkeys(k for k in keys if k not in self.cache))
-        if todo:
-            for k, r in zip(todo, self._time(todo)):
-                self.cache[k] = self._metrics(r)
+        for k in dict.fromkeys(k for k in keys if k not in self.cache):
+            self.cache[k] = self._metrics(self._trial(k))
+            self.partial.pop(k, None)
         return [dict(self.cache[k]) for k in keys]
 
     def evaluate_steps(self, knobs: Knobs, on_step: Callable[[int, list[float]], bool]) -> dict:
@@ -210,7 +220,7 @@ class LiveObjective(Objective):
         self._check(knobs)
         k = self.key(knobs)
         # A configuration measured before (fully, or until it was pruned) is replayed first:
-        # re-sampled configurations cost no launch unless the pruner now lets them go further.
+        # re-sampled configurations cost no trial unless the pruner now lets them go further.
         known = self.cache[k] if k in self.cache else self.partial.get(k)
         replayed = 0
         if known is not None:
@@ -222,51 +232,10 @@ class LiveObjective(Objective):
                             "step_times_s": times[:i], "timed_steps": i, "pruned": True, "replayed": True}
             if k in self.cache:
                 return {**known, "replayed": True}
-        with tempfile.TemporaryDirectory(prefix="ct-live-") as d:
-            box: dict[str, Any] = {}
-
-            def target() -> None:
-                try:
-                    box["res"] = self._time([k], stream={"dir": d, "driver_pid": os.getpid()})[0]
-                except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
-                    box["err"] = exc
-
-            th = threading.Thread(target=target, daemon=True, name="ct-live-launch")
-            th.start()
-            steps_file, decision = Path(d) / "steps", Path(d) / "decision"
-            times: list[float] = []
-            stopped = False
-            try:
-                while True:
-                    alive = th.is_alive()
-                    try:
-                        lines = steps_file.read_text().splitlines()
-                    except OSError:
-                        lines = []
-                    for line in lines[len(times):]:
-                        parts = line.split()
-                        if len(parts) != 3:
-                            break
-                        times.append(float(parts[2]))
-                        if stopped or len(times) <= replayed:  # steps already reported in the replay
-                            stop = False
-                        else:
-                            stop = bool(on_step(len(times), list(times)))
-                        stopped = stopped or stop
-                        tmp = decision.with_suffix(".tmp")
-                        tmp.write_text(f"0 {len(times)} {'stop' if stop else 'go'}\n")
-                        os.replace(tmp, decision)
-                    if not alive:
-                        break
-                    time.sleep(0.003)
-            except BaseException:
-                (decision).write_text(f"0 {len(times) + 1} stop\n")  # ranks also stop when we die
-                raise
-            th.join()
-            if "err" in box:
-                raise box["err"]
-        m = self._metrics(box["res"])
-        if stopped:
+        # steps already reported in the replay are not reported again
+        r = self._trial(k, lambda i, times: False if i <= replayed else bool(on_step(i, times)))
+        m = self._metrics(r)
+        if r["pruned"]:
             m["pruned"] = True
             self.partial[k] = m
         else:
@@ -279,6 +248,9 @@ class LiveObjective(Objective):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "scenario": self.scenario.describe(), **self.settings.describe()}
+
+    def __getstate__(self):  # Ray ships objectives to its workers: without the running group
+        return {**self.__dict__, "group": None}
 
 
 # --------------------------------------------------------------------------- multi-fidelity

@@ -70,12 +70,16 @@ def search_scenario(scenario, space, *, backend: str = "optuna", objective_name:
     config.study_attrs = {"model": scenario.model.name, "cluster": scenario.cluster.describe(),
                           "space": space.name, "objective": "live" if objective_name == "live" else
                           ("multi" if confirm else objective_name)}
-    result = run_backend(backend, config)
     if live is None:
+        result = run_backend(backend, config)
         return result, make_report(scenario, space, objective, result, config)
-    if objective_name == "live":
-        return result, _live_report(scenario, space, live, result, config)
-    return result, _confirm_report(scenario, space, live, result, config, confirm)
+    try:  # the live ranks run from the first trial to the report's measurements
+        result = run_backend(backend, config)
+        if objective_name == "live":
+            return result, _live_report(scenario, space, live, result, config)
+        return result, _confirm_report(scenario, space, live, result, config, confirm)
+    finally:
+        live.close()
 
 
 def _measured_section(live, knobs, metrics: dict) -> dict[str, Any]:
@@ -87,8 +91,20 @@ def _measured_section(live, knobs, metrics: dict) -> dict[str, Any]:
         "baselines": {"ddp_default": {"step_time_s": base["step_time_s"],
                                       "speedup": base["step_time_s"] / float(metrics["step_time_s"])}},
         "model": live.profile.name, "live": live.settings.describe(),
-        "launches": live.launches, "timed_steps": live.steps_run,
+        "launches": live.launches, "timed_steps": live.steps_run, **_overhead(live),
     }
+
+
+def _overhead(live) -> dict[str, Any]:
+    """Per-trial overhead of the live trials (wall time minus the ranks' warm-up and timed steps)."""
+    import statistics
+
+    rows = live.trial_log
+    if not rows:
+        return {}
+    over = [r["overhead_s"] for r in rows]
+    return {"measured_trials": len(rows), "trial_overhead_median_s": statistics.median(over),
+            "trial_overhead_max_s": max(over), "group_startup_s": live.startup_s}
 
 
 def _with_sim_metrics(result: SearchResult, sim) -> SearchResult:
