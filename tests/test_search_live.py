@@ -234,7 +234,8 @@ def test_multi_table_output(tmp_path, capsys, monkeypatch):
         def trial(self, knobs, on_step=None):
             self.n += 1
             return {"knobs": knobs.to_dict(), "step_times_s": [0.1 + self.n * 0.01] * 2, "buckets": [{}],
-                    "wall_s": 0.25, "overhead_s": 0.05, "steps_wall_s": 0.2, "rebuild_s": 0.01, "pruned": False}
+                    "wall_s": 0.25, "overhead_s": 0.05, "steps_wall_s": 0.2, "rebuild_s": 0.01,
+                    "decision_wait_s": 0.0, "pruned": False}
 
         def close(self):
             pass

@@ -93,8 +93,9 @@ def test_group_reconfigures_in_place_and_gradients_stay_ddps():
                _knobs(cap=256 * 1024, k=2, first=64 * 1024), _knobs()]
     with WorkerGroup(LaunchSpec(ranks=2, timeout_s=120), _task(check_grads=True)) as g:
         results = [g.trial(k) for k in configs]
-        pruned = g.trial(_knobs(cap=2 * MiB), on_step=lambda step, times: step >= 1)
-    assert g.trials == 7
+        pruned = g.trial(_knobs(cap=2 * MiB), on_step=lambda step, times: step >= 1)  # runs step 2 ahead
+        strict = g.trial(_knobs(cap=2 * MiB), on_step=lambda step, times: step >= 2, lookahead=False)
+    assert g.trials == 8
     for k, r in zip(configs, results):
         assert r["grad_check"]["allclose"], (k.describe(), r["grad_check"])
         assert len(r["step_times_s"]) == 3 and len(r["warmup_times_s"]) == 1 and not r["pruned"]
@@ -103,6 +104,9 @@ def test_group_reconfigures_in_place_and_gradients_stay_ddps():
     assert [r["rebuilt"] for r in results] == [False, True, False, True, True, True]  # the first is the start's
     assert len(results[4]["buckets"]) > len(results[0]["buckets"])  # 256 KiB buckets: more of them than 25 MiB
     assert pruned["pruned"] and len(pruned["step_times_s"]) == 1
+    # the step run ahead is not counted as measured: warm-up + 1 step of about equal length
+    assert pruned["steps_wall_s"] < 3 * (pruned["warmup_times_s"][0] + pruned["step_times_s"][0])
+    assert strict["pruned"] and len(strict["step_times_s"]) == 2
 
 
 @pytest.mark.slow

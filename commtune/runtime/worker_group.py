@@ -208,13 +208,14 @@ def serve(link: Any, wl: Workload, *, mode: str = "split", steps: int = 8, warmu
     """Every rank: run trials until the driver says stop; returns the number of trials.
 
     ``link`` (rank 0 only; None elsewhere) carries the driver's messages:
-    ``{"op": "trial", "id", "knobs", "stream_mode"?, "steps"?, "warmup"?, "prune"}``
+    ``{"op": "trial", "id", "knobs", "stream_mode"?, "steps"?, "warmup"?, "prune", "lookahead"?}``
     and ``{"op": "stop"}``; rank 0 answers ``{"op": "ready"}`` once, per pruned
-    step ``{"op": "step", "id", "step", "t"}`` (then waits for ``{"op":
-    "decision", "stop"}``) and ``{"op": "result", ...}`` per trial.
+    step ``{"op": "step", "id", "step", "t"}`` (the driver answers ``{"op":
+    "decision", "stop"}``; with ``lookahead`` rank 0 reads it one step later)
+    and ``{"op": "result", ...}`` per trial.
     """
     from commtune.runtime.apply import plan_for
-    from commtune.runtime.worker_loop import ControlChannel, Reconfigurer, run_trial
+    from commtune.runtime.worker_loop import ControlChannel, Pruning, Reconfigurer, run_trial
 
     channel = ControlChannel(process_group)
     src = channel.is_src
@@ -241,17 +242,25 @@ def serve(link: Any, wl: Workload, *, mode: str = "split", steps: int = 8, warmu
         knobs = Knobs.from_dict(msg["knobs"])
         plan = plan_for(knobs, msg.get("stream_mode") or mode)
 
-        def decide(step: int, t: float, _id=msg["id"]) -> bool:
+        waited = [0.0]
+
+        def send(step: int, t: float, _id=msg["id"]) -> None:
             link.send({"op": "step", "id": _id, "step": step, "t": t})
+
+        def stop(step: int) -> bool:
+            t0 = time.perf_counter()
             answer = link.recv(DECISION_WAIT_S, _check_driver(driver_alive))
+            waited[0] += time.perf_counter() - t0
             return answer is None or bool(answer.get("stop"))
 
+        pruning = Pruning(send, stop, lookahead=bool(msg.get("lookahead", True))) if msg.get("prune") else None
         out = run_trial(reconf, plan, wl.run_step, channel, int(msg.get("warmup", warmup)), int(msg.get("steps", steps)),
-                        on_step=decide if msg.get("prune") else None, tick=tick)
+                        pruning=pruning, tick=tick)
         trials += 1
         grad = _grad_check(wl, knobs, process_group, device) if check_grads and wl.records is not None else None
         if src:
             res = _trial_result(msg, knobs, out, wl)
+            res["decision_wait_s"] = waited[0]
             if grad is not None:
                 res["grad_check"] = grad
             link.send(res)
@@ -333,16 +342,20 @@ class _Driver:
         self.info = msg
 
     def trial(self, knobs: Knobs, on_step: Callable[[int, list[float]], bool] | None = None, *,
-              stream_mode: str | None = None, steps: int | None = None, warmup: int | None = None) -> dict:
+              stream_mode: str | None = None, steps: int | None = None, warmup: int | None = None,
+              lookahead: bool = True) -> dict:
         """Time ``knobs`` on the group. ``on_step(step, slowest times so far) -> stop`` after each
         timed step (pruning); the result's ``pruned`` says whether it stopped the trial.
+        ``lookahead``: the ranks run the next step while ``on_step`` decides
+        (:class:`~commtune.runtime.worker_loop.Pruning`).
         Adds ``wall_s`` (driver side, send to result) and ``overhead_s`` (``wall_s`` minus rank 0's
         warm-up and timed steps)."""
         if self.closed:
             raise GroupFailure("the worker group is closed")
         self._next_id += 1
         tid = self._next_id
-        msg: dict[str, Any] = {"op": "trial", "id": tid, "knobs": knobs.to_dict(), "prune": on_step is not None}
+        msg: dict[str, Any] = {"op": "trial", "id": tid, "knobs": knobs.to_dict(), "prune": on_step is not None,
+                               "lookahead": lookahead}
         for k, v in (("stream_mode", stream_mode), ("steps", steps), ("warmup", warmup)):
             if v is not None:
                 msg[k] = v

@@ -54,6 +54,12 @@ class ControlChannel:
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
         return [float(v) for v in t.tolist()]
 
+    def flag(self, value: bool | None = None) -> bool:
+        """The source rank's boolean on every rank (one small broadcast, no pickling)."""
+        t = torch.tensor([1 if value else 0], dtype=torch.int32)
+        dist.broadcast(t, src=self.src, group=self.group)
+        return bool(t.item())
+
     def barrier(self) -> None:
         dist.barrier(group=self.group)
 
@@ -152,20 +158,35 @@ def _sync(module: torch.nn.Module) -> None:
         torch.cuda.synchronize(p.device)
 
 
+class Pruning:
+    """How a trial asks its pruner (every rank holds one; only the source rank's callables run).
+
+    ``send(step, t)`` reports a timed step's slowest-rank time; ``stop(step)``
+    waits for the answer (True: stop the trial). With ``lookahead`` the next
+    step runs while the pruner decides (its latency -- a storage write, a
+    network round trip -- hides behind the step); a stopped trial then drops
+    the one step it ran ahead (not reported, not counted as measured).
+    """
+
+    def __init__(self, send: Callable[[int, float], None] = lambda step, t: None,
+                 stop: Callable[[int], bool] = lambda step: False, lookahead: bool = True) -> None:
+        self.send, self.stop, self.lookahead = send, stop, lookahead
+
+
 def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any], channel: ControlChannel,
-              warmup: int, steps: int, *, on_step: Callable[[int, float], bool] | None = None,
+              warmup: int, steps: int, *, pruning: Pruning | None = None,
               tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Every rank: apply ``plan``, run ``warmup`` + ``steps`` calls of ``step_fn(ddp_model)``.
 
     Each step starts from zeroed gradients behind a barrier (ranks start
     together); its time on a rank runs to the end of backward (all buckets
-    reduced). After each timed step the slowest rank's time is agreed on and,
-    with ``on_step``, the source rank calls ``on_step(step, slowest_time)``
-    (step = 1, 2, ...; True: stop here) and broadcasts the answer. ``tick`` is
-    called before each collective (heartbeats). Returns ``{"step_times_s"
-    (slowest rank per timed step), "warmup_times_s" (this rank), "steps_wall_s"
-    (this rank: all steps), "rebuild_s", "rebuilt" (whether DDP was rebuilt), "stopped"}``.
-    ``on_step`` is given on every rank or on none (only the source rank's is called).
+    reduced). After each timed step the slowest rank's time is agreed on; with
+    ``pruning`` (given on every rank or on none) the source rank reports it
+    and the answer is broadcast (see :class:`Pruning`). ``tick`` is called
+    before each collective (heartbeats). Returns ``{"step_times_s" (slowest
+    rank per timed step), "warmup_times_s" (this rank), "steps_wall_s" (this
+    rank: the warm-up and the reported steps), "rebuild_s", "rebuilt" (whether
+    DDP was rebuilt), "stopped"}``.
     """
     t_apply = time.perf_counter()
     rebuilds = reconf.rebuilds
@@ -176,6 +197,8 @@ def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any]
     slowest: list[float] = []
     wall = 0.0
     stopped = False
+    pending = False  # lookahead: the answer for the last reported step is still to come
+    src = channel.is_src
     while not timer.done:
         zero_grads(reconf.module)
         tick()
@@ -184,21 +207,31 @@ def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any]
         step_fn(model)
         _sync(reconf.module)
         dt = time.perf_counter() - t0
-        wall += dt
         warm = timer.in_warmup
         timer.add(dt)
         if warm:
+            wall += dt
             continue
         tick()
         (tmax,) = channel.max([dt])
-        slowest.append(tmax)
-        if on_step is not None and not timer.done:
-            stop = bool(on_step(len(slowest), tmax)) if channel.is_src else None
+        if pending:
             tick()
-            if channel.bcast(stop):
-                stopped = True
+            if channel.flag(pruning.stop(len(slowest)) if src else None):
+                stopped = True  # this step ran ahead of the answer: dropped
                 break
-        elif on_step is not None and channel.is_src:
-            on_step(len(slowest), tmax)  # the last step: reported, nothing to decide
+            pending = False
+        wall += dt
+        slowest.append(tmax)
+        if pruning is None or timer.done:
+            continue
+        if src:
+            pruning.send(len(slowest), tmax)
+        if pruning.lookahead:
+            pending = True
+            continue
+        tick()
+        if channel.flag(pruning.stop(len(slowest)) if src else None):
+            stopped = True
+            break
     return {"step_times_s": slowest, "warmup_times_s": list(timer.warm), "steps_wall_s": wall,
             "rebuild_s": rebuild_s, "rebuilt": reconf.rebuilds > rebuilds, "stopped": stopped}

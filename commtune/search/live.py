@@ -190,7 +190,8 @@ class LiveObjective(Objective):
     def _trial(self, knobs: Knobs, on_step=None) -> dict:
         r = self._group().trial(knobs, on_step)
         self.steps_run += len(r["step_times_s"])
-        self.trial_log.append({k: r[k] for k in ("wall_s", "overhead_s", "steps_wall_s", "rebuild_s", "pruned")})
+        self.trial_log.append({k: r[k] for k in ("wall_s", "overhead_s", "steps_wall_s", "rebuild_s", "decision_wait_s",
+                                                        "pruned")})
         return r
 
     def close(self) -> None:

@@ -104,7 +104,8 @@ def _overhead(live) -> dict[str, Any]:
         return {}
     over = [r["overhead_s"] for r in rows]
     return {"measured_trials": len(rows), "trial_overhead_median_s": statistics.median(over),
-            "trial_overhead_max_s": max(over), "group_startup_s": live.startup_s}
+            "trial_overhead_max_s": max(over), "group_startup_s": live.startup_s,
+            "trial_timing": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
 
 
 def _with_sim_metrics(result: SearchResult, sim) -> SearchResult:
