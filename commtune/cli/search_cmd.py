@@ -78,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lv.add_argument("--live-backward-ms", type=float, help="emulated backward time (default: the scenario's)")
     lv.add_argument("--live-steps", type=_int_any, default=8, help="timed steps per trial (default 8)")
     lv.add_argument("--live-warmup", type=_int_any, default=1, help="untimed warm-up steps per trial (default 1)")
+    lv.add_argument("--live-engine", choices=("gloo", "nccl"), default="gloo",
+                    help="collectives of the live ranks: gloo (CPU, default) or nccl (one GPU per rank)")
     lv.add_argument("--live-timeout", type=float, default=300.0,
                     help="seconds before a hung live run is stopped, naming the rank (default 300)")
     lv.add_argument("--pruner", default=None, help=f"{'|'.join(PRUNERS)}: stop bad live trials early (default median; "
@@ -171,6 +173,27 @@ def _validate_live(args: argparse.Namespace) -> None:
         raise CommtuneError("live trials share the cluster (concurrent ones would time each other): --concurrency must be 1")
 
 
+def in_job(args: argparse.Namespace) -> bool:
+    """A live search inside a job the user launched (torchrun): RANK/WORLD_SIZE set, no --ranks,
+    no --cluster emulated. Rank 0 searches, every rank measures."""
+    from commtune.probe.comm import env_has_rank
+
+    return args.live and env_has_rank() and args.ranks is None and args.cluster != "emulated"
+
+
+def _serve_job(args: argparse.Namespace, scenario, settings) -> int | None:
+    """Under torchrun: join the job; ranks other than 0 serve the search's trials and return 0.
+    Rank 0 returns None and runs the search (its trials run on every rank)."""
+    settings.launch.init()
+    if settings.launch.rank == 0:
+        return None
+    from commtune.runtime.worker_group import serve_in_job
+    from commtune.search.live import LiveObjective
+
+    serve_in_job(LiveObjective(scenario, settings).task(), None, device=settings.launch.init())
+    return 0
+
+
 def _live_scenario(args: argparse.Namespace):
     """(scenario, live settings): the simulator side describes the cluster the ranks run on."""
     import dataclasses
@@ -201,13 +224,21 @@ def _live_scenario(args: argparse.Namespace):
         scenario = Scenario(load_model(args.model, input_size=args.input_size), cluster, batch_size=args.batch_size,
                             precision=args.precision)
         launch = LaunchSpec(state=state, timeout_s=args.live_timeout)
+    elif in_job(args):
+        from commtune.runtime.worker_group import JobLaunch
+
+        launch = JobLaunch.from_env(args.live_timeout, args.live_engine)
+        a = args
+        if not args.cluster and args.nodes is None and args.gpus_per_node is None:
+            a = argparse.Namespace(**{**vars(args), "nodes": launch.hosts, "gpus_per_node": launch.local_world_size})
+        scenario = scenario_from_args(a)
     else:
         ranks = args.ranks or 2
         a = args
         if not args.cluster and args.nodes is None and args.gpus_per_node is None:
             a = argparse.Namespace(**{**vars(args), "nodes": ranks, "gpus_per_node": 1})
         scenario = scenario_from_args(a)
-        launch = LaunchSpec(ranks=ranks, timeout_s=args.live_timeout)
+        launch = LaunchSpec(ranks=ranks, timeout_s=args.live_timeout, engine=args.live_engine)
     settings = LiveSettings(
         launch=launch, scale=args.live_scale, compute=args.live_compute,
         forward_s=None if args.live_forward_ms is None else args.live_forward_ms / 1e3,
@@ -283,7 +314,13 @@ def run(args: argparse.Namespace) -> int:
 
         check_live_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
         scenario, settings = _live_scenario(args)
-        bws = [args.bw or ("emulated" if args.cluster == "emulated" else
+        if in_job(args):
+            if args.objective != "live":
+                raise CommtuneError("under torchrun only --objective live runs (every rank measures its trials)")
+            rc = _serve_job(args, scenario, settings)
+            if rc is not None:
+                return rc
+        bws = [args.bw or ("emulated" if args.cluster == "emulated" else "job" if in_job(args) else
                            (Path(args.cluster).stem if args.cluster else "local"))]
         scenarios.append((bws[0], scenario))
     for bw in bws if not args.live else []:

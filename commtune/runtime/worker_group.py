@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+from dataclasses import dataclass
 import statistics
 import tempfile
 import threading
@@ -505,3 +506,51 @@ def serve_in_job(task: dict, link: Any = None, device: Any = None) -> int:
     wl = make_workload(task, device or "cpu", dist.get_rank())
     return serve(link, wl, mode=task.get("mode", "split"), steps=int(task["steps"]), warmup=int(task["warmup"]),
                  check_grads=bool(task.get("check_grads")), device=device or "cpu")
+
+
+# --------------------------------------------------------------------------- a job the user launched
+
+@dataclass(frozen=True)
+class JobLaunch:
+    """The ranks of a job the user's launcher started (torchrun sets RANK, WORLD_SIZE,
+    LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT): live trials run in them, the
+    search on rank 0. Plays the part of :class:`~commtune.probe.launch.LaunchSpec`."""
+
+    world_size: int
+    local_world_size: int = 1
+    rank: int = 0
+    timeout_s: float = 300.0
+    engine: str = "gloo"
+
+    @classmethod
+    def from_env(cls, timeout_s: float = 300.0, engine: str = "gloo") -> "JobLaunch":
+        world = int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if local < 1 or world % local:
+            local = 1
+        return cls(world, local, int(os.environ["RANK"]), timeout_s, engine)
+
+    @property
+    def hosts(self) -> int:
+        return self.world_size // self.local_world_size
+
+    def describe(self) -> str:
+        return f"{self.world_size} ranks of this job ({self.hosts} nodes x {self.local_world_size})"
+
+    def init(self) -> Any:
+        """Join the job's process group (collective); the device this rank's model runs on."""
+        import datetime
+
+        import torch
+        import torch.distributed as dist
+
+        device = torch.device("cpu")
+        if self.engine == "nccl":
+            if not torch.cuda.is_available():
+                raise CommtuneError("--live-engine nccl needs CUDA GPUs; use gloo on CPU")
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = torch.device("cuda", local)
+        if not dist.is_initialized():
+            dist.init_process_group(self.engine, timeout=datetime.timedelta(seconds=self.timeout_s + 30))
+        return device

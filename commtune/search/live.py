@@ -174,17 +174,30 @@ class LiveObjective(Objective):
         return {"step_time_s": float(statistics.median(times)), "step_times_s": times,
                 "timed_steps": len(times), "num_buffers": len(r["buckets"]), "predicted_step_time_s": predicted}
 
+    def task(self) -> dict:
+        """What every rank of the worker group builds and runs."""
+        from commtune.probe.ddp_step import _layer_specs
+
+        s = self.settings
+        return {"layers": _layer_specs(self.profile), "compute": s.compute, "mode": s.mode, "steps": s.steps,
+                "warmup": s.warmup}
+
     def _group(self):
-        """The persistent worker group (started on first use, one launch per search)."""
+        """The persistent worker group (started on first use, one launch per search): ranks
+        launched from here, or -- under torchrun (``JobLaunch``) -- this job's ranks."""
         if self.group is None:
-            from commtune.probe.ddp_step import _layer_specs
-            from commtune.runtime.worker_group import WorkerGroup
+            import time
+
+            from commtune.runtime.worker_group import InJobGroup, JobLaunch, WorkerGroup
 
             s = self.settings
             self.launches += 1
-            self.group = WorkerGroup(s.launch, {"layers": _layer_specs(self.profile), "compute": s.compute,
-                                                "mode": s.mode, "steps": s.steps, "warmup": s.warmup})
-            self.startup_s = self.group.startup_s
+            t0 = time.perf_counter()
+            if isinstance(s.launch, JobLaunch):
+                self.group = InJobGroup(self.task(), s.launch.timeout_s, device=s.launch.init())
+            else:
+                self.group = WorkerGroup(s.launch, self.task())
+            self.startup_s = time.perf_counter() - t0
         return self.group
 
     def _trial(self, knobs: Knobs, on_step=None) -> dict:
