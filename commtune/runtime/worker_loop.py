@@ -18,6 +18,7 @@ persistent worker group of ``commtune search --objective live``
 """
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from typing import Any, Callable
@@ -27,6 +28,8 @@ import torch.distributed as dist
 
 from commtune.errors import CommtuneError
 from commtune.runtime.apply import DDPPlan, build_ddp
+
+_DDP_HAS_INIT_SYNC = "init_sync" in inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
 
 
 class ControlChannel:
@@ -92,8 +95,13 @@ class Reconfigurer:
             return self.model
         self._retire(self.model)
         self.model = None
+        kwargs = dict(self.ddp_kwargs)
+        if self.rebuilds and _DDP_HAS_INIT_SYNC:
+            # The ranks' parameters are already equal (the first wrapper synced them, DDP keeps them
+            # so): skip the rebuild's broadcast of every parameter from rank 0.
+            kwargs.setdefault("init_sync", False)
         self.model = build_ddp(self.module, plan, self.process_group, hook_options=self.hook_options,
-                               always_hook=self.always_hook, **self.ddp_kwargs)
+                               always_hook=self.always_hook, **kwargs)
         self.plan = plan
         self.rebuilds += 1
         return self.model
@@ -178,15 +186,17 @@ def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any]
               tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Every rank: apply ``plan``, run ``warmup`` + ``steps`` calls of ``step_fn(ddp_model)``.
 
-    Each step starts from zeroed gradients behind a barrier (ranks start
-    together); its time on a rank runs to the end of backward (all buckets
-    reduced). After each timed step the slowest rank's time is agreed on; with
-    ``pruning`` (given on every rank or on none) the source rank reports it
-    and the answer is broadcast (see :class:`Pruning`). ``tick`` is called
-    before each collective (heartbeats). Returns ``{"step_times_s" (slowest
-    rank per timed step), "warmup_times_s" (this rank), "steps_wall_s" (this
-    rank: the warm-up and the reported steps), "rebuild_s", "rebuilt" (whether
-    DDP was rebuilt), "stopped"}``.
+    Each step starts from zeroed gradients with the ranks together; its time
+    on a rank runs to the end of backward (all buckets reduced). One small
+    all-reduce (MAX) after each step gives the slowest rank's time and is the
+    barrier before the next step; with ``pruning`` (given on every rank or on
+    none) the source rank reports each timed step and the answer travels in
+    the next step's all-reduce (lookahead) or in a broadcast right away (see
+    :class:`Pruning`). ``tick`` is called before each collective
+    (heartbeats). Returns ``{"step_times_s" (slowest rank per timed step),
+    "warmup_times_s" (this rank), "steps_wall_s" (this rank: the warm-up and
+    the reported steps), "rebuild_s", "rebuilt" (whether DDP was rebuilt),
+    "stopped"}``.
     """
     t_apply = time.perf_counter()
     rebuilds = reconf.rebuilds
@@ -199,27 +209,26 @@ def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any]
     stopped = False
     pending = False  # lookahead: the answer for the last reported step is still to come
     src = channel.is_src
+    tick()
+    channel.barrier()
     while not timer.done:
         zero_grads(reconf.module)
-        tick()
-        channel.barrier()
         t0 = time.perf_counter()
         step_fn(model)
         _sync(reconf.module)
         dt = time.perf_counter() - t0
         warm = timer.in_warmup
         timer.add(dt)
+        stop = 1.0 if src and pending and pruning.stop(len(slowest)) else 0.0
+        tick()
+        tmax, stop = channel.max([dt, stop])  # also the barrier before the next step
         if warm:
             wall += dt
             continue
-        tick()
-        (tmax,) = channel.max([dt])
-        if pending:
-            tick()
-            if channel.flag(pruning.stop(len(slowest)) if src else None):
-                stopped = True  # this step ran ahead of the answer: dropped
-                break
-            pending = False
+        if pending and stop:
+            stopped = True  # this step ran ahead of the answer: dropped
+            break
+        pending = False
         wall += dt
         slowest.append(tmax)
         if pruning is None or timer.done:
