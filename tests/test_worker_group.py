@@ -127,3 +127,77 @@ def test_failed_or_hung_rank_ends_search_naming_it_trials_kept(tmp_path, capsys,
     st = optuna.load_study(study_name="fail", storage=f"sqlite:///{tmp_path / 'commtune-studies.db'}")
     states = [t.state.name for t in st.trials]
     assert states.count("COMPLETE") + states.count("PRUNED") >= 2 and states[-1] == "FAIL", states
+
+
+# --------------------------------------------------------------------------- netns: torchrun across emulated hosts
+
+def _orphans(marker: str) -> list[str]:
+    """Processes whose command line holds ``marker`` (a unique path of the run)."""
+    import os
+
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd:
+            found.append(f"{pid}: {cmd[:120]}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_torchrun_on_emulated_hosts_searches_prunes_and_leaves_nothing(tmp_path, monkeypatch):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+        pytest.skip("needs root, ip and tc")
+    from commtune.emulation import EmulatedCluster, down, up
+    from commtune.emulation.torchrun import run_torchrun
+    from commtune.profiles import load_profile
+
+    monkeypatch.setenv("COMMTUNE_RUN_DIR", str(tmp_path / "run"))
+    space = tmp_path / "slow.yaml"  # 1 KiB buckets on 8 streams are many times slower: pruned
+    space.write_text("name: slowtest\nbase: ddp_default\nknobs:\n  fusion_policy: static\n"
+                     "  fusion_threshold_bytes: {choices: [25MiB, 4MiB, 1KiB]}\n  first_bucket_bytes: 1KiB\n"
+                     "  num_streams: {choices: [1, 2, 8]}\n  hierarchical: false\n")
+    work = tmp_path / "work"
+    state = up(EmulatedCluster.parse(4, "1gbit", prefix="lb"), replace=True)
+    try:
+        results = run_torchrun(state, ["-m", "commtune", "search", "--objective", "live", "--model", "resnet50",
+                                       "--space", str(space), "--trials", "8", "--sampler", "random", "--seed", "1",
+                                       "--live-scale", "0.02", "--live-forward-ms", "20", "--live-backward-ms", "40",
+                                       "--live-steps", "5", "--workdir", str(work), "--json", "--quiet"],
+                               port=29411, timeout_s=900)
+    finally:
+        down("lb")
+    assert all(r.returncode == 0 for r in results)
+    reports = [json.loads(r.stdout) for r in results if r.stdout.strip()]
+    assert len(reports) == 1  # rank 0 searched (on whichever host the rendezvous made it)
+    d = reports[0]
+    assert d["measured"]["live"]["launch"] == "4 ranks of this job (4 nodes x 1)"
+    assert d["measured"]["launches"] == 1 and d["trials"] + d["pruned"] == 8 and d["pruned"] >= 1
+    assert _orphans(str(work)) == []
+    # the profile applies: wrap() on the model it was tuned for (the fingerprint matches), in a 1-rank job
+    prof = load_profile(d["profile_path"])
+    assert (prof.cluster.nodes, prof.cluster.gpus_per_node) == (4, 1)
+    code = ("import os, torch.distributed as dist, warnings\n"
+            "from commtune.runtime import wrap\n"
+            "from commtune.runtime.synthetic import SyntheticModel, synthetic_profile\n"
+            "from commtune.models import load_model\n"
+            "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT='29413')\n"
+            "dist.init_process_group('gloo', rank=0, world_size=1)\n"
+            "warnings.simplefilter('ignore')\n"
+            f"ddp = wrap(SyntheticModel(synthetic_profile(load_model('resnet50'), 1.0)), {d['profile_path']!r})\n"
+            "print(ddp.commtune_plan.bucket_cap_bytes, ddp.commtune_plan.num_streams)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(prof.knobs.fusion_threshold_bytes), str(prof.knobs.num_streams)]
