@@ -19,7 +19,7 @@ the result is back) minus the ranks' measured warm-up and timed steps.
     python experiments/bench_live_search.py --emulated la            # 4-host emulated cluster (root)
     python experiments/bench_live_search.py --local --emulated la --quick
 
-Writes ``experiments/results/bench_live_search.{json,md}``; prints the figures
+Writes ``experiments/results/bench_live_search_<local|emulated>[_quick].{json,md}``; prints the figures
 and the machine load (``uptime``) they were taken under.
 """
 from __future__ import annotations
@@ -172,6 +172,64 @@ def run_local(space) -> dict:
     return out
 
 
+def torchrun_search(state, space_text: str, trials: int) -> dict:
+    """A live search under torchrun, one agent per emulated host (c10d rendezvous on host 0)."""
+    import json
+
+    from commtune.emulation.torchrun import run_torchrun
+
+    with tempfile.TemporaryDirectory(prefix="ct-bench-tr-") as d:
+        sp = Path(d) / "space.yaml"
+        sp.write_text(space_text)
+        t0 = time.perf_counter()
+        results = run_torchrun(state, ["-m", "commtune", "search", "--objective", "live", "--model", "resnet50",
+                                       "--space", str(sp), "--trials", str(trials), "--seed", str(ARGS.seed),
+                                       "--live-scale", str(ARGS.scale), "--live-forward-ms", str(ARGS.forward_ms),
+                                       "--live-backward-ms", str(ARGS.backward_ms), "--live-steps", str(ARGS.steps),
+                                       "--live-warmup", str(ARGS.warmup), "--workdir", d, "--json", "--quiet"],
+                               port=29421, timeout_s=1800)
+        wall = time.perf_counter() - t0
+        rep = next(json.loads(r.stdout) for r in results if r.stdout.strip())
+        orphans = _orphans(d)
+        wrap_ok = _wrap_applies(rep["profile_path"])
+    m = rep["measured"]
+    over = [r["overhead_s"] for r in m["trial_timing"]]
+    return {"trials": trials, "complete": rep["trials"], "pruned": rep.get("pruned", 0), "wall_s": wall,
+            "overhead_median_s": statistics.median(over), "overhead_p90_s": _q(over, 0.9), "overhead_max_s": max(over),
+            "overheads_s": over, "startup_s": m["group_startup_s"], "best": rep["best_active"],
+            "best_measured_s": rep["measured_step_time_s"], "orphans": orphans, "wrap_applies": wrap_ok,
+            "launch": m["live"]["launch"], "load": _load()}
+
+
+def _orphans(marker: str) -> list[str]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmd:
+                out.append(cmd[:100])
+    return out
+
+
+def _wrap_applies(profile_path: str) -> bool:
+    """``commtune.runtime.wrap`` on the model the profile is for, in a 1-rank gloo job (a subprocess)."""
+    import subprocess
+
+    from commtune.probe.launch import free_port
+
+    code = ("import os, warnings, torch.distributed as dist\n"
+            "from commtune.runtime import wrap\n"
+            "from commtune.runtime.synthetic import SyntheticModel, synthetic_profile\n"
+            "from commtune.models import load_model\n"
+            f"os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT='{free_port()}')\n"
+            "dist.init_process_group('gloo', rank=0, world_size=1)\nwarnings.simplefilter('ignore')\n"
+            f"wrap(SyntheticModel(synthetic_profile(load_model('resnet50'), 1.0)), {profile_path!r})\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=600).returncode == 0
+
+
 def run_emulated(space, prefix: str) -> dict:
     from commtune.emulation import EmulatedCluster, down, up
     from commtune.probe.launch import LaunchSpec
@@ -183,6 +241,7 @@ def run_emulated(space, prefix: str) -> dict:
         out["quality"] = quality(launch, space, state)
         out["after"] = out["quality"]["search"]
         out["before"] = before(launch, _before_configs(space, ARGS.before_trials), state)
+        out["torchrun"] = torchrun_search(state, QUALITY_SPACE, ARGS.trials)
     finally:
         down(prefix)
     return out
@@ -208,6 +267,11 @@ def _md(res: dict) -> str:
                   f"({q['search']['best']}), exhaustive live grid ({q['grid_points']} points) best "
                   f"{q['grid_best_s'] * 1e3:.1f} ms ({q['grid_best']}): gap {q['gap_found'] * 100:+.1f} % as found; "
                   f"re-measured head to head ({ARGS.passes} passes) {q['gap_h2h'] * 100:+.1f} %."]
+        t = res["emulated"]["torchrun"]
+        lines += ["", f"torchrun ({t['launch']}, c10d rendezvous on host 0): {t['trials']} trials, {t['complete']} "
+                  f"complete, {t['pruned']} pruned; per-trial overhead median {t['overhead_median_s']:.3f} s "
+                  f"(p90 {t['overhead_p90_s']:.3f}); start-up {t['startup_s']:.1f} s; orphan processes: "
+                  f"{len(t['orphans'])}; wrap applies the profile: {t['wrap_applies']}; load {t['load']}."]
     return "\n".join(lines)
 
 
@@ -246,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         res["local"] = run_local(space)
     if ARGS.emulated:
         res["emulated"] = run_emulated(space, ARGS.emulated)
-    suffix = "_quick" if ARGS.quick else ""
+    suffix = "".join(f"_{w}" for w in ("local", "emulated") if w in res) + ("_quick" if ARGS.quick else "")
     write_json(f"bench_live_search{suffix}.json", res)
     text = _md(res)
     write_md(f"bench_live_search{suffix}.md", text)

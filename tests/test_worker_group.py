@@ -201,3 +201,39 @@ def test_torchrun_on_emulated_hosts_searches_prunes_and_leaves_nothing(tmp_path,
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(prof.knobs.fusion_threshold_bytes), str(prof.knobs.num_streams)]
+
+
+@pytest.mark.slow
+def test_live_search_of_the_users_model_writes_a_profile_wrap_accepts(tmp_path, capsys):
+    import json
+
+    from commtune.cli import main as run_cli
+    from commtune.models.record import build_module
+    from commtune.profiles import load_profile
+    from commtune.runtime.apply import check_model
+
+    src = tmp_path / "mymodels.py"
+    src.write_text("from torch import nn\n\ndef make_model():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), "
+                   "nn.Flatten(), nn.Linear(8 * 6 * 6, 64), nn.ReLU(), nn.Linear(64, 10))\n")
+    spec = f"{src}:make_model"
+    rc = run_cli(["search", "--objective", "live", "--model-factory", spec, "--input-shape", "3,8,8", "--batch-size", "4",
+                  "--ranks", "2", "--space", "ddp", "--trials", "3", "--live-steps", "2", "--pruner", "none",
+                  "--workdir", str(tmp_path / "w"), "--json", "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    d = json.loads(out.out)
+    assert d["trials"] == 3 and d["measured"]["live"]["model_factory"] == spec
+    prof = load_profile(d["profile_path"])
+    check_model(build_module(spec), prof)  # raises if the fingerprint were the synthetic mirror's
+
+
+def test_model_factory_flag_errors(tmp_path, capsys):
+    from commtune.cli import main as run_cli
+
+    for extra, needle in ((["--model", "resnet50", "--objective", "live"], "drop --model"),
+                          (["--objective", "simulator"], "is for live measurement")):
+        rc = run_cli(["search", "--model-factory", "x.py:f", *extra, "--workdir", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert run_cli(["search", "--workdir", str(tmp_path)]) == 2
+    assert "--model" in capsys.readouterr().err

@@ -16,6 +16,9 @@ DEFAULT_TRIALS = 50
 DEFAULT_BW = "32gbit"
 
 
+from commtune.cli.profile_model_cmd import _shape  # noqa: E402
+
+
 def _int_any(text: str) -> int:
     try:
         return int(text)
@@ -38,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Defaults: 16 nodes x 8 GPUs, --bw 32gbit (with that preset's per-stream cap), "
                                    f"space 'default', sampler 'auto', {DEFAULT_TRIALS} trials, SQLite study "
                                    "under --workdir (re-running resumes).")
-    add_scenario_args(p)
+    add_scenario_args(p, model_required=False)  # --model, or --model-factory for a live search
     g = p.add_argument_group("search")
     g.add_argument("--space", default="default", metavar="NAME_OR_FILE",
                    help="search space: default, ddp, horovod, or a YAML file (default: default)")
@@ -78,6 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     lv.add_argument("--live-backward-ms", type=float, help="emulated backward time (default: the scenario's)")
     lv.add_argument("--live-steps", type=_int_any, default=8, help="timed steps per trial (default 8)")
     lv.add_argument("--live-warmup", type=_int_any, default=1, help="untimed warm-up steps per trial (default 1)")
+    lv.add_argument("--model-factory", metavar="MODULE:FACTORY",
+                    help="measure your own model (as `commtune profile-model`: built by the factory, synthetic inputs "
+                         "of --batch-size x --input-shape or --seq-len) instead of the model's synthetic mirror; "
+                         "the profile carries its fingerprint, so commtune.runtime.wrap accepts it")
+    lv.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="--model-factory: per-sample input shape "
+                    "(default 3,224,224)")
+    lv.add_argument("--seq-len", type=_int_any, help="--model-factory: feed token ids of this length instead")
     lv.add_argument("--live-engine", choices=("gloo", "nccl"), default="gloo",
                     help="collectives of the live ranks: gloo (CPU, default) or nccl (one GPU per rank)")
     lv.add_argument("--live-timeout", type=float, default=300.0,
@@ -113,13 +123,21 @@ def _validate(args: argparse.Namespace) -> None:
     if args.backend == "ray" and args.sampler == "grid":
         raise CommtuneError("--sampler grid runs on the batch simulator; use it without --backend ray")
     _validate_live(args)
+    if args.model_factory:
+        if args.model:
+            raise CommtuneError("--model-factory measures your own model; drop --model")
+        if args.objective != "live":
+            raise CommtuneError("--model-factory measures your model live: it goes with --objective live")
+        args.model = "resnet50"  # a placeholder: the search records the factory's model as the scenario's
+    elif not args.model:
+        raise CommtuneError("the following arguments are required: --model (or --model-factory with --objective live)")
     if args.storage:
         from commtune.search.storage import normalise
 
         normalise(args.storage)
 
 
-_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner")
+_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner", "model_factory")
 
 
 def _validate_live(args: argparse.Namespace) -> None:
@@ -239,7 +257,19 @@ def _live_scenario(args: argparse.Namespace):
             a = argparse.Namespace(**{**vars(args), "nodes": ranks, "gpus_per_node": 1})
         scenario = scenario_from_args(a)
         launch = LaunchSpec(ranks=ranks, timeout_s=args.live_timeout, engine=args.live_engine)
+    record = None
+    if args.model_factory:
+        from commtune.models.record import RecordOptions, profile_factory
+        from commtune.scenario import Scenario
+
+        record = {"batch_size": args.batch_size, "input_shape": list(args.input_shape) if args.input_shape else None,
+                  "seq_len": args.seq_len}
+        if not (in_job(args) and launch.rank != 0):  # only the search records the model (its simulator side)
+            model = profile_factory(args.model_factory, RecordOptions(
+                batch_size=args.batch_size, input_shape=args.input_shape, seq_len=args.seq_len, steps=2, warmup=1))
+            scenario = Scenario(model, scenario.cluster, batch_size=args.batch_size, precision=args.precision)
     settings = LiveSettings(
+        model_factory=args.model_factory, record_options=record,
         launch=launch, scale=args.live_scale, compute=args.live_compute,
         forward_s=None if args.live_forward_ms is None else args.live_forward_ms / 1e3,
         backward_s=None if args.live_backward_ms is None else args.live_backward_ms / 1e3,

@@ -120,11 +120,16 @@ class LiveSettings:
     steps: int = 8
     warmup: int = 1
     mode: str = "split"
+    model_factory: str | None = None  # "pkg.mod:make_model": the user's model instead of the synthetic mirror
+    record_options: dict | None = None  # its synthetic inputs: batch_size, input_shape, seq_len, vocab
 
     def describe(self) -> dict[str, Any]:
-        return {"launch": self.launch.describe(), "scale": self.scale, "compute": self.compute,
-                "forward_s": self.forward_s, "backward_s": self.backward_s, "steps": self.steps,
-                "warmup": self.warmup, "mode": self.mode}
+        d = {"launch": self.launch.describe(), "scale": self.scale, "compute": self.compute,
+             "forward_s": self.forward_s, "backward_s": self.backward_s, "steps": self.steps,
+             "warmup": self.warmup, "mode": self.mode}
+        if self.model_factory:
+            d.update(model_factory=self.model_factory, record_options=self.record_options)
+        return d
 
 
 class LiveObjective(Objective):
@@ -146,9 +151,14 @@ class LiveObjective(Objective):
         w = scenario.workload
         fwd = w.forward_s if s.forward_s is None else s.forward_s
         bwd = w.backward_s if s.backward_s is None else s.backward_s
-        self.profile = synthetic_profile(scenario.model, s.scale, fwd, bwd)
-        DDPTimingSpec(self.profile, s.compute, s.mode, s.steps, s.warmup)  # validates
-        self.workload = sim_workload(self.profile)
+        if s.model_factory:  # the user's model itself (its recorded profile is the scenario's)
+            self.profile = scenario.model
+            DDPTimingSpec(self.profile, "emulated", s.mode, s.steps, s.warmup)  # validates
+            self.workload = w
+        else:
+            self.profile = synthetic_profile(scenario.model, s.scale, fwd, bwd)
+            DDPTimingSpec(self.profile, s.compute, s.mode, s.steps, s.warmup)  # validates
+            self.workload = sim_workload(self.profile)
         self.screening_objective = WorkloadSimulatorObjective(scenario, self.workload)
         self.cache: dict[Knobs, dict] = {}  # complete measurements
         self.partial: dict[Knobs, dict] = {}  # pruned ones (the steps they ran)
@@ -179,8 +189,10 @@ class LiveObjective(Objective):
         from commtune.probe.ddp_step import _layer_specs
 
         s = self.settings
-        return {"layers": _layer_specs(self.profile), "compute": s.compute, "mode": s.mode, "steps": s.steps,
-                "warmup": s.warmup}
+        task = {"mode": s.mode, "steps": s.steps, "warmup": s.warmup}
+        if s.model_factory:
+            return {**task, "model_factory": s.model_factory, "record_options": dict(s.record_options or {})}
+        return {**task, "layers": _layer_specs(self.profile), "compute": s.compute}
 
     def _group(self):
         """The persistent worker group (started on first use, one launch per search): ranks
