@@ -80,7 +80,7 @@ def _task(check_grads=False, steps=3):
     from commtune.probe.ddp_step import _layer_specs, synthetic_profile
 
     prof = synthetic_profile("resnet50", 0.02, 0.02, 0.04)
-    return {"layers": _layer_specs(prof), "compute": "emulated", "mode": "split", "steps": steps, "warmup": 1,
+    return {"layers": _layer_specs(prof), "compute": "emulated", "mode": None, "steps": steps, "warmup": 1,
             "check_grads": check_grads}
 
 

@@ -203,7 +203,7 @@ def _trial_result(msg: dict, knobs: Knobs, out: dict, wl: Workload) -> dict:
     return res
 
 
-def serve(link: Any, wl: Workload, *, mode: str = "split", steps: int = 8, warmup: int = 1,
+def serve(link: Any, wl: Workload, *, mode: str | None = None, steps: int = 8, warmup: int = 1,
           tick: Callable[[], None] = lambda: None, driver_alive: Callable[[], bool] = lambda: True,
           check_grads: bool = False, process_group: Any = None, device: Any = None) -> int:
     """Every rank: run trials until the driver says stop; returns the number of trials.
@@ -302,7 +302,7 @@ def serve_task(comm: Any, task: dict, progress: Any) -> dict:
     wl = make_workload(task, comm.device, comm.rank)
     link = FileLink(task["link"], send="up", recv="down") if comm.rank == 0 else None
     pid = task.get("driver_pid")
-    n = serve(link, wl, mode=task.get("mode", "split"), steps=int(task["steps"]), warmup=int(task["warmup"]),
+    n = serve(link, wl, mode=task.get("mode"), steps=int(task["steps"]), warmup=int(task["warmup"]),
               tick=progress.tick, driver_alive=lambda: not pid or pid_alive(pid),
               check_grads=bool(task.get("check_grads")), device=comm.device)
     return {"world_size": comm.world, "trials": n}
@@ -504,7 +504,7 @@ def serve_in_job(task: dict, link: Any = None, device: Any = None) -> int:
     import torch.distributed as dist
 
     wl = make_workload(task, device or "cpu", dist.get_rank())
-    return serve(link, wl, mode=task.get("mode", "split"), steps=int(task["steps"]), warmup=int(task["warmup"]),
+    return serve(link, wl, mode=task.get("mode"), steps=int(task["steps"]), warmup=int(task["warmup"]),
                  check_grads=bool(task.get("check_grads")), device=device or "cpu")
 
 

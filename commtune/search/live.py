@@ -42,7 +42,7 @@ from commtune.knobs import DDP_DEFAULT, Knobs
 from commtune.search.objective import Objective, SimulatorObjective
 
 #: knobs the live DDP run applies (with fusion_policy fixed to static, hierarchical to False)
-LIVE_KNOBS = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "wire_precision")
+LIVE_KNOBS = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "stream_mode", "wire_precision")
 LIVE_FIXED = {"fusion_policy": "static", "hierarchical": False}
 
 
@@ -119,7 +119,7 @@ class LiveSettings:
     backward_s: float | None = None
     steps: int = 8
     warmup: int = 1
-    mode: str = "split"
+    mode: str | None = None  # None: each configuration's stream_mode
     model_factory: str | None = None  # "pkg.mod:make_model": the user's model instead of the synthetic mirror
     record_options: dict | None = None  # its synthetic inputs: batch_size, input_shape, seq_len, vocab
 
