@@ -17,7 +17,6 @@ from commtune.search import SearchConfig, SearchResult
 
 
 def _trainable(config: dict, objective=None, space=None, stepwise: bool = False):
-
     knobs = space.knobs_from_params({k: v for k, v in config.items()})
     try:
         _evaluate(knobs, objective, stepwise)
