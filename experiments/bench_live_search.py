@@ -62,7 +62,7 @@ def _scenario(launch, scale: float, fwd: float, bwd: float, state=None):
     from commtune.cluster import ClusterSpec
     from commtune.models import load_model
     from commtune.scenario import Scenario
-    from commtune.search.live import LiveSettings, cluster_from_state
+    from commtune.evaluators.live import LiveSettings, cluster_from_state
 
     cluster = cluster_from_state(state) if state is not None else ClusterSpec(nodes=launch.world_size, gpus_per_node=1)
     sc = Scenario(load_model("resnet50"), cluster)
@@ -111,7 +111,8 @@ def after(launch, space, trials: int, state=None, sampler: str = "auto") -> dict
 
 
 def before(launch, configs, state=None) -> dict:
-    from commtune.probe.ddp_step import synthetic_profile, time_ddp_configs
+    from commtune.probe.ddp_step import time_ddp_configs
+    from commtune.runtime.synthetic import synthetic_profile
 
     prof = synthetic_profile("resnet50", ARGS.scale, ARGS.forward_ms / 1e3, ARGS.backward_ms / 1e3)
     over, walls = [], []
@@ -127,11 +128,11 @@ def before(launch, configs, state=None) -> dict:
 
 def quality(launch, space, state) -> dict:
     """Live search best vs the exhaustive live grid's best, same space, same cluster."""
-    from commtune.search.live import LiveObjective
+    from commtune.evaluators.live import LiveEvaluator
 
     searched = after(launch, space, ARGS.trials, state)
     sc, settings = _scenario(launch, ARGS.scale, ARGS.forward_ms / 1e3, ARGS.backward_ms / 1e3, state)
-    live = LiveObjective(sc, settings)
+    live = LiveEvaluator(sc.model, settings, scenario=sc)
     try:
         grid = [space.knobs_from_params(p) for p in space.grid_rows()]
         t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def quality(launch, space, state) -> dict:
         grid_best = grid[i]
         from commtune.knobs import Knobs
 
-        search_best = LiveObjective.key(Knobs.from_dict({**grid_best.to_dict(), **searched["best"]}))
+        search_best = live.key(Knobs.from_dict({**grid_best.to_dict(), **searched["best"]}))
         # head to head: both bests re-measured in alternating passes (fresh trials, no cache)
         h2h = {"search": [], "grid": []}
         for p in range(ARGS.passes):

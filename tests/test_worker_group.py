@@ -77,10 +77,10 @@ def test_same_ddp_ignores_stream_mode_of_one_stream():
 # --------------------------------------------------------------------------- slow: real ranks
 
 def _task(check_grads=False, steps=3):
-    from commtune.probe.ddp_step import _layer_specs, synthetic_profile
+    from commtune.runtime.synthetic import layer_specs, synthetic_profile
 
     prof = synthetic_profile("resnet50", 0.02, 0.02, 0.04)
-    return {"layers": _layer_specs(prof), "compute": "emulated", "mode": None, "steps": steps, "warmup": 1,
+    return {"layers": layer_specs(prof), "compute": "emulated", "mode": None, "steps": steps, "warmup": 1,
             "check_grads": check_grads}
 
 

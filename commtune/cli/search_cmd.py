@@ -8,15 +8,13 @@ import time
 from pathlib import Path
 
 from commtune.cli.common import add_scenario_args, positive_int
+from commtune.cli.profile_model_cmd import _shape
 from commtune.errors import CommtuneError
 from commtune.search import BACKENDS, PRUNERS, SAMPLERS
 from commtune.search.runner import DEFAULT_CONFIRM
 
 DEFAULT_TRIALS = 50
 DEFAULT_BW = "32gbit"
-
-
-from commtune.cli.profile_model_cmd import _shape  # noqa: E402
 
 
 def _int_any(text: str) -> int:
@@ -47,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="search space: default, ddp, horovod, or a YAML file (default: default)")
     g.add_argument("--sampler", default="auto", help=f"{'|'.join(SAMPLERS)} (default auto: TPE warm-started from the "
                    "baselines and a batch-simulator screening; grid: exhaustive over the discretised space)")
-    g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna)")
+    g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna; horovod: a replica of "
+                   "Horovod's autotuner on its two knobs, --trials evaluations, nothing stored)")
     g.add_argument("--trials", type=_int_any, default=DEFAULT_TRIALS,
                    help=f"total complete trials the study should hold (default {DEFAULT_TRIALS}); finished trials count")
     g.add_argument("--timeout", type=_seconds, help="stop after this long (e.g. 30s, 5min)")
@@ -104,7 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from commtune.errors import did_you_mean
-    from commtune.search.objective import OBJECTIVES
+    from commtune.evaluators.base import evaluator_names
+
+    objectives = evaluator_names()
 
     if args.sampler not in SAMPLERS:
         raise CommtuneError(f"unknown sampler {args.sampler!r}{did_you_mean(args.sampler, SAMPLERS)}; "
@@ -116,12 +117,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise CommtuneError(f"--trials must be at least 1, got {args.trials}")
     if args.screen < 0:
         raise CommtuneError(f"--screen must be >= 0, got {args.screen}")
-    if args.objective not in (*OBJECTIVES, "multi"):
-        names = [*OBJECTIVES, "multi"]
+    if args.objective not in (*objectives, "multi"):
+        names = [*objectives, "multi"]
         raise CommtuneError(f"unknown objective {args.objective!r}{did_you_mean(args.objective, names)}; "
                             f"objectives: {', '.join(names)}")
-    if args.backend == "ray" and args.sampler == "grid":
-        raise CommtuneError("--sampler grid runs on the batch simulator; use it without --backend ray")
+    if args.backend in ("ray", "horovod") and args.sampler == "grid":
+        raise CommtuneError(f"--sampler grid runs on the batch simulator; use it without --backend {args.backend}")
     _validate_live(args)
     if args.model_factory:
         if args.model:
@@ -206,9 +207,9 @@ def _serve_job(args: argparse.Namespace, scenario, settings) -> int | None:
     if settings.launch.rank == 0:
         return None
     from commtune.runtime.worker_group import serve_in_job
-    from commtune.search.live import LiveObjective
+    from commtune.evaluators.live import LiveEvaluator
 
-    serve_in_job(LiveObjective(scenario, settings).task(), None, device=settings.launch.init())
+    serve_in_job(LiveEvaluator(scenario.model, settings, scenario=scenario).task(), None, device=settings.launch.init())
     return 0
 
 
@@ -219,7 +220,7 @@ def _live_scenario(args: argparse.Namespace):
 
     from commtune.cli.common import scenario_from_args
     from commtune.probe.launch import LaunchSpec
-    from commtune.search.live import LiveSettings, cluster_from_state
+    from commtune.evaluators.live import LiveSettings, cluster_from_state
 
     if args.cluster == "emulated":
         from commtune.emulation import problems, status
@@ -340,9 +341,9 @@ def run(args: argparse.Namespace) -> int:
     scenarios = []
     settings = None
     if args.live:
-        from commtune.search.live import check_live_space
+        from commtune.runtime.ddp_plan import check_space
 
-        check_live_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
+        check_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
         scenario, settings = _live_scenario(args)
         if in_job(args):
             if args.objective != "live":
@@ -381,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
             with _Progress(show_progress, f"{scenario.model.name} @ {bw}") as progress:
                 _, report = search_scenario(
                     scenario, space, backend=args.backend,
-                    objective_name="live" if args.objective == "live" else "simulator",
+                    objective_name="live" if args.live else "simulator",
                     objective_options={"settings": settings} if settings is not None else None,
                     confirm=args.confirm or 0, sampler=args.sampler,
                     trials=args.trials, timeout_s=args.timeout, seed=args.seed, storage=storage,

@@ -25,7 +25,7 @@ Two ways to start the group, one protocol (messages are JSON-able dicts):
   (:func:`serve_in_job`).
 
 The model on the ranks is the synthetic mirror of a model profile
-(:mod:`commtune.probe.ddp_step`) or the user's own (``model_factory``:
+(:mod:`commtune.runtime.synthetic`) or the user's own (``model_factory``:
 ``pkg.mod:make_model``, synthetic inputs as ``commtune profile-model``).
 """
 from __future__ import annotations
@@ -174,9 +174,9 @@ def make_workload(task: dict, device: Any, rank: int) -> Workload:
             _scalar_loss(torch, model(example)).backward()
 
         return Workload(module, user_step, name=type(module).__name__)
-    from commtune.probe.ddp_step import _build_model
+    from commtune.runtime.synthetic import build_model
 
-    module = _build_model(task["layers"], task.get("compute", "emulated")).to(device)
+    module = build_model(task["layers"], task.get("compute", "emulated")).to(device)
     x = torch.randn(4, 8, device=device)
     w = torch.randn(4, 8, device=device)
 
