@@ -9,18 +9,13 @@ CPU work) on the ranks of a :class:`~commtune.probe.launch.LaunchSpec`:
 * ``--ranks N``: N local processes on 127.0.0.1 (gloo over loopback);
 * ``--cluster emulated``: one rank per host of the emulated cluster that is up
   (``commtune cluster up``); the simulator side of the scenario is built
-  from the cluster's state (:func:`cluster_from_state`).
-
-Real multi-machine clusters are not launched from the search process (it
-spawns its ranks with ``subprocess``, on this machine's namespaces only);
-see ``docs/search.md`` for how to search there (calibrate with
-``commtune probe`` under torchrun, then search the calibrated simulator).
+  from the cluster's state (:func:`cluster_from_state`);
+* under torchrun on real machines (``launch`` a
+  :class:`~commtune.runtime.worker_group.JobLaunch`): the job's own ranks,
+  rank 0 searches, every rank measures.
 
 Only knobs DDP can apply are measured (:mod:`commtune.runtime.ddp_plan`);
 a space that varies anything else is refused (:meth:`LiveEvaluator.check_space`).
-
-Under torchrun (``launch`` a :class:`~commtune.runtime.worker_group.JobLaunch`)
-the ranks are the job's own: rank 0 searches, every rank measures.
 
 The ranks start once per evaluator: a persistent worker group
 (:mod:`commtune.runtime.worker_group`) in which each trial reconfigures DDP in
