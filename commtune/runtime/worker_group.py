@@ -141,8 +141,10 @@ class Workload:
     """The module the ranks train and one step of it (synthetic mirror or the user's model)."""
 
     def __init__(self, module: Any, step: Callable[[Any], Any], records: list | None = None,
-                 clock: Any = None, name: str = "model") -> None:
+                 clock: Any = None, name: str = "model", inputs: tuple = (), spec: tuple | None = None) -> None:
         self.module, self.step, self.records, self.clock, self.name = module, step, records, clock, name
+        self.inputs = inputs  # the synthetic model's (x, w), for the gradient check
+        self.spec = spec  # the synthetic model's (layers, compute), for the gradient check
         self.t0 = 0.0
 
     def run_step(self, model: Any) -> None:
@@ -183,10 +185,8 @@ def make_workload(task: dict, device: Any, rank: int) -> Workload:
     def synthetic_step(model: Any) -> None:
         (model(x) * w).sum().backward()
 
-    wl = Workload(module, synthetic_step, records=[], clock=module.clock, name="synthetic")
-    wl.inputs = (x, w)
-    wl.spec = (task["layers"], task.get("compute", "emulated"))
-    return wl
+    return Workload(module, synthetic_step, records=[], clock=module.clock, name="synthetic", inputs=(x, w),
+                    spec=(task["layers"], task.get("compute", "emulated")))
 
 
 def _trial_result(msg: dict, knobs: Knobs, out: dict, wl: Workload) -> dict:
@@ -258,7 +258,7 @@ def serve(link: Any, wl: Workload, *, mode: str | None = None, steps: int = 8, w
         out = run_trial(reconf, plan, wl.run_step, channel, int(msg.get("warmup", warmup)), int(msg.get("steps", steps)),
                         pruning=pruning, tick=tick)
         trials += 1
-        grad = _grad_check(wl, knobs, process_group, device) if check_grads and wl.records is not None else None
+        grad = _grad_check(wl, knobs, process_group, device) if check_grads and wl.spec is not None else None
         if src:
             res = _trial_result(msg, knobs, out, wl)
             res["decision_wait_s"] = waited[0]
