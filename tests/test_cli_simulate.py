@@ -36,7 +36,7 @@ def test_flags_change_the_result(capsys):
     tuned = json.loads(run(capsys, *base, "--streams", "4", "--hierarchical", "--negotiation", "decentralized",
                            "--wire-precision", "fp16")[1])
     assert tuned["step_time_s"] < one["step_time_s"]
-    flat = json.loads(run(capsys, *base, "--hierarchical", "--flat")[1])
+    flat = json.loads(run(capsys, *base, "--flat")[1])
     assert flat["knobs"]["hierarchical"] is False
 
 

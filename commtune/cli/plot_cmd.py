@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from commtune.io import check_writable
 from commtune.plots import KINDS, check_output_path, save_figure
 
 
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_output_path(args.output)  # fail before any work
+    check_writable(args.output, "figure")
     fig = args.plot_module.figure_from_args(args)
     path = save_figure(fig, args.output)
     print(f"{args.kind} plot written to {path}")

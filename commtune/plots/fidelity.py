@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from commtune.errors import CommtuneError
+from commtune.limits import RANGES
 from commtune.io import read_text
 
 HELP = "predicted against measured scatter with the y=x line (CSV/JSON of {predicted, measured})"
@@ -29,7 +30,7 @@ _SCALE = {"": 1.0, "_s": 1.0, "_ms": 1e-3, "_us": 1e-6}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="CSV or JSON file of {predicted, measured} points")
     p.add_argument("--title", help="figure title")
-    p.add_argument("--band", type=float, default=10.0, help="shade +-PCT around y=x (default 10; 0 = none)")
+    p.add_argument("--band", type=RANGES["percent"].argtype("--band"), default=10.0, help="shade +-PCT around y=x (default 10; 0 = none)")
     p.add_argument("--annotate", action="store_true", help="write each point's label next to it")
 
 

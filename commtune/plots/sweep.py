@@ -18,8 +18,9 @@ import math
 import numpy as np
 
 from commtune.errors import CommtuneError
+from commtune.limits import RANGES
 from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT
-from commtune.units import parse_bandwidth
+from commtune.units import parse_bandwidth, split_list
 
 HELP = "best knobs and scaling efficiency against bandwidth (grid search per bandwidth)"
 DEFAULT_BWS = "5gbit,10gbit,16gbit,25gbit,32gbit,50gbit,100gbit,200gbit"
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default="default",
                    help="search space of the grid: a bundled name (default: both fusion policies; horovod; ddp) "
                         "or a YAML file")
-    p.add_argument("--grid-points", type=int, metavar="N",
+    p.add_argument("--grid-points", type=RANGES["grid_points"].argtype("--grid-points"), metavar="N",
                    help="points per numeric range of the grid (default: the space's own)")
     p.add_argument("--csv", metavar="FILE", help="also write the table of results as CSV")
 
@@ -44,7 +45,7 @@ def figure_from_args(args: argparse.Namespace):
 
     if args.bw:
         raise CommtuneError("plot sweep takes --bws (a list), not --bw")
-    bws = [parse_bandwidth(b.strip(), what="--bws") for b in args.bws.split(",") if b.strip()]
+    bws = [parse_bandwidth(b, what="--bws") for b in split_list(args.bws, "--bws")]
     if len(bws) < 2:
         raise CommtuneError("--bws needs at least two bandwidths, e.g. 10gbit,32gbit,100gbit")
     if args.cluster is None:

@@ -16,7 +16,7 @@ from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
 from commtune.probe.fit import busbw, algbw, derive_link, fit_host, fit_measurements, fit_pipelining
-from commtune.units import parse_size
+from commtune.units import parse_size, split_list
 
 DEFAULT_SIZES = "1KB:256MB"
 DEFAULT_STREAMS = (1, 2, 4, 8)
@@ -45,7 +45,7 @@ def parse_sizes(text: str, step: int = 4) -> list[int]:
             sizes.append(s)
             s *= step
         return sizes
-    sizes = [parse_size(part, "--sizes entry", allow_zero=False) for part in text.split(",") if part.strip()]
+    sizes = [parse_size(part, "--sizes entry", allow_zero=False) for part in split_list(text, "--sizes")]
     if not sizes:
         raise CommtuneError("--sizes is empty; give e.g. 1KB:256MB or 1MB,4MB,16MB")
     if any(s < 4 for s in sizes):
