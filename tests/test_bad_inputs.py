@@ -247,3 +247,102 @@ def test_table_size():
     commands = {c[1][0] for c in CASES}
     assert {"models", "simulate", "search", "show", "export", "plot", "cluster", "probe", "validate",
             "profile-model"} <= commands
+
+
+def _run(argv, capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_resume_says_what_it_resumed_and_refuses_another_sampler(scratch, capsys):
+    base = ["search", "--model", "resnet50", "--storage", "sqlite:///s.db", "--study", "one", "--screen", "64",
+            "--no-profile", "--trials", "4"]
+    code, out, _ = _run(base, capsys)
+    assert code == 0 and "(4 new trials)" in out
+    code, out, _ = _run([*base[:-1], "6"], capsys)
+    assert code == 0 and "resumed study one" in out and "4 trials from earlier runs, 2 new" in out
+    before = _snapshot(scratch)
+    code, _, err = _run([*base, "--sampler", "random"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "made by sampler 'auto', not 'random'" in err and "--sampler auto" in err
+    assert _snapshot(scratch) == before
+    # without --study, another sampler or seed is a study of its own
+    from commtune.search.runner import study_name_for
+    from commtune.scenario import Scenario
+    from commtune.models import load_model
+    from commtune.cluster import make_cluster
+    from commtune.search.space import load_space
+
+    sc, sp = Scenario(load_model("resnet50"), make_cluster()), load_space("default")
+    names = {study_name_for(sc, sp, "simulator", s, seed) for s in ("auto", "random") for seed in (0, 1)}
+    assert len(names) == 4
+
+
+def test_wrap_refuses_a_binary_profile(scratch):
+    torch = pytest.importorskip("torch")
+    from commtune.errors import CommtuneError
+    from commtune.runtime import wrap
+
+    with pytest.raises(CommtuneError, match="binary.json.*not a UTF-8 text file"):
+        wrap(torch.nn.Linear(2, 2), "binary.json")
+
+
+def test_grid_memory_bound():
+    """The bound on grid sizes comes from the memory one configuration takes:
+    build and simulate a grid, measure the peak, and check BYTES_PER_CONFIG covers it;
+    a grid over the bound is refused before anything is allocated."""
+    import tracemalloc
+
+    from commtune.cluster import make_cluster
+    from commtune.errors import CommtuneError
+    from commtune.limits import BYTES_PER_CONFIG, MAX_CONFIGS
+    from commtune.models import load_model
+    from commtune.scenario import Scenario
+    from commtune.search.space import load_space
+
+    space = load_space("default")
+    sim = Scenario(load_model("resnet50"), make_cluster()).simulator
+    sim.run_batch(space.knob_arrays(space.grid_rows(points=2)))  # warm caches outside the measurement
+    tracemalloc.start()
+    try:
+        rows = space.grid_rows(points=16)
+        sim.run_batch(space.knob_arrays(rows))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == space.grid_size(points=16) > 10_000
+    assert peak / len(rows) <= BYTES_PER_CONFIG
+    assert MAX_CONFIGS * BYTES_PER_CONFIG <= 2 * 2**30  # the largest accepted grid fits in 2 GiB
+    assert space.grid_size(points=1024) > MAX_CONFIGS
+    tracemalloc.start()
+    try:
+        with pytest.raises(CommtuneError, match="out of range"):
+            space.grid_rows(points=1024)
+        refused_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused_peak < 10 * 2**20
+
+
+def test_tables_keep_their_width_in_a_pipe(scratch, capsys):
+    code, out, _ = _run(["search", "--model", "resnet50", "--bw", "10gbit,32gbit", "--trials", "3", "--screen", "0",
+                         "--storage", "memory", "--no-profile", "--quiet"], capsys)
+    assert code == 0
+    assert "…" not in out and max(len(line) for line in out.splitlines()) > 80
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [["presets", "--json"], ["presets"], ["models", "--json"]])
+def test_closed_pipe_is_quiet(argv, tmp_path):
+    """`commtune presets --json | head`: the reader is gone before commtune writes."""
+    import subprocess
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "commtune", *argv], stdout=w, stderr=subprocess.PIPE, text=True,
+                           cwd=tmp_path, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 141 and p.stderr == ""

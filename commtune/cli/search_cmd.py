@@ -269,8 +269,9 @@ def _profile_path(args, model: str, bw: str, several: bool) -> Path:
 class _Progress:
     """A rich progress bar on stderr (only on a TTY and without --quiet)."""
 
-    def __init__(self, enabled: bool, label: str):
+    def __init__(self, enabled: bool, label: str, header: list[str] | None = None):
         self.bar = None
+        self.header = header or []  # printed once the search has started (a refused search prints only its error)
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -285,11 +286,19 @@ class _Progress:
             self.bar.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.bar:
             self.bar.stop()
+        if exc_type is None:
+            self._print_header()
+
+    def _print_header(self) -> None:
+        for line in self.header:
+            print(line, file=sys.stderr)
+        self.header = []
 
     def __call__(self, done: int, total: int, best: float) -> None:
+        self._print_header()
         if self.bar:
             from commtune.units import format_time
 
@@ -334,18 +343,19 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     t0 = time.monotonic()
     for (bw, scenario), path in zip(scenarios, paths):
+        header = []
         if not args.json and not args.quiet:
-            print(f"searching {scenario.describe()}", file=sys.stderr)
-            print(f"  space {space.name} ({', '.join(space.param_names)}), backend {args.backend}, sampler "
-                  f"{args.sampler}, {args.trials} trials, seed {args.seed}", file=sys.stderr)
+            header.append(f"searching {scenario.describe()}")
+            header.append(f"  space {space.name} ({', '.join(space.param_names)}), backend {args.backend}, sampler "
+                          f"{args.sampler}, {args.trials} trials, seed {args.seed}")
             if settings is not None:
                 what = "live trials" if args.objective == "live" else f"top {args.confirm} confirmed live"
-                print(f"  {what} on {settings.launch.describe()}: synthetic {scenario.model.name} x{settings.scale:g} "
-                      f"({settings.compute} compute), {settings.warmup}+{settings.steps} steps"
-                      + (f", pruner {pruner}" if args.objective == "live" else ""), file=sys.stderr)
+                header.append(f"  {what} on {settings.launch.describe()}: synthetic {scenario.model.name} "
+                              f"x{settings.scale:g} ({settings.compute} compute), {settings.warmup}+{settings.steps} steps"
+                              + (f", pruner {pruner}" if args.objective == "live" else ""))
         t1 = time.monotonic()
         try:
-            with _Progress(show_progress, f"{scenario.model.name} @ {bw}") as progress:
+            with _Progress(show_progress, f"{scenario.model.name} @ {bw}", header) as progress:
                 _, report = search_scenario(
                     scenario, space, backend=args.backend,
                     objective_name="live" if args.objective == "live" else "simulator",
