@@ -113,7 +113,6 @@ def test_stream_mode_flag(capsys):
 
 
 def run_fails(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
+    code = main(list(argv))  # usage errors return 2 (no SystemExit from main)
     out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    return code, out, err
