@@ -24,6 +24,7 @@ from commtune.io import read_text
 from commtune.units import format_bandwidth, format_time, parse_bandwidth, parse_duration
 
 CLUSTER_FORMAT = "commtune-cluster/1"
+RATES = ("inter_bw_Bps", "per_stream_Bps", "intra_bw_Bps")
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,10 @@ class ClusterSpec:
         if not isinstance(self.inflight_per_stream, int) or isinstance(self.inflight_per_stream, bool) \
                 or not 1 <= self.inflight_per_stream <= 64:
             raise CommtuneError(f"inflight_per_stream must be an integer in [1, 64], got {self.inflight_per_stream!r}")
-        for name in ("inter_bw_Bps", "per_stream_Bps", "intra_bw_Bps"):
+        for name in RATES:  # math.inf = unlimited (API and calibrations); files and flags are range-checked
             v = getattr(self, name)
-            if not (name == "per_stream_Bps" and v == math.inf):
-                RANGES["bandwidth"].check(v, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise CommtuneError(f"{name} must be a positive rate in bytes/s, got {v!r}")
         for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s", "buffer_gap_s"):
             RANGES["latency"].check(getattr(self, name), name)
         for name in ("host_pre_s_per_byte", "host_post_s_per_byte"):
@@ -152,6 +153,12 @@ class ClusterSpec:
             ib, il = intra_preset(str(d["intra"]))
             kwargs.setdefault("intra_bw_Bps", ib)
             kwargs.setdefault("intra_latency_s", il)
+        from commtune.limits import RANGES
+
+        for name in RATES:  # numbers written in a file: a sane range (None/inf = unlimited)
+            v = kwargs.get(name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v != math.inf:
+                RANGES["bandwidth"].check(v, f"{where}: {name}")
         try:
             return cls(meta=meta, **kwargs)
         except CommtuneError as exc:
@@ -222,7 +229,12 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
         raise CommtuneError(f"cluster file {str(p)!r} has format {fmt!r}; this commtune reads {CLUSTER_FORMAT!r}")
     data = dict(data)
     if "preset" in data:
-        base = preset(str(data.pop("preset")), int(data.get("nodes", 16)), int(data.get("gpus_per_node", 8)))
+        from commtune.limits import RANGES
+
+        sizes = {}
+        for key, default in (("nodes", 16), ("gpus_per_node", 8)):
+            sizes[key] = RANGES[key].check(data.get(key, default), f"cluster file {str(p)!r}: {key}")
+        base = preset(str(data.pop("preset")), sizes["nodes"], sizes["gpus_per_node"])
         merged = base.to_dict()
         merged.update(data)
         data = merged

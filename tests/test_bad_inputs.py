@@ -72,6 +72,9 @@ CASES: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     ("cluster-binary", ["simulate", "--model", "resnet50", "--cluster", "binary.yaml"], ("binary.yaml", "UTF-8"), ()),
     ("cluster-missing", ["simulate", "--model", "resnet50", "--cluster", "missing/c.yaml"], ("missing/c.yaml",), ()),
     ("cluster-nan-bw", ["simulate", "--model", "resnet50", "--cluster", "nan_cluster.yaml"], ("nan",), ()),
+    ("cluster-file-preset-nodes", ["simulate", "--model", "resnet50", "--cluster", "preset_nodes.yaml"],
+     ("abc", "nodes"), ()),
+    ("model-file-nan", ["simulate", "--model", "nan_model.yaml"], ("nan",), ()),
     ("hierarchical-flat", ["simulate", "--model", "resnet50", "--hierarchical", "--flat"], ("--hierarchical", "--flat"), ()),
     ("preset-bw-cap", ["simulate", "--model", "resnet50", "--cluster", "vpc-32gbit", "--bw", "100gbit"],
      ("100gbit", "--per-stream"), ()),
@@ -119,6 +122,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     ("search-storage-driver", ["search", "--model", "resnet50", "--storage", "nosuchdb://host/x",
                                "--no-profile", "--quiet"], ("nosuchdb://host/x",), ()),
     ("search-space-unknown", ["search", "--model", "resnet50", "--space", "nospace"], ("nospace",), ()),
+    ("search-space-grid-huge", ["search", "--model", "resnet50", "--space", "big_grid.yaml", "--sampler", "grid",
+                                "--storage", "memory", "--no-profile"], ("100,000,000", "1,024"), ()),
     ("search-space-binary", ["search", "--model", "resnet50", "--space", "binary.yaml"], ("binary.yaml",), ()),
     ("search-timeout-nan", ["search", "--model", "resnet50", "--timeout", "nan"], ("nan",), ()),
     ("search-objective-bad", ["search", "--model", "resnet50", "--objective", "vibes"], ("vibes",), ()),
@@ -211,6 +216,10 @@ def scratch(tmp_path, monkeypatch):
     (tmp_path / "list.json").write_text("[1, 2]\n")
     (tmp_path / "points.csv").write_text("predicted,measured\n0.1,0.11\n0.2,0.19\n")
     (tmp_path / "nan_cluster.yaml").write_text("inter_bw_Bps: .nan\nnodes: 4\n")
+    (tmp_path / "preset_nodes.yaml").write_text("preset: vpc-32gbit\nnodes: abc\n")
+    (tmp_path / "nan_model.yaml").write_text("name: m\ntensors:\n  - {name: a, numel: .nan}\n")
+    (tmp_path / "big_grid.yaml").write_text("knobs:\n  fusion_threshold_bytes: {low: 1, high: 1e9, log: true, "
+                                            "grid: 100000000}\n")
     (tmp_path / "calib.yaml").write_text("inter_bw: 1gbit\nnodes: 2\ngpus_per_node: 1\n")
     save_profile(make_profile(), tmp_path / "good.json")
     monkeypatch.chdir(tmp_path)

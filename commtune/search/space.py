@@ -371,8 +371,10 @@ def _parse_param(where: str, name: str, spec: Any) -> tuple[Param | None, Any]:
         if knob.kind in ("int", "size") and float(step) != int(step):
             raise bad(f"step of an integer knob must be an integer, got {step!r}")
     grid = spec.get("grid", DEFAULT_GRID_POINTS)
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise bad(f"grid must be an integer >= 2 (points for --sampler grid), got {grid!r}")
+    try:
+        RANGES["grid_points"].check(grid, "grid")
+    except CommtuneError as exc:
+        raise bad(f"{exc} (points for --sampler grid)") from None
     kind = "float" if knob.kind == "float" else "int"
     return Param(name, kind, low=low, high=high, log=log, step=step, grid=grid), None
 
