@@ -80,7 +80,7 @@ class ClusterSpec:
 
         for name in ("nodes", "gpus_per_node"):
             RANGES[name].check(getattr(self, name), name)
-        RANGES["world_size"].check(self.nodes * self.gpus_per_node, "world size (nodes x GPUs per node)")
+        RANGES["world_size"].check(self.nodes * self.gpus_per_node, "world size")
         if not isinstance(self.inflight_per_stream, int) or isinstance(self.inflight_per_stream, bool) \
                 or not 1 <= self.inflight_per_stream <= 64:
             raise CommtuneError(f"inflight_per_stream must be an integer in [1, 64], got {self.inflight_per_stream!r}")
