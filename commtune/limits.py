@@ -106,6 +106,8 @@ _R = [
     Range("grid_points", "--grid-points", 2, 1024, integer=True, unit="points per numeric range"),
     Range("grid_configs", "grid size (--sampler grid, plot sweep)", 1, MAX_CONFIGS, integer=True, unit="configurations",
           why=f"about {MAX_CONFIGS * BYTES_PER_CONFIG / 1e9:.1f} GB and 10 s of batch simulation"),
+    Range("message_size", "probe --sizes, --burst-sizes, --host-sizes", 4, 2**31, integer=True, unit="bytes",
+          why="each rank holds a buffer of this size per stream"),
     Range("heatmap_points", "plot heatmap --points", 2, 400, integer=True),
     Range("timeout", "--timeout, --live-timeout", 0.0, 7 * 86400.0, low_open=True, unit="s"),
     Range("iterations", "probe --iters, --burst-count", 1, 10_000, integer=True),

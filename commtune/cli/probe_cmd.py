@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     min_fit = parse_size(args.fit_min_size, "--fit-min-size")
     none = ("", "none", "off", "0")
     extra_kw = dict(
-        burst_sizes=[] if args.burst_sizes.strip().lower() in none else parse_sizes(args.burst_sizes),
+        burst_sizes=[] if args.burst_sizes.strip().lower() in none else parse_sizes(args.burst_sizes, what="--burst-sizes"),
         burst_count=args.burst_count,
-        host_sizes=[] if args.host_sizes.strip().lower() in none else parse_sizes(args.host_sizes),
+        host_sizes=[] if args.host_sizes.strip().lower() in none else parse_sizes(args.host_sizes, what="--host-sizes"),
     )
     if extra_kw["burst_sizes"] and args.burst_count < 2:
         raise CommtuneError(f"--burst-count must be at least 2, got {args.burst_count}")
