@@ -153,6 +153,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     # --- plot
     ("plot-sweep-grid-huge", ["plot", "sweep", "--model", "resnet50", "--grid-points", "1000000", "-o", "s.png"],
      ("1000000",), ()),
+    ("plot-sweep-total-grid", ["plot", "sweep", "--model", "resnet50", "--bws", "1gbit,2gbit,3gbit,4gbit",
+                               "--grid-points", "60", "-o", "s.png"], ("2,764,800", "1,000,000"), ()),
     ("plot-sweep-bws-empty", ["plot", "sweep", "--model", "resnet50", "--bws", "10gbit,32gbit,", "-o", "s.png"],
      ("10gbit,32gbit,",), ()),
     ("plot-sweep-output-proc", ["plot", "sweep", "--model", "resnet50", "-o", "/proc/s.png"], ("/proc",), ()),
