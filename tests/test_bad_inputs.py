@@ -358,3 +358,13 @@ def test_closed_pipe_is_quiet(argv, tmp_path):
     finally:
         os.close(w)
     assert p.returncode == 141 and p.stderr == ""
+
+
+def test_help_lists_the_ranges(capsys):
+    from commtune.limits import RANGES
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for r in RANGES.values():
+        assert f"{r.flags}" in out and r.describe() in out
+    assert "--cycle-ms" in out and "[0 ms, 1000 ms]" in out
