@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="search space: default, ddp, horovod, or a YAML file (default: default)")
     g.add_argument("--sampler", default="auto", help=f"{'|'.join(SAMPLERS)} (default auto: TPE warm-started from the "
                    "baselines and a batch-simulator screening; grid: exhaustive over the discretised space)")
-    g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna)")
+    g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna; horovod: a replica of "
+                   "Horovod's autotuner on its two knobs, --trials evaluations, nothing stored)")
     g.add_argument("--trials", type=ranged("trials", "--trials"), default=DEFAULT_TRIALS,
                    help=f"total complete trials the study should hold (default {DEFAULT_TRIALS}); finished trials count")
     g.add_argument("--timeout", type=_seconds, help="stop after this long (e.g. 30s, 250ms, 600 = seconds)")
@@ -92,7 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from commtune.errors import did_you_mean
-    from commtune.search.objective import OBJECTIVES
+    from commtune.evaluators.base import evaluator_names
+
+    objectives = evaluator_names()
 
     if args.sampler not in SAMPLERS:
         raise CommtuneError(f"unknown sampler {args.sampler!r}{did_you_mean(args.sampler, SAMPLERS)}; "
@@ -104,12 +107,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise CommtuneError(f"--trials must be at least 1, got {args.trials}")
     if args.screen < 0:
         raise CommtuneError(f"--screen must be >= 0, got {args.screen}")
-    if args.objective not in (*OBJECTIVES, "multi"):
-        names = [*OBJECTIVES, "multi"]
+    if args.objective not in (*objectives, "multi"):
+        names = [*objectives, "multi"]
         raise CommtuneError(f"unknown objective {args.objective!r}{did_you_mean(args.objective, names)}; "
                             f"objectives: {', '.join(names)}")
-    if args.backend == "ray" and args.sampler == "grid":
-        raise CommtuneError("--sampler grid runs on the batch simulator; use it without --backend ray")
+    if args.backend in ("ray", "horovod") and args.sampler == "grid":
+        raise CommtuneError(f"--sampler grid runs on the batch simulator; use it without --backend {args.backend}")
     if args.grid_points is not None and args.sampler != "grid":
         raise CommtuneError(f"--grid-points {args.grid_points} sets the grid of --sampler grid; add it or drop --grid-points")
     if args.backend != "ray":
@@ -185,7 +188,7 @@ def _live_scenario(args: argparse.Namespace):
 
     from commtune.cli.common import scenario_from_args
     from commtune.probe.launch import LaunchSpec
-    from commtune.search.live import LiveSettings, cluster_from_state
+    from commtune.evaluators.live import LiveSettings, cluster_from_state
 
     if args.cluster == "emulated":
         from commtune.emulation import problems, status
@@ -326,9 +329,9 @@ def run(args: argparse.Namespace) -> int:
     scenarios = []
     settings = None
     if args.live:
-        from commtune.search.live import check_live_space
+        from commtune.runtime.ddp_plan import check_space
 
-        check_live_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
+        check_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
         scenario, settings = _live_scenario(args)
         bws = [args.bw or ("emulated" if args.cluster == "emulated" else
                            (Path(args.cluster).stem if args.cluster else "local"))]
@@ -358,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
             with _Progress(show_progress, f"{scenario.model.name} @ {bw}", header) as progress:
                 _, report = search_scenario(
                     scenario, space, backend=args.backend,
-                    objective_name="live" if args.objective == "live" else "simulator",
+                    objective_name="live" if args.live else "simulator",
                     objective_options={"settings": settings} if settings is not None else None,
                     confirm=args.confirm or 0, sampler=args.sampler,
                     trials=args.trials, timeout_s=args.timeout, seed=args.seed, storage=storage,

@@ -40,14 +40,16 @@ from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.profiles import Profile, load_profile, provenance, save_profile
-from commtune.runtime.apply import DDPPlan, build_ddp, plan_for
+from commtune.runtime.apply import build_ddp
+from commtune.runtime.ddp_plan import APPLIES, DDPPlan, plan_for
 from commtune.runtime.fingerprint import module_profile
-from commtune.units import parse_size
+from commtune.search.space import Param, parse_param
+from commtune.stats import quantile
+from commtune.units import MiB
 
-MiB = 2**20
 
-#: Knobs the DDP runtime can tune live.
-TUNABLE = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "stream_mode", "wire_precision")
+#: Knobs the DDP runtime can tune live: those the DDP plan applies.
+TUNABLE = APPLIES
 
 #: Default live search space: bucket cap and streams (fp32 on the wire: fp16
 #: changes the numerics, so it is opt-in).
@@ -60,54 +62,17 @@ DEFAULT_SPACE: dict[str, Any] = {
 
 # ------------------------------------------------------------------ search space
 
-@dataclasses.dataclass(frozen=True)
-class _Param:
-    name: str
-    choices: tuple[Any, ...] | None = None  # categorical
-    low: float | None = None  # numeric range
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    integer: bool = True
-
-    def suggest(self, trial: Any) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
-                                     step=int(self.step) if self.step and not self.log else 1)
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log,
-                                   step=None if self.log else self.step)
-
-    def widen(self, value: Any) -> "_Param":
-        """Make room for an enqueued value outside the space."""
-        if self.choices is not None:
-            return self if value in self.choices else dataclasses.replace(self, choices=(*self.choices, value))
-        return dataclasses.replace(self, low=min(self.low, value), high=max(self.high, value))
-
-    @property
-    def size(self) -> float:
-        if self.choices is not None:
-            return len(self.choices)
-        if self.integer and not self.log:
-            return (self.high - self.low) // (self.step or 1) + 1
-        return math.inf
-
-
-def _parse_value(name: str, value: Any) -> Any:
-    return KNOBS[name].parse(value)
-
-
-def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[str, Any]]:
+def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, Param], dict[str, Any]]:
     """``(searched params, fixed values)`` from a space mapping.
 
-    Per knob (one of :data:`TUNABLE`): a list (choices), a
-    scalar (fixed), or the ``commtune search`` forms ``{choices: [...]}``,
-    ``{value: V}``, ``{low: L, high: H, log: bool, step: S}`` (sizes accept
-    ``"4MiB"``). ``fusion_policy: static`` is accepted (the only policy DDP has).
+    Per knob (one of :data:`TUNABLE`): the grammar of ``commtune search``'s
+    spaces (:func:`commtune.search.space.parse_param`: ``{choices: [...]}``,
+    ``{value: V}``, ``{low: L, high: H, log: bool, step: S}``, a plain value;
+    sizes accept ``"4MiB"``), and a list as short for ``{choices: [...]}``.
+    ``fusion_policy: static`` is accepted (the only policy DDP has).
     """
     space = DEFAULT_SPACE if space is None else space
-    params: dict[str, _Param] = {}
+    params: dict[str, Param] = {}
     fixed: dict[str, Any] = {}
     for name, spec in space.items():
         if name == "fusion_policy":
@@ -117,34 +82,13 @@ def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[s
         if name not in TUNABLE:
             allowed = ", ".join(TUNABLE)
             raise CommtuneError(f"space: {name!r} cannot be tuned on a live DDP job; tunable: {allowed}")
-        if isinstance(spec, dict) and "value" in spec:
-            spec = spec["value"]
-        if isinstance(spec, dict) and "choices" in spec:
-            spec = list(spec["choices"])
         if isinstance(spec, (list, tuple)):
-            values = tuple(dict.fromkeys(_parse_value(name, v) for v in spec))
-            if not values:
-                raise CommtuneError(f"space: {name} has no choices")
-            if len(values) == 1:
-                fixed[name] = values[0]
-            else:
-                params[name] = _Param(name, choices=values)
-        elif isinstance(spec, dict):
-            if "low" not in spec or "high" not in spec:
-                raise CommtuneError(f"space: {name} needs low and high (or choices, or value)")
-            knob = KNOBS.get(name)
-            if knob is None or knob.kind not in ("size", "int", "float"):
-                raise CommtuneError(f"space: {name} is not numeric; give choices")
-            low, high = knob.parse(spec["low"]), knob.parse(spec["high"])
-            if low > high:
-                raise CommtuneError(f"space: {name} low {spec['low']} is above high {spec['high']}")
-            step = spec.get("step")
-            if step is not None and knob.kind == "size":
-                step = parse_size(step, what=f"{name} step")
-            params[name] = _Param(name, low=low, high=high, log=bool(spec.get("log", False)), step=step,
-                                  integer=knob.kind != "float")
+            spec = {"choices": list(spec)}
+        p, value = parse_param("space", name, spec)
+        if p is None:
+            fixed[name] = value
         else:
-            fixed[name] = _parse_value(name, spec)
+            params[name] = p
     return params, fixed
 
 
@@ -219,6 +163,8 @@ class AutoTuner:
     dicts); knobs not in the space come from ``base`` (default: the first
     initial configuration, else DDP's defaults). ``storage``/``study_name``:
     an Optuna storage (URL or object) to keep the study; default in memory.
+    ``sampler``: an Optuna sampler, or a sampler name as ``commtune search --sampler``
+    takes (:func:`commtune.search.samplers.make_sampler`); default TPE.
     ``drift``: re-tune when the median of ``drift_window`` locked-in steps
     exceeds ``(1 + drift)`` x the locked-in time (None: never).
     ``cluster``: the ClusterSpec recorded in the written profile (default:
@@ -254,6 +200,10 @@ class AutoTuner:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size(process_group)
         self.storage, self.study_name_base, self.seed, self._sampler = storage, study_name, seed, sampler
+        if isinstance(sampler, str):
+            from commtune.search.samplers import make_sampler
+
+            make_sampler(sampler, seed)  # an unknown name fails here, on every rank
 
         if initial is None:
             initial = []
@@ -367,12 +317,22 @@ class AutoTuner:
             msg = None
         self._apply(self._bcast(msg))
 
+    @property
+    def sampler_name(self) -> str:
+        s = self._sampler
+        return s if isinstance(s, str) else type(s).__name__ if s is not None else "TPESampler"
+
     def _make_study(self) -> Any:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = self._sampler or optuna.samplers.TPESampler(seed=self.seed + self.round,
-                                                              n_startup_trials=max(2, self.trials // 2))
+        if isinstance(self._sampler, str):  # a name, as `commtune search --sampler` takes
+            from commtune.search.samplers import make_sampler
+
+            sampler = make_sampler(self._sampler, self.seed + self.round)
+        else:
+            sampler = self._sampler or optuna.samplers.TPESampler(seed=self.seed + self.round,
+                                                                  n_startup_trials=max(2, self.trials // 2))
         name = f"{self.study_name_base or 'commtune-live'}-round{self.round}"
         return optuna.create_study(direction="minimize", storage=self.storage, study_name=name,
                                    sampler=sampler, load_if_exists=self.storage is not None)
@@ -406,7 +366,7 @@ class AutoTuner:
         median = self._max_over_ranks(mine)
         cfg = self._config
         self.history.append({"round": self.round, "config": cfg.to_dict(), "describe": cfg.describe(),
-                             "median_s": median, "p90_s": _quantile(kept, 0.9), "times_s": list(kept)})
+                             "median_s": median, "p90_s": quantile(kept, 0.9), "times_s": list(kept)})
         self._round_done[cfg.key()] = median
         self._round_count += 1
         self._log(f"round {self.round} trial {self._round_count}/{self._round_limit}: {cfg.describe()} -> "
@@ -513,7 +473,7 @@ class AutoTuner:
             predicted={"step_time_s": self.locked_time_s},
             baselines=baselines, lower_bound_s=None,
             provenance=provenance(
-                backend="live-ddp", sampler=type(self._sampler).__name__ if self._sampler else "TPESampler",
+                backend="live-ddp", sampler=self.sampler_name,
                 trials=len(rows), seed=self.seed, study=f"{self.study_name_base or 'commtune-live'}-round{self.round}",
                 storage=str(self.storage) if self.storage is not None else None,
                 objective=f"median step time over {self.steps_per_trial} steps after {self.warmup_steps} "
@@ -527,13 +487,3 @@ class AutoTuner:
     def _log(self, text: str) -> None:
         if self.verbose and self.rank == self._src:
             print(f"[commtune] {text}", file=sys.stderr, flush=True)
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return math.nan
-    pos = q * (len(s) - 1)
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
