@@ -38,11 +38,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from commtune.knobs import KNOBS
     from commtune.limits import ranges_help
 
+    knob_ranges = "".join(f"\n  {k.flag:<48} {k.accepted()}" for k in KNOBS.values() if k.kind in ("size", "int", "float"))
     parser = _Parser(prog="commtune", description=__doc__.splitlines()[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog="Bad input gets one line on stderr and exit status 2. Accepted ranges:\n" + ranges_help())
+                     epilog="Bad input gets one line on stderr and exit status 2. Accepted ranges:\n" + ranges_help()
+                            + knob_ranges)
     parser.add_argument("--version", action="version", version=f"commtune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
