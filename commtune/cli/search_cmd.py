@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from commtune.cli.common import add_scenario_args, ranged
+from commtune.cli.profile_model_cmd import _shape
 from commtune.errors import CommtuneError
 from commtune.search import BACKENDS, PRUNERS, SAMPLERS
 from commtune.search.runner import DEFAULT_CONFIRM
@@ -29,7 +30,7 @@ def _seconds(text: str) -> float:
 #: Live-measurement flags and their defaults (None on the parser, so a live flag given to a
 #: simulator search is an error instead of being ignored).
 _LIVE_DEFAULTS = {"live_scale": 0.25, "live_compute": "emulated", "live_steps": 8, "live_warmup": 1,
-                  "live_timeout": 300.0, "prefix": "ct"}
+                  "live_timeout": 300.0, "prefix": "ct", "live_engine": "gloo"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Defaults: 16 nodes x 8 GPUs, --bw 32gbit (with that preset's per-stream cap), "
                                    f"space 'default', sampler 'auto', {DEFAULT_TRIALS} trials, SQLite study "
                                    "under --workdir (re-running resumes).")
-    add_scenario_args(p)
+    add_scenario_args(p, model_required=False)  # --model, or --model-factory for a live search
     g = p.add_argument_group("search")
     g.add_argument("--space", default="default", metavar="NAME_OR_FILE",
                    help="search space: default, ddp, horovod, or a YAML file (default: default)")
@@ -79,6 +80,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     lv.add_argument("--live-backward-ms", type=ranged("compute_ms", "--live-backward-ms"), help="emulated backward time (default: the scenario's)")
     lv.add_argument("--live-steps", type=ranged("steps", "--live-steps"), help="timed steps per trial (default 8)")
     lv.add_argument("--live-warmup", type=ranged("steps", "--live-warmup"), help="untimed warm-up steps per trial (default 1)")
+    lv.add_argument("--model-factory", metavar="MODULE:FACTORY",
+                    help="measure your own model (as `commtune profile-model`: built by the factory, synthetic inputs "
+                         "of --batch-size x --input-shape or --seq-len) instead of the model's synthetic mirror; "
+                         "the profile carries its fingerprint, so commtune.runtime.wrap accepts it")
+    lv.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="--model-factory: per-sample input shape "
+                    "(default 3,224,224)")
+    lv.add_argument("--seq-len", type=ranged("input_size", "--seq-len"),
+                    help="--model-factory: feed token ids of this length instead")
+    lv.add_argument("--live-engine", choices=("gloo", "nccl"),
+                    help="collectives of the live ranks: gloo (CPU, default) or nccl (one GPU per rank)")
     lv.add_argument("--live-timeout", type=_seconds,
                     help="seconds before a hung live run is stopped, naming the rank (default 300)")
     lv.add_argument("--pruner", default=None, help=f"{'|'.join(PRUNERS)}: stop bad live trials early (default median; "
@@ -123,6 +134,17 @@ def _validate(args: argparse.Namespace) -> None:
     if args.no_profile and args.output:
         raise CommtuneError(f"--no-profile and -o {args.output} contradict each other: give one of them")
     _validate_live(args)
+    if args.model_factory:
+        if args.model:
+            raise CommtuneError("--model-factory measures your own model; drop --model")
+        if args.objective != "live":
+            raise CommtuneError("--model-factory measures your model live: it goes with --objective live")
+        args.model = "resnet50"  # a placeholder: the search records the factory's model as the scenario's
+    elif not args.model:
+        raise CommtuneError("the following arguments are required: --model (or --model-factory with --objective live)")
+    for flag, v in (("--input-shape", args.input_shape), ("--seq-len", args.seq_len)):
+        if v is not None and not args.model_factory:
+            raise CommtuneError(f"{flag} shapes the inputs of --model-factory; add it or drop {flag}")
     from commtune.extras import require, sampler_extra
 
     if args.backend == "ray":
@@ -135,7 +157,7 @@ def _validate(args: argparse.Namespace) -> None:
         normalise(args.storage)
 
 
-_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner", *_LIVE_DEFAULTS)
+_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner", "model_factory", *_LIVE_DEFAULTS)
 
 
 def _validate_live(args: argparse.Namespace) -> None:
@@ -181,6 +203,27 @@ def _validate_live(args: argparse.Namespace) -> None:
         raise CommtuneError("live trials share the cluster (concurrent ones would time each other): --concurrency must be 1")
 
 
+def in_job(args: argparse.Namespace) -> bool:
+    """A live search inside a job the user launched (torchrun): RANK/WORLD_SIZE set, no --ranks,
+    no --cluster emulated. Rank 0 searches, every rank measures."""
+    from commtune.probe.comm import env_has_rank
+
+    return args.live and env_has_rank() and args.ranks is None and args.cluster != "emulated"
+
+
+def _serve_job(args: argparse.Namespace, scenario, settings) -> int | None:
+    """Under torchrun: join the job; ranks other than 0 serve the search's trials and return 0.
+    Rank 0 returns None and runs the search (its trials run on every rank)."""
+    settings.launch.init()
+    if settings.launch.rank == 0:
+        return None
+    from commtune.runtime.worker_group import serve_in_job
+    from commtune.evaluators.live import LiveEvaluator
+
+    serve_in_job(LiveEvaluator(scenario.model, settings, scenario=scenario).task(), None, device=settings.launch.init())
+    return 0
+
+
 def _live_scenario(args: argparse.Namespace):
     """(scenario, live settings): the simulator side describes the cluster the ranks run on."""
     import dataclasses
@@ -211,14 +254,34 @@ def _live_scenario(args: argparse.Namespace):
         scenario = Scenario(load_model(args.model, input_size=args.input_size), cluster, batch_size=args.batch_size,
                             precision=args.precision)
         launch = LaunchSpec(state=state, timeout_s=args.live_timeout)
+    elif in_job(args):
+        from commtune.runtime.worker_group import JobLaunch
+
+        launch = JobLaunch.from_env(args.live_timeout, args.live_engine)
+        a = args
+        if not args.cluster and args.nodes is None and args.gpus_per_node is None:
+            a = argparse.Namespace(**{**vars(args), "nodes": launch.hosts, "gpus_per_node": launch.local_world_size})
+        scenario = scenario_from_args(a)
     else:
         ranks = args.ranks or 2
         a = args
         if not args.cluster and args.nodes is None and args.gpus_per_node is None:
             a = argparse.Namespace(**{**vars(args), "nodes": ranks, "gpus_per_node": 1})
         scenario = scenario_from_args(a)
-        launch = LaunchSpec(ranks=ranks, timeout_s=args.live_timeout)
+        launch = LaunchSpec(ranks=ranks, timeout_s=args.live_timeout, engine=args.live_engine)
+    record = None
+    if args.model_factory:
+        from commtune.models.record import RecordOptions, profile_factory
+        from commtune.scenario import Scenario
+
+        record = {"batch_size": args.batch_size, "input_shape": list(args.input_shape) if args.input_shape else None,
+                  "seq_len": args.seq_len}
+        if not (in_job(args) and launch.rank != 0):  # only the search records the model (its simulator side)
+            model = profile_factory(args.model_factory, RecordOptions(
+                batch_size=args.batch_size, input_shape=args.input_shape, seq_len=args.seq_len, steps=2, warmup=1))
+            scenario = Scenario(model, scenario.cluster, batch_size=args.batch_size, precision=args.precision)
     settings = LiveSettings(
+        model_factory=args.model_factory, record_options=record,
         launch=launch, scale=args.live_scale, compute=args.live_compute,
         forward_s=None if args.live_forward_ms is None else args.live_forward_ms / 1e3,
         backward_s=None if args.live_backward_ms is None else args.live_backward_ms / 1e3,
@@ -333,7 +396,13 @@ def run(args: argparse.Namespace) -> int:
 
         check_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
         scenario, settings = _live_scenario(args)
-        bws = [args.bw or ("emulated" if args.cluster == "emulated" else
+        if in_job(args):
+            if args.objective != "live":
+                raise CommtuneError("under torchrun only --objective live runs (every rank measures its trials)")
+            rc = _serve_job(args, scenario, settings)
+            if rc is not None:
+                return rc
+        bws = [args.bw or ("emulated" if args.cluster == "emulated" else "job" if in_job(args) else
                            (Path(args.cluster).stem if args.cluster else "local"))]
         scenarios.append((bws[0], scenario))
     for bw in bws if not args.live else []:

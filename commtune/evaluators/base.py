@@ -85,6 +85,9 @@ class Evaluator(abc.ABC):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    def close(self) -> None:
+        """Release what measuring holds (the live evaluator's ranks); the search calls it at its end."""
+
 
 EvaluatorFactory = Callable[..., Evaluator]
 EVALUATORS: dict[str, EvaluatorFactory] = {}

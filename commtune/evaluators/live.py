@@ -9,37 +9,34 @@ CPU work) on the ranks of a :class:`~commtune.probe.launch.LaunchSpec`:
 * ``--ranks N``: N local processes on 127.0.0.1 (gloo over loopback);
 * ``--cluster emulated``: one rank per host of the emulated cluster that is up
   (``commtune cluster up``); the simulator side of the scenario is built
-  from the cluster's state (:func:`cluster_from_state`).
-
-Real multi-machine clusters are not launched from the search process (it
-spawns its ranks with ``subprocess``, on this machine's namespaces only);
-see ``docs/search.md`` for how to search there (calibrate with
-``commtune probe`` under torchrun, then search the calibrated simulator).
+  from the cluster's state (:func:`cluster_from_state`);
+* under torchrun on real machines (``launch`` a
+  :class:`~commtune.runtime.worker_group.JobLaunch`): the job's own ranks,
+  rank 0 searches, every rank measures.
 
 Only knobs DDP can apply are measured (:mod:`commtune.runtime.ddp_plan`);
 a space that varies anything else is refused (:meth:`LiveEvaluator.check_space`).
 
-``evaluate(knobs)`` is one launch; ``evaluate_many(list)`` times several
-configurations in one launch (the ranks start once; with ``passes`` > 1 the
-list is timed that many times, alternating its order, and the step times are
-pooled). Results are cached per DDP key. For pruning the run streams: rank 0
-reports every timed step, and the driver answers go/stop before the next one
-(:func:`commtune.probe.ddp_step._stream_step`), so a pruned trial stops
-right after the step that condemned it (:meth:`LiveEvaluator.evaluate_steps`).
+The ranks start once per evaluator: a persistent worker group
+(:mod:`commtune.runtime.worker_group`) in which each trial reconfigures DDP in
+place; :meth:`LiveEvaluator.close` stops them. ``evaluate_many(list)`` times
+several configurations (with ``passes`` > 1 the list is timed that many times,
+alternating its order, and the step times are pooled). Results are cached per
+DDP key. For pruning rank 0 reports every timed step and the search answers
+go/stop (read one step later, see :class:`~commtune.runtime.worker_loop.Pruning`),
+so a pruned trial stops right after the step that condemned it
+(:meth:`LiveEvaluator.evaluate_steps`).
 
-:func:`confirm_live` is the multi-fidelity step: the simulator's top K
-distinct configurations, measured live in one launch.
+With ``model_factory`` (``pkg.mod:make_model``) the ranks measure the user's
+own model (synthetic inputs as ``commtune profile-model``) instead of the
+synthetic mirror; ``model`` is then its recorded profile.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import statistics
-import tempfile
-import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from commtune.errors import CommtuneError
@@ -78,6 +75,8 @@ class LiveSettings:
     mode: str | None = None  # None: each configuration's stream_mode; else it overrides them
     share: str = "flops"
     passes: int = 1
+    model_factory: str | None = None  # "pkg.mod:make_model": the user's model instead of the synthetic mirror
+    record_options: dict | None = None  # its synthetic inputs: batch_size, input_shape, seq_len, vocab
 
     def describe(self) -> dict[str, Any]:
         d = {"launch": self.launch.describe(), "scale": self.scale, "compute": self.compute,
@@ -87,6 +86,8 @@ class LiveSettings:
             d["share"] = self.share
         if self.passes != 1:
             d["passes"] = self.passes
+        if self.model_factory:
+            d.update(model_factory=self.model_factory, record_options=self.record_options)
         return d
 
 
@@ -124,20 +125,28 @@ class LiveEvaluator(Evaluator):
             bwd = scenario.workload.backward_s if bwd is None else bwd
         self.scenario = scenario
         self.settings = s
-        if isinstance(model, ModelProfile) and model.measured_batch_size == 1 and s.scale == 1.0 \
-                and model.has_measured_times:
+        if s.model_factory:  # the user's model itself: its recorded profile is ``model``
             self.profile = model
+            DDPTimingSpec(self.profile, "emulated", s.mode, s.steps, s.warmup)  # validates
+            self.workload = scenario.workload if scenario is not None else sim_workload(model)
         else:
-            self.profile = synthetic_profile(model, s.scale, 0.1 if fwd is None else fwd,
-                                             0.2 if bwd is None else bwd, s.share)
-        DDPTimingSpec(self.profile, s.compute, s.mode, s.steps, s.warmup)  # validates
-        self.workload = sim_workload(self.profile)
+            if isinstance(model, ModelProfile) and model.measured_batch_size == 1 and s.scale == 1.0 \
+                    and model.has_measured_times:
+                self.profile = model
+            else:
+                self.profile = synthetic_profile(model, s.scale, 0.1 if fwd is None else fwd,
+                                                 0.2 if bwd is None else bwd, s.share)
+            DDPTimingSpec(self.profile, s.compute, s.mode, s.steps, s.warmup)  # validates
+            self.workload = sim_workload(self.profile)
         self.max_steps = s.steps
         self.screening = SimulatorEvaluator(scenario, self.workload) if scenario is not None else None
         self.cache: dict[Knobs, dict] = {}  # complete measurements
         self.partial: dict[Knobs, dict] = {}  # pruned ones (the steps they ran)
-        self.launches = 0
+        self.launches = 0  # worker groups started (one per evaluator)
         self.steps_run = 0
+        self.startup_s: float | None = None  # the worker group's start (launch to ready)
+        self.group = None  # commtune.runtime.worker_group: started on first use
+        self.trial_log: list[dict] = []  # per measured trial: wall_s, overhead_s, steps_wall_s, rebuild_s, ...
 
     # -- helpers --------------------------------------------------------------------
     def key(self, knobs: Knobs) -> Knobs:
@@ -160,25 +169,53 @@ class LiveEvaluator(Evaluator):
             m["predicted_step_time_s"] = float(self.screening.evaluate(self.key(Knobs.from_dict(r["knobs"])))["step_time_s"])
         return m
 
-    def _time(self, configs: list[Knobs], stream: dict | None = None) -> list[dict]:
-        from commtune.probe.ddp_step import time_ddp_configs
+    def task(self) -> dict:
+        """What every rank of the worker group builds and runs."""
+        from commtune.runtime.synthetic import layer_specs
 
         s = self.settings
-        self.launches += 1
-        res = time_ddp_configs(self.profile, configs, s.launch, s.steps, s.warmup, compute=s.compute,
-                               mode=s.mode, stream=stream)
-        self.steps_run += sum(len(r["step_times_s"]) for r in res)
-        return res
+        task = {"mode": s.mode, "steps": s.steps, "warmup": s.warmup}
+        if s.model_factory:
+            return {**task, "model_factory": s.model_factory, "record_options": dict(s.record_options or {})}
+        return {**task, "layers": layer_specs(self.profile), "compute": s.compute}
+
+    def _group(self):
+        """The persistent worker group (started on first use): ranks launched from here, or --
+        under torchrun (``JobLaunch``) -- this job's ranks."""
+        if self.group is None:
+            from commtune.runtime.worker_group import InJobGroup, JobLaunch, WorkerGroup
+
+            s = self.settings
+            self.launches += 1
+            t0 = time.perf_counter()
+            if isinstance(s.launch, JobLaunch):
+                self.group = InJobGroup(self.task(), s.launch.timeout_s, device=s.launch.init())
+            else:
+                self.group = WorkerGroup(s.launch, self.task())
+            self.startup_s = time.perf_counter() - t0
+        return self.group
+
+    def _trial(self, knobs: Knobs, on_step=None) -> dict:
+        r = self._group().trial(knobs, on_step)
+        self.steps_run += len(r["step_times_s"])
+        self.trial_log.append({k: r[k] for k in ("wall_s", "overhead_s", "steps_wall_s", "rebuild_s", "decision_wait_s",
+                                                 "pruned")})
+        return r
+
+    def close(self) -> None:
+        """Stop the worker group (its ranks exit)."""
+        if self.group is not None:
+            group, self.group = self.group, None
+            group.close()
 
     # -- Evaluator ------------------------------------------------------------------
     def evaluate(self, knobs: Knobs) -> dict:
         return self.evaluate_many([knobs])[0]
 
     def evaluate_many(self, configs: Sequence[Knobs]) -> list[dict]:
-        """Several configurations in one launch (ranks start once). With ``passes`` > 1 the
-        list is timed that many times in the launch, alternating its order (forward,
-        reverse, ...), so slow drifts of the host load hit every configuration alike;
-        the step times of all passes are pooled."""
+        """Several configurations on the same ranks. With ``passes`` > 1 the list is timed
+        that many times, alternating its order (forward, reverse, ...), so slow drifts of
+        the host load hit every configuration alike; the step times of all passes are pooled."""
         for c in configs:
             self._check(c)
         keys = [self.key(c) for c in configs]
@@ -187,14 +224,15 @@ class LiveEvaluator(Evaluator):
             passes = self.settings.passes
             order = [k for p in range(passes) for k in (todo if p % 2 == 0 else todo[::-1])]
             pooled: dict[Knobs, list[dict]] = {}
-            for k, r in zip(order, self._time(order)):
-                pooled.setdefault(k, []).append(r)
+            for k in order:
+                pooled.setdefault(k, []).append(self._trial(k))
             for k, rs in pooled.items():
                 r = dict(rs[-1])
                 r["step_times_s"] = [t for x in rs for t in x["step_times_s"]]
                 if passes > 1:
                     r["pass_medians_s"] = [float(statistics.median(x["step_times_s"])) for x in rs]
                 self.cache[k] = self._metrics(r)
+                self.partial.pop(k, None)
         return [dict(self.cache[k]) for k in keys]
 
     def evaluate_steps(self, knobs: Knobs, on_step: Callable[[int, list[float]], bool]) -> dict:
@@ -204,7 +242,7 @@ class LiveEvaluator(Evaluator):
         self._check(knobs)
         k = self.key(knobs)
         # A configuration measured before (fully, or until it was pruned) is replayed first:
-        # re-sampled configurations cost no launch unless the pruner now lets them go further.
+        # re-sampled configurations cost no trial unless the pruner now lets them go further.
         known = self.cache[k] if k in self.cache else self.partial.get(k)
         replayed = 0
         if known is not None:
@@ -216,51 +254,10 @@ class LiveEvaluator(Evaluator):
                             "step_times_s": times[:i], "timed_steps": i, "pruned": True, "replayed": True}
             if k in self.cache:
                 return {**known, "replayed": True}
-        with tempfile.TemporaryDirectory(prefix="ct-live-") as d:
-            box: dict[str, Any] = {}
-
-            def target() -> None:
-                try:
-                    box["res"] = self._time([k], stream={"dir": d, "driver_pid": os.getpid()})[0]
-                except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
-                    box["err"] = exc
-
-            th = threading.Thread(target=target, daemon=True, name="ct-live-launch")
-            th.start()
-            steps_file, decision = Path(d) / "steps", Path(d) / "decision"
-            times: list[float] = []
-            stopped = False
-            try:
-                while True:
-                    alive = th.is_alive()
-                    try:
-                        lines = steps_file.read_text().splitlines()
-                    except OSError:
-                        lines = []
-                    for line in lines[len(times):]:
-                        parts = line.split()
-                        if len(parts) != 3:
-                            break
-                        times.append(float(parts[2]))
-                        if stopped or len(times) <= replayed:  # steps already reported in the replay
-                            stop = False
-                        else:
-                            stop = bool(on_step(len(times), list(times)))
-                        stopped = stopped or stop
-                        tmp = decision.with_suffix(".tmp")
-                        tmp.write_text(f"0 {len(times)} {'stop' if stop else 'go'}\n")
-                        os.replace(tmp, decision)
-                    if not alive:
-                        break
-                    time.sleep(0.003)
-            except BaseException:
-                (decision).write_text(f"0 {len(times) + 1} stop\n")  # ranks also stop when we die
-                raise
-            th.join()
-            if "err" in box:
-                raise box["err"]
-        m = self._metrics(box["res"])
-        if stopped:
+        # steps already reported in the replay are not reported again
+        r = self._trial(k, lambda i, times: False if i <= replayed else bool(on_step(i, times)))
+        m = self._metrics(r)
+        if r["pruned"]:
             m["pruned"] = True
             self.partial[k] = m
         else:
@@ -282,6 +279,9 @@ class LiveEvaluator(Evaluator):
         if self.scenario is not None:
             d["scenario"] = self.scenario.describe()
         return d
+
+    def __getstate__(self):  # Ray ships evaluators to its workers: without the running group
+        return {**self.__dict__, "group": None}
 
 
 @register_evaluator("live")

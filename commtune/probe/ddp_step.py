@@ -58,8 +58,7 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
     groups_all = comm.stream_groups(max_k)
     device = comm.device
     out = []
-    stream = task.get("stream")  # {"dir", "driver_pid"}: per-step results to a driver that may stop early
-    for ci, cfg in enumerate(task["configs"]):
+    for cfg in task["configs"]:
         knobs = Knobs.from_dict(cfg)
         model = build_model(specs, compute).to(device)
         plan = plan_for(knobs, mode)
@@ -84,9 +83,6 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
             dt = time.perf_counter() - t0
             if it >= warmup:
                 times.append(dt)
-                if stream is not None and _stream_step(comm, progress, stream, ci, len(times), dt,
-                                                       last=it == warmup + steps - 1):
-                    break
         progress.tick()
         tmax = comm.max(times)
         bwd0 = model.clock.bwd_t0 or t0
@@ -99,49 +95,6 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
         out.append(res)
         del ddp, model
     return {"world_size": comm.world, "configs": out}
-
-
-def _driver_alive(pid) -> bool:
-    from commtune.proc import pid_alive
-
-    return not pid or pid_alive(pid)
-
-
-def _stream_step(comm, progress, stream: dict, config: int, step: int, dt: float, last: bool,
-                 wait_s: float = 30.0) -> bool:
-    """Streaming mode (``task["stream"]``): rank 0 appends ``"<config> <step> <slowest rank's time>"``
-    to ``<dir>/steps`` and (but after the last step) waits for the driver's ``<dir>/decision``
-    (``"<config> <step> go|stop"``); every rank gets the decision. Outside the timed region.
-    A dead driver (``driver_pid``) or no decision within ``wait_s`` means stop / go on."""
-    import os
-
-    progress.tick()
-    (tmax,) = comm.max([dt])
-    stop = 0.0
-    if comm.rank == 0:
-        d = stream["dir"]
-        with open(os.path.join(d, "steps"), "a") as fh:
-            fh.write(f"{config} {step} {tmax!r}\n")
-        if not last:
-            want = f"{config} {step} "
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                try:
-                    with open(os.path.join(d, "decision")) as fh:
-                        text = fh.read()
-                except OSError:
-                    text = ""
-                if text.startswith(want):
-                    stop = 1.0 if text.split()[2] == "stop" else 0.0
-                    break
-                if not _driver_alive(stream.get("driver_pid")):
-                    stop = 1.0
-                    break
-                time.sleep(0.002)
-    if last:
-        return False
-    progress.tick()
-    return comm.max([stop])[0] > 0
 
 
 def _grad_check(comm, model, x, w, specs, compute, fp16_wire: bool = False) -> dict:
@@ -210,13 +163,8 @@ def time_ddp_configs(
     compute: str = "emulated",
     mode: str | None = None,
     check_grads: bool = False,
-    stream: dict | None = None,
 ) -> list[dict]:
-    """Time several configurations in one launch (see :func:`time_ddp_steps`).
-
-    ``stream={"dir": D, "driver_pid": PID}``: rank 0 reports every timed step to
-    ``D/steps`` and the driver may stop a configuration early via ``D/decision``
-    (see :func:`_stream_step`; used by the live search objective for pruning)."""
+    """Time several configurations in one launch (see :func:`time_ddp_steps`)."""
     from commtune.probe.launch import run_task
 
     profile = _as_profile(workload_or_model, scale, forward_s, backward_s, share)
@@ -227,8 +175,6 @@ def time_ddp_configs(
     task = {"kind": "ddp", "layers": layer_specs(spec.profile), "compute": spec.compute, "mode": spec.mode,
             "steps": spec.steps, "warmup": spec.warmup, "configs": [k.to_dict() for k in configs],
             "check_grads": bool(check_grads)}
-    if stream is not None:
-        task["stream"] = dict(stream)
     return run_task(launch, task)["configs"]
 
 

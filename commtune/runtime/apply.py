@@ -28,8 +28,12 @@ class CommtuneWarning(UserWarning):
 
 
 def build_ddp(module: torch.nn.Module, plan: DDPPlan, process_group: Any | None = None,
-              hook_options: dict[str, Any] | None = None, **ddp_kwargs: Any) -> DistributedDataParallel:
+              hook_options: dict[str, Any] | None = None, always_hook: bool = False,
+              **ddp_kwargs: Any) -> DistributedDataParallel:
     """``DistributedDataParallel(module)`` with ``plan`` applied (collective on all ranks).
+
+    ``always_hook``: reduce through commtune's hook even where DDP's built-in
+    all-reduce would do (one fp32 stream; the live probe's per-bucket timings).
 
     The hook state (None without a hook) is kept as ``ddp.commtune_hook_state``
     and the plan as ``ddp.commtune_plan``.
@@ -42,7 +46,7 @@ def build_ddp(module: torch.nn.Module, plan: DDPPlan, process_group: Any | None 
                                 f"do not pass it to wrap()")
     ddp = construct_ddp(module, plan, process_group, **ddp_kwargs)
     state = None
-    if plan.needs_hook:
+    if plan.needs_hook or always_hook:
         groups = stream_groups(plan.num_streams, process_group)
         state = MultiStreamState(groups, plan.stream_mode, plan.wire_precision, **(hook_options or {}))
         ddp.register_comm_hook(state, multistream_hook)

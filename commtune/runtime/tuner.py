@@ -40,9 +40,9 @@ from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.profiles import Profile, load_profile, provenance, save_profile
-from commtune.runtime.apply import build_ddp
 from commtune.runtime.ddp_plan import APPLIES, DDPPlan, plan_for
 from commtune.runtime.fingerprint import module_profile
+from commtune.runtime.worker_loop import ControlChannel, Reconfigurer, TrialTimer
 from commtune.search.space import Param, parse_param
 from commtune.stats import quantile
 from commtune.units import MiB
@@ -221,10 +221,11 @@ class AutoTuner:
                     self.params[name] = self.params[name].widen(value)
         self.cluster = cluster or self._default_cluster()
 
-        # Control channel: a gloo group (cheap CPU collectives whatever DDP's backend).
-        ranks = dist.get_process_group_ranks(process_group or dist.group.WORLD)
-        self._ctrl = dist.new_group(ranks, backend="gloo")
-        self._src = ranks[0]
+        # Shared with the live search's worker group (commtune.runtime.worker_loop): the control
+        # channel (cheap gloo collectives whatever DDP's backend), the DDP rebuilds, the step bookkeeping.
+        self._channel = ControlChannel(process_group)
+        self._src = self._channel.src
+        self._reconf = Reconfigurer(module, process_group, hook_options=hook_options, **self.ddp_kwargs)
 
         self.history: list[dict[str, Any]] = []  # every timed configuration, all rounds
         self.round = 0
@@ -232,9 +233,8 @@ class AutoTuner:
         self.locked_time_s: float | None = None
         self.step_count = 0
         self.profile_path: str | None = None
-        self._ddp: Any = None
         self._config: Config | None = None
-        self._times: list[float] = []
+        self._timer = TrialTimer(warmup_steps, steps_per_trial)
         self._window: list[float] = []
         self._study: Any = None
         self._trial: Any = None
@@ -249,7 +249,7 @@ class AutoTuner:
     @property
     def model(self) -> Any:
         """The current ``DistributedDataParallel`` wrapper."""
-        return self._ddp
+        return self._reconf.model
 
     @property
     def config(self) -> Config:
@@ -272,7 +272,7 @@ class AutoTuner:
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        yield self._ddp
+        yield self._reconf.model
         if cuda:
             torch.cuda.synchronize()
         self.step(time.perf_counter() - t0)
@@ -281,8 +281,7 @@ class AutoTuner:
         """Record one training step's time (every rank, every step); may switch configuration."""
         self.step_count += 1
         if self._in_round:
-            self._times.append(float(step_time_s))
-            if len(self._times) >= self.warmup_steps + self.steps_per_trial:
+            if self._timer.add(step_time_s):
                 self._end_trial()
         elif self.drift is not None:
             self._window.append(float(step_time_s))
@@ -361,9 +360,8 @@ class AutoTuner:
         return None
 
     def _end_trial(self) -> None:
-        kept = self._times[self.warmup_steps:]
-        mine = statistics.median(kept)
-        median = self._max_over_ranks(mine)
+        kept = list(self._timer.timed)
+        median = self._max_over_ranks(self._timer.median())
         cfg = self._config
         self.history.append({"round": self.round, "config": cfg.to_dict(), "describe": cfg.describe(),
                              "median_s": median, "p90_s": quantile(kept, 0.9), "times_s": list(kept)})
@@ -388,9 +386,8 @@ class AutoTuner:
 
     def _apply(self, msg: dict[str, Any]) -> None:
         cfg = Config.from_dict(msg["config"])
-        self._times = []
-        if self._config is None or cfg.key() != self._config.key():
-            self._rebuild(cfg)
+        self._timer = TrialTimer(self.warmup_steps, self.steps_per_trial)
+        self._reconf.apply(cfg.plan)  # rebuilds DDP only when the configuration changes it
         self._config = cfg
         if msg["action"] == "lock":
             self._in_round = False
@@ -403,21 +400,6 @@ class AutoTuner:
             if self.profile_out is not None and self.rank == self._src:
                 self.profile_path = str(save_profile(self.to_profile(), self.profile_out))
                 self._log(f"wrote {self.profile_path}")
-
-    def _rebuild(self, cfg: Config) -> None:
-        old = self._ddp
-        if old is not None:
-            # The old wrapper must not reduce any more gradients, nor be used by mistake.
-            if hasattr(old, "_remove_autograd_hooks"):
-                old._remove_autograd_hooks()
-
-            def replaced(*_: Any, **__: Any) -> Any:
-                raise CommtuneError("this DDP wrapper was replaced by the AutoTuner; use tuner.model "
-                                    "(fetch it every step)")
-            old.forward = replaced
-        self._ddp = None
-        self._ddp = build_ddp(self.module, cfg.plan, self.process_group, hook_options=self.hook_options,
-                              **self.ddp_kwargs)
 
     def _top_configs(self, n: int) -> list[Config]:
         """Best distinct configurations of the last round (the locked-in one first)."""
@@ -432,14 +414,10 @@ class AutoTuner:
     # -------------------------------------------------------------- collectives
 
     def _bcast(self, msg: Any) -> Any:
-        box = [msg]
-        dist.broadcast_object_list(box, src=self._src, group=self._ctrl)
-        return box[0]
+        return self._channel.bcast(msg)
 
     def _max_over_ranks(self, value: float) -> float:
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self._ctrl)
-        return float(t.item())
+        return self._channel.max([value])[0]
 
     # -------------------------------------------------------------- profile
 

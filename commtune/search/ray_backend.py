@@ -17,9 +17,20 @@ from commtune.search import SearchConfig, SearchResult
 
 
 def _trainable(config: dict, objective=None, space=None, stepwise: bool = False):
+    knobs = space.knobs_from_params({k: v for k, v in config.items()})
+    try:
+        _evaluate(knobs, objective, stepwise)
+    finally:
+        # A live objective's worker group lives in this Ray worker process only for this trial
+        # (Ray ships the objective without it): stop its ranks.
+        close = getattr(objective, "close", None)
+        if close is not None:
+            close()
+
+
+def _evaluate(knobs, objective, stepwise: bool) -> None:
     from ray import tune
 
-    knobs = space.knobs_from_params({k: v for k, v in config.items()})
     if stepwise:
         import statistics
 

@@ -98,13 +98,22 @@ def search_scenario(scenario, space, *, backend: str = "optuna", objective_name:
     config = SearchConfig(space=space, objective=searched, **config_fields)
     config.study_attrs = {"model": scenario.model.name, "cluster": scenario.cluster.describe(),
                           "space": space.name, "objective": kind, "sampler": config.sampler, "seed": config.seed}
-    check_resume(config)
-    result = run_backend(backend, config)
+    try:
+        check_resume(config)
+    except BaseException:
+        if measuring:
+            evaluator.close()
+        raise
     if not measuring:
+        result = run_backend(backend, config)
         return result, make_report(scenario, space, evaluator, result, config)
-    if not confirm:
-        return result, _measured_report(scenario, space, evaluator, result, config)
-    return result, _confirm_report(scenario, space, evaluator, result, config, confirm)
+    try:  # the measuring ranks run from the first trial to the report's measurements
+        result = run_backend(backend, config)
+        if not confirm:
+            return result, _measured_report(scenario, space, evaluator, result, config)
+        return result, _confirm_report(scenario, space, evaluator, result, config, confirm)
+    finally:
+        evaluator.close()
 
 
 def _measured_section(evaluator, metrics: dict) -> dict[str, Any]:
@@ -116,8 +125,21 @@ def _measured_section(evaluator, metrics: dict) -> dict[str, Any]:
         "baselines": {"ddp_default": {"step_time_s": base["step_time_s"],
                                       "speedup": base["step_time_s"] / float(metrics["step_time_s"])}},
         "model": evaluator.profile.name, "live": evaluator.settings.describe(),
-        "launches": evaluator.launches, "timed_steps": evaluator.steps_run,
+        "launches": evaluator.launches, "timed_steps": evaluator.steps_run, **_overhead(evaluator),
     }
+
+
+def _overhead(evaluator) -> dict[str, Any]:
+    """Per-trial overhead of the measured trials (wall time minus the ranks' warm-up and timed steps)."""
+    import statistics
+
+    rows = getattr(evaluator, "trial_log", None)
+    if not rows:
+        return {}
+    over = [r["overhead_s"] for r in rows]
+    return {"measured_trials": len(rows), "trial_overhead_median_s": statistics.median(over),
+            "trial_overhead_max_s": max(over), "group_startup_s": evaluator.startup_s,
+            "trial_timing": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
 
 
 def _measured_report(scenario, space, evaluator, result: SearchResult, config: SearchConfig) -> dict[str, Any]:
