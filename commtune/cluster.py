@@ -24,6 +24,7 @@ from commtune.io import read_text
 from commtune.units import format_bandwidth, format_time, parse_bandwidth, parse_duration
 
 CLUSTER_FORMAT = "commtune-cluster/1"
+RATES = ("inter_bw_Bps", "per_stream_Bps", "intra_bw_Bps")
 
 
 @dataclass(frozen=True)
@@ -117,17 +118,25 @@ class ClusterSpec:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        for name in ("nodes", "gpus_per_node", "inflight_per_stream"):
+        from commtune.limits import RANGES
+
+        for name in ("nodes", "gpus_per_node"):
+            RANGES[name].check(getattr(self, name), name)
+        RANGES["world_size"].check(self.nodes * self.gpus_per_node, "world size")
+        if not isinstance(self.inflight_per_stream, int) or isinstance(self.inflight_per_stream, bool) \
+                or not 1 <= self.inflight_per_stream <= 64:
+            raise CommtuneError(f"inflight_per_stream must be an integer in [1, 64], got {self.inflight_per_stream!r}")
+        for name in RATES:  # math.inf = unlimited (API and calibrations); files and flags are range-checked
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise CommtuneError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("inter_bw_Bps", "per_stream_Bps", "intra_bw_Bps"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not v > 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise CommtuneError(f"{name} must be a positive rate in bytes/s, got {v!r}")
-        for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s", "buffer_gap_s",
-                     "host_pre_s_per_byte", "host_post_s_per_byte", "bucket_cost_s", "tensor_hook_s",
-                     "step_overhead_s", "comm_gpu_s_per_byte"):
+        for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s", "buffer_gap_s"):
+            RANGES["latency"].check(getattr(self, name), name)
+        for name in ("host_pre_s_per_byte", "host_post_s_per_byte"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1e-3):
+                raise CommtuneError(f"{name} must be a time per byte in [0, 0.001] s, got {v!r}")
+        for name in ("bucket_cost_s", "tensor_hook_s", "step_overhead_s", "comm_gpu_s_per_byte"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v)):
                 raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")
@@ -200,6 +209,12 @@ class ClusterSpec:
             ib, il = intra_preset(str(d["intra"]))
             kwargs.setdefault("intra_bw_Bps", ib)
             kwargs.setdefault("intra_latency_s", il)
+        from commtune.limits import RANGES
+
+        for name in RATES:  # numbers written in a file: a sane range (None/inf = unlimited)
+            v = kwargs.get(name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v != math.inf:
+                RANGES["bandwidth"].check(v, f"{where}: {name}")
         try:
             return cls(meta=meta, **kwargs)
         except CommtuneError as exc:
@@ -280,7 +295,12 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
         raise CommtuneError(f"cluster file {str(p)!r} has format {fmt!r}; this commtune reads {CLUSTER_FORMAT!r}")
     data = dict(data)
     if "preset" in data:
-        base = preset(str(data.pop("preset")), int(data.get("nodes", 16)), int(data.get("gpus_per_node", 8)))
+        from commtune.limits import RANGES
+
+        sizes = {}
+        for key, default in (("nodes", 16), ("gpus_per_node", 8)):
+            sizes[key] = RANGES[key].check(data.get(key, default), f"cluster file {str(p)!r}: {key}")
+        base = preset(str(data.pop("preset")), sizes["nodes"], sizes["gpus_per_node"])
         merged = base.to_dict()
         merged.update(data)
         data = merged
@@ -329,6 +349,13 @@ def make_cluster(
     changes: dict[str, Any] = {}
     if bw is not None:
         changes["inter_bw_Bps"] = parse_bandwidth(bw, what="--bw")
+        if cluster and not math.isclose(changes["inter_bw_Bps"], base.inter_bw_Bps, rel_tol=1e-9):
+            if per_stream is None and not math.isinf(base.per_stream_Bps):
+                raise CommtuneError(
+                    f"--bw {bw} replaces the link rate of {base.name!r} ({format_bandwidth(base.inter_bw_Bps)}) but "
+                    f"its per-stream cap ({format_bandwidth(base.per_stream_Bps)}) belongs to that link: add "
+                    f"--per-stream RATE (or --per-stream none), or drop --cluster")
+            changes["name"] = f"{base.name}@{bw}"
     if nodes is not None:
         changes["nodes"] = nodes
     if gpus_per_node is not None:
@@ -338,7 +365,10 @@ def make_cluster(
             math.inf if str(per_stream).lower() in ("none", "off", "inf") else parse_bandwidth(per_stream, what="--per-stream")
         )
     if latency is not None:
-        changes["inter_latency_s"] = parse_duration(latency, what="--latency")
+        from commtune.limits import RANGES
+
+        changes["inter_latency_s"] = RANGES["latency"].check(
+            parse_duration(latency, what="--latency"), "--latency", repr(latency))
     if intra is not None:
         changes["intra_bw_Bps"], changes["intra_latency_s"] = intra_preset(intra)
     if device is not None:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from commtune.errors import CommtuneError, did_you_mean
-from commtune.io import atomic_write_text
+from commtune.io import atomic_write_text, read_text
 from commtune.models.base import GradTensor, Layer, ModelProfile
 
 FORMAT = "commtune-model/1"
@@ -67,12 +67,7 @@ def load(path: str | os.PathLike) -> ModelProfile:
     """Read a profile file (layered or short form)."""
     path = Path(path)
     _check_extension(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CommtuneError(f"{path}: no such model profile file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommtuneError(f"{path}: cannot read: {_one_line(exc)}") from None
+    text = read_text(path, "model profile")
     return from_dict(_parse(path, text), source=str(path))
 
 
