@@ -183,8 +183,10 @@ def decomposition(r) -> dict:
             "exposed_comm": r.exposed_comm_s - r.interference_s}
 
 
-def calibrate() -> dict:
-    """Fit the V100 framework costs on the calibration points (relative error, least squares)."""
+def calibrate(sm_share: float | None = None) -> dict:
+    """Fit the V100 framework costs on the calibration points (relative error, least squares), with
+    V100's SM share from ``devices.yaml`` (or ``sm_share``)."""
+    share = framework_defaults("V100").get("comm_sm_share", 0.0) if sm_share is None else sm_share
     x0 = np.array([10e-6, 5e-6, 5e-12, 0.02])
     scale = np.array([1e-5, 1e-5, 1e-11, 0.01])
 
@@ -192,10 +194,30 @@ def calibrate() -> dict:
         fw = dict(zip(FRAMEWORK_FIELDS, (float(v) for v in np.maximum(z * scale, 0.0))))
         fw["rank_skew"] = min(fw["rank_skew"], 1.0)
         return [r["predicted"] / r["measured"] - 1
-                for r in ddp_points(DDP_CALIBRATION_MODELS, with_sm_share(fw, "V100"))]
+                for r in ddp_points(DDP_CALIBRATION_MODELS, dict(fw, comm_sm_share=share))]
 
     fit = least_squares(residuals, x0 / scale, bounds=(0, [100, 100, 1000, 100]), diff_step=1e-2)
     return {k: float(v) for k, v in zip(FRAMEWORK_FIELDS, fit.x * scale)}
+
+
+SENSITIVITY_FACTORS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def sm_share_sensitivity() -> list[dict]:
+    """The SM shares scaled by each factor (capped at 1), the other costs refitted on the calibration
+    points each time: how much the held-out results depend on the hardware-count SM share."""
+    base = {d: framework_defaults(d).get("comm_sm_share", 0.0) for d in ("V100", "P100")}
+    out = []
+    for k in SENSITIVITY_FACTORS:
+        sv, sp = min(1.0, k * base["V100"]), min(1.0, k * base["P100"])
+        fw = calibrate(sv)
+        held = [m for m in DDP_TABLE if m not in DDP_CALIBRATION_MODELS]
+        hvd = hvd_points(dict(fw, comm_sm_share=sp))
+        out.append({"factor": k, "v100": sv, "p100": sp,
+                    "calibration": summary(ddp_points(DDP_CALIBRATION_MODELS, dict(fw, comm_sm_share=sv))),
+                    "held_out_ddp": summary(ddp_points(held, dict(fw, comm_sm_share=sv))),
+                    "held_out_hvd": summary(hvd), "hvd_predicted": [r["predicted"] for r in hvd]})
+    return out
 
 
 def summary(rows: list[dict]) -> dict:
@@ -287,6 +309,14 @@ def main() -> None:
     for r in held_hvd:
         print(f"  {r['model']:10s} {r['gpus']:4d} GPUs " + ", ".join(
             f"{k} {v:.4f}" for k, v in r["decomposition_s"].items()))
+    sens = sm_share_sensitivity()
+    print("\n== sensitivity to the SM share (x factor, other costs refitted on the calibration points)")
+    for x in sens:
+        print(f"  x{x['factor']:g}: V100 {x['v100']:.3g}, P100 {x['p100']:.3g}: calibration MAPE "
+              f"{x['calibration']['mape_pct']:.2f} %, held-out DDP {x['held_out_ddp']['mape_pct']:.2f} % "
+              f"(worst {x['held_out_ddp']['worst_pct']:.2f}), held-out Horovod {x['held_out_hvd']['mape_pct']:.2f} % "
+              f"(worst {x['held_out_hvd']['worst_pct']:.2f}); Horovod efficiencies "
+              + ", ".join(f"{v:.3f}" for v in x["hvd_predicted"]))
     dirs = directions(calib + held_ddp + held_hvd)
     print("\n== directions of the measured effects (percent)")
     for d in dirs:
@@ -296,7 +326,7 @@ def main() -> None:
         print("  -", line)
     result = {
         "calibrated_framework": fitted, "framework_used": shipped, "comm_sm_share": shares,
-        "p100_compute_check": checks,
+        "p100_compute_check": checks, "sm_share_sensitivity": sens,
         "groups": {name: {"summary": summary(rows), "points": rows} for name, rows in groups.items()},
         "directions": dirs, "not_expressible": NOT_EXPRESSIBLE,
         "sources": __doc__.split("Sources\n-------\n", 1)[1].strip(),
@@ -321,6 +351,15 @@ def main() -> None:
            "|---|---:|" + "---:|" * len(held_hvd[0]["decomposition_s"])]
     md += [f"| {r['model']} | {r['gpus']} | " + " | ".join(f"{v:.4f}" for v in r["decomposition_s"].values()) + " |"
            for r in held_hvd]
+    md += ["", "## Sensitivity to the SM share", "",
+           "Both devices' SM shares times a factor (capped at 1), the other V100 costs refitted on the "
+           "calibration points each time. Horovod efficiencies in the order of the held-out table.", "",
+           "| factor | V100 | P100 | calibration MAPE % | held-out DDP MAPE / worst % | held-out Horovod MAPE / worst % "
+           "| Horovod efficiencies |", "|---:|---:|---:|---:|---|---|---|"]
+    md += [f"| {x['factor']:g} | {x['v100']:.3g} | {x['p100']:.3g} | {x['calibration']['mape_pct']:.2f} | "
+           f"{x['held_out_ddp']['mape_pct']:.2f} / {x['held_out_ddp']['worst_pct']:.2f} | "
+           f"{x['held_out_hvd']['mape_pct']:.2f} / {x['held_out_hvd']['worst_pct']:.2f} | "
+           + ", ".join(f"{v:.3f}" for v in x["hvd_predicted"]) + " |" for x in sens]
     md += ["", "## Directions of the measured effects", "", "| effect | measured | commtune | same direction |",
            "|---|---|---|---|"]
     md += [f"| {d['effect']} | {d['measured']} | {d['predicted']} | {d['same_direction']} |" for d in dirs]
