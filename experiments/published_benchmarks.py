@@ -177,9 +177,10 @@ def hvd_points(framework: dict) -> list[dict]:
 
 
 def decomposition(r) -> dict:
-    """Where one simulated step's time goes (seconds)."""
+    """Where one simulated step's time goes (seconds; negotiation and comm_busy overlap backward,
+    exposed_comm is the part of the step they and the tail add beyond compute + interference)."""
     return {"step": r.step_time_s, "compute": r.compute_time_s, "interference": r.interference_s,
-            "negotiation_per_round": r.negotiation_s, "comm_busy": r.comm_time_s,
+            "negotiation_total": r.negotiation_s, "comm_busy": r.comm_time_s,
             "exposed_comm": r.exposed_comm_s - r.interference_s}
 
 
