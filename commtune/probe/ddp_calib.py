@@ -8,9 +8,11 @@ on the host's cores next to the transfers. This module times DDP itself on a
 tensors of ``tensor_bytes`` ready evenly over ``backward_s`` (link-bound by
 design), bucket caps ``small`` (one tensor per bucket) and ``large``. The
 difference between the two step times is what the extra buckets cost; per
-stream count K the gap ``g_K`` (``ClusterSpec.buffer_gap_s``, see
-``simulators.system``) is chosen so that the simulator reproduces that
-difference with everything else in the calibration unchanged.
+stream count K the gap ``g_K`` (see ``simulators.system``) is chosen so that
+the simulator reproduces that difference with everything else in the
+calibration unchanged; the calibration keeps the linear model
+``g(K) = gap0 + gap_per_stream*K`` fitted over those K (so unprobed K are
+interpolated, not looked up).
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warm
 def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
                  g_max_s: float = 0.02) -> dict[int, dict]:
     """Per K: the gap g >= 0 for which the simulated step-time difference between the
-    small-bucket and the large-bucket configuration equals the measured one."""
+    small-bucket and the large-bucket configuration equals the measured one (the
+    calibrated network with a constant gap g; every other parameter unchanged)."""
     from simulators import Simulator
     from simulators.network import network_for
 
@@ -68,8 +71,7 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
                  for c in (small, large)]
 
         def diff(g: float) -> float:
-            net = _with_gap(base_net, k, g)
-            sim = Simulator(w, cluster, network=net)
+            sim = Simulator(w, cluster, network=_with_gap(base_net, g))
             return sim.run(knobs[0]).step_time_s - sim.run(knobs[1]).step_time_s
 
         lo, hi = 0.0, g_max_s
@@ -88,31 +90,33 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
     return out
 
 
-def _with_gap(net, k: int, g: float):
-    """A copy of a network model whose gap for stream count k is g."""
+def _with_gap(net, g: float):
+    """A copy of a network model whose gap is g for every stream count."""
     import copy
 
-    from simulators.network import CalibratedNetwork
+    from simulators.calibrated import CalibratedNetwork
 
-    new = copy.copy(net)
     if isinstance(net, CalibratedNetwork):
-        idx = int(np.abs(net._ks - k).argmin())
-        new._g = net._g.copy()
-        new._g[idx] = g
-    else:
-        new.buffer_gap_s = g
+        return net.replace(gap0_s=g, gap_per_stream_s=0.0)
+    new = copy.copy(net)
+    new.__dict__.pop("_table", None)
+    new.buffer_gap_s = g
     return new
 
 
 def apply_ddp_gaps(spec: ClusterSpec, extra: dict, gaps: dict[int, dict], records: Sequence[dict]) -> ClusterSpec:
-    """Write the DDP-fitted gaps into the calibration (per-K ``gap_s``, ``buffer_gap_s`` = their median)."""
+    """Write the DDP-fitted gap model into the calibration: ``g(K) = gap0 + gap_per_stream*K``
+    fitted over the per-K gaps (``fit.network``), ``buffer_gap_s`` = g(1)."""
+    from commtune.probe.fit import fit_gap_model
+
     fit = extra["fit"]
-    for k, v in gaps.items():
-        if k in fit["per_stream_fits"]:
-            fit["per_stream_fits"][k]["gap_s"] = v["gap_s"]
+    if not gaps:
+        return spec
+    g0, g1 = fit_gap_model({k: v["gap_s"] for k, v in gaps.items()})
+    fit["network"]["gap0_s"], fit["network"]["gap_per_stream_s"] = g0, g1
     fit["ddp_gap"] = {"method": "DDP calibration run: 16 x 1 MiB tensors over 50 ms of backward, bucket caps "
-                                "1 MiB vs 8 MiB; gap so the simulated difference matches the measured one",
+                                "1 MiB vs 8 MiB; per K the gap so the simulated difference matches the measured one, "
+                                "then g(K) = gap0 + gap_per_stream*K by least squares",
                       "by_streams": {int(k): v for k, v in gaps.items()}}
     extra["ddp_calibration_measurements"] = list(records)
-    med = float(np.median([v["gap_s"] for v in gaps.values()])) if gaps else spec.buffer_gap_s
-    return dataclasses.replace(spec, buffer_gap_s=med)
+    return dataclasses.replace(spec, buffer_gap_s=max(g0 + g1, 0.0), meta={**spec.meta, "fit": fit})

@@ -154,6 +154,15 @@ def _grid_top(space, sim, config: SearchConfig, k: int):
     return out
 
 
+def extrapolation_report(objective, knobs) -> dict[str, list[dict]]:
+    """What the simulator's prediction for ``knobs`` asks beyond its calibration
+    (:meth:`simulators.network.NetworkModel.extrapolation`): ``flags`` (all) and
+    ``warnings`` (the unmodelled ones). Empty for objectives without a simulator."""
+    sim = getattr(objective, "simulator", None)
+    flags = sim.network.extrapolation(knobs) if sim is not None else []
+    return {"flags": flags, "warnings": [f for f in flags if not f["modelled"]]}
+
+
 def make_report(scenario, space, objective, result: SearchResult, config: SearchConfig) -> dict[str, Any]:
     best = result.best_metrics
     step = float(best["step_time_s"])
@@ -186,6 +195,7 @@ def make_report(scenario, space, objective, result: SearchResult, config: Search
         "study": result.study_name,
         "storage": result.storage,
         "objective": objective.name,
+        "extrapolation": extrapolation_report(objective, result.best_knobs),
         **result.extra,
     }
     return report
