@@ -14,7 +14,8 @@ from commtune.cli import main
 from commtune.cluster import load_cluster_file
 from commtune.probe.launch import LaunchSpec, ProbeFailure
 from commtune.probe.probe import parse_sizes, run_probe
-from simulators.network import CalibratedNetwork, network_for
+from simulators.calibrated import CalibratedNetwork
+from simulators.network import network_for
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,8 @@ def run_dir(tmp_path, monkeypatch):
 def test_emulated_probe_writes_calibration_and_cleans_up(run_dir, tmp_path, capsys):
     from commtune.cli import main
     from commtune.cluster import load_cluster_file
-    from simulators.network import CalibratedNetwork, network_for
+    from simulators.calibrated import CalibratedNetwork
+    from simulators.network import network_for
 
     out = tmp_path / "calib.yaml"
     rc = main(["probe", "--emulated", "--hosts", "2", "--bw", "1gbit", "--prefix", PREFIX, "--sizes", "64KB:4MB",

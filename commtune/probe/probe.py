@@ -111,7 +111,7 @@ def format_table(records: Sequence[dict], ranks: int) -> str:
 
 
 #: probe defaults: the calibration that validates best (see experiments/live_fidelity.py)
-DEFAULT_SIZES = "4KB,1MB,4MB,16MB,64MB"  # 4 KB: the control latency; >= 1 MiB: the fit
+DEFAULT_SIZES = "4KiB,1MiB,4MiB,16MiB,64MiB"  # 4 KB: the control latency; >= 1 MiB: the fit
 DEFAULT_STREAMS = (1, 2, 3, 4, 6, 8)
 DEFAULT_FIT_MIN_SIZE = 2**20
 DEFAULT_WEIGHTING = "absolute"
@@ -176,13 +176,16 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
                         f"repeat with more --iters or larger --sizes)")
     if quality["max_rel_residual"] > RESIDUAL_WARN:
         warnings.append(f"a record is {quality['max_rel_residual']:.0%} off the fitted model (> {RESIDUAL_WARN:.0%})")
-    if not link.link_saturated:
+    if not any(math.isfinite(v) for v in link.rate_by_streams.values()):
+        warnings.append("no transfer time measured (time did not grow with size): use larger --sizes")
+    elif not link.link_saturated:
         warnings.append("the link rate was never reached (every probed stream count was capped, or only one was "
                         "probed): more streams than probed are reported as extrapolations")
     if params.control_latency_s != ctl:
         warnings.append("no latency measured: control latency set to the floor "
                         f"{params.control_latency_s * 1e6:.0f} us")
-    finite_link = link.link_Bps if math.isfinite(link.link_Bps) else max(link.rate_by_streams.values())
+    finite_rates = [v for v in link.rate_by_streams.values() if math.isfinite(v)]
+    finite_link = link.link_Bps if math.isfinite(link.link_Bps) else max(finite_rates, default=ClusterSpec.inter_bw_Bps)
     base = ClusterSpec(nodes=hosts, gpus_per_node=ranks_per_host, name=name)
     fields = dict(inter_bw_Bps=finite_link, per_stream_Bps=link.per_stream_Bps, inter_latency_s=link.alpha_s,
                   launch_overhead_s=link.launch_s, inflight_per_stream=params.inflight_per_stream,

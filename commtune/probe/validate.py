@@ -36,6 +36,81 @@ def grid_configs(buckets_bytes: Sequence[int] = (1 * MiB, 5 * MiB, 25 * MiB, 100
             for w in wire for k in streams for b in buckets_bytes]
 
 
+def has_stream_mode() -> bool:
+    """Whether the knob registry has ``stream_mode`` (split / round_robin)."""
+    from commtune.knobs import KNOBS
+
+    return "stream_mode" in KNOBS
+
+
+def config_mode(k: Knobs, default: str = "split") -> str:
+    return getattr(k, "stream_mode", default)
+
+
+def held_out_configs(calib: ClusterSpec | None, n: int = 12, seed: int = 0, bucket_range: tuple[int, int] = (MiB, 1024 * MiB),
+                     max_bucket_bytes: int | None = None, max_streams: int = 8,
+                     modes: Sequence[str] = ("split", "round_robin")) -> list[Knobs]:
+    """``n`` DDP configurations calibration did not use: bucket caps drawn log-uniformly
+    from ``bucket_range`` (the search range; above ``max_bucket_bytes``, e.g. the model's
+    gradient bytes, every cap is one bucket, so the draw stops there), stream counts
+    1..``max_streams`` with every other point at a count the probe did not measure
+    (when there is one), stream modes alternating over ``modes`` (when the knob exists)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = bucket_range
+    if max_bucket_bytes:
+        hi = max(lo * 2, min(hi, int(max_bucket_bytes)))
+    probed = set(calib.meta.get("fit", {}).get("calibrated", {}).get("streams", [])) if calib is not None and calib.meta else set()
+    unprobed = [k for k in range(1, max_streams + 1) if k not in probed]
+    modes = list(modes) if has_stream_mode() else ["split"]
+    out: list[Knobs] = []
+    seen = set()
+    while len(out) < n:
+        i = len(out)
+        bucket = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        k = int(rng.choice(unprobed)) if unprobed and i % 2 == 0 else int(rng.integers(1, max_streams + 1))
+        mode = modes[(i // 2) % len(modes)]
+        kw = dict(fusion_threshold_bytes=bucket, num_streams=k, first_bucket_bytes=MiB)
+        if has_stream_mode():
+            kw["stream_mode"] = mode
+        knobs = dataclasses.replace(DDP_DEFAULT, **kw)
+        key = (bucket >> 16, k, mode)
+        if key not in seen:
+            seen.add(key)
+            out.append(knobs)
+    return out
+
+
+def parse_configs(text: str) -> list[Knobs]:
+    """``"25MiB:2,4MiB:3:round_robin"``: bucket cap, stream count and (optional) stream mode per entry."""
+    from commtune.units import parse_size
+
+    out = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        parts = entry.split(":")
+        if len(parts) not in (2, 3):
+            raise CommtuneError(f"--configs entry {entry!r}: expected BUCKET:STREAMS[:MODE], e.g. 25MiB:2:split")
+        bucket = parse_size(parts[0], "--configs bucket", allow_zero=False)
+        try:
+            k = int(parts[1])
+        except ValueError:
+            raise CommtuneError(f"--configs entry {entry!r}: streams must be an integer") from None
+        if not 1 <= k <= 64:
+            raise CommtuneError(f"--configs entry {entry!r}: streams must be 1-64")
+        kw = dict(fusion_threshold_bytes=bucket, num_streams=k, first_bucket_bytes=MiB)
+        if len(parts) == 3:
+            if parts[2] not in ("split", "round_robin"):
+                raise CommtuneError(f"--configs entry {entry!r}: mode must be split or round_robin")
+            if not has_stream_mode():
+                if parts[2] != "split":
+                    raise CommtuneError("this commtune has no stream_mode knob; use --mode for all configurations")
+            else:
+                kw["stream_mode"] = parts[2]
+        out.append(dataclasses.replace(DDP_DEFAULT, **kw))
+    if not out:
+        raise CommtuneError("--configs is empty; give e.g. 25MiB:2,4MiB:3")
+    return out
+
+
 def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> ClusterSpec:
     spec = load_cluster_file(calib) if isinstance(calib, (str, os.PathLike)) else calib
     if world_size % hosts:
@@ -53,16 +128,17 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None) -> dict:
-    """MAPE, Spearman, pick gap (simulator's best measured vs the measured best)."""
+    """MAPE, worst error, Spearman, pick gap (simulator's best measured vs the measured best)."""
     p = np.asarray(predicted, dtype=float)
     m = np.asarray(measured, dtype=float)
-    mape = float(np.mean(np.abs(p - m) / m))
+    err = np.abs(p - m) / m
+    mape = float(np.mean(err))
     rho = spearman(p, m)
     sim_best = int(np.argmin(p))
     live_best = int(np.argmin(m))
     gap = float(m[sim_best] / m[live_best] - 1.0)
     noise = float(max(spreads[sim_best], spreads[live_best])) if spreads is not None else 0.0
-    return {"mape": mape, "spearman": rho, "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
+    return {"mape": mape, "worst": float(np.max(err)), "worst_index": int(np.argmax(err)), "spearman": rho, "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
             "noise": noise, "pick_within_noise": bool(gap <= noise)}
 
 
@@ -70,29 +146,51 @@ def describe_knobs(k: Knobs) -> str:
     s = f"bucket {format_size(k.fusion_threshold_bytes)}, {k.num_streams} stream{'s' if k.num_streams > 1 else ''}"
     if k.wire_precision != "fp32":
         s += f", {k.wire_precision} wire"
+    if k.num_streams > 1 and config_mode(k) != "split":
+        s += f", {config_mode(k)}"
     return s
 
 
 def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *, scale: float = 0.25,
                    forward_s: float = 0.1, backward_s: float = 0.2, share: str = "flops", steps: int = 5,
                    warmup: int = 2, mode: str = "split", network=None, evaluator=None, passes: int = 1) -> dict:
-    """Run ``configs`` live and simulated; returns rows and summary figures."""
+    """Run ``configs`` live and simulated; returns rows and summary figures. Configurations
+    are grouped by stream mode (one live launch per mode; ``mode`` when the knobs carry none)."""
     from commtune.probe.live_objective import LiveEvaluator
     from simulators import Simulator
 
-    ev = evaluator or LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
-                                    share=share, mode=mode, steps=steps, warmup=warmup, passes=passes)
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
+    evs: dict[str, object] = {}
+
+    def ev_for(m: str):
+        if evaluator is not None:
+            return evaluator
+        if m not in evs:
+            evs[m] = LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
+                                   share=share, mode=m, steps=steps, warmup=warmup, passes=passes)
+        return evs[m]
+
+    by_mode: dict[str, list[int]] = {}
+    for i, k in enumerate(configs):
+        by_mode.setdefault(config_mode(k, mode), []).append(i)
+    live: list[dict] = [{}] * len(configs)
+    for m, idx in by_mode.items():
+        for i, r in zip(idx, ev_for(m).evaluate_many([configs[i] for i in idx])):
+            live[i] = r
+    ev = ev_for(next(iter(by_mode)))
     sim = Simulator(ev.workload, cluster, network=network)
-    live = ev.evaluate_many(configs)
     rows = []
     for k, r in zip(configs, live):
         st = r["step_times_s"]
         pred = sim.run(k)
-        rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "measured_s": r["step_time_s"],
-                     "predicted_s": pred.step_time_s, "spread": (max(st) - min(st)) / r["step_time_s"],
+        flags = sim.network.extrapolation(k)
+        rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "mode": config_mode(k, mode),
+                     "measured_s": r["step_time_s"], "predicted_s": pred.step_time_s,
+                     "error": pred.step_time_s / r["step_time_s"] - 1,
+                     "spread": (max(st) - min(st)) / r["step_time_s"],
                      "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers,
-                     "step_times_s": list(st), "pass_medians_s": r.get("pass_medians_s", [r["step_time_s"]])})
+                     "step_times_s": list(st), "pass_medians_s": r.get("pass_medians_s", [r["step_time_s"]]),
+                     "extrapolation": flags})
     summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows])
     return {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
             "network": type(sim.network).__name__, "model": ev.profile.name,
@@ -100,14 +198,15 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
 
 
 def format_report(res: dict) -> str:
-    lines = [f"{'configuration':<30} {'measured':>10} {'predicted':>10} {'error':>8} {'spread':>7}"]
+    lines = [f"{'configuration':<42} {'measured':>10} {'predicted':>10} {'error':>8} {'spread':>7}  note"]
     for r in res["rows"]:
         err = r["predicted_s"] / r["measured_s"] - 1
-        lines.append(f"{r['config']:<30} {r['measured_s'] * 1e3:>8.1f}ms {r['predicted_s'] * 1e3:>8.1f}ms "
-                     f"{err:>+8.1%} {r['spread']:>7.1%}")
+        note = "; ".join(("EXTRAPOLATION " if not f["modelled"] else "") + f["kind"] for f in r.get("extrapolation", []))
+        lines.append(f"{r['config']:<42} {r['measured_s'] * 1e3:>8.1f}ms {r['predicted_s'] * 1e3:>8.1f}ms "
+                     f"{err:>+8.1%} {r['spread']:>7.1%}  {note}")
     s = res["summary"]
     rows = res["rows"]
-    lines.append(f"MAPE {s['mape']:.2%}, Spearman {s['spearman']:.3f}; simulator's pick: {rows[s['sim_best']]['config']} "
+    lines.append(f"MAPE {s['mape']:.2%}, worst {s['worst']:.2%} ({rows[s['worst_index']]['config']}), Spearman {s['spearman']:.3f}; simulator's pick: {rows[s['sim_best']]['config']} "
                  f"(live best: {rows[s['live_best']]['config']}), gap {s['pick_gap']:.2%} "
                  f"({'within' if s['pick_within_noise'] else 'beyond'} noise {s['noise']:.2%})")
     return "\n".join(lines)
