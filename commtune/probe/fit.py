@@ -20,6 +20,7 @@ these physical parameters: the simulator uses the parameters, for any K.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
@@ -172,6 +173,34 @@ def derive_link(fits: Mapping[int, LinearFit], ranks: int) -> LinkParams:
         intercept = float(np.mean(a))
     alpha = max(float(intercept), 0.0) / steps
     return LinkParams(alpha, launch, float(link), per_stream, rates, saturated, rms)
+
+
+def refit_latency(records: Iterable[Mapping], link: LinkParams, ranks: int, min_size: float = 0) -> LinkParams:
+    """Second stage: with the rates fixed by the model (``b(K)`` from ``min(K*c, B)``), each
+    probed K's intercept is the median of ``t - b(K)*S`` over its fitted records (robust to one
+    slow size, and every size counts, not only the largest as in the absolute-weighted slope
+    fit); then ``a_K = 2(n-1)*alpha + K*launch`` by least squares over K (both >= 0)."""
+    steps = 2 * (ranks - 1)
+    by_k: dict[int, list[float]] = {}
+    for r in records:
+        if r["size_bytes"] >= min_size:
+            k = int(r["streams"])
+            rate = min(k * link.per_stream_Bps, link.link_Bps)
+            b = steps / (ranks * rate) if math.isfinite(rate) else 0.0
+            by_k.setdefault(k, []).append(float(r["time_s"]) - b * float(r["size_bytes"]))
+    if not by_k:
+        return link
+    ks = np.array(sorted(by_k), dtype=np.float64)
+    a = np.array([max(float(np.median(by_k[int(k)])), 0.0) for k in ks])
+    if len(ks) >= 2:
+        slope, intercept = np.polyfit(ks, a, 1)
+        if slope < 0:
+            slope, intercept = 0.0, float(np.mean(a))
+        if intercept < 0:
+            slope, intercept = float(np.sum(ks * a) / np.sum(ks * ks)), 0.0
+    else:
+        slope, intercept = 0.0, float(a[0])
+    return dataclasses.replace(link, alpha_s=max(float(intercept), 0.0) / steps, launch_s=max(float(slope), 0.0))
 
 
 def fit_gap_model(gaps: Mapping[int, float]) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
 from commtune.probe.fit import (algbw, busbw, derive_link, fit_gap_model, fit_host, fit_measurements, fit_pipelining,
-                                model_quality)
+                                model_quality, refit_latency)
 from commtune.units import parse_size
 
 
@@ -155,7 +155,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
         warnings.append("fewer than two sizes at or above the fit minimum: fitted every size")
     if not fits:
         raise CommtuneError("need at least two message sizes per stream count to fit t = a + b*S")
-    link = derive_link(fits, n)
+    link = refit_latency(records, derive_link(fits, n), n, min_fit_size)
     pipe = fit_pipelining(result["bursts"], fits) if result.get("bursts") else None
     host = fit_host(result["host"]) if result.get("host") and len({r["size_bytes"] for r in result["host"]}) >= 2 else None
     ctl, ctl_source = control_latency(records, n, min_fit_size)
