@@ -77,6 +77,7 @@ def probe(prefix: str, out: str) -> dict:
     p = ct("probe", "--emulated", "--prefix", prefix, "-o", out, "--timeout", "900")
     summary = [line for line in p.stdout.splitlines() if not line.startswith(("#", " "))
                or line.startswith("  ") and not line.strip()[0].isdigit()]
+    summary += [line for line in p.stderr.splitlines() if line.startswith("warning:")]
     print("\n".join(summary))
     print(f"probe took {time.time() - t0:.0f} s ({before})")
     return {"wall_s": time.time() - t0, "uptime_before": before, "uptime_after": uptime(), "stderr": p.stderr[-1500:],
@@ -115,6 +116,48 @@ def predictions(calib: str, hosts: int, configs: list[dict], model: str, scale: 
     return [sim.run(Knobs.from_dict(k)).step_time_s for k in configs]
 
 
+def _pct(x: float) -> str:
+    return f"{x:.2%}" if x == x else "n/a"
+
+
+def markdown(results: dict) -> str:
+    """The summary table of a results dict (also from a saved JSON: ``--report FILE``)."""
+    t = results["targets"]
+    lines = ["# Live fidelity of the calibrated simulator (held-out configurations, CLI defaults)", "",
+             f"Run {results.get('started', '?')} - {results.get('finished', '?')}; `experiments/live_fidelity.py`. "
+             f"Targets: MAPE <= {t['mape']:.0%}, worst <= {t['worst']:.0%}, Spearman >= {t['spearman']}, "
+             f"pick within {t['pick_gap']:.0%} of the live best; scale MAPE <= {t['scale_mape']:.0%}; "
+             f"repeatability within {t['repeat']:.0%}.", "",
+             "| shape | model | points | MAPE | worst | Spearman | pick gap | median spread | targets met | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in results.get("shapes", {}).items():
+        for m, r in e.get("models", {}).items():
+            s = r["summary"]
+            spread = float(np.median([x["spread"] for x in r["rows"]]))
+            met = ", ".join(k for k, v in r["targets_met"].items() if v) or "none"
+            load = r["uptime_before"].split("load average:")[-1].split(",")[0].strip()
+            lines.append(f"| {name} | {m} | {len(r['rows'])} | {_pct(s['mape'])} | {_pct(s['worst'])} | "
+                         f"{s['spearman']:.3f} | {_pct(s['pick_gap'])} | {_pct(spread)} | {met} | {load} |")
+    lines.append("")
+    for name, e in results.get("shapes", {}).items():
+        p = e["probe"]
+        lines.append(f"- {name} ({e['shape']}): default probe {p['wall_s']:.0f} s ({p['uptime_before']}); "
+                     + "; ".join(x.strip() for x in p["summary"][:2]))
+    sc = results.get("scale")
+    if sc and "validation" in sc:
+        s = sc["validation"]["summary"]
+        lines += ["", f"**Scale prediction** (calibrate {sc['from']} hosts, validate {sc['to']} hosts, {sc['shape']}): "
+                  f"MAPE {_pct(s['mape'])}, worst {_pct(s['worst'])}, Spearman {s['spearman']:.3f}, "
+                  f"pick gap {_pct(s['pick_gap'])} ({len(sc['validation']['rows'])} held-out points; "
+                  f"{sc['validation']['uptime_before']})."]
+    rep = results.get("repeat")
+    if rep and "rows" in rep:
+        lines += ["", f"**Repeatability**: a second default calibration with a busy loop on one core "
+                  f"({rep['probe_busy']['uptime_before']}) predicts {len(rep['rows'])} configurations "
+                  f"within median {_pct(rep['median_diff'])}, max {_pct(rep['max_diff'])} of the first."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="experiments/results")
@@ -126,7 +169,12 @@ def main() -> int:
     ap.add_argument("--scale-to", type=int, default=6)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: shapes,scale,repeat")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--report", metavar="JSON", help="only print the markdown summary of a saved run")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as fh:
+            print(markdown(json.load(fh)))
+        return 0
     os.makedirs(args.out, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
     path = os.path.join(args.out, f"live_fidelity{'-' + args.tag if args.tag else ''}.json")
@@ -137,6 +185,7 @@ def main() -> int:
         from commtune.io import atomic_write_text
 
         atomic_write_text(path, json.dumps(results, indent=1, default=str))
+        atomic_write_text(path[:-5] + ".md", markdown(results))
 
     try:
         if "shapes" not in skip:

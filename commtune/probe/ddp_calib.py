@@ -39,15 +39,29 @@ def calib_configs(streams: Sequence[int], small: int = MiB, large: int = 8 * MiB
             for k in streams for c in (small, large)]
 
 
-def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warmup: int = 2, workload=None) -> list[dict]:
-    """Time the calibration configurations live; records ``streams``, ``bucket_bytes``, ``step_time_s``."""
+def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warmup: int = 2, workload=None,
+                            passes: int = 2) -> list[dict]:
+    """Time the calibration configurations live; records ``streams``, ``bucket_bytes``, ``step_time_s``
+    (the median of the steps of ``passes`` passes in alternating order, one launch: slow drifts
+    of the host load hit both bucket caps alike)."""
+    import statistics
+
     from commtune.probe.ddp_step import time_ddp_configs
 
     w = workload or calib_workload()
     configs = calib_configs(streams)
-    res = time_ddp_configs(w, configs, launch, steps, warmup)
-    return [{"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "step_time_s": r["step_time_s"],
-             "step_times_s": r["step_times_s"], "num_buckets": len(r["buckets"])} for k, r in zip(configs, res)]
+    order = [c for p in range(passes) for c in (configs if p % 2 == 0 else configs[::-1])]
+    res = time_ddp_configs(w, order, launch, steps, warmup)
+    pooled: dict[int, list[dict]] = {}
+    for i, r in zip([i for p in range(passes) for i in (range(len(configs)) if p % 2 == 0 else range(len(configs))[::-1])], res):
+        pooled.setdefault(i, []).append(r)
+    out = []
+    for i, k in enumerate(configs):
+        times = [t for r in pooled[i] for t in r["step_times_s"]]
+        out.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes,
+                    "step_time_s": statistics.median(times), "step_times_s": times,
+                    "num_buckets": len(pooled[i][-1]["buckets"])})
+    return out
 
 
 def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,

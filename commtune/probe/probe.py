@@ -263,6 +263,4 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
         for k, v in fit["ddp_gap"]["by_streams"].items():
             lines.append(f"  DDP calibration K={k}: {v['small_bucket_bytes'] >> 20} MiB - {v['large_bucket_bytes'] >> 20} MiB "
                          f"buckets measured {v['measured_diff_s'] * 1e3:.1f} ms -> gap {v['gap_s'] * 1e3:.3f} ms")
-    for w in fit.get("warnings", []):
-        lines.append(f"WARNING: {w}")
     return "\n".join(lines)
