@@ -160,7 +160,7 @@ def markdown(results: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="experiments/results")
+    ap.add_argument("--out", default="experiments/results/live_fidelity")
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--held-out", type=int, default=8, help="held-out configurations per model (default 8)")
@@ -168,6 +168,7 @@ def main() -> int:
     ap.add_argument("--scale-from", type=int, default=3)
     ap.add_argument("--scale-to", type=int, default=6)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: shapes,scale,repeat")
+    ap.add_argument("--repeat-shape", default=next(iter(SHAPES)), help="shape of the repeatability check")
     ap.add_argument("--tag", default="")
     ap.add_argument("--report", metavar="JSON", help="only print the markdown summary of a saved run")
     args = ap.parse_args()
@@ -180,6 +181,11 @@ def main() -> int:
     path = os.path.join(args.out, f"live_fidelity{'-' + args.tag if args.tag else ''}.json")
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "targets": TARGETS,
                      "shapes": {}, "models": MODELS}
+    if os.path.exists(path):  # parts run separately land in one file (each part replaces its own entry)
+        with open(path) as fh:
+            old = json.load(fh)
+        results.update({k: v for k, v in old.items() if k in ("shapes", "scale", "repeat", "started")})
+        results["targets"] = TARGETS
 
     def save() -> None:
         from commtune.io import atomic_write_text
@@ -222,7 +228,7 @@ def main() -> int:
             save()
             cluster_down(args.prefix)
         if "repeat" not in skip:
-            name = args.shapes.split(",")[0]
+            name = args.repeat_shape
             shape = SHAPES[name]
             first = os.path.join(args.out, f"calib-{name}{'-' + args.tag if args.tag else ''}.yaml")
             print(f"== repeatability: a second default calibration of {name} with a busy core [{uptime()}]")
