@@ -7,7 +7,7 @@ import pytest
 
 from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
-from commtune.probe.validate import compare, has_stream_mode, held_out_configs, parse_configs
+from commtune.probe.validate import compare, held_out_configs, parse_configs
 
 MiB = 2**20
 
@@ -28,8 +28,7 @@ def test_held_out_draw_avoids_what_calibration_used():
     assert not set(buckets) & {MiB, 8 * MiB}  # not the DDP calibration's caps
     assert held_out_configs(_calib(), 12, seed=3, max_bucket_bytes=40 * MiB) == configs  # seeded
     assert held_out_configs(_calib(), 12, seed=4, max_bucket_bytes=40 * MiB) != configs
-    if has_stream_mode():
-        assert {k.stream_mode for k in configs} == {"split", "round_robin"}
+    assert {k.stream_mode for k in configs} == {"split", "round_robin"}
 
 
 def test_held_out_draw_without_unprobed_counts():
@@ -38,8 +37,9 @@ def test_held_out_draw_without_unprobed_counts():
 
 
 def test_parse_configs():
-    c = parse_configs("25MiB:2, 4MiB:3")
-    assert [(k.fusion_threshold_bytes, k.num_streams) for k in c] == [(25 * MiB, 2), (4 * MiB, 3)]
+    c = parse_configs("25MiB:2, 4MiB:3:round_robin")
+    assert [(k.fusion_threshold_bytes, k.num_streams, k.stream_mode) for k in c] == [
+        (25 * MiB, 2, "split"), (4 * MiB, 3, "round_robin")]
     assert all(k.fusion_policy == "static" for k in c)
     for bad, needle in [("25MiB", "BUCKET:STREAMS"), ("25MiB:x", "integer"), ("25MiB:0", "1-64"),
                         ("25MiB:2:zigzag", "split or round_robin"), ("", "empty")]:

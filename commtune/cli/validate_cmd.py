@@ -11,6 +11,7 @@ import json
 from commtune.cli.common import positive_int
 from commtune.cli.probe_cmd import add_launch_args, launch_from_args
 from commtune.errors import CommtuneError
+from commtune.knobs import KNOBS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", help="explicit grid: stream counts, e.g. 1,2,4 (with --buckets)")
     p.add_argument("--wire", default="fp32", help="wire precisions, e.g. fp32,fp16 (default fp32)")
     p.add_argument("--first-bucket", default="1MiB", help="first bucket cap (default 1MiB)")
-    p.add_argument("--mode", choices=("split", "round_robin"), default="split", help="how K streams share buckets")
+    p.add_argument("--mode", choices=KNOBS["stream_mode"].choices, default=None,
+                   help="stream_mode of every configuration: how K streams share buckets (default: each configuration's own)")
     p.add_argument("--steps", type=positive_int, default=5, help="timed steps per configuration (default 5)")
     p.add_argument("--passes", type=positive_int, default=2,
                    help="passes over the configurations, alternating order, steps pooled (robust median; default 2)")

@@ -21,7 +21,7 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
-from commtune.knobs import DDP_DEFAULT, Knobs
+from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.units import format_size
 
 MiB = 2**20
@@ -36,17 +36,6 @@ def grid_configs(buckets_bytes: Sequence[int] = (1 * MiB, 5 * MiB, 25 * MiB, 100
             for w in wire for k in streams for b in buckets_bytes]
 
 
-def has_stream_mode() -> bool:
-    """Whether the knob registry has ``stream_mode`` (split / round_robin)."""
-    from commtune.knobs import KNOBS
-
-    return "stream_mode" in KNOBS
-
-
-def config_mode(k: Knobs, default: str = "split") -> str:
-    return getattr(k, "stream_mode", default)
-
-
 def held_out_configs(calib: ClusterSpec | None, n: int = 12, seed: int = 0, bucket_range: tuple[int, int] = (MiB, 1024 * MiB),
                      max_bucket_bytes: int | None = None, max_streams: int = 8,
                      modes: Sequence[str] = ("split", "round_robin")) -> list[Knobs]:
@@ -54,14 +43,14 @@ def held_out_configs(calib: ClusterSpec | None, n: int = 12, seed: int = 0, buck
     from ``bucket_range`` (the search range; above ``max_bucket_bytes``, e.g. the model's
     gradient bytes, every cap is one bucket, so the draw stops there), stream counts
     1..``max_streams`` with every other point at a count the probe did not measure
-    (when there is one), stream modes alternating over ``modes`` (when the knob exists)."""
+    (when there is one), stream modes alternating over ``modes``."""
     rng = np.random.default_rng(seed)
     lo, hi = bucket_range
     if max_bucket_bytes:
         hi = max(lo * 2, min(hi, int(max_bucket_bytes)))
     probed = set(calib.meta.get("fit", {}).get("calibrated", {}).get("streams", [])) if calib is not None and calib.meta else set()
     unprobed = [k for k in range(1, max_streams + 1) if k not in probed]
-    modes = list(modes) if has_stream_mode() else ["split"]
+    modes = list(modes)
     out: list[Knobs] = []
     seen = set()
     while len(out) < n:
@@ -69,10 +58,8 @@ def held_out_configs(calib: ClusterSpec | None, n: int = 12, seed: int = 0, buck
         bucket = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         k = int(rng.choice(unprobed)) if unprobed and i % 2 == 0 else int(rng.integers(1, max_streams + 1))
         mode = modes[(i // 2) % len(modes)]
-        kw = dict(fusion_threshold_bytes=bucket, num_streams=k, first_bucket_bytes=MiB)
-        if has_stream_mode():
-            kw["stream_mode"] = mode
-        knobs = dataclasses.replace(DDP_DEFAULT, **kw)
+        knobs = dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=bucket, num_streams=k, first_bucket_bytes=MiB,
+                                    stream_mode=mode)
         key = (bucket >> 16, k, mode)
         if key not in seen:
             seen.add(key)
@@ -98,13 +85,9 @@ def parse_configs(text: str) -> list[Knobs]:
             raise CommtuneError(f"--configs entry {entry!r}: streams must be 1-64")
         kw = dict(fusion_threshold_bytes=bucket, num_streams=k, first_bucket_bytes=MiB)
         if len(parts) == 3:
-            if parts[2] not in ("split", "round_robin"):
+            if parts[2] not in KNOBS["stream_mode"].choices:
                 raise CommtuneError(f"--configs entry {entry!r}: mode must be split or round_robin")
-            if not has_stream_mode():
-                if parts[2] != "split":
-                    raise CommtuneError("this commtune has no stream_mode knob; use --mode for all configurations")
-            else:
-                kw["stream_mode"] = parts[2]
+            kw["stream_mode"] = parts[2]
         out.append(dataclasses.replace(DDP_DEFAULT, **kw))
     if not out:
         raise CommtuneError("--configs is empty; give e.g. 25MiB:2,4MiB:3")
@@ -144,47 +127,34 @@ def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequ
 
 def describe_knobs(k: Knobs) -> str:
     s = f"bucket {format_size(k.fusion_threshold_bytes)}, {k.num_streams} stream{'s' if k.num_streams > 1 else ''}"
+    if k.num_streams > 1:
+        s += f" ({k.stream_mode})"
     if k.wire_precision != "fp32":
         s += f", {k.wire_precision} wire"
-    if k.num_streams > 1 and config_mode(k) != "split":
-        s += f", {config_mode(k)}"
     return s
 
 
 def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *, scale: float = 0.25,
                    forward_s: float = 0.1, backward_s: float = 0.2, share: str = "flops", steps: int = 5,
-                   warmup: int = 2, mode: str = "split", network=None, evaluator=None, passes: int = 1) -> dict:
-    """Run ``configs`` live and simulated; returns rows and summary figures. Configurations
-    are grouped by stream mode (one live launch per mode; ``mode`` when the knobs carry none)."""
+                   warmup: int = 2, mode: str | None = None, network=None, evaluator=None, passes: int = 1) -> dict:
+    """Run ``configs`` live and simulated; returns rows and summary figures.
+    ``mode`` (split/round_robin) overrides every configuration's stream_mode."""
     from commtune.probe.live_objective import LiveEvaluator
     from simulators import Simulator
 
+    if mode is not None:
+        configs = [dataclasses.replace(k, stream_mode=mode) for k in configs]
+    ev = evaluator or LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
+                                    share=share, steps=steps, warmup=warmup, passes=passes)
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
-    evs: dict[str, object] = {}
-
-    def ev_for(m: str):
-        if evaluator is not None:
-            return evaluator
-        if m not in evs:
-            evs[m] = LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
-                                   share=share, mode=m, steps=steps, warmup=warmup, passes=passes)
-        return evs[m]
-
-    by_mode: dict[str, list[int]] = {}
-    for i, k in enumerate(configs):
-        by_mode.setdefault(config_mode(k, mode), []).append(i)
-    live: list[dict] = [{}] * len(configs)
-    for m, idx in by_mode.items():
-        for i, r in zip(idx, ev_for(m).evaluate_many([configs[i] for i in idx])):
-            live[i] = r
-    ev = ev_for(next(iter(by_mode)))
     sim = Simulator(ev.workload, cluster, network=network)
+    live = ev.evaluate_many(configs)
     rows = []
     for k, r in zip(configs, live):
         st = r["step_times_s"]
         pred = sim.run(k)
         flags = sim.network.extrapolation(k)
-        rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "mode": config_mode(k, mode),
+        rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "mode": k.stream_mode,
                      "measured_s": r["step_time_s"], "predicted_s": pred.step_time_s,
                      "error": pred.step_time_s / r["step_time_s"] - 1,
                      "spread": (max(st) - min(st)) / r["step_time_s"],
