@@ -205,3 +205,21 @@ def test_ddp_gap_fit_recovers_the_gap_the_measurements_came_from():
     assert extra["fit"]["network"]["gap_per_stream_s"] == pytest.approx(2e-4, rel=1e-5)
     assert new.buffer_gap_s == pytest.approx(4e-4, rel=1e-5)
     assert network_for(new).pipelining([3])[1][0] == pytest.approx(8e-4, rel=1e-5)  # interpolated
+
+
+def test_round_robin_check_compares_unfitted_round_robin_points():
+    from commtune.probe.ddp_calib import calib_configs, calib_workload, fit_ddp_gaps, round_robin_check
+    from simulators import Simulator
+
+    spec, _ = calibration(_synthetic_result(4, (1, 2, 4)), hosts=4)
+    configs = calib_configs([1, 2, 4], rr_streams=[2, 4])
+    assert [k.stream_mode for k in configs].count("round_robin") == 4
+    w = calib_workload()
+    sim = Simulator(w, spec)
+    recs = [{"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "stream_mode": k.stream_mode,
+             "step_time_s": sim.run(k).step_time_s} for k in configs]
+    assert set(fit_ddp_gaps(recs, spec, w)) == {1, 2, 4}  # the split points only
+    chk = round_robin_check(recs, spec, w)
+    assert len(chk["points"]) == 4 and not chk["needed"] and chk["mape"] < 1e-9
+    slow = [dict(r, step_time_s=r["step_time_s"] * 1.2) if r["stream_mode"] == "round_robin" else r for r in recs]
+    assert round_robin_check(slow, spec, w)["needed"]

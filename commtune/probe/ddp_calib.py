@@ -13,6 +13,14 @@ the simulator reproduces that difference with everything else in the
 calibration unchanged; the calibration keeps the linear model
 ``g(K) = gap0 + gap_per_stream*K`` fitted over those K (so unprobed K are
 interpolated, not looked up).
+
+Round robin (``stream_mode``): the same two bucket caps are timed for a few
+K > 1 with buckets on successive streams (:data:`RR_STREAMS`). The simulator
+models round robin from the same parameters (one stream's coefficients, the
+link's aggregate rate; ``simulators.system``), so these points are not fitted:
+:func:`round_robin_check` compares their measured step times with the
+prediction of the finished calibration and records whether a round-robin
+specific term would be needed (errors beyond the run-to-run spread).
 """
 from __future__ import annotations
 
@@ -34,13 +42,23 @@ def calib_workload(count: int = 16, tensor_bytes: int = MiB, backward_s: float =
     return synthetic_workload(ready, np.full(count, tensor_bytes // 4), forward_s=0.0, backward_s=backward_s)
 
 
-def calib_configs(streams: Sequence[int], small: int = MiB, large: int = 8 * MiB) -> list[Knobs]:
-    return [dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(c), first_bucket_bytes=int(c), num_streams=int(k))
-            for k in streams for c in (small, large)]
+#: stream counts at which the DDP calibration run also times round robin (those probed)
+RR_STREAMS = (2, 4, 8)
+
+
+def calib_configs(streams: Sequence[int], small: int = MiB, large: int = 8 * MiB,
+                  rr_streams: Sequence[int] = ()) -> list[Knobs]:
+    """Split configurations for every K, round-robin ones for ``rr_streams``; both bucket caps."""
+    def knobs(k: int, c: int, mode: str) -> Knobs:
+        return dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(c), first_bucket_bytes=int(c),
+                                   num_streams=int(k), stream_mode=mode)
+
+    return ([knobs(k, c, "split") for k in streams for c in (small, large)]
+            + [knobs(k, c, "round_robin") for k in rr_streams for c in (small, large)])
 
 
 def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warmup: int = 2, workload=None,
-                            passes: int = 2) -> list[dict]:
+                            passes: int = 2, rr_streams: Sequence[int] = ()) -> list[dict]:
     """Time the calibration configurations live; records ``streams``, ``bucket_bytes``, ``step_time_s``
     (the median of the steps of ``passes`` passes in alternating order, one launch: slow drifts
     of the host load hit both bucket caps alike)."""
@@ -49,7 +67,7 @@ def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warm
     from commtune.probe.ddp_step import time_ddp_configs
 
     w = workload or calib_workload()
-    configs = calib_configs(streams)
+    configs = calib_configs(streams, rr_streams=rr_streams)
     order = [c for p in range(passes) for c in (configs if p % 2 == 0 else configs[::-1])]
     res = time_ddp_configs(w, order, launch, steps, warmup)
     pooled: dict[int, list[dict]] = {}
@@ -58,7 +76,7 @@ def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warm
     out = []
     for i, k in enumerate(configs):
         times = [t for r in pooled[i] for t in r["step_times_s"]]
-        out.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes,
+        out.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "stream_mode": k.stream_mode,
                     "step_time_s": statistics.median(times), "step_times_s": times,
                     "num_buckets": len(pooled[i][-1]["buckets"])})
     return out
@@ -75,6 +93,8 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
     w = workload or calib_workload()
     by_k: dict[int, dict[int, float]] = {}
     for r in records:
+        if r.get("stream_mode", "split") != "split":
+            continue  # round robin is checked, not fitted (round_robin_check)
         by_k.setdefault(int(r["streams"]), {})[int(r["bucket_bytes"])] = float(r["step_time_s"])
     base_net = network_for(cluster)
     out = {}
@@ -102,6 +122,31 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
         out[k] = {"gap_s": float(g), "measured_diff_s": measured, "simulated_diff_at_0_s": diff(0.0),
                   "small_bucket_bytes": small, "large_bucket_bytes": large}
     return out
+
+
+def round_robin_check(records: Sequence[dict], cluster: ClusterSpec, workload=None) -> dict:
+    """The finished calibration's predictions of the round-robin calibration points:
+    per record the error, and ``needed`` = some error beyond that point's run-to-run
+    spread ((max - min) / median of its steps) and beyond 3 %."""
+    from simulators import Simulator
+
+    w = workload or calib_workload()
+    sim = Simulator(w, cluster)
+    rows = []
+    for r in records:
+        if r.get("stream_mode") != "round_robin":
+            continue
+        k = dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(r["bucket_bytes"]),
+                                first_bucket_bytes=int(r["bucket_bytes"]), num_streams=int(r["streams"]),
+                                stream_mode="round_robin")
+        pred = sim.run(k).step_time_s
+        st = r.get("step_times_s") or [r["step_time_s"]]
+        rows.append({"streams": int(r["streams"]), "bucket_bytes": int(r["bucket_bytes"]),
+                     "measured_s": float(r["step_time_s"]), "predicted_s": float(pred),
+                     "error": float(pred / r["step_time_s"] - 1), "spread": float((max(st) - min(st)) / r["step_time_s"])})
+    needed = any(abs(x["error"]) > max(x["spread"], 0.03) for x in rows)
+    return {"points": rows, "needed": bool(needed),
+            "mape": float(np.mean([abs(x["error"]) for x in rows])) if rows else float("nan")}
 
 
 def _with_gap(net, g: float):

@@ -259,6 +259,10 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
         lines.append(f"host work per byte: before all-reduce {h['pre_s_per_byte'] * 1e9:.3f} ns/B, "
                      f"after {h['post_s_per_byte'] * 1e9:.3f} ns/B (per MiB: {format_time(h['pre_s_per_byte'] * 2**20)} + "
                      f"{format_time(h['post_s_per_byte'] * 2**20)})")
+    if "round_robin_check" in fit:
+        c = fit["round_robin_check"]
+        lines.append(f"  round robin (DDP calibration points, not fitted): predicted with {c['mape']:.1%} mean error; "
+                     + ("a round-robin term would be needed" if c["needed"] else "within the measurement spread"))
     if "ddp_gap" in fit:
         for k, v in fit["ddp_gap"]["by_streams"].items():
             lines.append(f"  DDP calibration K={k}: {v['small_bucket_bytes'] >> 20} MiB - {v['large_bucket_bytes'] >> 20} MiB "
