@@ -6,8 +6,8 @@ defaults (sizes, streams 1,2,3,4,6,8, absolute fit >= 1 MiB, the DDP
 calibration run), then for each model of the mix ``commtune validate
 --emulated`` with its defaults: configurations drawn at random that
 calibration did not use (bucket caps log-uniform in the search range up to the
-model's size, every other one at an unprobed stream count, both stream modes
-when the knob exists), two passes of alternating order, median steps. Printed
+model's size, every other one at an unprobed stream count, split and round robin
+alternating), two passes of alternating order, median steps. Printed
 and written (``experiments/results/live_fidelity[-TAG].json``): per point
 error, MAPE, worst, Spearman, pick gap per shape and model; the load average
 (``uptime``) around every run.
