@@ -59,7 +59,11 @@ def ct(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     return p
 
 
+_UP: set[str] = set()  # prefixes this run brought up (only those are taken down at the end)
+
+
 def cluster_up(prefix: str, hosts: int, bw: str, per_stream: str | None = None, latency: str | None = None) -> None:
+    _UP.add(prefix)
     args = ["cluster", "up", "--prefix", prefix, "--hosts", str(hosts), "--bw", bw, "--replace"]
     if per_stream:
         args += ["--per-stream", per_stream]
@@ -264,7 +268,8 @@ def main() -> int:
             print(f"repeatability over {len(rows)} configurations: median |diff| {np.median(d):.2%}, max {d.max():.2%}")
             save()
     finally:
-        cluster_down(args.prefix)
+        for prefix in sorted(_UP):
+            cluster_down(prefix)
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         save()
     for name, e in results["shapes"].items():
