@@ -105,18 +105,21 @@ def gap_model(num_streams: ArrayLike, gap0_s: float, gap_per_stream_s: float) ->
 class CalibratedNetwork(NetworkModel):
     """The network a calibration file describes, at ``world_size`` ranks (any size)."""
 
-    def __init__(self, params: CalibratedParams, world_size: int, calibrated: CalibratedRange | None = None):
+    def __init__(self, params: CalibratedParams, world_size: int, calibrated: CalibratedRange | None = None,
+                 ranks_per_node: int = 1):
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size!r}")
         self.params = params
         self.world_size = int(world_size)
         self.calibrated = calibrated
+        self.ranks_per_node = int(ranks_per_node)
         self.inflight_per_stream = int(params.inflight_per_stream)
         self.buffer_gap_s = float(gap_model(1, params.gap0_s, params.gap_per_stream_s))
 
     def replace(self, **fields) -> "CalibratedNetwork":
         """A copy with some :class:`CalibratedParams` fields changed."""
-        return CalibratedNetwork(dataclasses.replace(self.params, **fields), self.world_size, self.calibrated)
+        return CalibratedNetwork(dataclasses.replace(self.params, **fields), self.world_size, self.calibrated,
+                                 self.ranks_per_node)
 
     def control_latency_s(self) -> float:
         return self.params.control_latency_s
@@ -172,7 +175,7 @@ class CalibratedNetwork(NetworkModel):
                                    f"{r.max_size_bytes / 2**20:.0f} MiB: "
                                    + ("linear in size (that size was link-bound)" if link_bound
                                       else "the largest probed size was not link-bound")})
-        if bool(getattr(knobs, "hierarchical", False)):
+        if bool(getattr(knobs, "hierarchical", False)) and self.ranks_per_node > 1:  # one rank per node: the flat ring
             out.append({"kind": "hierarchical", "value": True, "calibrated": False, "modelled": False,
                         "message": "hierarchical all-reduce is not probed: predicted as the flat ring"})
         if self.world_size != r.world_size:
@@ -187,7 +190,8 @@ def unmodelled(flags: list[dict]) -> list[dict]:
     return [f for f in flags if not f["modelled"]]
 
 
-def calibrated_network(fit: dict, world_size: int) -> CalibratedNetwork:
+def calibrated_network(fit: dict, world_size: int, ranks_per_node: int = 1) -> CalibratedNetwork:
     """The network of a calibration file's ``fit`` section (``network`` + ``calibrated``), at ``world_size``."""
     return CalibratedNetwork(CalibratedParams.from_dict(fit["network"]), world_size,
-                             CalibratedRange.from_dict(fit["calibrated"]) if fit.get("calibrated") else None)
+                             CalibratedRange.from_dict(fit["calibrated"]) if fit.get("calibrated") else None,
+                             ranks_per_node)

@@ -137,5 +137,5 @@ def network_for(cluster: ClusterSpec) -> NetworkModel:
     if isinstance(fit, dict) and isinstance(fit.get("network"), dict):
         from simulators.calibrated import calibrated_network
 
-        return calibrated_network(fit, cluster.world_size)
+        return calibrated_network(fit, cluster.world_size, cluster.gpus_per_node)
     return AnalyticalNetwork(cluster)

@@ -84,8 +84,10 @@ def test_extrapolation_flags():
     assert f[0]["kind"] == "size" and f[0]["modelled"]  # 64 MiB was link-bound
     slow = CalibratedNetwork(dataclasses.replace(PARAMS, alpha_s=1.0), 4, RANGE)
     assert unmodelled(_flags(slow, num_streams=1, fusion_threshold_bytes=512 * MiB))
-    assert unmodelled(_flags(net, num_streams=1, hierarchical=True))
+    assert _flags(net, num_streams=1, hierarchical=True) == []  # one rank per node: hierarchical is the flat ring
+    assert unmodelled(_flags(CalibratedNetwork(PARAMS, 8, RANGE, ranks_per_node=2), num_streams=1, hierarchical=True))
     f = _flags(CalibratedNetwork(PARAMS, 6, RANGE), num_streams=1)
+    assert [x["kind"] for x in f] == ["world_size"]
     assert f[0]["kind"] == "world_size" and f[0]["modelled"]
     assert unmodelled(CalibratedNetwork(PARAMS, 4, None).extrapolation(DDP_DEFAULT))
 
