@@ -212,7 +212,7 @@ def main() -> int:
                 for i, m in enumerate(args.models.split(",")):
                     model, scale = MODELS[m]
                     res = validate(args.prefix, calib, model, scale, seed=i, n=args.held_out,
-                                   plot=os.path.join(args.out, f"live_fidelity-{name}-{m}.png"))
+                                   plot=os.path.join(args.out, f"live_fidelity-{name}-{m}{'-' + args.tag if args.tag else ''}.png"))
                     res["targets_met"] = targets_met(res["summary"])
                     entry["models"][m] = res
                     show(f"{name} / {m}", res)
