@@ -112,8 +112,8 @@ def targets_met(s: dict) -> dict:
 
 def predictions(calib: str, hosts: int, configs: list[dict], model: str, scale: float) -> list[float]:
     from commtune.knobs import Knobs
-    from commtune.probe.ddp_step import sim_workload, synthetic_profile
     from commtune.probe.validate import sim_cluster
+    from commtune.runtime.synthetic import sim_workload, synthetic_profile
     from simulators import Simulator
 
     sim = Simulator(sim_workload(synthetic_profile(model, scale, 0.1, 0.2)), sim_cluster(calib, hosts, hosts))

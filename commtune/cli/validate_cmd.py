@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         configs = grid_configs(buckets, parse_streams(args.streams or "1,2,4"), wire, parse_size(args.first_bucket, "--first-bucket"))
         kind = "grid"
     else:
-        from commtune.probe.ddp_step import sim_workload, synthetic_profile
+        from commtune.runtime.synthetic import sim_workload, synthetic_profile
 
         total = sim_workload(synthetic_profile(model, args.scale, args.forward_ms / 1e3, args.backward_ms / 1e3,
                                                args.share)).total_grad_bytes

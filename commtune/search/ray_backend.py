@@ -17,9 +17,20 @@ from commtune.search import SearchConfig, SearchResult
 
 
 def _trainable(config: dict, objective=None, space=None, stepwise: bool = False):
+    knobs = space.knobs_from_params({k: v for k, v in config.items()})
+    try:
+        _evaluate(knobs, objective, stepwise)
+    finally:
+        # A live objective's worker group lives in this Ray worker process only for this trial
+        # (Ray ships the objective without it): stop its ranks.
+        close = getattr(objective, "close", None)
+        if close is not None:
+            close()
+
+
+def _evaluate(knobs, objective, stepwise: bool) -> None:
     from ray import tune
 
-    knobs = space.knobs_from_params({k: v for k, v in config.items()})
     if stepwise:
         import statistics
 
@@ -36,10 +47,10 @@ def _trainable(config: dict, objective=None, space=None, stepwise: bool = False)
 
 def asha_scheduler(objective):
     """ASHA over timed steps. Ray's defaults (max_t=100, grace_period=1, reduction_factor=4) are for
-    long runs; a live trial has ``settings.steps`` steps and is noisy at its first."""
+    long runs; a step-wise trial has the evaluator's ``max_steps`` steps and is noisy at its first."""
     from ray.tune.schedulers import ASHAScheduler
 
-    max_t = int(objective.settings.steps)
+    max_t = int(objective.max_steps)
     return ASHAScheduler(time_attr="training_iteration", metric=objective.metric, mode="min", max_t=max_t,
                          grace_period=min(2, max_t), reduction_factor=2)
 
