@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators.network import ArrayLike, NetworkModel, stream_rate
+from simulators.network import CALIBRATED_BUILDER, ArrayLike, NetworkModel, stream_rate
 
 #: control latency used when the probe measured none (a latency fit of 0 s must not make negotiation free)
 MIN_CONTROL_LATENCY_S = 5e-6
@@ -195,3 +195,6 @@ def calibrated_network(fit: dict, world_size: int, ranks_per_node: int = 1) -> C
     return CalibratedNetwork(CalibratedParams.from_dict(fit["network"]), world_size,
                              CalibratedRange.from_dict(fit["calibrated"]) if fit.get("calibrated") else None,
                              ranks_per_node)
+
+
+CALIBRATED_BUILDER.append(calibrated_network)  # network_for builds calibration files through it

@@ -128,6 +128,11 @@ class AnalyticalNetwork(NetworkModel):
         return np.where(hier, a_hier, a_flat), np.where(hier, b_hier, b_flat)
 
 
+#: builds a calibrated network from a calibration file's ``fit`` section, the world size and
+#: ranks per node; set by :mod:`simulators.calibrated` (which imports this module, not the reverse)
+CALIBRATED_BUILDER: list = []
+
+
 def network_for(cluster: ClusterSpec) -> NetworkModel:
     """The network model a cluster asks for: calibrated
     (:class:`simulators.calibrated.CalibratedNetwork`, at this cluster's world
@@ -135,7 +140,5 @@ def network_for(cluster: ClusterSpec) -> NetworkModel:
     else analytical from the ClusterSpec fields."""
     fit = cluster.meta.get("fit") if cluster.meta else None
     if isinstance(fit, dict) and isinstance(fit.get("network"), dict):
-        from simulators.calibrated import calibrated_network
-
-        return calibrated_network(fit, cluster.world_size, cluster.gpus_per_node)
+        return CALIBRATED_BUILDER[0](fit, cluster.world_size, cluster.gpus_per_node)
     return AnalyticalNetwork(cluster)
