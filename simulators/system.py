@@ -55,7 +55,10 @@ Rank synchronisation (``ClusterSpec.collective_jitter_s``). A collective
 runs only once every rank has launched it; ranks launch each one ``j``
 seconds apart (standard deviation), so it starts the expected maximum of n
 such delays late, ``w = j*sqrt(2 ln n)`` (n > 1), and holds its SMs
-meanwhile (NCCL kernels spin while they wait): ``w`` adds to both algorithms'
+meanwhile (an NCCL kernel spins on the GPU until its peers arrive and can
+slow compute meanwhile, NVIDIA/nccl #1025; a late process delays every peer
+at each blocking collective, Widener, Levy, Ferreira, Hoefler, "On noise and
+the performance benefit of nonblocking collectives"): ``w`` adds to both algorithms'
 ``a`` (``a + w``, ``a2 + w``), so a step of J collectives pays it J times -
 more buckets and more ranks, more waiting. ``j = 0`` leaves every form above.
 
