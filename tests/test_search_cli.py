@@ -121,7 +121,7 @@ def test_two_workers_fill_one_study(tmp_path, kind):
     trials = _complete(storage, "shared")
     assert len(trials) == n
     assert len({t.number for t in trials}) == n
-    workers = {t.user_attrs.get("worker") for t in trials}
+    workers = {t.system_attrs["commtune:worker"]["id"] for t in trials}
     assert len(workers) == 2  # both processes contributed
     assert all(json.loads(o[0])["new_trials"] >= 1 for o in outs)
 

@@ -69,7 +69,7 @@ def run(config: SearchConfig) -> SearchResult:
 
     if config.trials < 1:
         raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
-    study = open_study(config)  # creates or resumes the study in the storage
+    study, _ = open_study(config)  # creates or resumes the study in the storage
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = config.trials - done
     screened = 0
@@ -115,4 +115,4 @@ def run(config: SearchConfig) -> SearchResult:
         finally:
             if started:
                 ray.shutdown()
-    return result_from_study(open_study(config), config, max(remaining, 0), screened, backend="ray")
+    return result_from_study(open_study(config)[0], config, max(remaining, 0), screened, backend="ray")

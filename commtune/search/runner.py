@@ -11,6 +11,7 @@ from commtune.knobs import BASELINES, KNOBS
 from commtune.profiles import Profile, model_summary, provenance, save_profile
 from commtune.search import SearchConfig, SearchResult, run_backend
 from commtune.search.objective import make_objective
+from commtune.search.storage import portable
 
 DEFAULT_STUDIES_DB = "commtune-studies.db"
 
@@ -116,7 +117,7 @@ def _confirm_report(scenario, space, live, result: SearchResult, config: SearchC
     else:
         from commtune.search.optuna_backend import open_study
 
-        candidates = top_distinct(open_study(config), space, k)
+        candidates = top_distinct(open_study(config)[0], space, k)
     rows = confirm_live(live, candidates)
     best_row = rows[0]
     import dataclasses
@@ -201,7 +202,7 @@ def write_profile(scenario, report: dict[str, Any], path: str | os.PathLike) -> 
         lower_bound_s=report["lower_bound_s"],
         provenance=provenance(
             backend=report["backend"], sampler=report["sampler"], trials=report["trials"], seed=report["seed"],
-            study=report["study"], storage=report["storage"], objective=report["objective"], space=report["space"],
+            study=report["study"], storage=portable(report["storage"]), objective=report["objective"], space=report["space"],
         ),
         measured=report.get("measured") or {},
     )
