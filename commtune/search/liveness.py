@@ -172,8 +172,8 @@ def tell(study, trial, *args, **kwargs) -> bool:
         return True
     except UpdateFinishedTrialError:
         return False
-    except ValueError as exc:  # Optuna reports a finished trial as ValueError on some paths
-        if "finished" in str(exc):
+    except ValueError as exc:  # "Cannot tell a FAIL trial." -- failed by another worker meanwhile
+        if "Cannot tell a" in str(exc):
             return False
         raise
 

@@ -128,8 +128,8 @@ def _rdb_storage(u: str, url: str, heartbeat_s: int, grace_s: int):
 
                 return SqliteStorage(u, engine_kwargs=_engine_kwargs(u), **liveness)
             return optuna.storages.RDBStorage(u, engine_kwargs=_engine_kwargs(u), **liveness)
-        except ModuleNotFoundError as exc:
-            raise CommtuneError(_missing_driver(u, exc)) from None
+        except ImportError:  # Optuna re-raises the driver's ModuleNotFoundError as a bare ImportError
+            raise CommtuneError(_missing_driver(u)) from None
         except Exception as exc:  # noqa: BLE001
             # Two workers (on different hosts) creating the schema of a new
             # database at once: one loses the race ("table ... already exists",
@@ -171,13 +171,13 @@ def _engine_kwargs(url: str) -> dict:
     return {}
 
 
-_DRIVERS = {"postgresql+psycopg": "pip install 'commtune[postgres]'"}
+_DRIVERS = {"postgresql+psycopg": ("psycopg", "pip install 'commtune[postgres]'")}
 
 
-def _missing_driver(u: str, exc: ModuleNotFoundError) -> str:
+def _missing_driver(u: str) -> str:
     scheme = u.split("://", 1)[0]
-    hint = _DRIVERS.get(scheme, f"install the Python driver for {scheme}")
-    return f"storage {display(u)!r} needs the database driver {exc.name!r}: {hint}"
+    module, hint = _DRIVERS.get(scheme, (scheme.split("+")[-1], f"install the Python driver for {scheme}"))
+    return f"storage {display(u)!r} needs the database driver {module!r}: {hint}"
 
 
 def _warn_network_fs(path: Path) -> None:
