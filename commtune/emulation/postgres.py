@@ -74,6 +74,8 @@ def postgres_server(host: str = "127.0.0.1", port: int = 55432, netns: str | Non
     try:
         _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8",
                       "--no-sync"], prefix)
+        with open(data / "pg_hba.conf", "a") as hba:  # clients on the server's own subnets (the emulated bridge)
+            hba.write("host all all samenet trust\n")
         opts = (f"-c listen_addresses={host} -p {port} -c unix_socket_directories={data} -c fsync=off "
                 f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         _as_postgres([*pg_ctl, "-o", opts, "-l", str(log), "-w", "-t", "60", "start"], prefix)
