@@ -39,24 +39,25 @@ def kill_node(state, host: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _wait_nodes(address: str, netns: str, n: int, timeout_s: float) -> None:
-    code = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR');"
-            "print(sum(x['Alive'] for x in ray.nodes()))")
-    import sys
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        r = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code, address],
-                           capture_output=True, text=True, timeout=timeout_s)
-        if r.returncode == 0 and r.stdout.strip().isdigit() and int(r.stdout.strip()) >= n:
-            return
-        time.sleep(1)
-    raise CommtuneError(f"Ray cluster at {address}: fewer than {n} nodes alive after {timeout_s:.0f} s")
+def _start_node(argv: list[str], env: dict, log_path: str, timeout_s: float, cleanup) -> subprocess.Popen:
+    """``ray start --block`` until it says it is up; retried (a loaded host can miss Ray's fixed 30 s start-up)."""
+    for _ in range(3):
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            with open(log_path) as f:
+                if "will now block forever" in f.read():
+                    return proc
+            time.sleep(0.5)
+        cleanup()  # the failed attempt's raylet and workers
+        proc.wait()
+    raise CommtuneError(f"ray start failed 3 times: see {log_path}")
 
 
 @contextlib.contextmanager
 def ray_cluster(state, hosts: Sequence[int], port: int = 6380, num_cpus: int = 2,
-                timeout_s: float = 240.0) -> Iterator[str]:
+                timeout_s: float = 120.0) -> Iterator[str]:
     """Start a head on ``hosts[0]`` and nodes on the others; yield ``HEAD:PORT``; kill them all."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("PYTHONPATH", None)  # nodes get commtune from the driver's runtime_env
@@ -70,10 +71,8 @@ def ray_cluster(state, hosts: Sequence[int], port: int = 6380, num_cpus: int = 2
             argv = [*state.launch_prefix(h), _ray_bin(), "start", "--block", *role,
                     f"--node-ip-address={state.address(h)}", f"--num-cpus={num_cpus}", f"--temp-dir={temp}",
                     "--disable-usage-stats"]
-            procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            if i == 0:
-                _wait_nodes(head, state.hosts[hosts[0]].netns, 1, timeout_s)
-        _wait_nodes(head, state.hosts[hosts[0]].netns, len(hosts), timeout_s)
+            procs.append(_start_node(argv, env, os.path.join(temp, "ray-start.log"), timeout_s,
+                                     lambda h=h: kill_node(state, h)))
         yield head
     finally:
         for h in hosts:
