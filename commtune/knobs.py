@@ -116,8 +116,14 @@ _KNOB_LIST = [
     ),
     Knob(
         "num_streams", "int", "", 1,
-        "concurrent communication streams (communicators); each fused buffer is split across them", flag="--streams",
+        "concurrent communication streams (communicators); see stream_mode for how buffers use them", flag="--streams",
         low=1, high=16,
+    ),
+    Knob(
+        "stream_mode", "choice", "", "split",
+        "how K streams carry the fused buffers: 'split' (each buffer split evenly over the K streams) or "
+        "'round_robin' (buffer j goes whole onto stream j mod K); no effect with one stream", flag="--stream-mode",
+        choices=("split", "round_robin"),
     ),
     Knob(
         "negotiation", "choice", "", "central",
@@ -147,6 +153,7 @@ class Knobs:
     first_bucket_bytes: int = KNOBS["first_bucket_bytes"].default
     cycle_time_ms: float = KNOBS["cycle_time_ms"].default
     num_streams: int = KNOBS["num_streams"].default
+    stream_mode: str = KNOBS["stream_mode"].default
     negotiation: str = KNOBS["negotiation"].default
     hierarchical: bool = KNOBS["hierarchical"].default
     wire_precision: str = KNOBS["wire_precision"].default
@@ -182,7 +189,7 @@ class Knobs:
         return ", ".join(f"{k}={KNOBS[k].show(v)}" for k, v in self.active().items())
 
 
-#: PyTorch DDP defaults: 25 MiB buckets, 1 MiB first bucket, one stream
+#: PyTorch DDP defaults: 25 MiB buckets, 1 MiB first bucket, one stream (split: commtune.runtime's default)
 #: (torch/csrc/distributed/c10d/reducer.hpp kDefaultBucketBytesCap, kDefaultFirstBucketBytes).
 DDP_DEFAULT = Knobs(
     fusion_policy="static", fusion_threshold_bytes=25 * MiB, first_bucket_bytes=1 * MiB,
@@ -191,9 +198,12 @@ DDP_DEFAULT = Knobs(
 
 #: Horovod defaults: 128 MiB fusion, 1 ms cycle, one NCCL stream, rank-0 coordinator
 #: (horovod/common/operations.cc since v0.21.0, PR #2468; global_state.h num_nccl_streams=1).
+#: Horovod's only stream mode is round robin: each fused response goes to
+#: ``current_nccl_stream``, then ``current_nccl_stream + 1 mod num_nccl_streams``
+#: (ops/gpu_operations.cc, GPUAllreduce::Execute).
 HOROVOD_DEFAULT = Knobs(
     fusion_policy="dynamic", fusion_threshold_bytes=128 * MiB, cycle_time_ms=1.0,
-    num_streams=1, negotiation="central", hierarchical=False, wire_precision="fp32",
+    num_streams=1, stream_mode="round_robin", negotiation="central", hierarchical=False, wire_precision="fp32",
 )
 
 BASELINES: dict[str, Knobs] = {"ddp_default": DDP_DEFAULT, "horovod_default": HOROVOD_DEFAULT}

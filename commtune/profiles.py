@@ -85,8 +85,11 @@ class Profile:
             raise CommtuneError(f"{where}: 'model' must hold at least 'name' and 'fingerprint'")
         if not isinstance(d["knobs"], dict):
             raise CommtuneError(f"{where}: 'knobs' must be a mapping of knob name to value")
+        values = dict(d["knobs"])
+        if "stream_mode" not in values and isinstance(d["provenance"], dict) and d["provenance"].get("stream_mode"):
+            values["stream_mode"] = d["provenance"]["stream_mode"]  # profiles from before stream_mode was a knob
         try:
-            knobs = Knobs.from_dict(d["knobs"])
+            knobs = Knobs.from_dict(values)
         except CommtuneError as exc:
             raise CommtuneError(f"{where}: {exc}") from None
         if not isinstance(d["cluster"], dict):

@@ -24,7 +24,7 @@ from commtune.scenario import Scenario  # noqa: E402
 from simulators import KnobArrays  # noqa: E402
 
 
-def random_configs(n: int, seed: int = 0) -> list[Knobs]:
+def random_configs(n: int, seed: int = 0, stream_modes: tuple[str, ...] = ("split", "round_robin")) -> list[Knobs]:
     rng = np.random.default_rng(seed)
     return [Knobs(
         fusion_policy=str(rng.choice(["dynamic", "static"])),
@@ -32,6 +32,7 @@ def random_configs(n: int, seed: int = 0) -> list[Knobs]:
         first_bucket_bytes=int(2 ** rng.uniform(16, 26)),
         cycle_time_ms=float(rng.uniform(0.5, 20)),
         num_streams=int(rng.integers(1, 9)),
+        stream_mode=str(rng.choice(stream_modes)),
         negotiation=str(rng.choice(["central", "decentralized"])),
         hierarchical=bool(rng.integers(0, 2)),
         wire_precision=str(rng.choice(["fp32", "fp16"])),
@@ -43,6 +44,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--batch", type=int, default=8192, help="configurations per batch call")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--stream-modes", default="split,round_robin",
+                    help="stream modes drawn for the configurations (default both; 'split' = the mix before "
+                         "round robin was modelled, which needs no ring of buffer ends)")
     args = ap.parse_args()
     try:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
@@ -50,7 +54,8 @@ def main() -> None:
         pass
 
     sim = Scenario(load_model("resnet50"), preset("vpc-32gbit", nodes=16, gpus_per_node=8)).simulator
-    configs = random_configs(args.batch)
+    modes = tuple(args.stream_modes.split(","))
+    configs = random_configs(args.batch, stream_modes=modes)
     arrays = KnobArrays.from_knobs(configs)
     sim.run_batch(arrays)  # warm-up
     batch_best = min(_timed(lambda: sim.run_batch(arrays)) for _ in range(args.repeats))
@@ -61,7 +66,8 @@ def main() -> None:
     single_best = min(_timed(lambda: [sim.run(k) for k in singles]) for _ in range(args.repeats)) / len(singles)
 
     out = {"batch_evals_per_s": round(args.batch / batch_best), "single_eval_us": round(single_best * 1e6, 1),
-           "model": "resnet50", "cluster": "vpc-32gbit 16x8", "batch_size": args.batch}
+           "model": "resnet50", "cluster": "vpc-32gbit 16x8", "batch_size": args.batch,
+           "stream_modes": list(modes)}
     if args.json:
         print(json.dumps(out))
     else:

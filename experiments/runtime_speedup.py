@@ -181,7 +181,7 @@ def main() -> int:
         f"{_grad_mib(model_file):.1f} MiB of fp32 gradients), emulated compute {args.forward * 1e3:.0f} ms forward / "
         f"{args.backward * 1e3:.0f} ms backward (sleep), SGD step, synthetic data.",
         f"- Profile: {how}; cluster file `{cluster_file.name}`; knobs: {prof.knobs.describe()}"
-        f" (stream mode {prof.provenance.get('stream_mode') or 'split'}).",
+        f" (stream mode {prof.knobs.stream_mode}).",
         f"- Simulator's prediction: profile {prof.predicted['step_time_s'] * 1e3:.0f} ms, DDP defaults "
         f"{prof.baselines.get('ddp_default', {}).get('step_time_s', float('nan')) * 1e3:.0f} ms.",
         f"- Each launch: {args.warmup} warm-up + {args.steps} timed steps; step time = slowest rank; launches alternate.",

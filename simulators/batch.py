@@ -4,10 +4,13 @@ One pass over the gradient tensors updates per-configuration state arrays, so
 thousands of configurations cost about as much as one Python loop of numpy
 operations. Tests check it against the reference scheduler exactly.
 
-Pipelining (``m`` collectives in flight per stream) needs the end of buffer
-j-m: a ring of the last ``max(m)`` buffer ends per configuration, indexed by
-buffer number modulo ``max(m)``. Slots not yet written hold 0, which is what
-the reference uses for ``end_{j-m}`` with j < m (times are never negative).
+Pipelining (``m`` collectives in flight per stream) and round robin (stride
+K) need the ends of buffers j-K*m and j-K: a ring of the last ``max(K*m)``
+buffer ends per configuration (K = 1 under split), indexed by buffer number
+modulo its length. Slots not yet written hold 0, which is what the reference
+uses for ``end_{j-K*m}`` with j < K*m (times are never negative); the
+back-to-back term of a stream's first buffer is masked to -inf. Round robin's
+link clock is one more state array.
 """
 from __future__ import annotations
 
@@ -26,12 +29,18 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     safe_period = np.where(has_period, period, 1.0)
     a, b, thr, first_cap, nego = p.a_s, p.b_s_per_byte, p.threshold, p.first_cap, p.nego_s
     m, gap, h_pre, h_post = p.inflight, p.gap_s, p.host_pre_s_per_byte, p.host_post_s_per_byte
-    m_max = int(m.max()) if n else 1
-    pipelined = m_max > 1
-    rows = np.arange(n)
-    hist = np.zeros((n, m_max)) if pipelined else None
+    k, b_link = p.stride, p.link_b_s_per_byte
+    any_rr = bool((k > 1).any())
+    km = k * m
+    ring = int(km.max()) if n else 1
+    use_ring = ring > 1
+    # ring of the last `ring` buffer ends, flat: configuration i, buffer j at i*ring + j % ring;
+    # -inf = not written (a slot read clamps it to 0, a back-to-back read keeps -inf)
+    hist = np.full(n * ring, -np.inf) if use_ring else None
+    base = np.arange(n) * ring
+    link = np.full(n, -np.inf)  # round robin's link clock (split rows: never above their end)
 
-    last_end = np.full(n, -np.inf)
+    last_end = np.full(n, -np.inf)  # the latest end so far (= end of the previous buffer under split)
     done = np.where(dyn, 0.0, float(ready_s[-1]) if len(ready_s) else 0.0)
     busy = np.zeros(n)
     nbuf = np.zeros(n, dtype=np.int64)
@@ -43,15 +52,22 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     cap = first_cap.copy()
 
     def emit(size: np.ndarray, disp: np.ndarray):
-        """(start, end, done) of a buffer of ``size`` bytes dispatched at ``disp``, every configuration."""
-        if pipelined:
-            slot = hist[rows, (nbuf - m) % m_max]
+        """(start, end, done, link clock) of a buffer of ``size`` bytes dispatched at ``disp``, every configuration."""
+        if use_ring:
+            slot = np.maximum(hist.take(base + (nbuf - km) % ring), 0.0)
+            prev = hist.take(base + (nbuf - k) % ring)
         else:
             slot = np.maximum(last_end, 0.0)
+            prev = last_end
         start = np.maximum(disp + h_pre * size, slot)
         bs = b * size
-        end = np.maximum(start + (a + bs), last_end + gap + bs)
-        return start, end, np.maximum(done, end) + h_post * size
+        end = np.maximum(start + (a + bs), prev + gap + bs)
+        lk = link
+        if any_rr:
+            # split rows: b_link = 0, so lk = max(link, start + a) <= end and leaves end unchanged
+            lk = np.maximum(link, start + a) + b_link * size
+            end = np.maximum(end, lk)
+        return start, end, np.maximum(done, end) + h_post * size, lk
 
     for r, s in zip(ready_s.tolist(), grad_bytes.tolist()):
         tick = np.where(has_period, np.ceil(r / safe_period) * safe_period, r)
@@ -62,11 +78,14 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         flush_dyn = (disp != cur_disp) | (cur + s > thr)
         flush = (cur > 0) & np.where(dyn, flush_dyn, cur >= cap)
         if flush.any():
-            start, end, dn = emit(cur, cur_disp)
-            busy += np.where(flush, end - np.maximum(start, last_end), 0.0)
-            if pipelined:
-                hist[rows, nbuf % m_max] = np.where(flush, end, hist[rows, nbuf % m_max])
-            last_end = np.where(flush, end, last_end)
+            start, end, dn, lk = emit(cur, cur_disp)
+            busy += np.where(flush, np.maximum(end - np.maximum(start, last_end), 0.0), 0.0)
+            if use_ring:
+                at = base + nbuf % ring
+                hist[at] = np.where(flush, end, hist.take(at))
+            if any_rr:
+                link = np.where(flush, lk, link)
+            last_end = np.where(flush, np.maximum(end, last_end), last_end)
             done = np.where(flush, dn, done)
             nbuf += flush
             first_bucket &= ~flush
@@ -76,6 +95,6 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
             cur = cur + s
         cur_disp = disp
 
-    start, end, dn = emit(cur, cur_disp)
-    busy += end - np.maximum(start, last_end)
+    start, end, dn, _ = emit(cur, cur_disp)
+    busy += np.maximum(end - np.maximum(start, last_end), 0.0)
     return {"comm_end_s": dn, "comm_busy_s": busy, "num_buffers": nbuf + 1, "rounds": rounds}

@@ -21,9 +21,15 @@ handles ``2(n-1)`` messages in series: ``nu = 2*alpha + 2(n-1)*m``. A
 ``decentralized`` bit-vector all-reduce (recursive doubling) needs
 ``2*ceil(log2 n)`` latency-bound steps: ``nu = 2*ceil(log2 n)*alpha``.
 
-Streams: each buffer is split evenly over K streams that run concurrently
-(the AIACC scheme), so a buffer of S bytes takes ``a(K) + b(K)*S`` from the
-network model; buffers are served first-in first-out.
+Streams (``stream_mode``). ``split``: each buffer is split evenly over K
+streams that run concurrently (the AIACC scheme), so a buffer of S bytes takes
+``a(K) + b(K)*S`` from the network model; buffers are served first-in
+first-out. ``round_robin``: buffer j goes whole onto stream ``j mod K``; the
+K streams run concurrently and share the link. A buffer alone on the network
+runs at one stream's rate (``a(1)``, ``b(1)``: min(c, B) in the analytical
+model) and the link carries at most ``1/b(K)`` bytes per second in all
+(min(K*c, B)): see the formulas below. With K = 1 both modes are the same
+schedule (round_robin is computed as split).
 
 Pipelining and host work. Buffer j (S_j gradient bytes, dispatched at d_j)
 with ``m`` collectives in flight per stream, back-to-back gap ``g`` and host
@@ -35,6 +41,24 @@ FIFO model, m=1, g=h=0)::
     done_j  = max(done_{j-1}, end_j) + h_post*S_j       (done_{-1} = end of backward
                                                          for static fusion, else 0)
 
+Round robin (K > 1) runs the same recurrences per stream, plus a link clock.
+With ``a = a(1)``, ``b = b(1)``, ``g = g(1)``, ``m = m(1)`` of one stream
+and ``bL = b(K)`` the link's cost per byte::
+
+    start_j = max(d_j + h_pre*S_j, end_{j-K*m})        (the stream's m slots)
+    L_j     = max(L_{j-1}, start_j + a) + bL*S_j        (L_{-1} = -inf)
+    end_j   = max(start_j + a + b*S_j, end_{j-K} + g + b*S_j, L_j)
+
+The first two terms are one stream's own rate and its back-to-back order;
+``L_j`` is the link serving every buffer's bytes first-come first-served at
+the aggregate rate, so K busy streams together never exceed it. Two equal
+buffers of S bytes ready at 0 on K = 2 streams (no latency) both end at
+``max(S/c, 2S/B)``; split ends the second at ``2S/min(2c, B)`` as well, the
+same total bytes at the aggregate rate. Per buffer the link clock is
+first-come first-served (an earlier buffer is not slowed by a later one),
+where a fair-shared link would slow both; the last buffer of a busy period
+ends at the same time in both.
+
 A buffer waits for one of the stream's m slots (buffer j-m done); the link
 carries one buffer's bytes at a time, so its transfer ``b*S_j`` follows the
 previous buffer's plus the gap ``g``, while its latency part ``a`` (handshakes,
@@ -43,7 +67,9 @@ second term never binds (start_j >= end_{j-1}), so end_j = start_j + a + b*S_j:
 strict FIFO. Host post-work runs on one thread in buffer order (DDP copies
 buckets back into the gradients in ``finalize_backward``, after backward);
 the step's communication ends at done of the last buffer. The network's busy
-time is the length of the union of the [start_j, end_j] intervals.
+time is the length of the union of the [start_j, end_j] intervals (ends rise
+with j under split; under round robin a buffer's interval is counted past the
+latest end so far).
 """
 from __future__ import annotations
 
@@ -101,6 +127,8 @@ class SystemParams:
     gap_s: np.ndarray  # back-to-back gap g
     host_pre_s_per_byte: np.ndarray  # per gradient byte
     host_post_s_per_byte: np.ndarray  # per gradient byte
+    stride: np.ndarray  # int, streams a buffer index cycles over: K for round robin (K > 1), else 1
+    link_b_s_per_byte: np.ndarray  # round robin: the link's cost per gradient byte, b(K); split: unused (0)
 
     def __len__(self) -> int:
         return len(self.dynamic)
@@ -110,7 +138,7 @@ class SystemParams:
             bool(self.dynamic[i]), float(self.threshold[i]), float(self.first_cap[i]), float(self.period_s[i]),
             float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
             int(self.inflight[i]), float(self.gap_s[i]), float(self.host_pre_s_per_byte[i]),
-            float(self.host_post_s_per_byte[i]),
+            float(self.host_post_s_per_byte[i]), int(self.stride[i]), float(self.link_b_s_per_byte[i]),
         )
 
 
@@ -123,6 +151,7 @@ class KnobArrays:
     first_bucket_bytes: np.ndarray
     cycle_time_ms: np.ndarray
     num_streams: np.ndarray
+    stream_mode: np.ndarray
     negotiation: np.ndarray
     hierarchical: np.ndarray
     wire_precision: np.ndarray
@@ -201,7 +230,15 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
     nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s), 0.0)
     msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size), 0)
-    a, b, m, gap = network_table(network).lookup(knobs.num_streams, knobs.hierarchical)
+    table = network_table(network)
+    a, b, m, gap = table.lookup(knobs.num_streams, knobs.hierarchical)
+    # Round robin: each buffer on one stream (the one-stream coefficients),
+    # the link at the K-stream rate b(K). K = 1 is the split schedule.
+    rr = (np.asarray(knobs.stream_mode) == "round_robin") & (np.asarray(knobs.num_streams) > 1)
+    link_b = np.where(rr, b, 0.0)
+    if rr.any():
+        a1, b1, m1, gap1 = table.lookup(np.ones_like(knobs.num_streams), knobs.hierarchical)
+        a, b, m, gap = (np.where(rr, x1, x) for x1, x in ((a1, a), (b1, b), (m1, m), (gap1, gap)))
     host = cluster if cluster is not None else getattr(network, "cluster", None)
     h_pre = float(getattr(host, "host_pre_s_per_byte", 0.0))
     h_post = float(getattr(host, "host_post_s_per_byte", 0.0))
@@ -222,6 +259,8 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         gap_s=np.broadcast_to(gap, thr.shape).astype(np.float64),
         host_pre_s_per_byte=np.full(thr.shape, h_pre),
         host_post_s_per_byte=np.full(thr.shape, h_post),
+        stride=np.broadcast_to(np.where(rr, knobs.num_streams, 1), thr.shape).astype(np.int64),
+        link_b_s_per_byte=np.broadcast_to(link_b * ratio, thr.shape).astype(np.float64),
     )
 
 
@@ -247,17 +286,18 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     and the communication busy time (union of the buffers' intervals). Times are relative to the start of backward; the step's
     communication ends at the last buffer's ``done_s`` (module docstring).
     """
-    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post = p
+    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, k, b_link = p
     buffers: list[Buffer] = []
     ends: list[float] = []
+    link = -math.inf  # round robin's link clock L
     cur_bytes = 0.0
     cur_disp = 0.0
     cur_first = 0
     first_bucket = True
     rounds = 0
     prev_tick = -1.0
-    prev_end = -math.inf
-    busy = 0.0  # length of the union of the [start, end] intervals (ends rise with j)
+    prev_end = -math.inf  # the latest end so far
+    busy = 0.0  # length of the union of the [start, end] intervals
     done = 0.0 if dynamic else (ready_s[-1] if len(ready_s) else 0.0)
     n = len(ready_s)
     for i in range(n + 1):
@@ -280,19 +320,24 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
                 continue
         # emit the current buffer (module docstring formulas)
         j = len(ends)
-        slot = ends[j - m] if j >= m else 0.0
+        slot = ends[j - k * m] if j >= k * m else 0.0
         start = cur_disp + h_pre * cur_bytes
         if slot > start:
             start = slot
         bs = b * cur_bytes
         end = start + (a + bs)
-        serial = prev_end + gap + bs
+        serial = (ends[j - k] if j >= k else -math.inf) + gap + bs
         if serial > end:
             end = serial
+        if k > 1:
+            link = max(link, start + a) + b_link * cur_bytes
+            if link > end:
+                end = link
         done = (done if done > end else end) + h_post * cur_bytes
-        busy += end - (start if start > prev_end else prev_end)
+        busy += max(0.0, end - (start if start > prev_end else prev_end))
         ends.append(end)
-        prev_end = end
+        if end > prev_end:
+            prev_end = end
         buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, done))
         if i < n:
             first_bucket = False

@@ -1,8 +1,9 @@
 """Chrome-trace / Perfetto JSON timeline of one simulated step.
 
 Open the file in https://ui.perfetto.dev or chrome://tracing. Track 1 is GPU
-compute (forward, then backward per layer); track 2 has one row per stream,
-each fused buffer's share of the all-reduce; times are microseconds.
+compute (forward, then backward per layer); track 2 has one row per stream:
+each fused buffer's share of the all-reduce on every stream (``split``), or
+buffer j whole on stream j mod K (``round_robin``); times are microseconds.
 """
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ def trace_events(workload: Workload, result: StepResult, knobs: Knobs) -> list[d
                        "dur": (end - start) * us, "cat": "compute"})
     for k in range(knobs.num_streams):
         ev.append({"ph": "M", "pid": 2, "tid": k, "name": "thread_name", "args": {"name": f"stream {k}"}})
+    rr = knobs.stream_mode == "round_robin"
     for j, buf in enumerate(result.buffers):
-        share = buf.grad_bytes / knobs.num_streams
-        for k in range(knobs.num_streams):
+        share = buf.grad_bytes if rr else buf.grad_bytes / knobs.num_streams
+        for k in ([j % knobs.num_streams] if rr else range(knobs.num_streams)):
             ev.append({
                 "ph": "X", "pid": 2, "tid": k, "name": f"allreduce #{j}", "cat": "comm",
                 "ts": (fwd + buf.start_s) * us, "dur": (buf.end_s - buf.start_s) * us,

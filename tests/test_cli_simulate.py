@@ -49,6 +49,10 @@ def test_trace_is_chrome_trace_json(capsys, tmp_path):
     comm = [e for e in events if e.get("cat") == "comm"]
     assert comm and {e["tid"] for e in comm} == {0, 1}
     assert any(e.get("name") == "forward" for e in events)
+    run(capsys, "simulate", "--model", "resnet50", "--bw", "25gbit", "--streams", "3", "--fusion", "16MB",
+        "--stream-mode", "round_robin", "--trace", str(path))
+    comm = [e for e in json.loads(path.read_text())["traceEvents"] if e.get("cat") == "comm"]
+    assert [e["tid"] for e in comm] == [j % 3 for j in range(len(comm))] and len(comm) > 3  # one stream per buffer
 
 
 def test_model_profile_file_is_accepted(capsys, tmp_path):
@@ -96,3 +100,20 @@ def test_argparse_errors_are_one_line_exit_2():
     p = subprocess.run([sys.executable, "-m", "commtune", "simulate", "--model", "resnet50", "--nodes", "-3"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_stream_mode_flag(capsys):
+    base = ["simulate", "--model", "resnet50", "--bw", "32gbit", "--streams", "4", "--fusion", "16MB", "--json"]
+    split = json.loads(run(capsys, *base)[1])
+    rr = json.loads(run(capsys, *base, "--stream-mode", "round_robin")[1])
+    assert split["knobs"]["stream_mode"] == "split" and rr["knobs"]["stream_mode"] == "round_robin"
+    assert rr["num_buffers"] == split["num_buffers"] and rr["step_time_s"] != split["step_time_s"]
+    code, _, err = run_fails(capsys, *base, "--stream-mode", "zigzag")
+    assert code == 2 and "zigzag" in err
+
+
+def run_fails(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err

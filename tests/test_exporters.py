@@ -39,13 +39,30 @@ def test_registry_names_and_unknown_format():
 # --- horovod ----------------------------------------------------------------
 
 def test_horovod_exact_values():
-    r = export("horovod", fusion_threshold_bytes=64 * MiB, cycle_time_ms=3.5, num_streams=2, hierarchical=True)
+    r = export("horovod", fusion_threshold_bytes=64 * MiB, cycle_time_ms=3.5, num_streams=2, hierarchical=True,
+               stream_mode="round_robin")
     env = parse_env(r.text)
     assert env == {"HOROVOD_FUSION_THRESHOLD": "67108864", "HOROVOD_CYCLE_TIME": "3.5",
                    "HOROVOD_NUM_NCCL_STREAMS": "2", "HOROVOD_HIERARCHICAL_ALLREDUCE": "1"}
     assert r.unsupported == [] and r.suffix == ".env"
     assert parse_env(export("horovod", cycle_time_ms=1.0).text)["HOROVOD_CYCLE_TIME"] == "1"
     assert parse_env(export("horovod").text)["HOROVOD_HIERARCHICAL_ALLREDUCE"] == "0"
+
+
+def test_stream_mode_where_each_target_can_express_it():
+    """Horovod: successive buffers on successive streams only; NCCL: every collective over all its
+    sockets only; commtune's DDP runtime: both; one stream: the mode has no effect anywhere."""
+    for fmt, only in (("horovod", "round_robin"), ("nccl", "split")):
+        other = "split" if only == "round_robin" else "round_robin"
+        assert "stream_mode" in export(fmt, num_streams=2, stream_mode=only).applied
+        u = unsupported(export(fmt, num_streams=2, stream_mode=other))
+        assert u["stream_mode"].value == other and only.replace("_", " ") in u["stream_mode"].reason
+        assert "stream_mode" in export(fmt, num_streams=1, stream_mode=other).applied
+    for mode in ("split", "round_robin"):
+        d = json.loads(export("ddp", fusion_policy="static", num_streams=4, stream_mode=mode).text)
+        assert d["stream_mode"] == mode and d["num_streams"] == 4
+        assert "stream_mode" in unsupported(export("deepspeed", num_streams=4, stream_mode=mode))
+    assert "stream_mode" not in unsupported(export("deepspeed", num_streams=1))
 
 
 def test_horovod_fp16_and_decentralized_are_reported_with_hints():
@@ -109,7 +126,7 @@ def test_deepspeed_fp16_wire_and_unsupported():
     d = json.loads(r.text)
     assert d["communication_data_type"] == "fp16"
     assert {u["knob"] for u in d["_unsupported"]} == {"fusion_policy", "cycle_time_ms", "negotiation",
-                                                       "num_streams", "hierarchical"}
+                                                       "num_streams", "stream_mode", "hierarchical"}
 
 
 def test_deepspeed_needs_precision():

@@ -31,7 +31,7 @@ def run(monkeypatch, capsys):
 
 @pytest.fixture
 def profile_path(tmp_path):
-    p = make_profile(fusion_threshold_bytes=64 * MiB, cycle_time_ms=3.5, num_streams=2,
+    p = make_profile(fusion_threshold_bytes=64 * MiB, cycle_time_ms=3.5, num_streams=2, stream_mode="round_robin",
                      negotiation="decentralized", wire_precision="fp16")
     return save_profile(p, tmp_path / "resnet50-32gbit.json")
 

@@ -158,6 +158,7 @@ def random_knobs(rng: np.random.Generator, n: int) -> list[Knobs]:
         first_bucket_bytes=int(rng.integers(0, 2**25)),
         cycle_time_ms=float(rng.choice([0.0, rng.uniform(0, 30)])),
         num_streams=int(rng.integers(1, 9)),
+        stream_mode=str(rng.choice(["split", "round_robin"])),
         negotiation=str(rng.choice(["central", "decentralized"])),
         hierarchical=bool(rng.integers(0, 2)),
         wire_precision=str(rng.choice(["fp32", "fp16"])),
@@ -320,3 +321,76 @@ def test_lower_bound_holds_with_pipelining(seed, m, gap):
     sim = Simulator(w, dataclasses.replace(VPC, inflight_per_stream=m, buffer_gap_s=gap))
     configs = KnobArrays.from_knobs(random_knobs(np.random.default_rng(seed), 30))
     assert np.all(sim.run_batch(configs)["step_time_s"] >= step_lower_bound_s(w, sim.network) * (1 - 1e-12))
+
+
+# ------------------------------------------------------------------ stream mode
+
+TWO_HOSTS = dict(nodes=2, gpus_per_node=1, launch_overhead_s=0.0, coord_msg_s=0.0)
+
+
+def each_tensor_a_bucket(stream_mode: str, k: int) -> Knobs:
+    return Knobs(fusion_policy="static", fusion_threshold_bytes=1, first_bucket_bytes=1, num_streams=k,
+                 stream_mode=stream_mode)
+
+
+@pytest.mark.parametrize("B", [1e9, 5e8])  # c < B/2 (streams bound) and B/2 < c < B (link bound)
+def test_round_robin_two_equal_buffers_closed_form(B):
+    """Two buffers of S bytes ready at 0 on 2 streams, per-stream cap c: round robin runs them
+    concurrently, each at c, the link at most min(2c, B): both end at a(1) + max(S/c, 2S/B).
+    Split sends them one after the other at min(2c, B), paying the latency twice."""
+    alpha, c, S = 1e-4, 3e8, 8e6
+    cluster = ClusterSpec(inter_bw_Bps=B, per_stream_Bps=c, inter_latency_s=alpha, **TWO_HOSTS)
+    sim = Simulator(synthetic_workload([0.0, 0.0], [int(S / 4)] * 2, backward_s=0.0), cluster)
+    # two ranks: a = 2(n-1)*alpha = 2*alpha, b = 2(n-1)/(n*R) = 1/R
+    rr = sim.run(each_tensor_a_bucket("round_robin", 2))
+    assert [(x.start_s, x.grad_bytes) for x in rr.buffers] == [(0.0, S), (0.0, S)]
+    assert rr.buffers[0].end_s == pytest.approx(2 * alpha + S / c, rel=1e-12)
+    assert rr.buffers[1].end_s == pytest.approx(2 * alpha + max(S / c, 2 * S / B), rel=1e-12)
+    assert rr.step_time_s == pytest.approx(2 * alpha + max(S / c, 2 * S / B), rel=1e-12)
+    split = sim.run(each_tensor_a_bucket("split", 2))
+    assert split.step_time_s == pytest.approx(2 * (2 * alpha) + 2 * S / min(2 * c, B), rel=1e-12)
+    # without latency both modes move the same bytes at the same aggregate rate
+    no_lat = Simulator(sim.workload, dataclasses.replace(cluster, inter_latency_s=0.0))
+    if 2 * c <= B:
+        assert no_lat.run(each_tensor_a_bucket("round_robin", 2)).step_time_s == \
+            pytest.approx(no_lat.run(each_tensor_a_bucket("split", 2)).step_time_s, rel=1e-12)
+
+
+def test_round_robin_uses_each_stream_in_turn():
+    """Three equal buffers on 2 streams, link not binding (2c <= B): buffers 0 and 1 run
+    concurrently, buffer 2 follows buffer 0 on stream 0 (one collective in flight per stream)."""
+    c, S = 2e8, 4e6
+    cluster = ClusterSpec(inter_bw_Bps=1e9, per_stream_Bps=c, inter_latency_s=0.0, **TWO_HOSTS)
+    sim = Simulator(synthetic_workload([0.0] * 3, [int(S / 4)] * 3, backward_s=0.0), cluster)
+    ends = [x.end_s for x in sim.run(each_tensor_a_bucket("round_robin", 2)).buffers]
+    assert ends == pytest.approx([S / c, S / c, 2 * S / c], rel=1e-12)
+    # a buffer alone on the network runs at one stream's rate min(c, B), not the K-stream rate
+    alone = Simulator(synthetic_workload([0.0], [int(S / 4)], backward_s=0.0), cluster)
+    assert alone.run(each_tensor_a_bucket("round_robin", 4)).step_time_s == pytest.approx(S / c, rel=1e-12)
+    assert alone.run(each_tensor_a_bucket("split", 4)).step_time_s == pytest.approx(S / min(4 * c, 1e9), rel=1e-12)
+
+
+def test_one_stream_both_modes_identical():
+    w = resnet_like()
+    for cluster in (VPC, *PIPELINE_CLUSTERS):
+        sim = Simulator(w, cluster)
+        for k in random_knobs(np.random.default_rng(5), 40):
+            split = dataclasses.replace(k, num_streams=1, stream_mode="split")
+            rr = dataclasses.replace(split, stream_mode="round_robin")
+            assert sim.run(split).to_dict() == sim.run(rr).to_dict()
+            assert sim.run(split).buffers == sim.run(rr).buffers
+        batch = sim.run_batch([dataclasses.replace(k, num_streams=1, stream_mode=mode)
+                               for k in random_knobs(np.random.default_rng(6), 20) for mode in ("split", "round_robin")])
+        assert np.array_equal(batch["step_time_s"][0::2], batch["step_time_s"][1::2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), m=st.integers(1, 3), gap=st.floats(0, 2e-3),
+       cap=st.one_of(st.none(), st.floats(1e8, 1e10)), post=st.sampled_from([0.0, 2e-10]))
+def test_batch_equals_reference_both_stream_modes(seed, m, gap, cap, post):
+    rng = np.random.default_rng(seed)
+    cluster = dataclasses.replace(VPC, nodes=int(rng.integers(2, 9)), inflight_per_stream=m, buffer_gap_s=gap,
+                                  per_stream_Bps=math.inf if cap is None else cap, host_post_s_per_byte=post)
+    configs = random_knobs(rng, 30)
+    configs += [dataclasses.replace(k, stream_mode="round_robin", num_streams=max(2, k.num_streams)) for k in configs[:10]]
+    assert_batch_equals_reference(Simulator(resnet_like(), cluster), configs)

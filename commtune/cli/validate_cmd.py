@@ -8,6 +8,7 @@ import json
 from commtune.cli.common import positive_int
 from commtune.cli.probe_cmd import add_launch_args, launch_from_args
 from commtune.errors import CommtuneError
+from commtune.knobs import KNOBS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", default="1,2,4", help="stream counts (default 1,2,4)")
     p.add_argument("--wire", default="fp32", help="wire precisions, e.g. fp32,fp16 (default fp32)")
     p.add_argument("--first-bucket", default="1MiB", help="first bucket cap (default 1MiB)")
-    p.add_argument("--mode", choices=("split", "round_robin"), default="split", help="how K streams share buckets")
+    p.add_argument("--mode", choices=KNOBS["stream_mode"].choices, default=None,
+                   help="stream_mode of every configuration: how K streams share buckets (default: each configuration's own)")
     p.add_argument("--steps", type=positive_int, default=5, help="timed steps per configuration (default 5)")
     p.add_argument("--warmup", type=positive_int, default=2, help="warm-up steps (default 2, at least 1)")
     p.add_argument("--plot", metavar="PNG", default="validate.png", help="predicted-vs-measured plot (default validate.png)")

@@ -28,6 +28,9 @@ class DdpExporter(JsonExporter):
         d.set("num_streams", a["num_streams"], "num_streams",
               "commtune.runtime runs one process group per stream; plain DDP uses a single NCCL stream "
               "and ignores this")
+        d.set("stream_mode", a["stream_mode"], "stream_mode",
+              "commtune.runtime: 'split' spreads each bucket over the process groups, 'round_robin' sends bucket b "
+              "whole on group b mod num_streams; plain DDP ignores it")
         if "cycle_time_ms" in a:
             d.unsupported_knob("cycle_time_ms", "DDP launches a bucket as soon as it is full; there is no "
                                                 "background cycle")

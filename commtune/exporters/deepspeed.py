@@ -42,6 +42,10 @@ class DeepSpeedExporter(JsonExporter):
             d.unsupported_knob("negotiation", "DeepSpeed does not negotiate readiness; all ranks reduce the same "
                                               "buckets in the same order")
         d.unsupported_knob("num_streams", "DeepSpeed reduces buckets on a single reduction stream")
+        if a["num_streams"] == 1:
+            d.apply("stream_mode", "one stream: the stream mode has no effect")
+        else:
+            d.unsupported_knob("stream_mode", "DeepSpeed reduces buckets on a single reduction stream")
         if a["hierarchical"]:
             d.unsupported_knob("hierarchical", "DeepSpeed calls a flat torch.distributed collective per bucket; "
                                                "NCCL picks the algorithm")

@@ -30,6 +30,12 @@ class HorovodExporter(EnvExporter):
                   "background loop period in milliseconds; Horovod default 1")
         d.set("HOROVOD_NUM_NCCL_STREAMS", a["num_streams"], "num_streams",
               "NCCL streams (each with its own communicator and fusion buffer); GPU all-reduce only")
+        if a["stream_mode"] == "round_robin" or a["num_streams"] == 1:
+            d.apply("stream_mode", "Horovod puts successive fused buffers on successive NCCL streams in turn "
+                                   "(round robin, current_nccl_stream + 1 mod HOROVOD_NUM_NCCL_STREAMS)")
+        else:
+            d.unsupported_knob("stream_mode", "Horovod cannot split one fused buffer over its NCCL streams; it puts "
+                                              "successive buffers on successive streams (round robin)")
         if "negotiation" in a:
             if a["negotiation"] == "central":
                 d.apply("negotiation", "Horovod's rank-0 coordinator (default)")

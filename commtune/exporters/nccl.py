@@ -45,6 +45,12 @@ class NcclExporter(EnvExporter):
                    " socket transport only (on InfiniBand/RoCE NCCL_IB_QPS_PER_CONNECTION is the analog, not set)")
         d.set("NCCL_SOCKET_NTHREADS", threads, "num_streams", comment)
         d.set("NCCL_NSOCKS_PERTHREAD", socks, "num_streams")
+        if a["stream_mode"] == "split" or a["num_streams"] == 1:
+            d.apply("stream_mode", "NCCL spreads every all-reduce over all its sockets (split)")
+        else:
+            d.unsupported_knob("stream_mode", "NCCL spreads every all-reduce over all its sockets (split); putting "
+                                              "whole buffers on separate communicators in turn is "
+                                              f"{framework.split(';')[0]} (commtune.runtime, HOROVOD_NUM_NCCL_STREAMS)")
         if a["hierarchical"]:
             d.unsupported_knob("hierarchical", "NCCL has no two-level all-reduce switch; it already chooses "
                                                "topology-aware rings/trees/CollNet itself (NCCL_ALGO=Tree is a "

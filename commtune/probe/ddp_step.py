@@ -21,9 +21,9 @@ gradient-ready order after the first iteration).
 
 Knobs used: ``fusion_threshold_bytes`` (``bucket_cap_mb``),
 ``first_bucket_bytes`` (DDP's first-bucket cap; see :func:`ddp_bucket_kwargs`
-for the private API involved), ``num_streams`` (the comm hook of
-:mod:`commtune.probe.ddp_hooks` over K process groups; ``mode`` split or
-round_robin) and ``wire_precision`` (fp16 compression in the hook). Buckets are
+for the private API involved), ``num_streams`` and ``stream_mode`` (the comm hook of
+:mod:`commtune.probe.ddp_hooks` over K process groups, split or round robin;
+a ``mode`` argument overrides every configuration's stream_mode) and ``wire_precision`` (fp16 compression in the hook). Buckets are
 always reduced through that hook, also for K=1 (one extra process group; it is
 how per-bucket timings are taken).
 """
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from commtune.errors import CommtuneError
-from commtune.knobs import Knobs
+from commtune.knobs import KNOBS, Knobs
 from commtune.models.base import GradTensor, Layer, ModelProfile
 
 MiB = 2**20
@@ -215,7 +215,7 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
     specs = task["layers"]
     compute = task.get("compute", "emulated")
     steps, warmup = int(task["steps"]), int(task["warmup"])
-    mode = task.get("mode", "split")
+    mode = task.get("mode")  # None: each configuration's stream_mode
     max_k = max(int(c["num_streams"]) for c in task["configs"])
     groups_all = comm.stream_groups(max_k)
     device = comm.device
@@ -230,7 +230,7 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
         finally:
             _set_first_bucket(old)
         records: list[tuple] = []
-        hook = make_multistream_hook(groups_all[: knobs.num_streams], mode=mode, wire_precision=knobs.wire_precision,
+        hook = make_multistream_hook(groups_all[: knobs.num_streams], mode=mode or knobs.stream_mode, wire_precision=knobs.wire_precision,
                                      recorder=lambda i, nb, t0, t1: records.append((i, nb, t0, t1)))
         ddp.register_comm_hook(None, hook)
         x = torch.randn(4, 8, device=device)
@@ -336,15 +336,15 @@ class DDPTimingSpec:
 
     profile: ModelProfile
     compute: str = "emulated"
-    mode: str = "split"
+    mode: str | None = None  # None: each configuration's stream_mode; else it overrides them
     steps: int = 5
     warmup: int = 2
 
     def __post_init__(self) -> None:
         if self.compute not in COMPUTE_MODES:
             raise CommtuneError(f"compute must be one of {COMPUTE_MODES}, got {self.compute!r}")
-        if self.mode not in ("split", "round_robin"):
-            raise CommtuneError(f"mode must be split or round_robin, got {self.mode!r}")
+        if self.mode is not None:
+            KNOBS["stream_mode"].parse(self.mode)
         if self.steps < 1 or self.warmup < 1:
             raise CommtuneError(f"need steps >= 1 and warmup >= 1 (DDP rebuilds buckets after step 1), "
                                 f"got {self.steps} and {self.warmup}")
@@ -373,7 +373,7 @@ def time_ddp_configs(
     backward_s: float = 0.2,
     share: str = "flops",
     compute: str = "emulated",
-    mode: str = "split",
+    mode: str | None = None,
     check_grads: bool = False,
     stream: dict | None = None,
 ) -> list[dict]:

@@ -22,7 +22,7 @@ from commtune.probe.ddp_step import synthetic_profile, sim_workload, time_ddp_co
 class LiveEvaluator:
     def __init__(self, launch, model="resnet50", *, scale: float = 0.25, forward_s: float = 0.1,
                  backward_s: float = 0.2, share: str = "flops", compute: str = "emulated",
-                 mode: str = "split", steps: int = 5, warmup: int = 2, passes: int = 1):
+                 mode: str | None = None, steps: int = 5, warmup: int = 2, passes: int = 1):
         self.launch = launch
         self.profile = synthetic_profile(model, scale, forward_s, backward_s, share) \
             if not (hasattr(model, "measured_batch_size") and model.measured_batch_size == 1 and scale == 1.0) else model

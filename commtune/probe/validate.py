@@ -68,6 +68,8 @@ def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequ
 
 def describe_knobs(k: Knobs) -> str:
     s = f"bucket {format_size(k.fusion_threshold_bytes)}, {k.num_streams} stream{'s' if k.num_streams > 1 else ''}"
+    if k.num_streams > 1:
+        s += f" ({k.stream_mode})"
     if k.wire_precision != "fp32":
         s += f", {k.wire_precision} wire"
     return s
@@ -75,13 +77,16 @@ def describe_knobs(k: Knobs) -> str:
 
 def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *, scale: float = 0.25,
                    forward_s: float = 0.1, backward_s: float = 0.2, share: str = "flops", steps: int = 5,
-                   warmup: int = 2, mode: str = "split", network=None, evaluator=None, passes: int = 1) -> dict:
-    """Run ``configs`` live and simulated; returns rows and summary figures."""
+                   warmup: int = 2, mode: str | None = None, network=None, evaluator=None, passes: int = 1) -> dict:
+    """Run ``configs`` live and simulated; returns rows and summary figures.
+    ``mode`` (split/round_robin) overrides every configuration's stream_mode."""
     from commtune.probe.live_objective import LiveEvaluator
     from simulators import Simulator
 
+    if mode is not None:
+        configs = [dataclasses.replace(k, stream_mode=mode) for k in configs]
     ev = evaluator or LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
-                                    share=share, mode=mode, steps=steps, warmup=warmup, passes=passes)
+                                    share=share, steps=steps, warmup=warmup, passes=passes)
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
     sim = Simulator(ev.workload, cluster, network=network)
     live = ev.evaluate_many(configs)

@@ -21,6 +21,7 @@ lists them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import os
 import warnings
@@ -37,7 +38,7 @@ from commtune.profiles import Profile
 from commtune.profiles import load_profile as _load_profile
 from commtune.runtime.fingerprint import describe_model, module_profile
 from commtune.units import format_size
-from commtune.runtime.hooks import STREAM_MODES, MultiStreamState, multistream_hook, stream_groups
+from commtune.runtime.hooks import MultiStreamState, multistream_hook, stream_groups
 
 MiB = 2**20
 
@@ -69,10 +70,11 @@ class DDPPlan:
         return s + f", wire {self.wire_precision}"
 
 
-def plan_for(knobs: Knobs, stream_mode: str = "split") -> DDPPlan:
-    """The DDP settings for ``knobs`` and the knobs DDP cannot apply."""
-    if stream_mode not in STREAM_MODES:
-        raise CommtuneError(f"stream_mode must be one of {', '.join(STREAM_MODES)}, got {stream_mode!r}")
+def plan_for(knobs: Knobs, stream_mode: str | None = None) -> DDPPlan:
+    """The DDP settings for ``knobs`` (``stream_mode``, when given, overrides
+    ``knobs.stream_mode``) and the knobs DDP cannot apply."""
+    if stream_mode is not None:
+        knobs = dataclasses.replace(knobs, stream_mode=stream_mode)  # the registry checks the value
     not_applied = []
     if knobs.fusion_policy != "static":
         not_applied.append(f"fusion_policy={knobs.fusion_policy} (DDP buckets statically; "
@@ -86,7 +88,7 @@ def plan_for(knobs: Knobs, stream_mode: str = "split") -> DDPPlan:
         first_bucket_bytes=int(knobs.first_bucket_bytes),
         num_streams=int(knobs.num_streams),
         wire_precision=knobs.wire_precision,
-        stream_mode=stream_mode,
+        stream_mode=knobs.stream_mode,
         not_applied=tuple(not_applied),
     )
 
@@ -182,8 +184,7 @@ def wrap(model: torch.nn.Module, profile: Profile | Knobs | str | os.PathLike, p
 
     ``profile``: a :class:`Profile`, a path to a profile file, or bare
     :class:`Knobs` (no model/world checks). ``stream_mode``: ``"split"`` or
-    ``"round_robin"`` (default: the profile's ``provenance.stream_mode``, else
-    split). Model fingerprint mismatch: CommtuneError. World size mismatch:
+    ``"round_robin"`` overrides the knobs' ``stream_mode``. Model fingerprint mismatch: CommtuneError. World size mismatch:
     :class:`CommtuneWarning` (CommtuneError with ``strict=True``). Knobs DDP
     cannot apply: a warning listing them. Extra keyword arguments go to DDP.
     """
@@ -196,10 +197,8 @@ def wrap(model: torch.nn.Module, profile: Profile | Knobs | str | os.PathLike, p
         if not dist.is_initialized():
             raise CommtuneError("torch.distributed is not initialized: call dist.init_process_group first")
         check_world_size(profile, process_group, strict)
-        stream_mode = stream_mode or profile.provenance.get("stream_mode") or "split"
     elif isinstance(profile, Knobs):
         knobs = profile
-        stream_mode = stream_mode or "split"
     else:
         raise CommtuneError(f"wrap() needs a Profile, a profile path or Knobs, got {type(profile).__name__}")
     plan = plan_for(knobs, stream_mode)

@@ -28,8 +28,9 @@ import torch
 import torch.distributed as dist
 
 from commtune.errors import CommtuneError
+from commtune.knobs import KNOBS
 
-STREAM_MODES = ("split", "round_robin")
+STREAM_MODES = KNOBS["stream_mode"].choices
 MODES = STREAM_MODES  # the probe's name
 
 

@@ -42,20 +42,19 @@ from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.profiles import Profile, load_profile, provenance, save_profile
 from commtune.runtime.apply import DDPPlan, build_ddp, plan_for
 from commtune.runtime.fingerprint import module_profile
-from commtune.runtime.hooks import STREAM_MODES
 from commtune.units import parse_size
 
 MiB = 2**20
 
-#: Knobs the DDP runtime can tune live (plus the pseudo-knob ``stream_mode``).
-TUNABLE = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "wire_precision")
+#: Knobs the DDP runtime can tune live.
+TUNABLE = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "stream_mode", "wire_precision")
 
 #: Default live search space: bucket cap and streams (fp32 on the wire: fp16
 #: changes the numerics, so it is opt-in).
 DEFAULT_SPACE: dict[str, Any] = {
     "fusion_threshold_bytes": [1 * MiB, 4 * MiB, 25 * MiB],
     "num_streams": [1, 2, 4],
-    "stream_mode": ["split", "round_robin"],
+    "stream_mode": list(KNOBS["stream_mode"].choices),
 }
 
 
@@ -96,17 +95,13 @@ class _Param:
 
 
 def _parse_value(name: str, value: Any) -> Any:
-    if name == "stream_mode":
-        if value not in STREAM_MODES:
-            raise CommtuneError(f"space: stream_mode must be one of {', '.join(STREAM_MODES)}, got {value!r}")
-        return value
     return KNOBS[name].parse(value)
 
 
 def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[str, Any]]:
     """``(searched params, fixed values)`` from a space mapping.
 
-    Per knob (one of :data:`TUNABLE` or ``stream_mode``): a list (choices), a
+    Per knob (one of :data:`TUNABLE`): a list (choices), a
     scalar (fixed), or the ``commtune search`` forms ``{choices: [...]}``,
     ``{value: V}``, ``{low: L, high: H, log: bool, step: S}`` (sizes accept
     ``"4MiB"``). ``fusion_policy: static`` is accepted (the only policy DDP has).
@@ -119,8 +114,8 @@ def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[s
             if spec not in ("static", {"value": "static"}, ["static"]):
                 raise CommtuneError("space: DDP buckets statically; fusion_policy can only be 'static'")
             continue
-        if name not in TUNABLE and name != "stream_mode":
-            allowed = ", ".join((*TUNABLE, "stream_mode"))
+        if name not in TUNABLE:
+            allowed = ", ".join(TUNABLE)
             raise CommtuneError(f"space: {name!r} cannot be tuned on a live DDP job; tunable: {allowed}")
         if isinstance(spec, dict) and "value" in spec:
             spec = spec["value"]
@@ -157,14 +152,17 @@ def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[s
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """One live configuration: knobs + how streams are used."""
+    """One live configuration (how streams are used is ``knobs.stream_mode``)."""
 
     knobs: Knobs
-    stream_mode: str = "split"
+
+    @property
+    def stream_mode(self) -> str:
+        return self.knobs.stream_mode
 
     @property
     def plan(self) -> DDPPlan:
-        return plan_for(self.knobs, self.stream_mode)
+        return plan_for(self.knobs)
 
     def key(self) -> tuple:
         p = self.plan
@@ -172,9 +170,7 @@ class Config:
         return (p.bucket_cap_bytes, p.first_bucket_bytes, p.num_streams, p.wire_precision, mode)
 
     def params(self) -> dict[str, Any]:
-        d = {n: getattr(self.knobs, n) for n in TUNABLE}
-        d["stream_mode"] = self.stream_mode
-        return d
+        return {n: getattr(self.knobs, n) for n in TUNABLE}
 
     def describe(self) -> str:
         return self.plan.describe()
@@ -184,24 +180,24 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        return cls(Knobs.from_dict(d["knobs"]), d.get("stream_mode", "split"))
+        knobs = dict(d["knobs"])
+        if "stream_mode" not in knobs and "stream_mode" in d:  # written before stream_mode was a knob
+            knobs["stream_mode"] = d["stream_mode"]
+        return cls(Knobs.from_dict(knobs))
 
 
 def _as_config(item: Any, base: Knobs) -> Config:
-    """An ``initial`` entry: Knobs, Profile, profile path, Config, or {knob: value, stream_mode: ...}."""
+    """An ``initial`` entry: Knobs, Profile, profile path, Config, or {knob: value}."""
     if isinstance(item, (str, os.PathLike)):
         item = load_profile(item)
     if isinstance(item, Config):
         return item
     if isinstance(item, Profile):
-        return Config(dataclasses.replace(item.knobs, fusion_policy="static"),
-                      item.provenance.get("stream_mode") or "split")
+        return Config(dataclasses.replace(item.knobs, fusion_policy="static"))
     if isinstance(item, Knobs):
         return Config(dataclasses.replace(item, fusion_policy="static"))
     if isinstance(item, dict):
-        d = dict(item)
-        mode = d.pop("stream_mode", "split")
-        return Config(Knobs.from_dict({**d, "fusion_policy": "static"}, base=base), mode)
+        return Config(Knobs.from_dict({**item, "fusion_policy": "static"}, base=base))
     raise CommtuneError(f"initial configurations must be Knobs, Profiles, profile paths or dicts, "
                         f"got {type(item).__name__}")
 
@@ -268,9 +264,7 @@ class AutoTuner:
         self.base = dataclasses.replace(base or (first.knobs if first else DDP_DEFAULT), fusion_policy="static")
         self.initial = [_as_config(item, self.base) for item in initial]
         self.params, fixed = parse_space(space)
-        mode_fixed = fixed.pop("stream_mode", None)
         self.base = Knobs.from_dict(fixed, base=self.base)
-        self.base_mode = mode_fixed or (first.stream_mode if first else "split")
         for cfg in self.initial:  # room for every enqueued value
             for name, value in cfg.params().items():
                 if name in self.params:
@@ -394,12 +388,11 @@ class AutoTuner:
                 return None
             trial = self._study.ask()
             values = {name: p.suggest(trial) for name, p in self.params.items()}
-            mode = values.pop("stream_mode", self.base_mode)
-            key = self._space_key({**values, "stream_mode": mode})
+            key = self._space_key(values)
             if key in self._enqueued:  # an enqueued configuration keeps the knobs the space does not vary
                 cfg = self._enqueued[key]
             else:
-                cfg = Config(Knobs.from_dict(values, base=self.base), mode)
+                cfg = Config(Knobs.from_dict(values, base=self.base))
             if cfg.key() in self._round_done:  # duplicate: reuse the time, ask again
                 self._study.tell(trial, self._round_done[cfg.key()])
                 continue

@@ -45,7 +45,7 @@ from commtune.knobs import DDP_DEFAULT, Knobs
 from commtune.search.objective import Objective, SimulatorObjective
 
 #: knobs the live DDP run applies (with fusion_policy fixed to static, hierarchical to False)
-LIVE_KNOBS = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "wire_precision")
+LIVE_KNOBS = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "stream_mode", "wire_precision")
 LIVE_FIXED = {"fusion_policy": "static", "hierarchical": False}
 
 
@@ -122,7 +122,7 @@ class LiveSettings:
     backward_s: float | None = None
     steps: int = 8
     warmup: int = 1
-    mode: str = "split"
+    mode: str | None = None  # None: each configuration's stream_mode
 
     def describe(self) -> dict[str, Any]:
         return {"launch": self.launch.describe(), "scale": self.scale, "compute": self.compute,
