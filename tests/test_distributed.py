@@ -136,7 +136,7 @@ def test_ray_node_lost_mixed_drivers_exact_budget(cluster, pg, tmp_path):
         out, err = ray_driver.proc.communicate(timeout=600)
         optuna_worker.proc.communicate(timeout=300)
     assert ray_driver.proc.returncode == 0 and optuna_worker.proc.returncode == 0, err[-3000:]
-    assert "Traceback" not in err and err.count("Ray worker(s) lost") <= 1, err[-3000:]
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err[-3000:]  # at most the one "lost" line
     assert json.loads(out)["ray_nodes"] == 2
     trials = _probe(cluster, "dump", pg, "ray")
     states = collections.Counter(t["state"] for t in trials)

@@ -20,6 +20,8 @@ and one line says so.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
 import sys
@@ -113,9 +115,11 @@ def run(config: SearchConfig) -> SearchResult:
 
     study, worker, screened = join_study(config)
     started = False
+    notices = _RayNotices()
     try:
         started = init_ray(config)
-        new, nodes = _drive(study, worker, config)
+        with contextlib.redirect_stdout(notices):  # Ray prints cluster events (a node marked dead) on stdout
+            new, nodes = _drive(study, worker, config, notices)
     finally:
         worker.close()
         if started:
@@ -127,7 +131,21 @@ def run(config: SearchConfig) -> SearchResult:
     return result
 
 
-def _drive(study, worker, config: SearchConfig) -> tuple[int, int]:
+class _RayNotices(io.TextIOBase):
+    """Stands in for stdout while Ray runs: keeps its notices out of the report; counts dead nodes."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.text.append(s)
+        return len(s)
+
+    def dead_nodes(self) -> int:
+        return "".join(self.text).count("has been marked dead")
+
+
+def _drive(study, worker, config: SearchConfig, notices: _RayNotices) -> tuple[int, int]:
     """Keep ``concurrency`` trials in flight on the actor pool until the budget is held; (new trials, nodes used)."""
     import ray
     from optuna.trial import TrialState
@@ -203,7 +221,7 @@ def _drive(study, worker, config: SearchConfig) -> tuple[int, int]:
         if not idle and not running:  # every actor lost
             break
     if lost:
-        print(f"commtune: {len(lost)} Ray worker(s) lost (node or process died); their trials "
+        print(f"commtune: {len(lost)} Ray worker(s) lost ({notices.dead_nodes()} node(s) marked dead); their trials "
               f"{', '.join(map(str, lost))} were failed and queued again", file=sys.stderr)
     return new, len(nodes)
 
