@@ -106,7 +106,6 @@ def test_journal_never_fails_a_trial_it_cannot_check(tmp_path):
 
 
 def test_study_created_once_and_joiners_reseeded(tmp_path):
-    from commtune.scenario import Scenario  # noqa: F401 -- scenario wiring imported as the CLI does
     from commtune.search import SearchConfig
     from commtune.search.optuna_backend import open_study
     from commtune.search.space import load_space

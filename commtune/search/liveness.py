@@ -138,6 +138,7 @@ def stale_trial_ids(storage, study_id: int) -> list[int]:
     study need clocks within the grace period of each other).
     """
     import sqlalchemy
+    import sqlalchemy.orm
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
     from optuna.trial import TrialState
@@ -149,6 +150,7 @@ def stale_trial_ids(storage, study_id: int) -> list[int]:
     with _create_scoped_session(storage.scoped_session, True) as session:
         db_now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
         rows = (session.query(models.TrialModel)
+                .options(sqlalchemy.orm.selectinload(models.TrialModel.heartbeats))
                 .filter(models.TrialModel.state == TrialState.RUNNING)
                 .filter(models.TrialModel.study_id == study_id).all())
         for trial in rows:

@@ -171,10 +171,13 @@ def _work(study, worker: Worker, config: SearchConfig) -> int:
         if config.timeout_s is not None and time.monotonic() - t0 >= config.timeout_s:
             break
         held = [t for t in worker.reap() if _holds_budget(t)]
+        now_complete = sum(t.state in finished for t in held)
+        if now_complete >= config.trials:
+            complete = now_complete
+            break
         if len(held) >= config.trials:
             # Other workers' running trials hold the rest of the budget: wait for
             # them to finish (or, if their worker died, to be failed and retried).
-            now_complete = sum(t.state in finished for t in held)
             if now_complete > complete or waiting_since is None:
                 complete, waiting_since = now_complete, time.monotonic()
             elif time.monotonic() - waiting_since > budget_wait(config):
@@ -206,7 +209,7 @@ def _work(study, worker: Worker, config: SearchConfig) -> int:
             best = min(best, value) if told else best
         worker.release(trial._trial_id)
         new += told
-        complete = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+        complete = now_complete + told  # at least; the next look counts the other workers' too
         if config.progress:
             config.progress(complete, config.trials, best)
     return new
