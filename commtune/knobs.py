@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from commtune.errors import CommtuneError
-from commtune.units import format_size, parse_size
+from commtune.units import MiB, format_size, parse_size
 
-MiB = 2**20
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,11 @@ _SIZE_RE = re.compile(
     r"(?P<prefix>[kKmMgGtT]?)(?P<i>i?)(?P<unit>[bB]|bytes?)?\s*$"
 )
 
+KiB = 2**10
+MiB = 2**20
+GiB = 2**30
+MB = 10**6
+
 BANDWIDTH_HELP = "a positive rate with units, e.g. 32gbit, 25Gbps, 400mbit, 25G (bits) or 4GB/s, 4GiB/s (bytes)"
 SIZE_HELP = "a non-negative size in bytes, e.g. 25MB, 64MiB, 512KiB or 1048576"
 

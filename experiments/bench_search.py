@@ -4,7 +4,7 @@ For each model x bandwidth: the optimum of the exhaustive grid (batch
 simulator, ``--grid-points`` per numeric knob), then for each sampler over
 ``--seeds`` seeds: the median number of trials until the best-so-far is within
 1% of it, and the median gap after ``--trials`` trials. Baseline: a replica of
-Horovod's autotune (commtune.search.horovod_replica; 24 evaluations).
+Horovod's autotune (the ``horovod`` backend, commtune.search.horovod_replica; 24 evaluations).
 
     python experiments/bench_search.py            # full: 3 models x 3 bw, 10 seeds
     python experiments/bench_search.py --quick    # what the tests run
@@ -53,12 +53,12 @@ def run_cell(model: str, bw: str, samplers: tuple[str, ...], seeds: int, trials:
 
     warnings.filterwarnings("ignore")
     from commtune.search import SearchConfig, run_backend
-    from commtune.search.horovod_replica import horovod_autotune
-    from commtune.search.objective import SimulatorObjective
+    from commtune.evaluators.simulator import SimulatorEvaluator
+    from commtune.search.horovod_replica import MAX_SAMPLES, START_POINTS
     from commtune.search.space import load_space
 
     sc = _scenario(model, bw)
-    obj = SimulatorObjective(sc)
+    obj = SimulatorEvaluator(sc)
     space = load_space(space_name)
     t = time.monotonic()
     grid = run_backend("optuna", SearchConfig(space, obj, sampler="grid", grid_points=grid_points))
@@ -80,7 +80,9 @@ def run_cell(model: str, bw: str, samplers: tuple[str, ...], seeds: int, trials:
     hits, gaps, bests, secs = [], [], [], []
     for seed in range(min(seeds, 2)):
         t = time.monotonic()
-        _, best, hist = horovod_autotune(lambda k: obj.evaluate(k)["step_time_s"], seed=seed)
+        r = run_backend("horovod", SearchConfig(space, obj, trials=len(START_POINTS) + MAX_SAMPLES, seed=seed))
+        hist = r.history
+        best = min(hist)
         secs.append(time.monotonic() - t)
         hits.append(_trials_to(hist, 1.01 * opt))
         bests.append(best)

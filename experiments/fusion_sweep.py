@@ -24,12 +24,11 @@ from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT
 from commtune.models import load_model
 from commtune.plots.gridsearch import knob_grid
 from commtune.scenario import Scenario
-from commtune.units import format_size
+from commtune.units import MiB, format_size
 from simulators import KnobArrays
 
 MODELS = ("resnet50", "bert-base", "vgg16")
 NETS = (("eth-10g", 10), ("vpc-32gbit", 32), ("ib-100g", 100))
-MiB = 2**20
 THRESHOLDS = np.unique(np.geomspace(64 * 1024, 2**30, 29).astype(np.int64))
 
 

@@ -31,16 +31,16 @@ from commtune.emulation import EmulatedCluster, emulated_cluster
 from commtune.probe.launch import LaunchSpec
 from commtune.probe.probe import calibration, format_table, parse_sizes, run_probe, summary, write_calibration
 from commtune.probe.validate import compare, format_report, grid_configs, plot, run_validation, sim_cluster
+from commtune.units import MiB
 
 SETTINGS = {"1gbit": dict(bw="1gbit"), "1gbit-300mbit-per-stream": dict(bw="1gbit", per_stream="300mbit")}
-MiB = 2**20
 
 
 def plain_predictions(res: dict, calib_path: str, hosts: int) -> list[float]:
     """The same configurations under the plain model (one collective per stream at a
     time, no gap, no host work): the simulator before the pipelining/host parameters."""
     from commtune.knobs import Knobs
-    from commtune.probe.ddp_step import sim_workload, synthetic_profile
+    from commtune.runtime.synthetic import sim_workload, synthetic_profile
     from simulators import Simulator
 
     spec = load_cluster_file(calib_path)

@@ -31,11 +31,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from commtune.units import MiB
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TRAIN = ROOT / "experiments" / "train_ddp.py"
-MiB = 2**20
 
 
 def parse_args():

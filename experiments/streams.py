@@ -25,10 +25,10 @@ from commtune.knobs import HOROVOD_DEFAULT
 from commtune.models import load_model
 from commtune.plots.gridsearch import grid_best, knob_grid
 from commtune.scenario import Scenario
+from commtune.units import MiB
 
 MODELS = ("resnet50", "bert-base")
 KS = list(range(1, 9))
-MiB = 2**20
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from commtune.stats import quantile
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -73,14 +75,6 @@ def build(args):
 
     prof = model_profile(args)
     return SyntheticModel(prof), (lambda: torch.randn(args.batch, 16)), prof.name
-
-
-def quantile(xs, q):
-    s = sorted(xs)
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def main(argv=None) -> int:

@@ -41,12 +41,11 @@ compare the framework defaults, sweep the fusion threshold and the number of str
 Everything here is the simulator (no GPUs, no network); each cell runs in well under a second."""),
     ("code", SETUP),
     ("code", '''\
-from commtune.cluster import preset
+import commtune
 from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT, Knobs
-from commtune.models import load_model
-from commtune.scenario import Scenario
 
-scenario = Scenario(load_model("resnet50"), preset("vpc-32gbit", nodes=16, gpus_per_node=8), batch_size=64)
+where = dict(model="resnet50", cluster="vpc-32gbit", nodes=16, gpus_per_node=8, batch_size=64)
+scenario = commtune.make_scenario(**where)  # model + cluster + workload, ready to simulate
 print(scenario.describe())
 w = scenario.workload
 print(f"{len(w.numel)} gradient tensors, {w.total_grad_bytes / 2**20:.1f} MiB; "
@@ -54,9 +53,9 @@ print(f"{len(w.numel)} gradient tensors, {w.total_grad_bytes / 2**20:.1f} MiB; "
     ("md", "## Simulate the two framework defaults"),
     ("code", '''\
 for name, knobs in [("PyTorch DDP defaults", DDP_DEFAULT), ("Horovod defaults", HOROVOD_DEFAULT)]:
-    r = scenario.simulator.run(knobs)
-    print(f"{name:22s} step {r.step_time_s * 1e3:6.1f} ms  efficiency {r.scaling_efficiency:5.1%}  "
-          f"{r.samples_per_s:9,.0f} samples/s  {r.num_buffers} buffers")'''),
+    r = commtune.simulate(**where, **knobs.to_dict())  # what `commtune simulate --json` prints
+    print(f"{name:22s} step {r['step_time_s'] * 1e3:6.1f} ms  efficiency {r['scaling_efficiency']:5.1%}  "
+          f"{r['samples_per_s']:9,.0f} samples/s  {r['num_buffers']:.0f} buffers")'''),
     ("md", "## Many configurations at once: `run_batch`\n\nEvery combination of a knob grid in one vectorised call."),
     ("code", '''\
 import time
@@ -121,47 +120,43 @@ notebook under a minute."""),
     ("code", '''\
 import tempfile, warnings
 import optuna
-from commtune.cli import main as commtune
+import commtune
+from commtune.cli import main as cli
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore")
 work = Path(tempfile.mkdtemp(prefix="commtune-nb02-"))
 print("working in", work)'''),
-    ("md", "## One search from the command line\n\nResNet-50 on 16 x 8 V100 over the 32 Gbit/s VPC (10 Gbit/s per stream), "
+    ("md", "## One search per space\n\nResNet-50 on 16 x 8 V100 over the 32 Gbit/s VPC (10 Gbit/s per stream), "
            "in the DDP space (static buckets, streams, fp16 hook) and in the Horovod space (dynamic fusion), "
-           "so that each profile exports exactly to its framework."),
+           "so that each profile exports exactly to its framework. `commtune.search` is `commtune search` "
+           "(same defaults); the studies go to one SQLite file, as the command line's do."),
     ("code", '''\
+storage = f"sqlite:///{work / 'commtune-studies.db'}"
 profiles = {}
 for space in ("ddp", "horovod"):
-    profiles[space] = work / f"resnet50-vpc-{space}.yaml"
-    rc = commtune(["search", "--model", "resnet50", "--cluster", "vpc-32gbit", "--space", space, "--trials", "40",
-                   "--seed", "0", "--workdir", str(work), "--quiet", "-o", str(profiles[space])])
-    assert rc == 0'''),
-    ("code", '''rc = commtune(["show", str(profiles["horovod"])])'''),
+    run = commtune.search(model="resnet50", cluster="vpc-32gbit", space=space, trials=40, seed=0, storage=storage)
+    profiles[space] = run.save(work / f"resnet50-vpc-{space}.json")
+    print(f"{space:8s} best {run.predicted['step_time_s'] * 1e3:.1f} ms "
+          f"(DDP defaults {run.baselines['ddp_default'] * 1e3:.1f} ms): {run.best.describe()}")'''),
+    ("code", '''rc = cli(["show", str(profiles["horovod"])])'''),
     ("md", "## Export the profiles for their frameworks"),
     ("code", '''\
-rc = commtune(["export", str(profiles["horovod"]), "--format", "horovod"])
+rc = cli(["export", str(profiles["horovod"]), "--format", "horovod"])
 print()
-rc = commtune(["export", str(profiles["ddp"]), "--format", "ddp"])'''),
+rc = cli(["export", str(profiles["ddp"]), "--format", "ddp"])'''),
     ("md", "## Compare samplers\n\nThe same search with several samplers and seeds (in-memory studies), best-so-far per trial."),
     ("code", '''\
-from commtune.cluster import preset
-from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT
-from commtune.models import load_model
+from commtune.knobs import DDP_DEFAULT
 from commtune.plots.gridsearch import grid_best, knob_grid
 from commtune.plots.history import plot_history
-from commtune.scenario import Scenario
-from commtune.search.runner import search_scenario
-from commtune.search.space import load_space
 
-scenario = Scenario(load_model("resnet50"), preset("vpc-32gbit", 16, 8))
-space = load_space("default")
+scenario = commtune.make_scenario("resnet50", cluster="vpc-32gbit")
 runs = {}
 for sampler in ("random", "tpe", "auto"):
     runs[sampler] = []
-    for seed in (0, 1):
-        result, _ = search_scenario(scenario, space, sampler=sampler, trials=30, seed=seed, storage=None,
-                                    study_name=f"nb-{sampler}-{seed}")
-        runs[sampler].append(result.history)
+    for seed in (0, 1):  # in-memory studies (no storage given)
+        run = commtune.search(model="resnet50", cluster="vpc-32gbit", sampler=sampler, trials=30, seed=seed)
+        runs[sampler].append(run.history)
     print(f"{sampler:7s} best {min(min(h) for h in runs[sampler]) * 1e3:.2f} ms")
 _, grid = grid_best(scenario.simulator, knob_grid("default"))
 refs = {"DDP defaults": scenario.simulator.run(DDP_DEFAULT).step_time_s,
@@ -172,7 +167,7 @@ display(plot_history(runs, refs, log_y=True, title="Samplers, ResNet-50 on the 3
            "and the Horovod-space searches above)."),
     ("code", '''\
 out = work / "history.png"
-rc = commtune(["plot", "history", "--storage", str(work / "commtune-studies.db"), "-o", str(out)])
+rc = cli(["plot", "history", "--storage", str(work / "commtune-studies.db"), "-o", str(out)])
 from IPython.display import Image
 display(Image(filename=str(out)))'''),
 ]
@@ -215,21 +210,21 @@ import tempfile
 work = Path(tempfile.mkdtemp(prefix="commtune-nb03-"))
 calib = work / "calib.yaml"
 if LIVE:
+    import commtune
     from commtune.emulation import EmulatedCluster, emulated_cluster
     from commtune.probe.launch import LaunchSpec
-    from commtune.probe.probe import calibration, format_table, parse_sizes, run_probe, summary, write_calibration
-    from commtune.probe.validate import format_report, grid_configs, run_validation
+    from commtune.probe.probe import format_table, summary
+    from commtune.probe.validate import format_report, grid_configs
 
     spec = EmulatedCluster.parse(4, "1gbit", "300mbit", prefix="ctn")
     with emulated_cluster(spec, replace=True) as state:
         launch = LaunchSpec(state=state, timeout_s=300)
-        probe = run_probe(launch, parse_sizes("1MB:16MB"), [1, 2, 4], iters=3, warmup=1)
-        print(format_table(probe["records"], probe["world_size"]))
-        cs, extra = calibration(probe, hosts=4, name="nb03", source=spec.describe(), min_fit_size=2**20)
-        write_calibration(str(calib), cs, extra)
-        print(summary(cs, extra))
-        res = run_validation(launch, str(calib), grid_configs(buckets_bytes=(2**20, 25 * 2**20), streams=(1, 2, 4)),
-                             "resnet50", scale=0.25, forward_s=0.1, backward_s=0.2, steps=3, warmup=1)
+        cs, details = commtune.probe(launch, sizes="1MB:16MB", streams=[1, 2, 4], iters=3, warmup=1,
+                                     fit_min_size="1MiB", name="nb03", output=calib)
+        print(format_table(details["records"], details["world_size"]))
+        print(summary(cs, details))
+        res = commtune.validate(calib, launch, configs=grid_configs(buckets_bytes=(2**20, 25 * 2**20), streams=(1, 2, 4)),
+                                model="resnet50", scale=0.25, forward_s=0.1, backward_s=0.2, steps=3, warmup=1)
     print(format_report(res))
 else:
     res = None

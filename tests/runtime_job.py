@@ -33,7 +33,7 @@ from commtune.knobs import Knobs  # noqa: E402
 from commtune.profiles import Profile, provenance  # noqa: E402
 from commtune.runtime import AutoTuner, CommtuneWarning, build_ddp, module_profile, plan_for, wrap  # noqa: E402
 
-KiB = 1024
+from commtune.units import KiB  # noqa: E402
 
 
 def small_net() -> torch.nn.Module:

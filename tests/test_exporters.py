@@ -10,11 +10,10 @@ from commtune.errors import CommtuneError
 from commtune.exporters import EXPORTERS, get_exporter
 from commtune.exporters.base import Draft, EnvExporter
 from commtune.exporters.nccl import socket_split
-from commtune.knobs import MiB
+from commtune.units import MB, MiB
 
 from conftest import make_profile, parse_env
 
-MB = 10**6
 
 
 def export(fmt, **kw):

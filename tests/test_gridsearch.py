@@ -12,7 +12,7 @@ from commtune.models import load_model
 from commtune.plots.gridsearch import grid_best, knob_grid
 from commtune.scenario import Scenario
 from commtune.search import SearchConfig, run_backend
-from commtune.search.objective import SimulatorObjective
+from commtune.evaluators.simulator import SimulatorEvaluator
 from commtune.search.space import load_space
 
 
@@ -52,7 +52,7 @@ def test_grid_backend_and_knob_grid_build_identical_rows(scenario, name, points)
     space = load_space(name)
     seen = []
 
-    class Recording(SimulatorObjective):
+    class Recording(SimulatorEvaluator):
         def evaluate_batch(self, configs):
             seen.append(columns(configs))
             return super().evaluate_batch(configs)

@@ -7,7 +7,8 @@ import pytest
 
 from commtune.cli import main
 from commtune.knobs import DDP_DEFAULT
-from commtune.probe.ddp_step import sim_workload, synthetic_profile, time_ddp_configs
+from commtune.probe.ddp_step import time_ddp_configs
+from commtune.runtime.synthetic import sim_workload, synthetic_profile
 from commtune.probe.launch import LaunchSpec
 from commtune.probe.probe import calibration, write_calibration
 
@@ -26,6 +27,7 @@ def test_synthetic_profile_matches_sim_workload(small_profile):
     assert w.grad_bytes_per_element == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["split", "round_robin"])
 def test_ddp_timing_sane_and_gradients_equal_plain(small_profile, mode):
     base = dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=512 * KiB, first_bucket_bytes=128 * KiB)
@@ -45,6 +47,7 @@ def test_ddp_timing_sane_and_gradients_equal_plain(small_profile, mode):
         assert len(r["buckets"]) > 3  # small caps: several buckets, as DDP really used
 
 
+@pytest.mark.slow
 def test_validate_tiny_local_run_writes_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     recs = []

@@ -40,6 +40,7 @@ def _workers_alive() -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_probe_cli_two_ranks_table_and_calibration(tmp_path, capsys):
     out = tmp_path / "calib.yaml"
     rc = main(["probe", "--ranks", "2", "--sizes", "4KB:1MB", "--streams", "1,2", "--iters", "2",
@@ -90,6 +91,7 @@ def test_bad_arguments_one_line_exit_2(argv, needle, capsys, monkeypatch):
 
 @pytest.mark.parametrize("fault, rank, words", [("kill:1:6", 1, "exited with status -9"),
                                                  ("hang:2:6", 2, "hung")])
+@pytest.mark.slow
 def test_failed_rank_is_named_and_nothing_is_left(fault, rank, words, monkeypatch):
     monkeypatch.setenv(*TAG.decode().split("=", 1))
     t0 = time.monotonic()
@@ -103,6 +105,7 @@ def test_failed_rank_is_named_and_nothing_is_left(fault, rank, words, monkeypatc
 
 @pytest.mark.skipif(not (shutil.which("mpiexec") or os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec"))),
                     reason="mpiexec not installed")
+@pytest.mark.slow
 def test_mpi_probe_under_mpiexec(tmp_path):
     pytest.importorskip("mpi4py")
     mpiexec = shutil.which("mpiexec") or os.path.join(os.path.dirname(sys.executable), "mpiexec")

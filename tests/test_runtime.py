@@ -119,6 +119,7 @@ def test_module_fingerprint_matches_zoo_and_synthetic():
 
 # ---------------------------------------------------------------- 2 ranks, gloo
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 2, 4])
 @pytest.mark.parametrize("mode", ["split", "round_robin"])
 def test_multistream_gradients_equal_plain_ddp(job, k, mode):
@@ -132,6 +133,7 @@ def test_multistream_gradients_equal_plain_ddp(job, k, mode):
             assert fp16["close"] and fp16["hook"], fp16
 
 
+@pytest.mark.slow
 def test_bucket_sizes_follow_profile(job):
     b = job[0][0]["buckets"]
     sizes = [n for _, n in b["last_step"]]
@@ -145,11 +147,13 @@ def test_bucket_sizes_follow_profile(job):
     assert len(sizes) == 1 + math.ceil((b["grad_bytes"] - sizes[0]) / b["cap"])
 
 
+@pytest.mark.slow
 def test_mismatched_profile_refused_naming_both(job):
     msg = job[0][0]["mismatch"]
     assert msg and "'resnet-ish' (8 tensors, 38,538 params" in msg and "'Sequential' (20 tensors, 327,680 params" in msg
 
 
+@pytest.mark.slow
 def test_world_size_mismatch_warns_strict_errors(job):
     res = job[0][0]
     assert len(res["world_warning"]) == 1 and "world size 16" in res["world_warning"][0]
@@ -157,6 +161,7 @@ def test_world_size_mismatch_warns_strict_errors(job):
     assert res["world_strict"] and "world size 16" in res["world_strict"]
 
 
+@pytest.mark.slow
 def test_dynamic_profile_applies_bucket_cap_and_warns(job):
     res = job[0][0]
     assert res["dynamic_cap"] == 512 * 1024
@@ -164,6 +169,7 @@ def test_dynamic_profile_applies_bucket_cap_and_warns(job):
     assert "fusion_policy=dynamic" in msg and "cycle_time_ms=5 ms" in msg and "negotiation" in msg
 
 
+@pytest.mark.slow
 def test_autotuner_localhost_rebuilds_locks_in_writes_profile(job):
     ranks, out = job
     t0, t1 = ranks[0]["tuner"], ranks[1]["tuner"]
@@ -178,6 +184,7 @@ def test_autotuner_localhost_rebuilds_locks_in_writes_profile(job):
     assert prof.provenance["backend"] == "live-ddp" and len(prof.provenance["measurements"]) == 3
 
 
+@pytest.mark.slow
 def test_autotuner_retunes_when_step_time_drifts(job):
     ranks, out = job
     d = ranks[0]["drift"]

@@ -79,6 +79,7 @@ def test_default_study_name_resumes(tmp_path, capsys):
     assert a["study"] == b["study"] and b["trials"] == 9 and b["new_trials"] == 3
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_continues(tmp_path):
     db = f"sqlite:///{tmp_path}/k.db"
     cmd = [sys.executable, "-m", "commtune", *BASE, "--storage", db, "--study", "k", "--no-profile",
@@ -108,6 +109,7 @@ def test_kill_9_then_rerun_continues(tmp_path):
     assert not [t for t in s.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_two_workers_fill_one_study(tmp_path, kind):
     storage = f"sqlite:///{tmp_path}/w.db" if kind == "sqlite" else str(tmp_path / "w.log")
@@ -119,11 +121,14 @@ def test_two_workers_fill_one_study(tmp_path, kind):
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-3000:] for o in outs]
     trials = _complete(storage, "shared")
-    assert len(trials) == n
+    assert len(trials) == n  # the budget is exact: no worker overshoots it
     assert len({t.number for t in trials}) == n
-    workers = {t.system_attrs["commtune:worker"]["id"] for t in trials}
-    assert len(workers) == 2  # both processes contributed
-    assert all(json.loads(o[0])["new_trials"] >= 1 for o in outs)
+    # No trial was evaluated twice: the trials the workers report evaluating add up to the budget,
+    # and every trial is tagged with one of the two workers. (How the budget splits between them
+    # depends on scheduling: under load one process may do all of it.)
+    assert sum(json.loads(o[0])["new_trials"] for o in outs) == n
+    pids = {str(p.pid) for p in procs}
+    assert {str(t.system_attrs["commtune:worker"]["pid"]) for t in trials} <= pids
 
 
 def test_journal_url_form(tmp_path, capsys):
@@ -190,6 +195,7 @@ def test_bad_space_file_exit_2(tmp_path, capsys):
     assert rc == 2 and "unknown knob 'streams'" in err and str(f) in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_subprocess_error_has_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "commtune", *BASE, "--sampler", "nope"], env=ENV, cwd=tmp_path,
                        capture_output=True, text=True)

@@ -14,7 +14,8 @@ from commtune.models import load_model
 from commtune.scenario import Scenario
 from commtune.search import SearchConfig, run_backend
 from commtune.search.horovod_replica import horovod_autotune
-from commtune.search.objective import OBJECTIVES, Objective, SimulatorObjective, make_objective
+from commtune.evaluators.base import EVALUATORS, Evaluator, make_evaluator
+from commtune.evaluators.simulator import SimulatorEvaluator
 from commtune.search.space import load_space
 
 
@@ -24,7 +25,7 @@ def scenario():
 
 
 def _run(scenario, sampler, seed=0, trials=15, space="default", **kw):
-    obj = SimulatorObjective(scenario)
+    obj = SimulatorEvaluator(scenario)
     return run_backend("optuna", SearchConfig(load_space(space), obj, sampler=sampler, trials=trials, seed=seed,
                                               study_name="t", **kw))
 
@@ -43,7 +44,7 @@ def test_different_seed_differs(scenario):
 
 def test_auto_starts_from_baselines_and_never_loses_to_them(scenario):
     r = _run(scenario, "auto", trials=12)
-    obj = SimulatorObjective(scenario)
+    obj = SimulatorEvaluator(scenario)
     assert r.extra["screened"] > 0
     assert r.history[0] == pytest.approx(obj.evaluate(Knobs.from_dict({}, base=__import__("commtune.knobs").knobs.DDP_DEFAULT))["step_time_s"])
     assert r.best_metrics["step_time_s"] <= min(obj.evaluate(k)["step_time_s"] for k in
@@ -60,7 +61,7 @@ def test_grid_finds_bruteforce_optimum_on_tiny_space(scenario, tmp_path):
         "  hierarchical: {choices: [false, true]}\n"
     )
     space = load_space(str(f))
-    r = run_backend("optuna", SearchConfig(space, SimulatorObjective(scenario), sampler="grid"))
+    r = run_backend("optuna", SearchConfig(space, SimulatorEvaluator(scenario), sampler="grid"))
     sizes = space.params[0].grid_values()
     assert len(sizes) == 5
     brute = []
@@ -74,23 +75,24 @@ def test_grid_finds_bruteforce_optimum_on_tiny_space(scenario, tmp_path):
     assert r.best_knobs == best_k
 
 
-def test_objective_registry_is_pluggable(scenario):
-    class Fake(Objective):
+def test_evaluator_registry_is_pluggable(scenario):
+    class Fake(Evaluator):
         name = "fake"
 
         def evaluate(self, knobs):
             return {"step_time_s": 1.0 + knobs.num_streams}
 
-    OBJECTIVES["fake"] = lambda sc, **_: Fake()
+    EVALUATORS["fake"] = lambda sc, **_: Fake()
     try:
-        obj = make_objective("fake", scenario)
+        obj = make_evaluator("fake", scenario)
         r = run_backend("optuna", SearchConfig(load_space("horovod"), obj, sampler="random", trials=6, seed=0))
         assert r.best_metrics["step_time_s"] == min(r.history)
         assert obj.evaluate_batch([Knobs(), Knobs(num_streams=3)])["step_time_s"].tolist() == [2.0, 4.0]
     finally:
-        del OBJECTIVES["fake"]
+        del EVALUATORS["fake"]
 
 
+@pytest.mark.slow
 def test_horovod_replica_runs_24_evaluations(scenario):
     k, best, hist = horovod_autotune(lambda k: scenario.simulator.run(k).step_time_s, seed=0)
     assert len(hist) == 24 and best == min(hist)
@@ -104,7 +106,7 @@ _models = {}
 def _sim(model, bw):
     if (model, bw) not in _models:
         sc = Scenario(load_model(model), make_cluster(bw=bw))
-        _models[(model, bw)] = (sc, SimulatorObjective(sc).lower_bound_s())
+        _models[(model, bw)] = (sc, SimulatorEvaluator(sc).lower_bound_s())
     return _models[(model, bw)]
 
 
@@ -129,8 +131,39 @@ def test_lower_bound_below_every_step_time(values, model, bw):
 
 
 def test_lower_bound_below_grid_and_search(scenario):
-    obj = SimulatorObjective(scenario)
+    obj = SimulatorEvaluator(scenario)
     space = load_space("default")
     steps = obj.evaluate_batch(space.knob_arrays(space.grid_rows()))["step_time_s"]
     assert obj.lower_bound_s() <= np.min(steps) * (1 + 1e-9)
     assert set(KNOBS) == set(space.param_names)
+
+
+def test_horovod_backend_through_the_registry(scenario):
+    from commtune.search import backend_names
+
+    assert {"optuna", "ray", "grid", "horovod"} <= set(backend_names())
+    r = run_backend("horovod", SearchConfig(load_space("default"), SimulatorEvaluator(scenario), trials=6, seed=0))
+    assert (r.backend, r.trials, len(r.history)) == ("horovod", 6, 6)
+    assert r.best_metrics["step_time_s"] == min(r.history)
+    assert r.best_knobs.fusion_policy == "dynamic" and 1 <= r.best_knobs.cycle_time_ms <= 100
+
+
+def test_horovod_backend_refuses_an_evaluator_that_cannot_apply_its_knobs(scenario):
+    from commtune.errors import CommtuneError
+
+    class DDPOnly(Evaluator):
+        name = "ddp-only"
+        applies = ("fusion_threshold_bytes", "num_streams")
+
+        def evaluate(self, knobs):
+            return {"step_time_s": 1.0}
+
+    with pytest.raises(CommtuneError, match="cannot apply them"):
+        run_backend("horovod", SearchConfig(load_space("default"), DDPOnly(), trials=4))
+
+
+def test_unknown_backend_one_line():
+    from commtune.errors import CommtuneError
+
+    with pytest.raises(CommtuneError, match="did you mean 'optuna'"):
+        run_backend("optuma", SearchConfig(load_space("default"), None))

@@ -94,7 +94,7 @@ def test_bad_live_flags_one_line_exit_2(tmp_path, capsys, extra, needle):
 
 def test_space_check_accepts_ddp_and_fixed_static(tmp_path):
     from commtune.errors import CommtuneError
-    from commtune.search.live import check_live_space
+    from commtune.runtime.ddp_plan import check_space as check_live_space
     from commtune.search.space import load_space
 
     check_live_space(load_space("ddp"))
@@ -110,7 +110,7 @@ def test_cluster_from_emulated_state():
     import math
 
     from commtune.emulation.state import ClusterState, HostInfo
-    from commtune.search.live import cluster_from_state
+    from commtune.evaluators.live import cluster_from_state
 
     hosts = [HostInfo(i, f"ct-host{i}", "eth0", f"10.77.0.{i + 2}") for i in range(3)]
     st = ClusterState("ct", "ct-br", "10.77.0.0/24", hosts, 125e6, 40e6, 1e-3, None, None)
@@ -164,31 +164,27 @@ def test_live_search_writes_profile_with_measured_times(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_streamed_live_run_stops_early_when_told():
-    import time
-
     from commtune.cluster import ClusterSpec
     from commtune.models import load_model
     from commtune.probe.launch import LaunchSpec
     from commtune.scenario import Scenario
-    from commtune.search.live import LiveObjective, LiveSettings
+    from commtune.evaluators.live import LiveEvaluator, LiveSettings
 
     sc = Scenario(load_model("resnet50"), ClusterSpec(nodes=2, gpus_per_node=1))
-    live = LiveObjective(sc, LiveSettings(launch=LaunchSpec(ranks=2, timeout_s=120), scale=0.02, forward_s=0.1,
+    live = LiveEvaluator(sc.model, scenario=sc, settings=LiveSettings(launch=LaunchSpec(ranks=2, timeout_s=120), scale=0.02, forward_s=0.1,
                                           backward_s=0.2, steps=12, warmup=1))
     seen = []
-    t0 = time.monotonic()
     m = live.evaluate_steps(DDP_DEFAULT, lambda i, ts: seen.append(i) or i >= 2)
-    pruned_s = time.monotonic() - t0
     assert m["pruned"] and m["timed_steps"] == 2 and seen == [1, 2]
     assert live.steps_run == 2  # the ranks stopped right after step 2 (not at 12)
-    t0 = time.monotonic()
     full = live.evaluate_steps(DDP_DEFAULT, lambda i, ts: False)
-    full_s = time.monotonic() - t0
-    assert full["timed_steps"] == 12 and not full.get("pruned")
-    assert full_s - pruned_s > 10 * 0.3 * 0.7  # ~10 steps of ~0.3 s saved
-    # replayed from the cache: no launch
+    assert full["timed_steps"] == 12 and not full.get("pruned") and live.steps_run == 14
+    pruned_log, full_log = live.trial_log
+    assert pruned_log["pruned"] and pruned_log["steps_wall_s"] < full_log["steps_wall_s"] / 3  # 1+2 vs 1+12 steps
+    # replayed from the cache: no trial; both trials ran on one worker group (one launch)
     again = live.evaluate_steps(DDP_DEFAULT, lambda i, ts: i >= 3)
-    assert again["pruned"] and again["replayed"] and live.launches == 2
+    assert again["pruned"] and again["replayed"] and live.launches == 1 and len(live.trial_log) == 2
+    live.close()
 
 
 @pytest.mark.slow
@@ -227,13 +223,27 @@ def test_multi_fidelity_confirms_top_k_and_picks_measured_best(tmp_path, capsys)
 
 def test_multi_table_output(tmp_path, capsys, monkeypatch):
     """The predicted-vs-measured table, with the live measurement stubbed (fast)."""
-    from commtune.search import live as live_mod
+    from commtune.evaluators import live as live_mod
 
-    def fake_time(self, configs, stream=None):
-        self.launches += 1
-        return [{"knobs": k.to_dict(), "step_times_s": [0.1 + i * 0.01] * 2, "buckets": [{}]} for i, k in enumerate(configs)]
+    class FakeGroup:
+        def __init__(self):
+            self.n = 0
 
-    monkeypatch.setattr(live_mod.LiveObjective, "_time", fake_time)
+        def trial(self, knobs, on_step=None):
+            self.n += 1
+            return {"knobs": knobs.to_dict(), "step_times_s": [0.1 + self.n * 0.01] * 2, "buckets": [{}],
+                    "wall_s": 0.25, "overhead_s": 0.05, "steps_wall_s": 0.2, "rebuild_s": 0.01,
+                    "decision_wait_s": 0.0, "pruned": False}
+
+        def close(self):
+            pass
+
+    def fake_group(self):
+        if self.group is None:
+            self.group = FakeGroup()
+        return self.group
+
+    monkeypatch.setattr(live_mod.LiveEvaluator, "_group", fake_group)
     rc = run_cli([*LIVE, "--objective", "multi", "--ranks", "2", "--space", "ddp", "--trials", "8",
                   "--workdir", str(tmp_path)])
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 
 from commtune import cli
 from commtune.exporters import EXPORTERS
-from commtune.knobs import MiB
+from commtune.units import MiB
 from commtune.profiles import save_profile
 
 from conftest import make_profile, parse_env

@@ -14,8 +14,8 @@ from commtune.knobs import Knobs
 from simulators import AnalyticalNetwork, KnobArrays, Simulator, synthetic_workload
 from simulators.bounds import step_lower_bound_s
 from simulators.system import negotiation_time_s
+from commtune.units import MiB
 
-MiB = 2**20
 
 
 def bare_cluster(**kw) -> ClusterSpec:

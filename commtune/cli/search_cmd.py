@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from commtune.cli.common import add_scenario_args, positive_int
+from commtune.cli.profile_model_cmd import _shape
 from commtune.errors import CommtuneError
 from commtune.search import BACKENDS, PRUNERS, SAMPLERS
 from commtune.search.liveness import GRACE_S, HEARTBEAT_S
@@ -39,13 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Defaults: 16 nodes x 8 GPUs, --bw 32gbit (with that preset's per-stream cap), "
                                    f"space 'default', sampler 'auto', {DEFAULT_TRIALS} trials, SQLite study "
                                    "under --workdir (re-running resumes).")
-    add_scenario_args(p)
+    add_scenario_args(p, model_required=False)  # --model, or --model-factory for a live search
     g = p.add_argument_group("search")
     g.add_argument("--space", default="default", metavar="NAME_OR_FILE",
                    help="search space: default, ddp, horovod, or a YAML file (default: default)")
     g.add_argument("--sampler", default="auto", help=f"{'|'.join(SAMPLERS)} (default auto: TPE warm-started from the "
                    "baselines and a batch-simulator screening; grid: exhaustive over the discretised space)")
-    g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna)")
+    g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna; horovod: a replica of "
+                   "Horovod's autotuner on its two knobs, --trials evaluations, nothing stored)")
     g.add_argument("--trials", type=_int_any, default=DEFAULT_TRIALS,
                    help=f"total complete trials the study should hold (default {DEFAULT_TRIALS}); finished trials count")
     g.add_argument("--timeout", type=_seconds, help="stop after this long (e.g. 30s, 5min)")
@@ -84,6 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     lv.add_argument("--live-backward-ms", type=float, help="emulated backward time (default: the scenario's)")
     lv.add_argument("--live-steps", type=_int_any, default=8, help="timed steps per trial (default 8)")
     lv.add_argument("--live-warmup", type=_int_any, default=1, help="untimed warm-up steps per trial (default 1)")
+    lv.add_argument("--model-factory", metavar="MODULE:FACTORY",
+                    help="measure your own model (as `commtune profile-model`: built by the factory, synthetic inputs "
+                         "of --batch-size x --input-shape or --seq-len) instead of the model's synthetic mirror; "
+                         "the profile carries its fingerprint, so commtune.runtime.wrap accepts it")
+    lv.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="--model-factory: per-sample input shape "
+                    "(default 3,224,224)")
+    lv.add_argument("--seq-len", type=_int_any, help="--model-factory: feed token ids of this length instead")
+    lv.add_argument("--live-engine", choices=("gloo", "nccl"), default="gloo",
+                    help="collectives of the live ranks: gloo (CPU, default) or nccl (one GPU per rank)")
     lv.add_argument("--live-timeout", type=float, default=300.0,
                     help="seconds before a hung live run is stopped, naming the rank (default 300)")
     lv.add_argument("--pruner", default=None, help=f"{'|'.join(PRUNERS)}: stop bad live trials early (default median; "
@@ -98,7 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from commtune.errors import did_you_mean
-    from commtune.search.objective import OBJECTIVES
+    from commtune.evaluators.base import evaluator_names
+
+    objectives = evaluator_names()
 
     if args.sampler not in SAMPLERS:
         raise CommtuneError(f"unknown sampler {args.sampler!r}{did_you_mean(args.sampler, SAMPLERS)}; "
@@ -113,20 +126,28 @@ def _validate(args: argparse.Namespace) -> None:
     if args.grace <= args.heartbeat:
         raise CommtuneError(f"--grace ({args.grace} s) must exceed --heartbeat ({args.heartbeat} s), or live "
                             "workers' trials would be failed between two heartbeats")
-    if args.objective not in (*OBJECTIVES, "multi"):
-        names = [*OBJECTIVES, "multi"]
+    if args.objective not in (*objectives, "multi"):
+        names = [*objectives, "multi"]
         raise CommtuneError(f"unknown objective {args.objective!r}{did_you_mean(args.objective, names)}; "
                             f"objectives: {', '.join(names)}")
-    if args.backend == "ray" and args.sampler == "grid":
-        raise CommtuneError("--sampler grid runs on the batch simulator; use it without --backend ray")
+    if args.backend in ("ray", "horovod") and args.sampler == "grid":
+        raise CommtuneError(f"--sampler grid runs on the batch simulator; use it without --backend {args.backend}")
     _validate_live(args)
+    if args.model_factory:
+        if args.model:
+            raise CommtuneError("--model-factory measures your own model; drop --model")
+        if args.objective != "live":
+            raise CommtuneError("--model-factory measures your model live: it goes with --objective live")
+        args.model = "resnet50"  # a placeholder: the search records the factory's model as the scenario's
+    elif not args.model:
+        raise CommtuneError("the following arguments are required: --model (or --model-factory with --objective live)")
     if args.storage:
         from commtune.search.storage import normalise
 
         normalise(args.storage)
 
 
-_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner")
+_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner", "model_factory")
 
 
 def _validate_live(args: argparse.Namespace) -> None:
@@ -180,6 +201,27 @@ def _validate_live(args: argparse.Namespace) -> None:
         raise CommtuneError("live trials share the cluster (concurrent ones would time each other): --concurrency must be 1")
 
 
+def in_job(args: argparse.Namespace) -> bool:
+    """A live search inside a job the user launched (torchrun): RANK/WORLD_SIZE set, no --ranks,
+    no --cluster emulated. Rank 0 searches, every rank measures."""
+    from commtune.probe.comm import env_has_rank
+
+    return args.live and env_has_rank() and args.ranks is None and args.cluster != "emulated"
+
+
+def _serve_job(args: argparse.Namespace, scenario, settings) -> int | None:
+    """Under torchrun: join the job; ranks other than 0 serve the search's trials and return 0.
+    Rank 0 returns None and runs the search (its trials run on every rank)."""
+    settings.launch.init()
+    if settings.launch.rank == 0:
+        return None
+    from commtune.runtime.worker_group import serve_in_job
+    from commtune.evaluators.live import LiveEvaluator
+
+    serve_in_job(LiveEvaluator(scenario.model, settings, scenario=scenario).task(), None, device=settings.launch.init())
+    return 0
+
+
 def _live_scenario(args: argparse.Namespace):
     """(scenario, live settings): the simulator side describes the cluster the ranks run on."""
     import dataclasses
@@ -187,7 +229,7 @@ def _live_scenario(args: argparse.Namespace):
 
     from commtune.cli.common import scenario_from_args
     from commtune.probe.launch import LaunchSpec
-    from commtune.search.live import LiveSettings, cluster_from_state
+    from commtune.evaluators.live import LiveSettings, cluster_from_state
 
     if args.cluster == "emulated":
         from commtune.emulation import problems, status
@@ -210,14 +252,34 @@ def _live_scenario(args: argparse.Namespace):
         scenario = Scenario(load_model(args.model, input_size=args.input_size), cluster, batch_size=args.batch_size,
                             precision=args.precision)
         launch = LaunchSpec(state=state, timeout_s=args.live_timeout)
+    elif in_job(args):
+        from commtune.runtime.worker_group import JobLaunch
+
+        launch = JobLaunch.from_env(args.live_timeout, args.live_engine)
+        a = args
+        if not args.cluster and args.nodes is None and args.gpus_per_node is None:
+            a = argparse.Namespace(**{**vars(args), "nodes": launch.hosts, "gpus_per_node": launch.local_world_size})
+        scenario = scenario_from_args(a)
     else:
         ranks = args.ranks or 2
         a = args
         if not args.cluster and args.nodes is None and args.gpus_per_node is None:
             a = argparse.Namespace(**{**vars(args), "nodes": ranks, "gpus_per_node": 1})
         scenario = scenario_from_args(a)
-        launch = LaunchSpec(ranks=ranks, timeout_s=args.live_timeout)
+        launch = LaunchSpec(ranks=ranks, timeout_s=args.live_timeout, engine=args.live_engine)
+    record = None
+    if args.model_factory:
+        from commtune.models.record import RecordOptions, profile_factory
+        from commtune.scenario import Scenario
+
+        record = {"batch_size": args.batch_size, "input_shape": list(args.input_shape) if args.input_shape else None,
+                  "seq_len": args.seq_len}
+        if not (in_job(args) and launch.rank != 0):  # only the search records the model (its simulator side)
+            model = profile_factory(args.model_factory, RecordOptions(
+                batch_size=args.batch_size, input_shape=args.input_shape, seq_len=args.seq_len, steps=2, warmup=1))
+            scenario = Scenario(model, scenario.cluster, batch_size=args.batch_size, precision=args.precision)
     settings = LiveSettings(
+        model_factory=args.model_factory, record_options=record,
         launch=launch, scale=args.live_scale, compute=args.live_compute,
         forward_s=None if args.live_forward_ms is None else args.live_forward_ms / 1e3,
         backward_s=None if args.live_backward_ms is None else args.live_backward_ms / 1e3,
@@ -288,11 +350,17 @@ def run(args: argparse.Namespace) -> int:
     scenarios = []
     settings = None
     if args.live:
-        from commtune.search.live import check_live_space
+        from commtune.runtime.ddp_plan import check_space
 
-        check_live_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
+        check_space(space, "--objective live" if args.objective == "live" else "live confirmation (--confirm)")
         scenario, settings = _live_scenario(args)
-        bws = [args.bw or ("emulated" if args.cluster == "emulated" else
+        if in_job(args):
+            if args.objective != "live":
+                raise CommtuneError("under torchrun only --objective live runs (every rank measures its trials)")
+            rc = _serve_job(args, scenario, settings)
+            if rc is not None:
+                return rc
+        bws = [args.bw or ("emulated" if args.cluster == "emulated" else "job" if in_job(args) else
                            (Path(args.cluster).stem if args.cluster else "local"))]
         scenarios.append((bws[0], scenario))
     for bw in bws if not args.live else []:
@@ -323,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
             with _Progress(show_progress, f"{scenario.model.name} @ {bw}") as progress:
                 _, report = search_scenario(
                     scenario, space, backend=args.backend,
-                    objective_name="live" if args.objective == "live" else "simulator",
+                    objective_name="live" if args.live else "simulator",
                     objective_options={"settings": settings} if settings is not None else None,
                     confirm=args.confirm or 0, sampler=args.sampler,
                     trials=args.trials, timeout_s=args.timeout, seed=args.seed, storage=storage,

@@ -96,6 +96,7 @@ def run_on_hosts(
     master_port: int = DEFAULT_MASTER_PORT,
     echo: TextIO | None = None,
     cwd: str | None = None,
+    abort: threading.Event | None = None,
 ) -> list[RankResult]:
     """Run ``argv_per_rank[r]`` as rank ``r`` inside host ``hosts[r]`` (default: host ``r``); wait for all.
 
@@ -106,6 +107,7 @@ def run_on_hosts(
     interrupted, every group is killed (SIGTERM, then SIGKILL) and a :class:`RankFailure`
     naming the rank is raised (KeyboardInterrupt is re-raised after the kill).
     ``echo`` (e.g. ``sys.stderr``) streams output lines prefixed ``[rank N] ``.
+    ``abort`` (an Event another thread sets, e.g. a per-trial watchdog): handled as the timeout.
     Returns per-rank results (stdout/stderr captured), in rank order.
     """
     world = len(argv_per_rank)
@@ -151,12 +153,13 @@ def run_on_hosts(
             if all(r.proc.returncode == 0 for r in running):
                 _kill_groups(running, grace_s=0.0)  # leftovers a rank left in its group
                 return [r.result() for r in running]
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (abort is not None and abort.is_set()):
                 late = [r.rank for r in running if r.proc.poll() is None]
                 _kill_groups(running)
                 results = [r.result() for r in running]
-                raise RankFailure(f"rank {late[0]} ({state.hosts[placement[late[0]]].netns}) timed out after "
-                                  f"{timeout_s:g} s (still running: ranks {', '.join(map(str, late))})", results)
+                when = "(stopped by the caller)" if abort is not None and abort.is_set() else f"after {timeout_s:g} s"
+                raise RankFailure(f"rank {late[0]} ({state.hosts[placement[late[0]]].netns}) timed out {when} "
+                                  f"(still running: ranks {', '.join(map(str, late))})", results)
             time.sleep(0.02)
     finally:
         # Any path out (exception, KeyboardInterrupt) leaves no process behind.

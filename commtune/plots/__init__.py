@@ -1,11 +1,8 @@
 """Plots of commtune's simulations, searches and measurements.
 
-One module per plot kind, each with the same small interface:
-
-* ``HELP``: one line for ``commtune plot --help``;
-* ``add_arguments(parser)``: its command-line flags;
-* ``figure_from_args(args) -> Figure``: build the figure from parsed flags;
-* plain functions (``plot_*``) that notebooks and experiments call directly.
+One module per plot kind; its drawing functions (``plot_*``) take data and
+options and return a figure; notebooks, experiments and the CLI
+(:mod:`commtune.cli.plot_cmd`, which turns flags into data) call them.
 
 Figures are :class:`matplotlib.figure.Figure` objects made without pyplot, so
 no GUI backend is ever touched; :func:`save_figure` writes PNG, SVG or PDF by

@@ -9,7 +9,6 @@ objects or an object holding one under ``points``, ``results`` or ``rows``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -21,22 +20,8 @@ import numpy as np
 from commtune.errors import CommtuneError
 from commtune.io import read_text
 
-HELP = "predicted against measured scatter with the y=x line (CSV/JSON of {predicted, measured})"
 
 _SCALE = {"": 1.0, "_s": 1.0, "_ms": 1e-3, "_us": 1e-6}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="CSV or JSON file of {predicted, measured} points")
-    p.add_argument("--title", help="figure title")
-    p.add_argument("--band", type=float, default=10.0, help="shade +-PCT around y=x (default 10; 0 = none)")
-    p.add_argument("--annotate", action="store_true", help="write each point's label next to it")
-
-
-def figure_from_args(args: argparse.Namespace):
-    if args.band < 0 or args.band >= 100:
-        raise CommtuneError(f"--band must be in [0, 100), got {args.band}")
-    return plot_fidelity(load_points(args.source), title=args.title, band_pct=args.band, annotate=args.annotate)
 
 
 def _value(row: dict, what: str, where: str) -> float:
@@ -84,13 +69,13 @@ def load_points(path: str) -> list[dict]:
 
 def error_stats(points: list[dict]) -> dict[str, float]:
     """Mean/max absolute percentage error and the rank correlation."""
+    from commtune.stats import ape, spearman
+
     pr = np.array([q["predicted_s"] for q in points])
     me = np.array([q["measured_s"] for q in points])
-    ape = np.abs(pr - me) / me * 100
-    out = {"n": len(points), "mape_pct": float(ape.mean()), "max_ape_pct": float(ape.max())}
+    e = ape(pr, me) * 100
+    out = {"n": len(points), "mape_pct": float(e.mean()), "max_ape_pct": float(e.max())}
     if len(points) > 2:
-        from commtune.probe.validate import spearman
-
         out["spearman"] = spearman(pr, me)
     return out
 
@@ -103,6 +88,15 @@ def plot_fidelity(points: list[dict], title: str | None = None, band_pct: float 
     with styled():
         draw_fidelity(fig.add_subplot(), points, title=title, band_pct=band_pct, annotate=annotate)
     return fig
+
+
+def save_fidelity(points: list[dict], path, title: str | None = None, band_pct: float = 10.0,
+                  annotate: bool = False, dpi: int = 110) -> str:
+    """Write the scatter of ``points`` to ``path`` (PNG/SVG/PDF by extension) atomically."""
+    from commtune.plots import save_figure
+
+    save_figure(plot_fidelity(points, title=title, band_pct=band_pct, annotate=annotate), path, dpi=dpi)
+    return str(path)
 
 
 def draw_fidelity(ax, points: list[dict], title: str | None = None, band_pct: float = 10.0, annotate: bool = False) -> dict:

@@ -7,47 +7,14 @@ configuration marked.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import numpy as np
 
-from commtune.errors import CommtuneError
-from commtune.knobs import KNOBS, Knobs
-from commtune.units import format_size
+from commtune.knobs import Knobs
+from commtune.units import MiB, format_size
 from simulators import KnobArrays
 
-HELP = "step time over fusion threshold x streams for a scenario (log threshold axis)"
-MiB = 2**20
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from commtune.cli.common import add_knob_args, add_scenario_args
-
-    add_scenario_args(p)
-    add_knob_args(p)
-    p.add_argument("--min-threshold", default="64KiB", help="smallest fusion threshold (default 64KiB)")
-    p.add_argument("--max-threshold", default="1GiB", help="largest fusion threshold (default 1GiB)")
-    p.add_argument("--points", type=int, default=41, help="thresholds on the log axis (default 41)")
-    p.add_argument("--max-streams", type=int, default=8, help="streams 1..N (default 8)")
-    p.add_argument("--metric", choices=("step_time_s", "exposed_comm_s"), default="step_time_s")
-
-
-def figure_from_args(args: argparse.Namespace):
-    from commtune.cli.common import knobs_from_args, scenario_from_args
-
-    lo = KNOBS["fusion_threshold_bytes"].parse(args.min_threshold)
-    hi = KNOBS["fusion_threshold_bytes"].parse(args.max_threshold)
-    if not 0 < lo < hi:
-        raise CommtuneError(f"--min-threshold must be positive and below --max-threshold ({format_size(lo)} >= {format_size(hi)})")
-    if not 2 <= args.points <= 400:
-        raise CommtuneError(f"--points must be between 2 and 400, got {args.points}")
-    if not 1 <= args.max_streams <= int(KNOBS["num_streams"].high):
-        raise CommtuneError(f"--max-streams must be between 1 and {int(KNOBS['num_streams'].high)}, got {args.max_streams}")
-    scenario = scenario_from_args(args)
-    base = knobs_from_args(args)
-    thresholds = np.unique(np.geomspace(lo, hi, args.points).astype(np.int64))
-    return plot_heatmap(scenario, base, thresholds, np.arange(1, args.max_streams + 1), metric=args.metric)
 
 
 def heatmap_data(simulator, base: Knobs, thresholds, streams, metric: str = "step_time_s") -> np.ndarray:

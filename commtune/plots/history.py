@@ -20,7 +20,6 @@ min-max range shaded.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -31,28 +30,9 @@ import numpy as np
 from commtune.errors import CommtuneError
 from commtune.io import read_text
 
-HELP = "best-so-far step time against trial, per sampler (Optuna storage or bench_search JSON)"
 
 _VALUE_KEYS = ("values", "history", "trace", "step_times_s", "objective", "trials")
 _BEST_KEYS = ("best_so_far", "best_so_far_s", "best")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", nargs="?", help="bench_search JSON file (or use --storage)")
-    p.add_argument("--storage", help="Optuna storage: sqlite:///file.db, a journal .log file, or an RDB URL")
-    p.add_argument("--study", action="append", default=[], help="study name (repeatable; default: all studies)")
-    p.add_argument("--title", help="figure title")
-    p.add_argument("--log-y", action="store_true", help="logarithmic step-time axis")
-
-
-def figure_from_args(args: argparse.Namespace):
-    if bool(args.source) == bool(args.storage):
-        raise CommtuneError("plot history needs either a JSON file or --storage (not both)")
-    if args.storage:
-        runs, refs = histories_from_storage(args.storage, args.study), {}
-    else:
-        runs, refs = histories_from_json(args.source)
-    return plot_history(runs, refs, title=args.title, log_y=args.log_y)
 
 
 # --------------------------------------------------------------------- sources

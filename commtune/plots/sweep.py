@@ -11,52 +11,15 @@ lower bound, and the best knobs at each bandwidth.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 
 import numpy as np
 
-from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, HOROVOD_DEFAULT
-from commtune.units import parse_bandwidth
+from commtune.units import MiB
 
-HELP = "best knobs and scaling efficiency against bandwidth (grid search per bandwidth)"
 DEFAULT_BWS = "5gbit,10gbit,16gbit,25gbit,32gbit,50gbit,100gbit,200gbit"
-MiB = 2**20
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from commtune.cli.common import add_scenario_args
-
-    add_scenario_args(p)
-    p.add_argument("--bws", default=DEFAULT_BWS, help=f"comma-separated link rates (default {DEFAULT_BWS})")
-    p.add_argument("--space", default="default",
-                   help="search space of the grid: a bundled name (default: both fusion policies; horovod; ddp) "
-                        "or a YAML file")
-    p.add_argument("--grid-points", type=int, metavar="N",
-                   help="points per numeric range of the grid (default: the space's own)")
-    p.add_argument("--csv", metavar="FILE", help="also write the table of results as CSV")
-
-
-def figure_from_args(args: argparse.Namespace):
-    from commtune.cli.common import scenario_from_args
-
-    if args.bw:
-        raise CommtuneError("plot sweep takes --bws (a list), not --bw")
-    bws = [parse_bandwidth(b.strip(), what="--bws") for b in args.bws.split(",") if b.strip()]
-    if len(bws) < 2:
-        raise CommtuneError("--bws needs at least two bandwidths, e.g. 10gbit,32gbit,100gbit")
-    if args.cluster is None:
-        args.cluster = "vpc-32gbit"
-    scenario = scenario_from_args(args)
-    if args.grid_points is not None and args.grid_points < 2:
-        raise CommtuneError(f"--grid-points must be at least 2, got {args.grid_points}")
-    rows = sweep_data(scenario, bws, space=args.space, points=args.grid_points)
-    if args.csv:
-        write_csv(rows, args.csv)
-    return plot_sweep(rows, title=f"{scenario.model.name} on {scenario.cluster.nodes}x{scenario.cluster.gpus_per_node} GPUs "
-                                  f"({scenario.cluster.name} with varied link rate)")
 
 
 def sweep_data(scenario, bws_Bps: list[float], space: str = "default", points: int | None = None) -> list[dict]:

@@ -9,25 +9,9 @@ dashed line is the end of the step.
 """
 from __future__ import annotations
 
-import argparse
 
 from commtune.knobs import Knobs
 from commtune.units import format_size
-
-HELP = "backward compute against fused buffers per stream for one configuration"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from commtune.cli.common import add_knob_args, add_scenario_args
-
-    add_scenario_args(p)
-    add_knob_args(p)
-
-
-def figure_from_args(args: argparse.Namespace):
-    from commtune.cli.common import knobs_from_args, scenario_from_args
-
-    return plot_timeline(scenario_from_args(args), knobs_from_args(args))
 
 
 def plot_timeline(scenario, knobs: Knobs | None = None, title: str | None = None):

@@ -5,3 +5,7 @@ from commtune.probe.fit import LinearFit, algbw, busbw, derive_link, fit_linear,
 from commtune.probe.launch import LaunchSpec, ProbeFailure
 
 __all__ = ["LaunchSpec", "LinearFit", "ProbeFailure", "algbw", "busbw", "derive_link", "fit_linear", "fit_measurements"]
+
+from commtune._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "commtune.api:probe")  # commtune.probe(...) is the public API function

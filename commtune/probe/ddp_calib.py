@@ -21,8 +21,8 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec
 from commtune.knobs import DDP_DEFAULT, Knobs
+from commtune.units import MiB
 
-MiB = 2**20
 
 
 def calib_workload(count: int = 16, tensor_bytes: int = MiB, backward_s: float = 0.05):

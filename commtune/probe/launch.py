@@ -112,19 +112,24 @@ class LaunchSpec:
         return f"{self.ranks} local ranks"
 
 
-def run_task(spec: LaunchSpec, task: dict) -> dict:
-    """Run ``task`` on every rank of ``spec``; return rank 0's result."""
+def run_task(spec: LaunchSpec, task: dict, *, abort=None, lifetime_s: float | None = None) -> dict:
+    """Run ``task`` on every rank of ``spec``; return rank 0's result.
+
+    ``lifetime_s`` (default ``spec.timeout_s``): how long the ranks may run in all;
+    ``abort`` (a ``threading.Event``): set by a watchdog to stop them as on a timeout
+    of ``spec.timeout_s`` (the hung rank is named from the heartbeats)."""
+    kw = {"abort": abort, "lifetime_s": lifetime_s}
     if spec.emulated is not None and spec.state is None:
         from commtune.emulation import emulated_cluster
 
         with emulated_cluster(spec.emulated, replace=True) as state:
-            return _run(spec, state, task, emulated=True)
+            return _run(spec, state, task, emulated=True, **kw)
     if spec.state is not None:
-        return _run(spec, spec.state, task, emulated=True)
-    return _run(spec, _local_state(spec.ranks), task, emulated=False)
+        return _run(spec, spec.state, task, emulated=True, **kw)
+    return _run(spec, _local_state(spec.ranks), task, emulated=False, **kw)
 
 
-def _run(spec: LaunchSpec, state, task: dict, emulated: bool) -> dict:
+def _run(spec: LaunchSpec, state, task: dict, emulated: bool, abort=None, lifetime_s: float | None = None) -> dict:
     from commtune.emulation.launch import RankFailure, run_on_hosts
 
     world = state.num_hosts
@@ -143,8 +148,8 @@ def _run(spec: LaunchSpec, state, task: dict, emulated: bool) -> dict:
             env[FAULT_ENV] = spec.fault
         port = random.randint(20000, 45000) if emulated else free_port()
         try:
-            run_on_hosts(state, [argv] * world, env_extra=env, timeout_s=spec.timeout_s, master_port=port,
-                         echo=sys.stderr if spec.echo else None)
+            run_on_hosts(state, [argv] * world, env_extra=env, timeout_s=lifetime_s or spec.timeout_s,
+                         master_port=port, echo=sys.stderr if spec.echo else None, abort=abort)
         except RankFailure as exc:
             raise _explain(exc, hb, world, state, spec) from None
         try:

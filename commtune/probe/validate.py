@@ -1,6 +1,6 @@
 """``commtune validate``: run configurations live and in the calibrated simulator, compare.
 
-Live: real DDP steps of the synthetic model (:class:`LiveEvaluator`). Simulated:
+Live: real DDP steps of the synthetic model (:class:`commtune.evaluators.live.LiveEvaluator`). Simulated:
 the :class:`~simulators.Simulator` on the *same* timeline (the Workload built
 from the per-layer times the synthetic model sleeps) and a ClusterSpec with
 ``nodes`` = hosts and ``gpus_per_node`` = ranks per host taken from the
@@ -22,9 +22,9 @@ import numpy as np
 from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, Knobs
-from commtune.units import format_size
+from commtune.stats import mape, spearman
+from commtune.units import MiB, format_size
 
-MiB = 2**20
 
 
 def grid_configs(buckets_bytes: Sequence[int] = (1 * MiB, 5 * MiB, 25 * MiB, 100 * MiB),
@@ -43,26 +43,16 @@ def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> Cluste
     return dataclasses.replace(spec, nodes=hosts, gpus_per_node=world_size // hosts)
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (tied values share their mean rank); NaN for
-    fewer than three points or a constant side."""
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(spearmanr(a, b).statistic) if len(a) > 2 and np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
-
-
 def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None) -> dict:
     """MAPE, Spearman, pick gap (simulator's best measured vs the measured best)."""
     p = np.asarray(predicted, dtype=float)
     m = np.asarray(measured, dtype=float)
-    mape = float(np.mean(np.abs(p - m) / m))
     rho = spearman(p, m)
     sim_best = int(np.argmin(p))
     live_best = int(np.argmin(m))
     gap = float(m[sim_best] / m[live_best] - 1.0)
     noise = float(max(spreads[sim_best], spreads[live_best])) if spreads is not None else 0.0
-    return {"mape": mape, "spearman": rho, "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
+    return {"mape": mape(p, m), "spearman": rho, "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
             "noise": noise, "pick_within_noise": bool(gap <= noise)}
 
 
@@ -80,13 +70,13 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
                    warmup: int = 2, mode: str | None = None, network=None, evaluator=None, passes: int = 1) -> dict:
     """Run ``configs`` live and simulated; returns rows and summary figures.
     ``mode`` (split/round_robin) overrides every configuration's stream_mode."""
-    from commtune.probe.live_objective import LiveEvaluator
+    from commtune.evaluators.live import LiveEvaluator, LiveSettings
     from simulators import Simulator
 
     if mode is not None:
         configs = [dataclasses.replace(k, stream_mode=mode) for k in configs]
-    ev = evaluator or LiveEvaluator(launch, model, scale=scale, forward_s=forward_s, backward_s=backward_s,
-                                    share=share, steps=steps, warmup=warmup, passes=passes)
+    ev = evaluator or LiveEvaluator(model, LiveSettings(launch, scale=scale, forward_s=forward_s, backward_s=backward_s,
+                                                        share=share, steps=steps, warmup=warmup, passes=passes))
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
     sim = Simulator(ev.workload, cluster, network=network)
     live = ev.evaluate_many(configs)
@@ -128,10 +118,7 @@ def fidelity_points(res: dict) -> list[dict]:
 
 def plot(res: dict, path: str, title: str = "") -> str:
     """Write the predicted-vs-measured scatter (PNG/SVG/PDF by extension) atomically."""
-    from commtune.plots import save_figure
-    from commtune.plots.fidelity import plot_fidelity
+    from commtune.plots.fidelity import save_fidelity
 
     s = res["summary"]
-    fig = plot_fidelity(fidelity_points(res), title=title or f"MAPE {s['mape']:.1%}, Spearman {s['spearman']:.2f}")
-    save_figure(fig, path, dpi=110)
-    return path
+    return save_fidelity(fidelity_points(res), path, title=title or f"MAPE {s['mape']:.1%}, Spearman {s['spearman']:.2f}")

@@ -46,6 +46,10 @@ def run_task(task: dict) -> dict:
                 from commtune.probe.allreduce import measure_host
 
                 result["host"] = measure_host(comm, task["host_sizes"], int(task["iters"]), int(task["warmup"]), progress)
+        elif task["kind"] == "live_group":
+            from commtune.runtime.worker_group import serve_task
+
+            result = serve_task(comm, task, progress)
         elif task["kind"] == "ddp":
             from commtune.probe.ddp_step import run_ddp_task
 

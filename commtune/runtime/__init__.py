@@ -1,48 +1,40 @@
 """The runtime engine: tuned profiles drive real PyTorch DDP training.
 
-* :func:`load_profile` -- read and validate a profile, ``(knobs, profile)``;
+* :func:`load_profile` -- read and validate a profile (:func:`commtune.profiles.load_profile`);
 * :func:`wrap` -- ``DistributedDataParallel`` with the profile applied (bucket
   sizes, first bucket, K streams, wire precision), after checking the model
   fingerprint and the world size;
+* :mod:`~commtune.runtime.ddp_plan` -- how knobs map onto DDP (torch-free);
 * :class:`AutoTuner` -- tune the knobs on the live job during its first steps
   (Optuna ask/tell on rank 0, broadcast, rebuild DDP), lock in the best, write a
-  profile, re-tune when the step time drifts.
-"""
-from commtune.runtime.apply import (
-    CommtuneWarning,
-    DDPPlan,
-    build_ddp,
-    check_model,
-    check_world_size,
-    first_bucket_bytes,
-    load_profile,
-    plan_for,
-    wrap,
-)
-from commtune.runtime.tuner import DEFAULT_SPACE, TUNABLE, AutoTuner, Config, parse_space
-from commtune.runtime.fingerprint import module_fingerprint, module_profile
-from commtune.runtime.hooks import STREAM_MODES, MultiStreamState, make_multistream_hook, multistream_hook, stream_groups
+  profile, re-tune when the step time drifts;
+* :mod:`~commtune.runtime.synthetic` -- a module mirroring a model profile.
 
-__all__ = [
-    "AutoTuner",
-    "Config",
-    "DEFAULT_SPACE",
-    "TUNABLE",
-    "parse_space",
-    "CommtuneWarning",
-    "DDPPlan",
-    "MultiStreamState",
-    "STREAM_MODES",
-    "build_ddp",
-    "check_model",
-    "check_world_size",
-    "first_bucket_bytes",
-    "load_profile",
-    "make_multistream_hook",
-    "module_fingerprint",
-    "module_profile",
-    "multistream_hook",
-    "plan_for",
-    "stream_groups",
-    "wrap",
-]
+Names are imported on first use (``import commtune.runtime`` does not import torch).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "AutoTuner": "tuner", "Config": "tuner", "DEFAULT_SPACE": "tuner", "TUNABLE": "tuner", "parse_space": "tuner",
+    "CommtuneWarning": "apply", "build_ddp": "apply", "check_model": "apply", "check_world_size": "apply",
+    "wrap": "apply",
+    "DDPPlan": "ddp_plan", "plan_for": "ddp_plan", "first_bucket_bytes": "ddp_plan", "STREAM_MODES": "ddp_plan",
+    "module_fingerprint": "fingerprint", "module_profile": "fingerprint",
+    "MultiStreamState": "hooks", "make_multistream_hook": "hooks", "multistream_hook": "hooks",
+    "stream_groups": "hooks",
+}
+
+__all__ = sorted([*_WHERE, "load_profile"])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_profile":
+        from commtune.profiles import load_profile
+
+        return load_profile
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"commtune.runtime.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'commtune.runtime' has no attribute {name!r}")

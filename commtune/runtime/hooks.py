@@ -28,9 +28,8 @@ import torch
 import torch.distributed as dist
 
 from commtune.errors import CommtuneError
-from commtune.knobs import KNOBS
+from commtune.runtime.ddp_plan import STREAM_MODES
 
-STREAM_MODES = KNOBS["stream_mode"].choices
 MODES = STREAM_MODES  # the probe's name
 
 

@@ -1,7 +1,6 @@
 """A module mirroring a model profile's parameter tensors, with emulated compute.
 
-Thin public wrapper over the probe's synthetic model
-(:mod:`commtune.probe.ddp_step`): one module per profile layer owning tensors
+One module per profile layer owning tensors
 of the profile's sizes (so the module's fingerprint is the profile's), forward
 and backward sleeping to each layer's scheduled end (sleep releases the GIL, so
 several ranks on a few cores overlap compute and communication as GPUs would).
@@ -12,12 +11,14 @@ the search then sees the same tensors and the same compute timeline.
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Sequence
 
-from commtune.models.base import ModelProfile
-from commtune.probe.ddp_step import _build_model, _layer_specs, synthetic_profile
+from commtune.errors import CommtuneError
+from commtune.models.base import GradTensor, Layer, ModelProfile
 
-__all__ = ["SyntheticModel", "synthetic_profile"]
+__all__ = ["SyntheticModel", "profile_from_workload", "sim_workload", "synthetic_profile"]
+COMPUTE_MODES = ("emulated", "real")
 
 
 def SyntheticModel(profile: ModelProfile, compute: str = "emulated", seed: int = 0) -> Any:  # noqa: N802
@@ -25,4 +26,130 @@ def SyntheticModel(profile: ModelProfile, compute: str = "emulated", seed: int =
 
     Input: a float tensor (batch, features); output: the same shape.
     """
-    return _build_model(_layer_specs(profile), compute, seed)
+    return build_model(layer_specs(profile), compute, seed)
+
+
+def synthetic_profile(
+    model: ModelProfile | str,
+    scale: float = 1.0,
+    forward_s: float = 0.1,
+    backward_s: float = 0.2,
+    share: str = "flops",
+) -> ModelProfile:
+    """The profile the synthetic model mirrors: tensors scaled by ``scale``
+    (element counts, at least 1) and per-layer times that sum to ``forward_s``
+    and ``backward_s``, split by FLOPs (``share="flops"``, falling back to
+    size when the profile has none) or by parameter count (``"size"``).
+    The result carries measured times for batch size 1, so
+    :func:`sim_workload` reproduces the timeline exactly."""
+    if isinstance(model, str):
+        from commtune.models import load_model
+
+        model = load_model(model)
+    if not (isinstance(scale, (int, float)) and 0 < scale <= 1):
+        raise CommtuneError(f"--scale must be in (0, 1], got {scale!r}")
+    if forward_s < 0 or backward_s < 0:
+        raise CommtuneError("forward and backward times must be non-negative")
+    if share not in ("flops", "size"):
+        raise CommtuneError(f"share must be 'flops' or 'size', got {share!r}")
+    sizes = [sum(t.numel for t in layer.tensors) for layer in model.layers]
+    fw = [layer.fwd_flops for layer in model.layers]
+    bw = [layer.bwd_flops for layer in model.layers]
+    if share == "size" or sum(bw) <= 0:
+        fw = bw = [float(s) for s in sizes]
+    fsum, bsum = sum(fw) or 1.0, sum(bw) or 1.0
+    layers = []
+    for layer, f, b in zip(model.layers, fw, bw):
+        tensors = tuple(GradTensor(t.name, max(1, int(round(t.numel * scale)))) for t in layer.tensors)
+        layers.append(Layer(layer.name, tensors, fwd_time_s=forward_s * f / fsum, bwd_time_s=backward_s * b / bsum))
+    return ModelProfile(name=f"{model.name}-synthetic", layers=tuple(layers), measured_batch_size=1,
+                        meta={"scale": scale, "forward_s": forward_s, "backward_s": backward_s, "share": share})
+
+
+def profile_from_workload(workload) -> ModelProfile:
+    """A profile (one layer per gradient tensor) that reproduces a Workload's timeline."""
+    import numpy as np
+
+    ready = np.asarray(workload.ready_s, dtype=float)
+    bwd = np.diff(np.concatenate([[0.0], ready]))
+    n = len(ready)
+    layers = [Layer(name, (GradTensor(name, int(numel)),), fwd_time_s=workload.forward_s / n, bwd_time_s=float(b))
+              for name, numel, b in zip(workload.names, workload.numel, bwd)]
+    return ModelProfile(name=f"{workload.model}-synthetic", layers=tuple(reversed(layers)), measured_batch_size=1)
+
+
+def sim_workload(profile: ModelProfile):
+    """The simulator's Workload for the synthetic model (fp32 gradients, exact timeline)."""
+    from simulators.workload import build_workload
+
+    return build_workload(profile, "V100", batch_size=1, precision="fp32")
+
+
+def layer_specs(profile: ModelProfile) -> list[list]:
+    return [[layer.name, [t.numel for t in layer.tensors], float(layer.fwd_time_s or 0.0), float(layer.bwd_time_s or 0.0)]
+            for layer in profile.layers]
+
+
+def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
+    import torch
+    from torch import nn
+
+    class Clock:
+        fwd_t0 = 0.0
+        bwd_t0: float | None = None
+
+    def sleep_until(t: float) -> None:
+        d = t - time.perf_counter()
+        if d > 0:
+            time.sleep(d)
+
+    class SleepLayer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, fwd_end, bwd_end, clock, *params):
+            sleep_until(clock.fwd_t0 + fwd_end)
+            ctx.bwd_end = bwd_end
+            ctx.clock = clock
+            ctx.save_for_backward(*params)
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            clock = ctx.clock
+            if clock.bwd_t0 is None:
+                clock.bwd_t0 = time.perf_counter()
+            sleep_until(clock.bwd_t0 + ctx.bwd_end)
+            s = g.sum()
+            return (g, None, None, None, *[p * s for p in ctx.saved_tensors])
+
+    class SyntheticModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            gen = torch.Generator().manual_seed(seed)
+            self.clock = Clock()
+            self.blocks = nn.ModuleList()
+            self.fwd_end, self.bwd_end = [], []
+            f_acc = 0.0
+            total_b = sum(s[3] for s in specs)
+            b_acc = 0.0
+            for name, numels, f, b in specs:
+                m = nn.Module()
+                m.params = nn.ParameterList([nn.Parameter(torch.rand(n, generator=gen) - 0.5) for n in numels])
+                self.blocks.append(m)
+                f_acc += f
+                self.fwd_end.append(f_acc)
+                # backward runs the layers in reverse: layer i ends after all later layers and itself
+                self.bwd_end.append(total_b - b_acc)
+                b_acc += b
+
+        def forward(self, x):
+            self.clock.fwd_t0 = time.perf_counter()
+            self.clock.bwd_t0 = None
+            for i, m in enumerate(self.blocks):
+                params = list(m.params)
+                if compute == "emulated":
+                    x = SleepLayer.apply(x, self.fwd_end[i], self.bwd_end[i], self.clock, *params)
+                elif params:
+                    x = x + 1e-6 * sum((p * p).sum() for p in params)
+            return x
+
+    return SyntheticModel()

@@ -40,14 +40,16 @@ from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.profiles import Profile, load_profile, provenance, save_profile
-from commtune.runtime.apply import DDPPlan, build_ddp, plan_for
+from commtune.runtime.ddp_plan import APPLIES, DDPPlan, plan_for
 from commtune.runtime.fingerprint import module_profile
-from commtune.units import parse_size
+from commtune.runtime.worker_loop import ControlChannel, Reconfigurer, TrialTimer
+from commtune.search.space import Param, parse_param
+from commtune.stats import quantile
+from commtune.units import MiB
 
-MiB = 2**20
 
-#: Knobs the DDP runtime can tune live.
-TUNABLE = ("fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "stream_mode", "wire_precision")
+#: Knobs the DDP runtime can tune live: those the DDP plan applies.
+TUNABLE = APPLIES
 
 #: Default live search space: bucket cap and streams (fp32 on the wire: fp16
 #: changes the numerics, so it is opt-in).
@@ -60,54 +62,17 @@ DEFAULT_SPACE: dict[str, Any] = {
 
 # ------------------------------------------------------------------ search space
 
-@dataclasses.dataclass(frozen=True)
-class _Param:
-    name: str
-    choices: tuple[Any, ...] | None = None  # categorical
-    low: float | None = None  # numeric range
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    integer: bool = True
-
-    def suggest(self, trial: Any) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
-                                     step=int(self.step) if self.step and not self.log else 1)
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log,
-                                   step=None if self.log else self.step)
-
-    def widen(self, value: Any) -> "_Param":
-        """Make room for an enqueued value outside the space."""
-        if self.choices is not None:
-            return self if value in self.choices else dataclasses.replace(self, choices=(*self.choices, value))
-        return dataclasses.replace(self, low=min(self.low, value), high=max(self.high, value))
-
-    @property
-    def size(self) -> float:
-        if self.choices is not None:
-            return len(self.choices)
-        if self.integer and not self.log:
-            return (self.high - self.low) // (self.step or 1) + 1
-        return math.inf
-
-
-def _parse_value(name: str, value: Any) -> Any:
-    return KNOBS[name].parse(value)
-
-
-def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[str, Any]]:
+def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, Param], dict[str, Any]]:
     """``(searched params, fixed values)`` from a space mapping.
 
-    Per knob (one of :data:`TUNABLE`): a list (choices), a
-    scalar (fixed), or the ``commtune search`` forms ``{choices: [...]}``,
-    ``{value: V}``, ``{low: L, high: H, log: bool, step: S}`` (sizes accept
-    ``"4MiB"``). ``fusion_policy: static`` is accepted (the only policy DDP has).
+    Per knob (one of :data:`TUNABLE`): the grammar of ``commtune search``'s
+    spaces (:func:`commtune.search.space.parse_param`: ``{choices: [...]}``,
+    ``{value: V}``, ``{low: L, high: H, log: bool, step: S}``, a plain value;
+    sizes accept ``"4MiB"``), and a list as short for ``{choices: [...]}``.
+    ``fusion_policy: static`` is accepted (the only policy DDP has).
     """
     space = DEFAULT_SPACE if space is None else space
-    params: dict[str, _Param] = {}
+    params: dict[str, Param] = {}
     fixed: dict[str, Any] = {}
     for name, spec in space.items():
         if name == "fusion_policy":
@@ -117,34 +82,13 @@ def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, _Param], dict[s
         if name not in TUNABLE:
             allowed = ", ".join(TUNABLE)
             raise CommtuneError(f"space: {name!r} cannot be tuned on a live DDP job; tunable: {allowed}")
-        if isinstance(spec, dict) and "value" in spec:
-            spec = spec["value"]
-        if isinstance(spec, dict) and "choices" in spec:
-            spec = list(spec["choices"])
         if isinstance(spec, (list, tuple)):
-            values = tuple(dict.fromkeys(_parse_value(name, v) for v in spec))
-            if not values:
-                raise CommtuneError(f"space: {name} has no choices")
-            if len(values) == 1:
-                fixed[name] = values[0]
-            else:
-                params[name] = _Param(name, choices=values)
-        elif isinstance(spec, dict):
-            if "low" not in spec or "high" not in spec:
-                raise CommtuneError(f"space: {name} needs low and high (or choices, or value)")
-            knob = KNOBS.get(name)
-            if knob is None or knob.kind not in ("size", "int", "float"):
-                raise CommtuneError(f"space: {name} is not numeric; give choices")
-            low, high = knob.parse(spec["low"]), knob.parse(spec["high"])
-            if low > high:
-                raise CommtuneError(f"space: {name} low {spec['low']} is above high {spec['high']}")
-            step = spec.get("step")
-            if step is not None and knob.kind == "size":
-                step = parse_size(step, what=f"{name} step")
-            params[name] = _Param(name, low=low, high=high, log=bool(spec.get("log", False)), step=step,
-                                  integer=knob.kind != "float")
+            spec = {"choices": list(spec)}
+        p, value = parse_param("space", name, spec)
+        if p is None:
+            fixed[name] = value
         else:
-            fixed[name] = _parse_value(name, spec)
+            params[name] = p
     return params, fixed
 
 
@@ -219,6 +163,8 @@ class AutoTuner:
     dicts); knobs not in the space come from ``base`` (default: the first
     initial configuration, else DDP's defaults). ``storage``/``study_name``:
     an Optuna storage (URL or object) to keep the study; default in memory.
+    ``sampler``: an Optuna sampler, or a sampler name as ``commtune search --sampler``
+    takes (:func:`commtune.search.samplers.make_sampler`); default TPE.
     ``drift``: re-tune when the median of ``drift_window`` locked-in steps
     exceeds ``(1 + drift)`` x the locked-in time (None: never).
     ``cluster``: the ClusterSpec recorded in the written profile (default:
@@ -254,6 +200,10 @@ class AutoTuner:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size(process_group)
         self.storage, self.study_name_base, self.seed, self._sampler = storage, study_name, seed, sampler
+        if isinstance(sampler, str):
+            from commtune.search.samplers import make_sampler
+
+            make_sampler(sampler, seed)  # an unknown name fails here, on every rank
 
         if initial is None:
             initial = []
@@ -271,10 +221,11 @@ class AutoTuner:
                     self.params[name] = self.params[name].widen(value)
         self.cluster = cluster or self._default_cluster()
 
-        # Control channel: a gloo group (cheap CPU collectives whatever DDP's backend).
-        ranks = dist.get_process_group_ranks(process_group or dist.group.WORLD)
-        self._ctrl = dist.new_group(ranks, backend="gloo")
-        self._src = ranks[0]
+        # Shared with the live search's worker group (commtune.runtime.worker_loop): the control
+        # channel (cheap gloo collectives whatever DDP's backend), the DDP rebuilds, the step bookkeeping.
+        self._channel = ControlChannel(process_group)
+        self._src = self._channel.src
+        self._reconf = Reconfigurer(module, process_group, hook_options=hook_options, **self.ddp_kwargs)
 
         self.history: list[dict[str, Any]] = []  # every timed configuration, all rounds
         self.round = 0
@@ -282,9 +233,8 @@ class AutoTuner:
         self.locked_time_s: float | None = None
         self.step_count = 0
         self.profile_path: str | None = None
-        self._ddp: Any = None
         self._config: Config | None = None
-        self._times: list[float] = []
+        self._timer = TrialTimer(warmup_steps, steps_per_trial)
         self._window: list[float] = []
         self._study: Any = None
         self._trial: Any = None
@@ -299,7 +249,7 @@ class AutoTuner:
     @property
     def model(self) -> Any:
         """The current ``DistributedDataParallel`` wrapper."""
-        return self._ddp
+        return self._reconf.model
 
     @property
     def config(self) -> Config:
@@ -322,7 +272,7 @@ class AutoTuner:
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        yield self._ddp
+        yield self._reconf.model
         if cuda:
             torch.cuda.synchronize()
         self.step(time.perf_counter() - t0)
@@ -331,8 +281,7 @@ class AutoTuner:
         """Record one training step's time (every rank, every step); may switch configuration."""
         self.step_count += 1
         if self._in_round:
-            self._times.append(float(step_time_s))
-            if len(self._times) >= self.warmup_steps + self.steps_per_trial:
+            if self._timer.add(step_time_s):
                 self._end_trial()
         elif self.drift is not None:
             self._window.append(float(step_time_s))
@@ -367,12 +316,22 @@ class AutoTuner:
             msg = None
         self._apply(self._bcast(msg))
 
+    @property
+    def sampler_name(self) -> str:
+        s = self._sampler
+        return s if isinstance(s, str) else type(s).__name__ if s is not None else "TPESampler"
+
     def _make_study(self) -> Any:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = self._sampler or optuna.samplers.TPESampler(seed=self.seed + self.round,
-                                                              n_startup_trials=max(2, self.trials // 2))
+        if isinstance(self._sampler, str):  # a name, as `commtune search --sampler` takes
+            from commtune.search.samplers import make_sampler
+
+            sampler = make_sampler(self._sampler, self.seed + self.round)
+        else:
+            sampler = self._sampler or optuna.samplers.TPESampler(seed=self.seed + self.round,
+                                                                  n_startup_trials=max(2, self.trials // 2))
         name = f"{self.study_name_base or 'commtune-live'}-round{self.round}"
         return optuna.create_study(direction="minimize", storage=self.storage, study_name=name,
                                    sampler=sampler, load_if_exists=self.storage is not None)
@@ -401,12 +360,11 @@ class AutoTuner:
         return None
 
     def _end_trial(self) -> None:
-        kept = self._times[self.warmup_steps:]
-        mine = statistics.median(kept)
-        median = self._max_over_ranks(mine)
+        kept = list(self._timer.timed)
+        median = self._max_over_ranks(self._timer.median())
         cfg = self._config
         self.history.append({"round": self.round, "config": cfg.to_dict(), "describe": cfg.describe(),
-                             "median_s": median, "p90_s": _quantile(kept, 0.9), "times_s": list(kept)})
+                             "median_s": median, "p90_s": quantile(kept, 0.9), "times_s": list(kept)})
         self._round_done[cfg.key()] = median
         self._round_count += 1
         self._log(f"round {self.round} trial {self._round_count}/{self._round_limit}: {cfg.describe()} -> "
@@ -428,9 +386,8 @@ class AutoTuner:
 
     def _apply(self, msg: dict[str, Any]) -> None:
         cfg = Config.from_dict(msg["config"])
-        self._times = []
-        if self._config is None or cfg.key() != self._config.key():
-            self._rebuild(cfg)
+        self._timer = TrialTimer(self.warmup_steps, self.steps_per_trial)
+        self._reconf.apply(cfg.plan)  # rebuilds DDP only when the configuration changes it
         self._config = cfg
         if msg["action"] == "lock":
             self._in_round = False
@@ -443,21 +400,6 @@ class AutoTuner:
             if self.profile_out is not None and self.rank == self._src:
                 self.profile_path = str(save_profile(self.to_profile(), self.profile_out))
                 self._log(f"wrote {self.profile_path}")
-
-    def _rebuild(self, cfg: Config) -> None:
-        old = self._ddp
-        if old is not None:
-            # The old wrapper must not reduce any more gradients, nor be used by mistake.
-            if hasattr(old, "_remove_autograd_hooks"):
-                old._remove_autograd_hooks()
-
-            def replaced(*_: Any, **__: Any) -> Any:
-                raise CommtuneError("this DDP wrapper was replaced by the AutoTuner; use tuner.model "
-                                    "(fetch it every step)")
-            old.forward = replaced
-        self._ddp = None
-        self._ddp = build_ddp(self.module, cfg.plan, self.process_group, hook_options=self.hook_options,
-                              **self.ddp_kwargs)
 
     def _top_configs(self, n: int) -> list[Config]:
         """Best distinct configurations of the last round (the locked-in one first)."""
@@ -472,14 +414,10 @@ class AutoTuner:
     # -------------------------------------------------------------- collectives
 
     def _bcast(self, msg: Any) -> Any:
-        box = [msg]
-        dist.broadcast_object_list(box, src=self._src, group=self._ctrl)
-        return box[0]
+        return self._channel.bcast(msg)
 
     def _max_over_ranks(self, value: float) -> float:
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self._ctrl)
-        return float(t.item())
+        return self._channel.max([value])[0]
 
     # -------------------------------------------------------------- profile
 
@@ -513,7 +451,7 @@ class AutoTuner:
             predicted={"step_time_s": self.locked_time_s},
             baselines=baselines, lower_bound_s=None,
             provenance=provenance(
-                backend="live-ddp", sampler=type(self._sampler).__name__ if self._sampler else "TPESampler",
+                backend="live-ddp", sampler=self.sampler_name,
                 trials=len(rows), seed=self.seed, study=f"{self.study_name_base or 'commtune-live'}-round{self.round}",
                 storage=str(self.storage) if self.storage is not None else None,
                 objective=f"median step time over {self.steps_per_trial} steps after {self.warmup_steps} "
@@ -527,13 +465,3 @@ class AutoTuner:
     def _log(self, text: str) -> None:
         if self.verbose and self.rank == self._src:
             print(f"[commtune] {text}", file=sys.stderr, flush=True)
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return math.nan
-    pos = q * (len(s) - 1)
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)

@@ -2,12 +2,14 @@
 
 Small interface, Ray Tune style:
 
-* an *objective* (:mod:`commtune.search.objective`): knobs in, metrics out
-  (the simulator today, pluggable);
+* an *evaluator* (:mod:`commtune.evaluators`): knobs in, metrics out
+  (the simulator, live DDP; a registry);
 * a *space* (:mod:`commtune.search.space`): what to vary;
-* a *backend*: :mod:`~commtune.search.optuna_backend` (default),
-  :mod:`~commtune.search.ray_backend`, :mod:`~commtune.search.grid_backend`;
-  each exposes ``run(config: SearchConfig) -> SearchResult``.
+* a *backend* (a registry, :func:`get_backend`): :mod:`~commtune.search.optuna_backend`
+  (default), :mod:`~commtune.search.ray_backend`, :mod:`~commtune.search.grid_backend`,
+  :mod:`~commtune.search.horovod_replica` (Horovod's autotuner, a baseline);
+  each exposes ``run(config: SearchConfig) -> SearchResult`` and sees the
+  evaluator only through its interface.
 
 :func:`commtune.search.runner.search` ties them to a scenario and writes the
 profile.
@@ -21,7 +23,7 @@ from commtune.knobs import Knobs
 from commtune.search.liveness import GRACE_S, HEARTBEAT_S
 
 SAMPLERS = ("auto", "tpe", "gp", "cmaes", "random", "qmc", "grid")
-BACKENDS = ("optuna", "ray")
+BACKENDS = ("optuna", "ray", "horovod")  # --backend choices (grid: --sampler grid)
 PRUNERS = ("median", "halving", "none")
 
 
@@ -61,19 +63,47 @@ class SearchResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_backend(name: str, config: SearchConfig) -> SearchResult:
+BackendRun = Callable[[SearchConfig], SearchResult]
+#: registered backends: name -> module that defines ``run(config)`` (imported on use)
+_BACKEND_MODULES = {"optuna": "commtune.search.optuna_backend", "ray": "commtune.search.ray_backend",
+                    "grid": "commtune.search.grid_backend", "horovod": "commtune.search.horovod_replica"}
+_BACKEND_RUNS: dict[str, BackendRun] = {}
+
+
+def register_backend(name: str) -> Callable[[BackendRun], BackendRun]:
+    """Decorator: register ``run(config) -> SearchResult`` as backend ``name``."""
+
+    def deco(run: BackendRun) -> BackendRun:
+        _BACKEND_RUNS[name] = run
+        return run
+
+    return deco
+
+
+def backend_names() -> list[str]:
+    return list(dict.fromkeys([*_BACKEND_MODULES, *_BACKEND_RUNS]))
+
+
+def get_backend(name: str) -> BackendRun:
+    """The backend's ``run``; unknown names: one-line CommtuneError."""
+    import importlib
+
     from commtune.errors import CommtuneError, did_you_mean
 
-    if config.sampler == "grid":
-        from commtune.search import grid_backend
+    if name not in _BACKEND_RUNS and name in _BACKEND_MODULES:
+        _BACKEND_RUNS[name] = importlib.import_module(_BACKEND_MODULES[name]).run
+    if name not in _BACKEND_RUNS:
+        names = backend_names()
+        raise CommtuneError(f"unknown backend {name!r}{did_you_mean(name, names)}; backends: {', '.join(names)}")
+    return _BACKEND_RUNS[name]
 
-        return grid_backend.run(config)
-    if name == "optuna":
-        from commtune.search import optuna_backend
 
-        return optuna_backend.run(config)
-    if name == "ray":
-        from commtune.search import ray_backend
+def run_backend(name: str, config: SearchConfig) -> SearchResult:
+    """Run backend ``name`` on ``config`` (``sampler="grid"`` means the grid backend).
+    The backend sees the evaluator only through its interface."""
+    return get_backend("grid" if config.sampler == "grid" else name)(config)
 
-        return ray_backend.run(config)
-    raise CommtuneError(f"unknown backend {name!r}{did_you_mean(name, BACKENDS)}; backends: {', '.join(BACKENDS)}")
+
+from commtune._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "commtune.api:search")  # commtune.search(...) is the public API function

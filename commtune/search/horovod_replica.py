@@ -29,8 +29,8 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 
 from commtune.knobs import HOROVOD_DEFAULT, Knobs
+from commtune.units import MiB
 
-MB = 1024 * 1024
 BOUNDS = np.array([[0.0, 64.0], [1.0, 100.0]])  # fusion MB, cycle ms
 START_POINTS = [(4.0, 5.0), (32.0, 50.0), (16.0, 25.0), (8.0, 10.0)]
 MAX_SAMPLES = 20
@@ -85,10 +85,11 @@ def expected_improvement(gp: GaussianProcess, xs: np.ndarray, xi: float = XI) ->
 
 
 def _knobs(x: np.ndarray, base: Knobs) -> Knobs:
-    return dataclasses.replace(base, fusion_threshold_bytes=int(round(x[0] * MB)), cycle_time_ms=float(x[1]))
+    return dataclasses.replace(base, fusion_threshold_bytes=int(round(x[0] * MiB)), cycle_time_ms=float(x[1]))
 
 
-def horovod_autotune(evaluate, seed: int = 0, base: Knobs = HOROVOD_DEFAULT, max_samples: int = MAX_SAMPLES):
+def horovod_autotune(evaluate, seed: int = 0, base: Knobs = HOROVOD_DEFAULT, max_samples: int = MAX_SAMPLES,
+                     start_points=START_POINTS):
     """Run the replica; ``evaluate(knobs) -> step time``. Returns (best knobs,
     best step time, step time per evaluation in order)."""
     rng = np.random.default_rng(seed)
@@ -102,7 +103,7 @@ def horovod_autotune(evaluate, seed: int = 0, base: Knobs = HOROVOD_DEFAULT, max
         steps.append(t)
         scores.append(1.0 / t)
 
-    for p in START_POINTS:
+    for p in start_points:
         sample(np.array(p))
     for _ in range(max_samples):
         y = np.asarray(scores)
@@ -118,3 +119,41 @@ def horovod_autotune(evaluate, seed: int = 0, base: Knobs = HOROVOD_DEFAULT, max
         sample(np.clip(best_x, BOUNDS[:, 0], BOUNDS[:, 1]))
     i = int(np.argmin(steps))
     return _knobs(xs[i], base), steps[i], steps
+
+
+#: the knobs the replica varies (the evaluator must be able to apply them)
+TUNED = ("fusion_threshold_bytes", "cycle_time_ms")
+
+
+def run(config):
+    """The ``horovod`` backend: the replica on ``config.objective`` from Horovod's defaults.
+
+    ``config.trials`` evaluations (Horovod: 24 = 4 start points + 20 BO samples);
+    the space is not used (Horovod tunes its two knobs on its own ranges);
+    nothing is stored."""
+    from commtune.errors import CommtuneError
+    from commtune.search import SearchResult
+
+    evaluator = config.objective
+    if config.trials < 1:
+        raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
+    if evaluator.applies is not None and not set(TUNED) <= set(evaluator.applies):
+        raise CommtuneError(f"the Horovod autotune replica tunes {' and '.join(TUNED)}; the "
+                            f"{evaluator.name} evaluator cannot apply them")
+    starts = min(config.trials, len(START_POINTS))
+    best = float("inf")
+    done = 0
+
+    def evaluate(knobs: Knobs) -> float:
+        nonlocal best, done
+        t = float(evaluator.evaluate(knobs)[evaluator.metric])
+        best, done = min(best, t), done + 1
+        if config.progress:
+            config.progress(done, config.trials, best)
+        return t
+
+    knobs, _, steps = horovod_autotune(evaluate, seed=config.seed or 0, max_samples=config.trials - starts,
+                                       start_points=START_POINTS[:starts])
+    return SearchResult(best_knobs=knobs, best_metrics=evaluator.evaluate(knobs), trials=len(steps),
+                        new_trials=len(steps), backend="horovod", sampler="horovod-bo", history=steps,
+                        extra={"evaluations": len(steps)})

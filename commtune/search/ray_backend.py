@@ -49,6 +49,12 @@ class Evaluator:
         metrics = self.objective.evaluate(self.space.knobs_from_params(params))
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
+    def close(self) -> None:
+        """Stop what the evaluator holds in this actor (a live evaluator's worker group)."""
+        close = getattr(self.objective, "close", None)
+        if close is not None:
+            close()
+
 
 def check_address(address: str) -> None:
     """Fail within seconds on an address nothing listens on (Ray itself retries for minutes)."""
@@ -220,6 +226,8 @@ def _drive(study, worker, config: SearchConfig, notices: _RayNotices) -> tuple[i
                 config.progress(complete, config.trials, best)
         if not idle and not running:  # every actor lost
             break
+    with contextlib.suppress(Exception):  # the live evaluator's ranks stop with their actor's trials
+        ray.get([a.close.remote() for a in idle], timeout=60)
     if lost:
         print(f"commtune: {len(lost)} Ray worker(s) lost ({notices.dead_nodes()} node(s) marked dead); their trials "
               f"{', '.join(map(str, lost))} were failed and queued again", file=sys.stderr)

@@ -28,15 +28,22 @@ def _trainable(config: dict, objective=None, space=None):
         tune.report({objective.metric: float(statistics.median(times)), "timed_steps": step})
         return False
 
-    objective.evaluate_steps(knobs, on_step)
+    try:
+        objective.evaluate_steps(knobs, on_step)
+    finally:
+        # A live objective's worker group lives in this Ray worker process only for this trial
+        # (Ray ships the objective without it): stop its ranks.
+        close = getattr(objective, "close", None)
+        if close is not None:
+            close()
 
 
 def asha_scheduler(objective):
     """ASHA over timed steps. Ray's defaults (max_t=100, grace_period=1, reduction_factor=4) are for
-    long runs; a live trial has ``settings.steps`` steps and is noisy at its first."""
+    long runs; a step-wise trial has the evaluator's ``max_steps`` steps and is noisy at its first."""
     from ray.tune.schedulers import ASHAScheduler
 
-    max_t = int(objective.settings.steps)
+    max_t = int(objective.max_steps)
     return ASHAScheduler(time_attr="training_iteration", metric=objective.metric, mode="min", max_t=max_t,
                          grace_period=min(2, max_t), reduction_factor=2)
 
@@ -60,7 +67,7 @@ def _searcher(study, worker, config: SearchConfig):
     from commtune.search.liveness import tell
     from commtune.search.optuna_backend import admit
 
-    max_t = int(config.objective.settings.steps)
+    max_t = int(config.objective.max_steps)
 
     class SharedStudySearch(OptunaSearch):
         """OptunaSearch as a worker of the shared study: claims, budget, PRUNED for early stops."""

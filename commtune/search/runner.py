@@ -1,16 +1,18 @@
 """One search for one scenario: objective + space + backend -> report + profile."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from commtune.knobs import BASELINES, KNOBS
+from commtune.errors import CommtuneError
+from commtune.evaluators.base import make_evaluator
+from commtune.knobs import BASELINES, KNOBS, Knobs
 from commtune.profiles import Profile, model_summary, provenance, save_profile
 from commtune.search import SearchConfig, SearchResult, run_backend
-from commtune.search.objective import make_objective
 from commtune.search.storage import portable
 
 DEFAULT_STUDIES_DB = "commtune-studies.db"
@@ -34,125 +36,153 @@ def default_storage(workdir: str | os.PathLike) -> str:
 DEFAULT_CONFIRM = 3
 
 
-def _live_key(objective_name: str, live) -> str:
-    """The objective part of the study name: live settings change what is measured."""
-    d = {k: v for k, v in live.settings.describe().items() if k != "launch"}
-    d["launch"] = live.settings.launch.describe()
-    return f"{objective_name}:{json.dumps(d, sort_keys=True, default=str)}"
-
-
 def search_scenario(scenario, space, *, backend: str = "optuna", objective_name: str = "simulator",
                     objective_options: dict[str, Any] | None = None, confirm: int = 0,
                     **config_fields: Any) -> tuple[SearchResult, dict[str, Any]]:
     """Run the search; returns the backend result and the report (JSON-able).
 
-    ``objective_name="live"``: trials are measured (``objective_options``:
-    ``settings=LiveSettings``); the report's ``predicted`` is the simulator's
-    prediction for the same synthetic model and ``measured`` the live result.
-    ``confirm=K`` (multi-fidelity, with ``objective_options`` giving the live
-    settings): the search runs on the simulator of the live synthetic model,
-    then its top K distinct configurations are measured live and the measured
-    best is the result.
+    ``objective_name``: a registered evaluator (:mod:`commtune.evaluators`),
+    built with ``objective_options``. An evaluator with a ``screening``
+    simulator (the live one) gets a report whose ``predicted`` is the
+    simulator's prediction for the same workload and ``measured`` the
+    evaluator's result. ``confirm=K`` (multi-fidelity): the search runs on
+    the evaluator's screening simulator, then its top K distinct
+    configurations are measured by the evaluator and the measured best is
+    the result.
     """
-    live = None
-    if objective_name == "live" or confirm:
-        from commtune.search.live import LiveObjective, check_live_space
-
-        check_live_space(space, "--objective live" if objective_name == "live" else "--confirm (live confirmation)")
-        live = LiveObjective(scenario, **(objective_options or {}))
-        objective = live if objective_name == "live" else live.screening_objective
-        key = _live_key("live" if objective_name == "live" else "multi", live)
-    else:
-        objective = make_objective(objective_name, scenario, **(objective_options or {}))
-        key = objective_name
+    evaluator = make_evaluator(objective_name, scenario, **(objective_options or {}))
+    if confirm and evaluator.screening is None:
+        raise CommtuneError(f"--confirm K needs an evaluator that measures (e.g. live); {objective_name!r} has no "
+                            f"screening simulator to search first")
+    measuring = evaluator.screening is not None
+    if measuring:
+        evaluator.check_space(space, "--confirm (live confirmation)" if confirm else None)
+    searched = evaluator.screening if confirm else evaluator
+    key = evaluator.study_key()
+    if confirm:
+        key = "multi" + key[len(evaluator.name):]
+    kind = "multi" if confirm else objective_name
     if not config_fields.get("study_name"):
         config_fields["study_name"] = study_name_for(scenario, space, key)
-    config = SearchConfig(space=space, objective=objective, **config_fields)
+    config = SearchConfig(space=space, objective=searched, **config_fields)
     config.study_attrs = {"model": scenario.model.name, "cluster": scenario.cluster.describe(),
-                          "space": space.name, "objective": "live" if objective_name == "live" else
-                          ("multi" if confirm else objective_name)}
-    result = run_backend(backend, config)
-    if live is None:
-        return result, make_report(scenario, space, objective, result, config)
-    if objective_name == "live":
-        return result, _live_report(scenario, space, live, result, config)
-    return result, _confirm_report(scenario, space, live, result, config, confirm)
+                          "space": space.name, "objective": kind}
+    if not measuring:
+        result = run_backend(backend, config)
+        return result, make_report(scenario, space, evaluator, result, config)
+    try:  # the measuring ranks run from the first trial to the report's measurements
+        result = run_backend(backend, config)
+        if not confirm:
+            return result, _measured_report(scenario, space, evaluator, result, config)
+        return result, _confirm_report(scenario, space, evaluator, result, config, confirm)
+    finally:
+        evaluator.close()
 
 
-def _measured_section(live, knobs, metrics: dict) -> dict[str, Any]:
+def _measured_section(evaluator, metrics: dict) -> dict[str, Any]:
     from commtune.knobs import DDP_DEFAULT
 
-    base = live.evaluate(DDP_DEFAULT)
+    base = evaluator.evaluate(DDP_DEFAULT)
     return {
         "step_time_s": float(metrics["step_time_s"]), "step_times_s": list(metrics["step_times_s"]),
         "baselines": {"ddp_default": {"step_time_s": base["step_time_s"],
                                       "speedup": base["step_time_s"] / float(metrics["step_time_s"])}},
-        "model": live.profile.name, "live": live.settings.describe(),
-        "launches": live.launches, "timed_steps": live.steps_run,
+        "model": evaluator.profile.name, "live": evaluator.settings.describe(),
+        "launches": evaluator.launches, "timed_steps": evaluator.steps_run, **_overhead(evaluator),
     }
 
 
-def _with_sim_metrics(result: SearchResult, sim) -> SearchResult:
-    import dataclasses
+def _overhead(evaluator) -> dict[str, Any]:
+    """Per-trial overhead of the measured trials (wall time minus the ranks' warm-up and timed steps)."""
+    import statistics
 
-    return dataclasses.replace(result, best_metrics=sim.evaluate(result.best_knobs))
+    rows = getattr(evaluator, "trial_log", None)
+    if not rows:
+        return {}
+    over = [r["overhead_s"] for r in rows]
+    return {"measured_trials": len(rows), "trial_overhead_median_s": statistics.median(over),
+            "trial_overhead_max_s": max(over), "group_startup_s": evaluator.startup_s,
+            "trial_timing": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
 
 
-def _live_report(scenario, space, live, result: SearchResult, config: SearchConfig) -> dict[str, Any]:
+def _measured_report(scenario, space, evaluator, result: SearchResult, config: SearchConfig) -> dict[str, Any]:
     measured = dict(result.best_metrics)
-    report = make_report(scenario, space, live.screening_objective, _with_sim_metrics(result, live.screening_objective), config)
-    report["objective"] = "live"
-    report["measured"] = _measured_section(live, result.best_knobs, measured)
+    sim = evaluator.screening
+    report = make_report(scenario, space, sim, dataclasses.replace(result, best_metrics=sim.evaluate(result.best_knobs)),
+                         config)
+    report["objective"] = evaluator.name
+    report["measured"] = _measured_section(evaluator, measured)
     report["measured_step_time_s"] = measured["step_time_s"]
     return report
 
 
-def _confirm_report(scenario, space, live, result: SearchResult, config: SearchConfig, k: int) -> dict[str, Any]:
-    from commtune.knobs import Knobs
-    from commtune.search.live import confirm_live, top_distinct
-
-    sim = live.screening_objective
+def _confirm_report(scenario, space, evaluator, result: SearchResult, config: SearchConfig, k: int) -> dict[str, Any]:
+    sim = evaluator.screening
     if result.backend == "grid":
-        candidates = _grid_top(space, sim, config, k)
+        candidates = _grid_top(space, sim, evaluator, config, k)
     else:
         from commtune.search.optuna_backend import open_study
 
-        candidates = top_distinct(open_study(config)[0], space, k)
-    rows = confirm_live(live, candidates)
-    best_row = rows[0]
-    import dataclasses
-
-    chosen = dataclasses.replace(result, best_knobs=Knobs.from_dict(best_row["knobs"]),
-                                 best_metrics=sim.evaluate(Knobs.from_dict(best_row["knobs"])))
+        candidates = top_distinct(open_study(config)[0], space, evaluator, k)
+    rows = confirm_live(evaluator, candidates)
+    best = Knobs.from_dict(rows[0]["knobs"])
+    chosen = dataclasses.replace(result, best_knobs=best, best_metrics=sim.evaluate(best))
     report = make_report(scenario, space, sim, chosen, config)
     report["objective"] = "multi"
     report["simulator_best"] = result.best_knobs.to_dict()
-    m = live.evaluate(chosen.best_knobs)
-    report["measured"] = {**_measured_section(live, chosen.best_knobs, m), "confirmed": rows}
+    m = evaluator.evaluate(chosen.best_knobs)
+    report["measured"] = {**_measured_section(evaluator, m), "confirmed": rows}
     report["measured_step_time_s"] = m["step_time_s"]
     report["confirmed"] = rows
     return report
 
 
-def _grid_top(space, sim, config: SearchConfig, k: int):
+def _grid_top(space, sim, evaluator, config: SearchConfig, k: int):
     import numpy as np
 
-    from commtune.search.grid_backend import grid_space
-    from commtune.search.live import LiveObjective
-
-    g = grid_space(space, config.grid_points)
-    rows = g.grid_rows()
-    steps = np.asarray(sim.evaluate_batch(g.knob_arrays(rows))["step_time_s"])
+    rows = space.grid_rows(points=config.grid_points)
+    steps = np.asarray(sim.evaluate_batch(space.knob_arrays(rows))["step_time_s"])
     out, seen = [], set()
     for i in np.argsort(steps, kind="stable"):
-        knobs = g.knobs_from_params(rows[int(i)])
-        key = LiveObjective.key(knobs)
+        knobs = space.knobs_from_params(rows[int(i)])
+        key = evaluator.key(knobs)
         if key not in seen:
             seen.add(key)
             out.append((knobs, float(steps[int(i)])))
         if len(out) >= k:
             break
     return out
+
+
+def top_distinct(study, space, evaluator, k: int) -> list[tuple[Knobs, float]]:
+    """The best ``k`` complete trials of a study whose keys (for ``evaluator``) differ."""
+    from optuna.trial import TrialState
+
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (t.value, t.number))
+    out: list[tuple[Knobs, float]] = []
+    seen: set[Knobs] = set()
+    for t in done:
+        knobs = space.knobs_from_params(t.params)
+        key = evaluator.key(knobs)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((knobs, float(t.value)))
+        if len(out) >= k:
+            break
+    return out
+
+
+def confirm_live(live, candidates: list[tuple[Knobs, float]]) -> list[dict]:
+    """Measure the candidates live (one launch); rows sorted by measured step time."""
+    measured = live.evaluate_many([k for k, _ in candidates])
+    rows = []
+    for rank, ((knobs, pred), m) in enumerate(zip(candidates, measured), start=1):
+        rows.append({"sim_rank": rank, "knobs": knobs.to_dict(), "active": knobs.active(),
+                     "predicted_step_time_s": pred, "measured_step_time_s": m["step_time_s"],
+                     "step_times_s": m["step_times_s"]})
+    rows.sort(key=lambda r: (r["measured_step_time_s"], r["sim_rank"]))
+    return rows
 
 
 def make_report(scenario, space, objective, result: SearchResult, config: SearchConfig) -> dict[str, Any]:
@@ -192,10 +222,9 @@ def make_report(scenario, space, objective, result: SearchResult, config: Search
     return report
 
 
-def write_profile(scenario, report: dict[str, Any], path: str | os.PathLike) -> Path:
-    from commtune.knobs import Knobs
-
-    profile = Profile(
+def profile_from_report(scenario, report: dict[str, Any]) -> Profile:
+    """The profile of a search report (what ``commtune search`` writes)."""
+    return Profile(
         model=model_summary(scenario), cluster=scenario.cluster, knobs=Knobs.from_dict(report["best"]),
         predicted=report["predicted"],
         baselines={k: {"step_time_s": v, "speedup": report["speedup"][k]} for k, v in report["baselines"].items()},
@@ -206,7 +235,10 @@ def write_profile(scenario, report: dict[str, Any], path: str | os.PathLike) -> 
         ),
         measured=report.get("measured") or {},
     )
-    return save_profile(profile, path)
+
+
+def write_profile(scenario, report: dict[str, Any], path: str | os.PathLike) -> Path:
+    return save_profile(profile_from_report(scenario, report), path)
 
 
 def knob_cell(name: str, value: Any) -> str:

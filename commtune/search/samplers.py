@@ -57,7 +57,7 @@ def warm_start_points(space, objective, seed: int | None, screen: int, top: int 
         if p not in points:
             points.append(p)
     screened = 0
-    evaluator = objective if objective.supports_batch else getattr(objective, "screening_objective", None)
+    evaluator = objective if getattr(objective, "supports_batch", False) else getattr(objective, "screening", None)
     if screen > 0 and evaluator is not None:
         rng = np.random.default_rng(seed)
         rows = space.sample_rows(rng, screen)

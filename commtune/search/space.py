@@ -63,6 +63,21 @@ class Param:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log, step=self.step)
 
+    def widen(self, value: Any) -> "Param":
+        """This param with room for ``value`` (an enqueued value outside the space)."""
+        if self.kind == "choice":
+            return self if value in self.choices else replace(self, choices=(*self.choices, value))
+        return replace(self, low=min(self.low, value), high=max(self.high, value))
+
+    @property
+    def size(self) -> float:
+        """Number of distinct values (inf for a continuous or log-scale range)."""
+        if self.kind == "choice":
+            return len(self.choices)
+        if self.kind == "int" and not self.log:
+            return (self.high - self.low) // (self.step or 1) + 1
+        return math.inf
+
     def grid_values(self, points: int | None = None) -> list[Any]:
         """The discretised values: every choice, or ``points`` (default: the
         space's ``grid``) points of a numeric range (log-spaced for log ranges)."""
@@ -277,8 +292,10 @@ def _parse_value(where: str, knob, value: Any) -> Any:
         raise CommtuneError(f"{where}: knob {knob.name}: {msg[len(prefix):] if msg.startswith(prefix) else msg}") from None
 
 
-def _parse_param(where: str, name: str, spec: Any) -> tuple[Param | None, Any]:
-    """Returns (param, None) for a searched knob or (None, value) for a fixed one."""
+def parse_param(where: str, name: str, spec: Any) -> tuple[Param | None, Any]:
+    """One knob's entry of a space (``{value}``, ``{choices}``, ``{low, high, log, step, grid}``
+    or a plain value): (param, None) for a searched knob or (None, value) for a fixed one.
+    The AutoTuner's spaces use the same grammar."""
     knob = KNOBS[name]
     bad = lambda problem: CommtuneError(f"{where}: knob {name}: {problem}")  # noqa: E731
     if not isinstance(spec, dict):
@@ -378,7 +395,7 @@ def parse_space(data: Any, where: str, name: str | None = None) -> SearchSpace:
     for k in KNOBS:  # registry order: parents (fusion_policy) before children
         if k not in knobs:
             continue
-        p, v = _parse_param(where, k, knobs[k])
+        p, v = parse_param(where, k, knobs[k])
         if p is None:
             fixed[k] = v
         else:

@@ -1,0 +1,78 @@
+"""The public Python API (commtune.simulate/search/load_profile/...): same results and
+errors as the CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import commtune
+from commtune.cli import main as run_cli
+
+
+def test_simulate_matches_the_cli(capsys):
+    m = commtune.simulate(model="resnet50", bw="32gbit", fusion_threshold_bytes="64MiB", num_streams=2, nodes=4)
+    assert run_cli(["simulate", "--model", "resnet50", "--bw", "32gbit", "--fusion", "64MiB",
+                    "--streams", "2", "--nodes", "4", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert m["step_time_s"] == pytest.approx(cli["step_time_s"], rel=1e-12)
+    assert m["num_buffers"] == cli["num_buffers"]
+
+
+def test_search_result_profile_round_trip(tmp_path):
+    run = commtune.search(model="resnet50", bw="32gbit", trials=8, seed=0)
+    assert run.predicted["step_time_s"] <= min(run.baselines.values())
+    assert set(run.baselines) == {"ddp_default", "horovod_default"}
+    path = run.save(tmp_path / "p.json")
+    prof = commtune.load_profile(path)
+    assert prof.knobs == run.best and prof.predicted["step_time_s"] == pytest.approx(run.predicted["step_time_s"])
+    assert prof.provenance["trials"] == 8
+
+
+def test_search_same_as_cli_with_same_seed(tmp_path, capsys):
+    run = commtune.search(model="resnet50", bw="10gbit", trials=6, seed=3)
+    assert run_cli(["search", "--model", "resnet50", "--bw", "10gbit", "--trials", "6", "--seed", "3", "--json",
+                    "--workdir", str(tmp_path), "--no-profile"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["best"] == run.best.to_dict()
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: commtune.simulate(model="resnt50"), "did you mean 'resnet50'"),
+    (lambda: commtune.simulate(fusion_treshold_bytes=1), "did you mean 'fusion_threshold_bytes'"),
+    (lambda: commtune.simulate(bw="fast"), "malformed --bw 'fast'"),
+    (lambda: commtune.simulate(num_streams="x"), "num_streams"),
+    (lambda: commtune.search(trials=0), "trials must be at least 1"),
+    (lambda: commtune.search(sampler="tpee"), "did you mean 'tpe'"),
+    (lambda: commtune.search(backend="rey"), "did you mean 'ray'"),
+    (lambda: commtune.search(nodez=2), "unknown option 'nodez'"),
+    (lambda: commtune.load_profile("/nonexistent/p.json"), "cannot read profile"),
+])
+def test_bad_input_is_one_commtune_error(call, needle):
+    with pytest.raises(commtune.CommtuneError) as exc:
+        call()
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_search_and_probe_are_callable_also_as_subpackages():
+    import commtune.probe.launch  # noqa: F401 -- binds commtune.probe to the subpackage
+    import commtune.search.space  # noqa: F401
+
+    assert callable(commtune.search) and callable(commtune.probe)
+    assert commtune.search.SearchConfig is not None  # still the package
+    with pytest.raises(commtune.CommtuneError, match="ranks must be at least 2"):
+        commtune.probe(ranks=1)
+
+
+def test_api_names_survive_importing_every_subpackage():
+    """A subpackage imported under an API name would shadow the function (commtune.search,
+    commtune.probe are made callable; other names must not collide)."""
+    import importlib
+    import pkgutil
+
+    for m in pkgutil.iter_modules(commtune.__path__):
+        if m.name != "__main__":
+            importlib.import_module(f"commtune.{m.name}")
+    for name in commtune.__all__:
+        if name not in ("__version__", "CommtuneError", "SearchRun"):
+            assert callable(getattr(commtune, name)), name
