@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import socket
 import sys
-import tempfile
 import time
 
 from commtune.errors import CommtuneError
 from commtune.search import SearchConfig, SearchResult
-
-CONNECT_TIMEOUT_S = 10.0
+from commtune.search.ray_session import first_line, init_ray
 
 
 class Evaluator:
@@ -54,55 +50,6 @@ class Evaluator:
         close = getattr(self.objective, "close", None)
         if close is not None:
             close()
-
-
-def check_address(address: str) -> None:
-    """Fail within seconds on an address nothing listens on (Ray itself retries for minutes)."""
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise CommtuneError(f"--ray-address {address!r}: expected HOST:PORT of the Ray head (e.g. 127.0.0.1:6379)")
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise CommtuneError(f"cannot reach the Ray head at {address}: {exc.strerror or exc}") from None
-
-
-def runtime_env() -> dict:
-    """Ship commtune, its simulators and search spaces to the cluster's nodes."""
-    import commtune
-    import search_spaces
-    import simulators
-
-    mods = [os.path.dirname(m.__file__) for m in (commtune, simulators, search_spaces)]
-    return {"py_modules": mods, "env_vars": {"OMP_NUM_THREADS": "1"},
-            "excludes": ["__pycache__", "*.pyc", "*.db", "*.log"]}
-
-
-def init_ray(config: SearchConfig) -> bool:
-    """Start or join Ray; True if this call started it (and must shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
-    if config.ray_address:
-        check_address(config.ray_address)
-        kwargs.update(address=config.ray_address, runtime_env=runtime_env())
-    else:
-        temp = config.ray_temp_dir or os.path.join(tempfile.gettempdir(), "ct-ray")
-        kwargs.update(include_dashboard=False, _temp_dir=temp, num_cpus=max(config.concurrency, 1))
-    try:
-        ray.init(**kwargs)
-    except Exception as exc:  # noqa: BLE001
-        raise CommtuneError(f"cannot start or join Ray: {_first_line(exc)}") from None
-    return True
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def run(config: SearchConfig) -> SearchResult:
@@ -167,7 +114,7 @@ def _drive(study, worker, config: SearchConfig, notices: _RayNotices) -> tuple[i
         raise CommtuneError(f"Ray could not start {len(idle)} workers within 120 s (--concurrency above the "
                             "cluster's free CPUs?)") from None
     except ray.exceptions.RayError as exc:
-        raise CommtuneError(f"a Ray node cannot run commtune: {_first_line(exc)}") from None
+        raise CommtuneError(f"a Ray node cannot run commtune: {first_line(exc)}") from None
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     running: dict = {}  # object ref -> (actor, trial, params)
     new, best, lost = 0, float("inf"), []

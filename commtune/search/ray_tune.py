@@ -102,7 +102,7 @@ def run(config: SearchConfig) -> SearchResult:
     from optuna.trial import TrialState
 
     from commtune.search.optuna_backend import join_study, result_from_study
-    from commtune.search.ray_backend import init_ray
+    from commtune.search.ray_session import init_ray
 
     study, worker, screened = join_study(config)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
