@@ -13,6 +13,8 @@ import os
 import sys
 import tempfile
 
+from ray.tune.search.optuna import OptunaSearch
+
 from commtune.search import SearchConfig, SearchResult
 
 
@@ -59,42 +61,56 @@ class _DefineByRun:
         return None
 
 
-def _searcher(study, worker, config: SearchConfig):
-    from optuna.trial import TrialState
-    from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
+#: The driver's workers by id: Tune pickles its searcher (for its experiment state), and a worker
+#: (heartbeat thread, locks) cannot be pickled; the searcher refers to it by id.
+_WORKERS: dict = {}
 
-    from commtune.search.liveness import tell
-    from commtune.search.optuna_backend import admit
 
-    max_t = int(config.objective.max_steps)
+class SharedStudySearch(OptunaSearch):
+    """OptunaSearch as a worker of the shared study: claims, budget, PRUNED for early stops."""
 
-    class SharedStudySearch(OptunaSearch):
-        """OptunaSearch as a worker of the shared study: claims, budget, PRUNED for early stops."""
+    def __init__(self, *args, worker_id: str, trials: int, max_t: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.worker_id, self.trials, self.max_t = worker_id, trials, max_t
 
-        def suggest(self, trial_id: str):
-            params = super().suggest(trial_id)
-            ot = self._ot_trials[trial_id]
-            if not admit(self._ot_study, ot, worker, config.trials):
-                del self._ot_trials[trial_id]
-                return Searcher.FINISHED
-            return params
+    def suggest(self, trial_id: str):
+        from ray.tune.search import Searcher
 
-        def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
-            ot = self._ot_trials.get(trial_id)
-            stopped = (not error and result and ot is not None
-                       and int(result.get("training_iteration", max_t)) < max_t)
-            if stopped:  # ASHA stopped it: a partial value, not a finished trial
-                tell(self._ot_study, ot, state=TrialState.PRUNED)
-                self._completed_trials.add(trial_id)
-            else:
-                with contextlib.suppress(Exception):
-                    super().on_trial_complete(trial_id, result, error)
-            if ot is not None:
-                worker.release(ot._trial_id)
+        from commtune.search.optuna_backend import admit
 
+        params = super().suggest(trial_id)
+        ot = self._ot_trials[trial_id]
+        if not admit(self._ot_study, ot, _WORKERS[self.worker_id], self.trials):
+            del self._ot_trials[trial_id]
+            return Searcher.FINISHED
+        return params
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+        from optuna.trial import TrialState
+
+        from commtune.search.liveness import tell
+
+        ot = self._ot_trials.get(trial_id)
+        steps = int(result.get("training_iteration", 0)) if result else 0
+        if ot is not None and steps:
+            with contextlib.suppress(Exception):
+                ot.set_user_attr("timed_steps", steps)  # as the Optuna backend records it
+        stopped = not error and ot is not None and 0 < steps < self.max_t
+        if stopped:  # ASHA stopped it: a partial value, not a finished trial
+            tell(self._ot_study, ot, state=TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+        else:
+            with contextlib.suppress(Exception):
+                super().on_trial_complete(trial_id, result, error)
+        if ot is not None:
+            _WORKERS[self.worker_id].release(ot._trial_id)
+
+
+def _searcher(study, worker, config: SearchConfig) -> SharedStudySearch:
+    _WORKERS[worker.id] = worker
     return SharedStudySearch(space=_DefineByRun(config.space), metric=config.objective.metric, mode="min",
-                             sampler=study.sampler, study_name=config.study_name, storage=study._storage)
+                             sampler=study.sampler, study_name=config.study_name, storage=study._storage,
+                             worker_id=worker.id, trials=config.trials, max_t=int(config.objective.max_steps))
 
 
 def run(config: SearchConfig) -> SearchResult:
@@ -125,6 +141,7 @@ def run(config: SearchConfig) -> SearchResult:
                 tuner.fit()
     finally:
         worker.close()
+        _WORKERS.pop(worker.id, None)
         if started:
             import ray
 
