@@ -64,9 +64,10 @@ class ClusterSpec:
     * ``bucket_cost_s``: per fused buffer, the hook, copy and kernel launch
       that run on the training thread; it delays the buffer's start and, for
       buffers launched while backward runs, the rest of backward.
-    * ``comm_sm_share``: backward time lost per second of a collective's
-      latency-bound part (its synchronising ring/tree steps, while NCCL's
-      kernels hold their SMs), for buffers launched during backward.
+    * ``comm_sm_share``: the fraction of the GPU's SMs a collective's NCCL
+      kernels hold while it runs (channels / SMs; one CTA per channel, one
+      SM each); backward loses that share of each collective's duration
+      ``a + b*S``, for buffers launched during backward.
     * ``comm_gpu_s_per_byte``: backward time lost per byte a collective
       reduces (the GPU's reduction and copy work; independent of the
       network's speed), for buffers launched during backward.

@@ -8,13 +8,16 @@ error, and lists what cannot be expressed. Writes
 ``experiments/results/published_benchmarks.{md,json}``.
 
 Calibration vs held-out. The device class's framework costs (per-tensor hook,
-per-bucket cost, compute lost per second of a collective's latency part and per
-byte it reduces, rank skew; see
+per-bucket cost, compute lost per byte a collective reduces, rank skew; see
 ``commtune.cluster.ClusterSpec``) are fitted on the CALIBRATION points only
 (PyTorch DDP, ResNet-50) and written to ``commtune/data/devices.yaml``
 (V100 ``framework:``); every other point is HELD OUT and predicted with those
-defaults, never refitted. Each model's compute is scaled to its measured
-single-GPU time where the source states one (the input, not a checked point).
+defaults, never refitted. The SM share a collective holds
+(``comm_sm_share``) is not fitted: it is the device's NCCL channels / SMs
+(``devices.yaml``). Each model's compute is scaled to its measured
+single-GPU time where a source states one (the input, not a checked point):
+[DDP]'s no-DDP times, [TFB]'s P100 images/s (VGG-16; ResNet-101 has no P100
+figure and keeps the FLOP estimate, whose error [TFB]'s ResNet-152 shows).
 
 Sources
 -------
@@ -33,8 +36,11 @@ Sources
     Inception V3 90 %, ResNet-101 90 %, VGG-16 79 %; 512 GPUs (128 servers):
     Inception V3 90 %, ResNet-101 90 %, VGG-16 68 %.
 [TFB] TensorFlow's published benchmarks (tensorflow.org/performance/
-    benchmarks, DGX-1 P100, batch 64): ResNet-50 219 images/s per GPU, the
-    P100 device class's throughput (input).
+    benchmarks; tensorflow docs_src/performance/benchmarks.md, DGX-1 P100,
+    TF b1e174e, CUDA 8 / cuDNN 5.1, May 2017, synthetic data, batch 64, one
+    GPU): ResNet-50 219, ResNet-152 91.8, VGG-16 154 images/s: ResNet-50 is
+    the P100 device class's throughput, VGG-16 its compute (inputs);
+    ResNet-152 checks the FLOP estimate ResNet-101 uses.
 [NCCL] NVIDIA/nccl ``src/graph/tuning.cc`` (``ncclTopoTuneModel``): ring
     Simple latencies per hop, NVLink 3.4 us, PCIe 5.7 us, network 9.6 us,
     base 8.4 us: the clusters' alpha and launch cost (input).
@@ -60,7 +66,9 @@ from simulators import Simulator, build_workload  # noqa: E402
 from simulators.workload import Workload  # noqa: E402
 
 MiB = 2**20
-FRAMEWORK_FIELDS = ("tensor_hook_s", "bucket_cost_s", "comm_sm_share", "comm_gpu_s_per_byte", "rank_skew")
+FRAMEWORK_FIELDS = ("tensor_hook_s", "bucket_cost_s", "comm_gpu_s_per_byte", "rank_skew")  # fitted
+#: [TFB] P100 images/s, one GPU, batch 64: compute inputs (vgg16) and a check of the FLOP estimate (resnet152)
+P100_IMAGES_PER_S = {"vgg16": 154.0, "resnet152": 91.8}
 
 # [DDP] sec/iter; "no_ddp" is the single-GPU time without DDP (the compute scale).
 DDP_TABLE = {
@@ -81,7 +89,9 @@ NOT_EXPRESSIBLE = [
     "[HVD] the 2017 Horovod internals (MPI_Gather-based coordinator, NCCL 2.0 rings, TensorFlow's per-op "
     "costs): modelled as Horovod's dynamic fusion with its 2018 defaults (64 MiB, 5 ms), uncached central "
     "negotiation, a loop that waits for its collectives (loop_waits; assumed, not verified), ring only, "
-    "and the V100/PyTorch-calibrated framework costs (no Pascal/TF source)",
+    "and the V100/PyTorch-calibrated framework costs (no Pascal/TF source) with the P100's SM share",
+    "[HVD] ResNet-101's P100 compute: no published single-GPU figure; the FLOP estimate (ResNet-50 scaled) "
+    "is used, [TFB]'s ResNet-152 shows its error",
     "[DDP] p50 vs p75 and run-to-run spread: the README prints 3 digits (1 ms at ~0.1 s, ~1 %)",
 ]
 
@@ -119,6 +129,27 @@ HVD_2018 = Knobs(fusion_policy="dynamic", fusion_threshold_bytes=64 * MiB, cycle
                  negotiation="central", hierarchical=False, wire_precision="fp32")
 
 
+def with_sm_share(framework: dict, device: str) -> dict:
+    """The fitted costs plus ``device``'s SM share (channels / SMs, ``devices.yaml``)."""
+    return dict(framework, comm_sm_share=framework_defaults(device).get("comm_sm_share", 0.0))
+
+
+def hvd_workload(model: str) -> Workload:
+    """[HVD]'s per-GPU workload: P100, batch 64, compute scaled to [TFB] where it states one."""
+    w = build_workload(load_model(model), "P100", batch_size=64, precision="fp32")
+    return scaled(w, 64 / P100_IMAGES_PER_S[model]) if model in P100_IMAGES_PER_S else w
+
+
+def compute_check() -> list[dict]:
+    """The FLOP estimate's single-GPU P100 images/s against [TFB]'s."""
+    rows = []
+    for model, measured in P100_IMAGES_PER_S.items():
+        w = build_workload(load_model(model), "P100", batch_size=64, precision="fp32")
+        rows.append({"model": model, "measured_images_per_s": measured,
+                     "flop_estimate_images_per_s": 64 / (w.forward_s + w.backward_s + w.optimizer_s)})
+    return rows
+
+
 def ddp_points(models, framework: dict) -> list[dict]:
     rows = []
     for model in models:
@@ -136,28 +167,58 @@ def ddp_points(models, framework: dict) -> list[dict]:
 def hvd_points(framework: dict) -> list[dict]:
     rows = []
     for model, table in HVD_TABLE.items():
-        w = build_workload(load_model(model), "P100", batch_size=64, precision="fp32")
+        w = hvd_workload(model)
         for gpus, measured in table.items():
             r = Simulator(w, pascal_roce_cluster(gpus, framework)).run(HVD_2018)
             rows.append({"source": "HVD", "model": model, "gpus": gpus, "bucket_mb": 64,
                          "metric": "scaling_efficiency", "measured": measured, "predicted": r.scaling_efficiency,
-                         "buffers": r.num_buffers})
+                         "buffers": r.num_buffers, "decomposition_s": decomposition(r)})
     return rows
 
 
-def calibrate() -> dict:
-    """Fit the V100 framework costs on the calibration points (relative error, least squares)."""
-    x0 = np.array([10e-6, 5e-6, 0.3, 5e-12, 0.02])
-    scale = np.array([1e-5, 1e-5, 1.0, 1e-11, 0.01])
+def decomposition(r) -> dict:
+    """Where one simulated step's time goes (seconds; negotiation and comm_busy overlap backward,
+    exposed_comm is the part of the step they and the tail add beyond compute + interference)."""
+    return {"step": r.step_time_s, "compute": r.compute_time_s, "interference": r.interference_s,
+            "negotiation_total": r.negotiation_s, "comm_busy": r.comm_time_s,
+            "exposed_comm": r.exposed_comm_s - r.interference_s}
+
+
+def calibrate(sm_share: float | None = None) -> dict:
+    """Fit the V100 framework costs on the calibration points (relative error, least squares), with
+    V100's SM share from ``devices.yaml`` (or ``sm_share``)."""
+    share = framework_defaults("V100").get("comm_sm_share", 0.0) if sm_share is None else sm_share
+    x0 = np.array([10e-6, 5e-6, 5e-12, 0.02])
+    scale = np.array([1e-5, 1e-5, 1e-11, 0.01])
 
     def residuals(z):
         fw = dict(zip(FRAMEWORK_FIELDS, (float(v) for v in np.maximum(z * scale, 0.0))))
-        fw["comm_sm_share"] = min(fw["comm_sm_share"], 1.0)
         fw["rank_skew"] = min(fw["rank_skew"], 1.0)
-        return [r["predicted"] / r["measured"] - 1 for r in ddp_points(DDP_CALIBRATION_MODELS, fw)]
+        return [r["predicted"] / r["measured"] - 1
+                for r in ddp_points(DDP_CALIBRATION_MODELS, dict(fw, comm_sm_share=share))]
 
-    fit = least_squares(residuals, x0 / scale, bounds=(0, [100, 100, 1, 1000, 100]), diff_step=1e-2)
+    fit = least_squares(residuals, x0 / scale, bounds=(0, [100, 100, 1000, 100]), diff_step=1e-2)
     return {k: float(v) for k, v in zip(FRAMEWORK_FIELDS, fit.x * scale)}
+
+
+SENSITIVITY_FACTORS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def sm_share_sensitivity() -> list[dict]:
+    """The SM shares scaled by each factor (capped at 1), the other costs refitted on the calibration
+    points each time: how much the held-out results depend on the hardware-count SM share."""
+    base = {d: framework_defaults(d).get("comm_sm_share", 0.0) for d in ("V100", "P100")}
+    out = []
+    for k in SENSITIVITY_FACTORS:
+        sv, sp = min(1.0, k * base["V100"]), min(1.0, k * base["P100"])
+        fw = calibrate(sv)
+        held = [m for m in DDP_TABLE if m not in DDP_CALIBRATION_MODELS]
+        hvd = hvd_points(dict(fw, comm_sm_share=sp))
+        out.append({"factor": k, "v100": sv, "p100": sp,
+                    "calibration": summary(ddp_points(DDP_CALIBRATION_MODELS, dict(fw, comm_sm_share=sv))),
+                    "held_out_ddp": summary(ddp_points(held, dict(fw, comm_sm_share=sv))),
+                    "held_out_hvd": summary(hvd), "hvd_predicted": [r["predicted"] for r in hvd]})
+    return out
 
 
 def summary(rows: list[dict]) -> dict:
@@ -219,11 +280,17 @@ def main() -> None:
     stale = [k for k in FRAMEWORK_FIELDS if not math.isclose(fitted[k], shipped[k], rel_tol=0.01, abs_tol=1e-9)]
     if stale:
         print("WARNING: devices.yaml differs from this calibration in", ", ".join(stale), "- copy the fit there")
+    shares = {d: framework_defaults(d).get("comm_sm_share", 0.0) for d in ("V100", "P100")}
+    print("SM share a collective holds (devices.yaml, channels / SMs, not fitted):",
+          ", ".join(f"{d} {v:.4g}" for d, v in shares.items()))
+    checks = compute_check()
+    print("P100 single-GPU images/s, FLOP estimate vs [TFB]:", ", ".join(
+        f"{c['model']} {c['flop_estimate_images_per_s']:.1f} vs {c['measured_images_per_s']:g}" for c in checks))
     held_models = [m for m in DDP_TABLE if m not in DDP_CALIBRATION_MODELS]
-    calib = ddp_points(DDP_CALIBRATION_MODELS, shipped)
-    held_ddp = ddp_points(held_models, shipped)
-    held_hvd = hvd_points(shipped)
-    zero = {k: 0.0 for k in FRAMEWORK_FIELDS}
+    calib = ddp_points(DDP_CALIBRATION_MODELS, with_sm_share(shipped, "V100"))
+    held_ddp = ddp_points(held_models, with_sm_share(shipped, "V100"))
+    held_hvd = hvd_points(with_sm_share(shipped, "P100"))
+    zero = dict.fromkeys(FRAMEWORK_FIELDS + ("comm_sm_share",), 0.0)
     before = ddp_points(DDP_TABLE, zero) + hvd_points(zero)
     groups = {
         "calibration (DDP resnet50 step time)": calib,
@@ -239,6 +306,18 @@ def main() -> None:
                   f"ratio {r['predicted'] / r['measured']:.3f}")
         s = summary(rows)
         print(f"  MAPE {s['mape_pct']:.2f} %, worst {s['worst_pct']:.2f} % over {s['points']} points")
+    print("\n== Horovod points: where the step goes (seconds)")
+    for r in held_hvd:
+        print(f"  {r['model']:10s} {r['gpus']:4d} GPUs " + ", ".join(
+            f"{k} {v:.4f}" for k, v in r["decomposition_s"].items()))
+    sens = sm_share_sensitivity()
+    print("\n== sensitivity to the SM share (x factor, other costs refitted on the calibration points)")
+    for x in sens:
+        print(f"  x{x['factor']:g}: V100 {x['v100']:.3g}, P100 {x['p100']:.3g}: calibration MAPE "
+              f"{x['calibration']['mape_pct']:.2f} %, held-out DDP {x['held_out_ddp']['mape_pct']:.2f} % "
+              f"(worst {x['held_out_ddp']['worst_pct']:.2f}), held-out Horovod {x['held_out_hvd']['mape_pct']:.2f} % "
+              f"(worst {x['held_out_hvd']['worst_pct']:.2f}); Horovod efficiencies "
+              + ", ".join(f"{v:.3f}" for v in x["hvd_predicted"]))
     dirs = directions(calib + held_ddp + held_hvd)
     print("\n== directions of the measured effects (percent)")
     for d in dirs:
@@ -247,7 +326,8 @@ def main() -> None:
     for line in NOT_EXPRESSIBLE:
         print("  -", line)
     result = {
-        "calibrated_framework": fitted, "framework_used": shipped,
+        "calibrated_framework": fitted, "framework_used": shipped, "comm_sm_share": shares,
+        "p100_compute_check": checks, "sm_share_sensitivity": sens,
         "groups": {name: {"summary": summary(rows), "points": rows} for name, rows in groups.items()},
         "directions": dirs, "not_expressible": NOT_EXPRESSIBLE,
         "sources": __doc__.split("Sources\n-------\n", 1)[1].strip(),
@@ -256,12 +336,31 @@ def main() -> None:
     md = ["# commtune vs published measurements (`experiments/published_benchmarks.py`)", "",
           "Framework costs fitted on the calibration points only; every other point is held out.", "",
           "Calibrated V100 framework costs: " + ", ".join(f"`{k}={v:.4g}`" for k, v in fitted.items()), "",
+          "SM share a collective holds (`comm_sm_share`, channels / SMs from `devices.yaml`, not fitted): "
+          + ", ".join(f"{d} {v:.4g}" for d, v in shares.items()), "",
+          "P100 single-GPU images/s, FLOP estimate vs [TFB] (VGG-16 is scaled to [TFB], ResNet-101 is not): "
+          + ", ".join(f"{c['model']} {c['flop_estimate_images_per_s']:.1f} vs {c['measured_images_per_s']:g}"
+                      for c in checks), "",
           "| group | points | MAPE % | worst % |", "|---|---:|---:|---:|"]
     for name, rows in groups.items():
         s = summary(rows)
         md.append(f"| {name} | {s['points']} | {s['mape_pct']:.2f} | {s['worst_pct']:.2f} |")
     for name, rows in groups.items():
         md += ["", f"## {name}", "", table_md(rows)]
+    md += ["", "## Horovod points: where the step goes (seconds)", "",
+           "| model | GPUs | " + " | ".join(held_hvd[0]["decomposition_s"]) + " |",
+           "|---|---:|" + "---:|" * len(held_hvd[0]["decomposition_s"])]
+    md += [f"| {r['model']} | {r['gpus']} | " + " | ".join(f"{v:.4f}" for v in r["decomposition_s"].values()) + " |"
+           for r in held_hvd]
+    md += ["", "## Sensitivity to the SM share", "",
+           "Both devices' SM shares times a factor (capped at 1), the other V100 costs refitted on the "
+           "calibration points each time. Horovod efficiencies in the order of the held-out table.", "",
+           "| factor | V100 | P100 | calibration MAPE % | held-out DDP MAPE / worst % | held-out Horovod MAPE / worst % "
+           "| Horovod efficiencies |", "|---:|---:|---:|---:|---|---|---|"]
+    md += [f"| {x['factor']:g} | {x['v100']:.3g} | {x['p100']:.3g} | {x['calibration']['mape_pct']:.2f} | "
+           f"{x['held_out_ddp']['mape_pct']:.2f} / {x['held_out_ddp']['worst_pct']:.2f} | "
+           f"{x['held_out_hvd']['mape_pct']:.2f} / {x['held_out_hvd']['worst_pct']:.2f} | "
+           + ", ".join(f"{v:.3f}" for v in x["hvd_predicted"]) + " |" for x in sens]
     md += ["", "## Directions of the measured effects", "", "| effect | measured | commtune | same direction |",
            "|---|---|---|---|"]
     md += [f"| {d['effect']} | {d['measured']} | {d['predicted']} | {d['same_direction']} |" for d in dirs]

@@ -65,8 +65,8 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     cap = first_cap.copy()
 
     def emit(size: np.ndarray, disp: np.ndarray):
-        """(start, end, done, link clock, latency part a) of a buffer of ``size`` bytes
-        dispatched at ``disp``, every configuration."""
+        """(start, end, done, link clock, the collective's own duration a + b*S) of a
+        buffer of ``size`` bytes dispatched at ``disp``, every configuration."""
         if use_ring:
             slot = np.maximum(hist.take(base + (nbuf - km) % ring), 0.0)
             prev = hist.take(base + (nbuf - k) % ring)
@@ -88,7 +88,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
             # split rows: b_link = 0, so lk = max(link, start + a) <= end and leaves end unchanged
             lk = np.maximum(link, start + aj) + bl * size
             end = np.maximum(end, lk)
-        return start, end, np.maximum(done, end) + h_post * size, lk, aj
+        return start, end, np.maximum(done, end) + h_post * size, lk, aj + bs
 
     def dispatch(r):
         if any_waits:
@@ -105,7 +105,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         flush_dyn = (disp != cur_disp) | (cur + s > thr)
         flush = (cur > 0) & np.where(dyn, flush_dyn, cur >= cap)
         if flush.any():
-            start, end, dn, lk, a_j = emit(cur, cur_disp)
+            start, end, dn, lk, t_j = emit(cur, cur_disp)
             busy += np.where(flush, np.maximum(end - np.maximum(start, last_end), 0.0), 0.0)
             if use_ring:
                 at = base + nbuf % ring
@@ -114,7 +114,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
                 link = np.where(flush, lk, link)
             last_end = np.where(flush, np.maximum(end, last_end), last_end)
             if interferes:
-                delay = np.where(flush, delay + cost + share * a_j + kappa * cur, delay)
+                delay = np.where(flush, delay + cost + share * t_j + kappa * cur, delay)
             if any_waits:
                 origin = np.where(flush & waits, last_end, origin)
             if moving:

@@ -37,15 +37,19 @@ Algorithm choice. A network model may offer a second algorithm
 
 Interference with compute. Each buffer j costs ``c`` seconds on the training
 thread (``ClusterSpec.bucket_cost_s``: hook, copy, launch) before its
-all-reduce starts; its collective's latency-bound part (``a_j``, its chosen
-algorithm's: the ring's synchronising steps, during which the kernels hold
-their SMs) costs backward ``sigma*a_j`` (``comm_sm_share``), and the GPU's own
-work on its bytes (reductions, copies through memory) ``kappa*S_j``
+all-reduce starts; its collective holds ``sigma`` of the GPU's SMs
+(``comm_sm_share``: NCCL runs one CTA per channel, one SM each, NVIDIA/nccl
+#689) for its whole duration ``t_j = a_j + b_j*S_j`` (its chosen algorithm's),
+so backward, which shares the GPU, loses ``sigma*t_j``; and the GPU's own
+work on its bytes (reductions, copies through memory) costs ``kappa*S_j``
 (``comm_gpu_s_per_byte``, per wire byte), whatever the network's speed. A
 buffer launched during backward (any but the last) therefore delays every
-later gradient, and the end of backward, by ``d_j = c + sigma*a_j +
+later gradient, and the end of backward, by ``d_j = c + sigma*t_j +
 kappa*S_j``; the delays add up (``D``) and shift the ready times the fusion
-policy sees (``r_i + D``). Backward ends at ``B + D``.
+policy sees (``r_i + D``). Backward ends at ``B + D``. (``sigma`` is the SM
+fraction, channels / SMs, not a fitted factor: a ring's time grows with
+``2(n-1)`` hops, and the SMs its kernels hold are a few of the GPU's, not
+all of them.)
 
 Streams (``stream_mode``). ``split``: each buffer is split evenly over K
 streams that run concurrently (the AIACC scheme), so a buffer of S bytes takes
@@ -160,7 +164,7 @@ class SystemParams:
     a2_s: np.ndarray  # second algorithm (NCCL tree); inf = none
     b2_s_per_byte: np.ndarray
     bucket_cost_s: np.ndarray  # c, per buffer on the training thread
-    sm_share: np.ndarray  # sigma, compute lost per second of a collective's latency part
+    sm_share: np.ndarray  # sigma, the SM fraction a collective holds while it runs
     gpu_s_per_byte: np.ndarray  # kappa, GPU time per gradient byte reduced (already x wire ratio)
     loop_waits: np.ndarray  # bool, the dynamic loop waits for its collectives
 
@@ -413,7 +417,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
         spans.append((cur_first, i - 1, cur_bytes, cur_disp, start, end))
         if i < n:
             if moves:
-                delay += cost + share * aj + kappa * cur_bytes
+                delay += cost + share * (aj + bs) + kappa * cur_bytes
                 if waits:
                     origin = prev_end
                 tick, disp = dispatch(ready_s[i] + delay)

@@ -368,7 +368,8 @@ def test_per_bucket_cost_on_one_gpu_is_k_costs_and_no_network():
 
 def test_interference_delays_backward_by_each_early_collective():
     # 2 ranks, 3 buffers of S ready at 10/20/30 ms: buffers 0 and 1 run during backward and each
-    # delays the rest of backward by c + sigma*a + kappa*S; buffer 2 starts at the end of backward + c.
+    # delays the rest of backward by c + sigma*(a + b*S) + kappa*S (sigma: the SMs its kernels hold for
+    # the collective's whole duration); buffer 2 starts at the end of backward + c.
     alpha, B, S, cost, sigma, kappa = 1e-4, 1e9, 4e6, 5e-5, 0.25, 1e-11
     c = bare_cluster(nodes=2, inter_bw_Bps=B, inter_latency_s=alpha, bucket_cost_s=cost, comm_sm_share=sigma,
                      comm_gpu_s_per_byte=kappa)
@@ -376,13 +377,13 @@ def test_interference_delays_backward_by_each_early_collective():
     r = Simulator(w, c).run(EACH_ALONE)
     a = 2 * alpha  # ring on 2 ranks: 2(n-1)(alpha + S/(nB))
     t = a + S / B
-    d = cost + sigma * a + kappa * S
+    d = cost + sigma * t + kappa * S
     assert r.interference_s == pytest.approx(2 * d, rel=1e-12)
     assert [b.dispatch_s for b in r.buffers] == pytest.approx([0.01, 0.02 + d, 0.03 + 2 * d], rel=1e-12)
     assert r.step_time_s == pytest.approx(0.005 + 0.03 + 2 * d + cost + t, rel=1e-12)
     # fp16 on the wire halves the bytes the GPU reduces
     half = Simulator(w, c).run(dataclasses.replace(EACH_ALONE, wire_precision="fp16"))
-    assert half.interference_s == pytest.approx(2 * (cost + sigma * a + kappa * S / 2), rel=1e-12)
+    assert half.interference_s == pytest.approx(2 * (cost + sigma * (a + S / (2 * B)) + kappa * S / 2), rel=1e-12)
     # with the three terms zero the old schedule comes back exactly
     plain = Simulator(w, dataclasses.replace(c, bucket_cost_s=0.0, comm_sm_share=0.0, comm_gpu_s_per_byte=0.0))
     assert plain.run(EACH_ALONE).step_time_s == pytest.approx(0.005 + 0.03 + t, rel=1e-12)
