@@ -85,8 +85,8 @@ def after(launch, space, trials: int, state=None, sampler: str = "auto") -> dict
         wall = time.perf_counter() - t0
         from commtune.search import SearchConfig
 
-        study = open_study(SearchConfig(space=space, objective=None, storage=f"sqlite:///{d}/s.db",
-                                        study_name="bench", pruner="median"))
+        study, _ = open_study(SearchConfig(space=space, objective=None, storage=f"sqlite:///{d}/s.db",
+                                           study_name="bench", pruner="median"))
         trials_ = study.get_trials(deepcopy=False)
     states = [t.state for t in trials_]
     m = report["measured"]
