@@ -66,6 +66,14 @@ class _DefineByRun:
         return None
 
 
+def _place_objective(config: SearchConfig, started: bool) -> bool:
+    """Hook: an objective with its own processes (a live objective's worker group) places them on
+    the Ray cluster once, before the trials; True if it keeps Ray running after this run (its
+    ``close()`` shuts down the instance this run ``started``)."""
+    place = getattr(config.objective, "place_on_ray", None)
+    return bool(place(owns_ray=started)) if place is not None else False
+
+
 def run(config: SearchConfig) -> SearchResult:
     try:
         import ray
@@ -96,14 +104,17 @@ def run(config: SearchConfig) -> SearchResult:
                 kwargs["address"] = config.ray_address
             else:
                 temp = config.ray_temp_dir or os.path.join(tempfile.gettempdir(), "ct-ray")
-                kwargs.update(include_dashboard=False, _temp_dir=temp, num_cpus=max(config.concurrency, 1))
+                kwargs.update(include_dashboard=False, _temp_dir=temp,
+                              num_cpus=max(config.concurrency, 1) + int(getattr(config.objective, "ray_cpus", 0)))
             try:
                 ray.init(**kwargs)
             except Exception as exc:  # noqa: BLE001
                 raise CommtuneError(f"cannot start or join Ray: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
             started = True
+        keep_ray = False
         space = config.space
         try:
+            keep_ray = _place_objective(config, started)
             searcher = OptunaSearch(
                 space=_DefineByRun(space),
                 metric=config.objective.metric, mode="min", points_to_evaluate=points,
@@ -124,6 +135,6 @@ def run(config: SearchConfig) -> SearchResult:
                 with contextlib.redirect_stdout(sys.stderr):
                     tuner.fit()
         finally:
-            if started:
+            if started and not keep_ray:
                 ray.shutdown()
     return result_from_study(open_study(config), config, max(remaining, 0), screened, backend="ray")
