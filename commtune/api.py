@@ -120,8 +120,12 @@ def search(model: Any = DEFAULT_MODEL, bw: str | None = DEFAULT_BW, *, trials: i
     unknown = [k for k in scenario_options if k not in _SCENARIO_KEYS]
     if unknown:
         raise CommtuneError(f"unknown option {unknown[0]!r}{did_you_mean(unknown[0], list(_SCENARIO_KEYS))}")
-    if not isinstance(trials, int) or trials < 1:
-        raise CommtuneError(f"trials must be at least 1, got {trials!r}")
+    from commtune.limits import RANGES
+
+    RANGES["trials"].check(trials, "trials")
+    RANGES["screen"].check(screen, "screen")
+    if seed is not None:
+        RANGES["seed"].check(seed, "seed")
     if sampler not in SAMPLERS:
         raise CommtuneError(f"unknown sampler {sampler!r}{did_you_mean(sampler, SAMPLERS)}; samplers: {', '.join(SAMPLERS)}")
     if backend not in backend_names():

@@ -24,6 +24,7 @@ from commtune.io import read_text
 from commtune.units import format_bandwidth, format_time, parse_bandwidth, parse_duration
 
 CLUSTER_FORMAT = "commtune-cluster/1"
+RATES = ("inter_bw_Bps", "per_stream_Bps", "intra_bw_Bps")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,39 @@ class ClusterSpec:
       all-reduce (copy back into the gradients), done by one thread in buffer
       order; for static fusion (DDP) no earlier than the end of backward, where
       DDP's ``finalize_backward`` does it.
+
+    Costs on the GPU/framework side (all default to 0 = the plain model;
+    presets take their device class's defaults from ``devices.yaml``; see
+    ``simulators.system`` for the formulas):
+
+    * ``bucket_cost_s``: per fused buffer, the hook, copy and kernel launch
+      that run on the training thread; it delays the buffer's start and, for
+      buffers launched while backward runs, the rest of backward.
+    * ``comm_sm_share``: the fraction of the GPU's SMs a collective's NCCL
+      kernels hold while it runs (channels / SMs; one CTA per channel, one
+      SM each); backward loses that share of each collective's duration
+      ``a + b*S``, for buffers launched during backward.
+    * ``comm_gpu_s_per_byte``: backward time lost per byte a collective
+      reduces (the GPU's reduction and copy work; independent of the
+      network's speed), for buffers launched during backward.
+    * ``tensor_hook_s``: per gradient tensor, the autograd hook that marks it
+      ready (DDP's reducer, Horovod's allreduce op), on backward.
+    * ``step_overhead_s``: per step, the framework's fixed cost (DDP's
+      reducer prepare/finalize), paid even on one GPU.
+    * ``rank_skew``: with more than one rank, how much slower the slowest
+      rank computes than the mean (GPU clock and thermal spread); every
+      collective waits for it, so forward and backward stretch by
+      ``1 + rank_skew``.
+    * ``nccl_tree``: NCCL may pick its tree all-reduce (NCCL >= 2.4) for a
+      buffer when the tuning model says it is faster than the ring.
+    * ``response_cache``: Horovod's response cache (>= 0.16.2, on by
+      default): in steady state a ``central`` negotiation round is a
+      bit-vector all-reduce, not ``2(n-1)`` messages at rank 0.
+    * ``loop_waits``: the dynamic-fusion background loop performs its
+      collectives before its next cycle (a synchronous loop, as assumed for
+      the 2017-2018 Horovod of its paper); the next cycle starts when the
+      last collective ends, so tensors ready meanwhile fuse into one buffer.
+      False: the loop only enqueues them (Horovod with a finalizer thread).
     """
 
     nodes: int = 16
@@ -70,24 +104,49 @@ class ClusterSpec:
     buffer_gap_s: float = 0.0
     host_pre_s_per_byte: float = 0.0
     host_post_s_per_byte: float = 0.0
+    bucket_cost_s: float = 0.0
+    comm_sm_share: float = 0.0
+    comm_gpu_s_per_byte: float = 0.0
+    tensor_hook_s: float = 0.0
+    step_overhead_s: float = 0.0
+    rank_skew: float = 0.0
+    nccl_tree: bool = False
+    response_cache: bool = False
+    loop_waits: bool = False
     device: str = "V100"
     name: str = "custom"
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        for name in ("nodes", "gpus_per_node", "inflight_per_stream"):
+        from commtune.limits import RANGES
+
+        for name in ("nodes", "gpus_per_node"):
+            RANGES[name].check(getattr(self, name), name)
+        RANGES["world_size"].check(self.nodes * self.gpus_per_node, "world size")
+        if not isinstance(self.inflight_per_stream, int) or isinstance(self.inflight_per_stream, bool) \
+                or not 1 <= self.inflight_per_stream <= 64:
+            raise CommtuneError(f"inflight_per_stream must be an integer in [1, 64], got {self.inflight_per_stream!r}")
+        for name in RATES:  # math.inf = unlimited (API and calibrations); files and flags are range-checked
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise CommtuneError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("inter_bw_Bps", "per_stream_Bps", "intra_bw_Bps"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not v > 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise CommtuneError(f"{name} must be a positive rate in bytes/s, got {v!r}")
-        for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s", "buffer_gap_s",
-                     "host_pre_s_per_byte", "host_post_s_per_byte"):
+        for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s", "buffer_gap_s"):
+            RANGES["latency"].check(getattr(self, name), name)
+        for name in ("host_pre_s_per_byte", "host_post_s_per_byte"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1e-3):
+                raise CommtuneError(f"{name} must be a time per byte in [0, 0.001] s, got {v!r}")
+        for name in ("bucket_cost_s", "tensor_hook_s", "step_overhead_s", "comm_gpu_s_per_byte"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v)):
                 raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")
+        for name in ("comm_sm_share", "rank_skew"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+                raise CommtuneError(f"{name} must be a fraction in [0, 1], got {v!r}")
+        for name in ("nccl_tree", "response_cache", "loop_waits"):
+            if not isinstance(getattr(self, name), bool):
+                raise CommtuneError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def world_size(self) -> int:
@@ -123,6 +182,9 @@ class ClusterSpec:
             "launch_overhead": ("launch_overhead_s", parse_duration),
             "coord_msg": ("coord_msg_s", parse_duration),
             "buffer_gap": ("buffer_gap_s", parse_duration),
+            "bucket_cost": ("bucket_cost_s", parse_duration),
+            "tensor_hook": ("tensor_hook_s", parse_duration),
+            "step_overhead": ("step_overhead_s", parse_duration),
         }
         kwargs: dict[str, Any] = {}
         meta = {}
@@ -147,6 +209,12 @@ class ClusterSpec:
             ib, il = intra_preset(str(d["intra"]))
             kwargs.setdefault("intra_bw_Bps", ib)
             kwargs.setdefault("intra_latency_s", il)
+        from commtune.limits import RANGES
+
+        for name in RATES:  # numbers written in a file: a sane range (None/inf = unlimited)
+            v = kwargs.get(name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v != math.inf:
+                RANGES["bandwidth"].check(v, f"{where}: {name}")
         try:
             return cls(meta=meta, **kwargs)
         except CommtuneError as exc:
@@ -189,7 +257,17 @@ def preset(name: str, nodes: int = 16, gpus_per_node: int = 8) -> ClusterSpec:
         )
     d = dict(nets[name])
     d.update(nodes=nodes, gpus_per_node=gpus_per_node, name=name)
-    return ClusterSpec.from_dict(d, where=f"preset {name}")
+    return with_device_defaults(ClusterSpec.from_dict(d, where=f"preset {name}"), keep=set(d))
+
+
+def with_device_defaults(spec: ClusterSpec, keep: set[str] = frozenset()) -> ClusterSpec:
+    """``spec`` with its device class's framework costs (``devices.yaml``
+    ``framework:``: bucket cost, SM share, hooks, step overhead, NCCL tree,
+    response cache), except the fields named in ``keep``."""
+    from commtune.devices import framework_defaults
+
+    d = {k: v for k, v in framework_defaults(spec.device).items() if k not in keep}
+    return dataclasses.replace(spec, **d) if d else spec
 
 
 def preset_for_bandwidth(bw_Bps: float) -> str | None:
@@ -217,7 +295,12 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
         raise CommtuneError(f"cluster file {str(p)!r} has format {fmt!r}; this commtune reads {CLUSTER_FORMAT!r}")
     data = dict(data)
     if "preset" in data:
-        base = preset(str(data.pop("preset")), int(data.get("nodes", 16)), int(data.get("gpus_per_node", 8)))
+        from commtune.limits import RANGES
+
+        sizes = {}
+        for key, default in (("nodes", 16), ("gpus_per_node", 8)):
+            sizes[key] = RANGES[key].check(data.get(key, default), f"cluster file {str(p)!r}: {key}")
+        base = preset(str(data.pop("preset")), sizes["nodes"], sizes["gpus_per_node"])
         merged = base.to_dict()
         merged.update(data)
         data = merged
@@ -250,19 +333,29 @@ def make_cluster(
     that link rate (and so its per-stream cap), else a plain link with no cap.
     ``per_stream='none'`` removes a cap. Explicit options override the base.
     """
-    if cluster and (os.path.sep in cluster or Path(cluster).suffix in (".yaml", ".yml", ".json") or Path(cluster).exists()):
+    from_file = bool(cluster) and (os.path.sep in cluster or Path(cluster).suffix in (".yaml", ".yml", ".json")
+                                   or Path(cluster).exists())
+    if from_file:
         base = load_cluster_file(cluster)
     elif cluster:
         base = preset(cluster)
     elif bw is not None:
         bw_Bps = parse_bandwidth(bw, what="--bw")
         name = preset_for_bandwidth(bw_Bps)
-        base = preset(name) if name else dataclasses.replace(ClusterSpec(), inter_bw_Bps=bw_Bps, name=f"custom-{bw}")
+        base = preset(name) if name else with_device_defaults(
+            dataclasses.replace(ClusterSpec(), inter_bw_Bps=bw_Bps, name=f"custom-{bw}"))
     else:
         base = preset("vpc-32gbit")
     changes: dict[str, Any] = {}
     if bw is not None:
         changes["inter_bw_Bps"] = parse_bandwidth(bw, what="--bw")
+        if cluster and not math.isclose(changes["inter_bw_Bps"], base.inter_bw_Bps, rel_tol=1e-9):
+            if per_stream is None and not math.isinf(base.per_stream_Bps):
+                raise CommtuneError(
+                    f"--bw {bw} replaces the link rate of {base.name!r} ({format_bandwidth(base.inter_bw_Bps)}) but "
+                    f"its per-stream cap ({format_bandwidth(base.per_stream_Bps)}) belongs to that link: add "
+                    f"--per-stream RATE (or --per-stream none), or drop --cluster")
+            changes["name"] = f"{base.name}@{bw}"
     if nodes is not None:
         changes["nodes"] = nodes
     if gpus_per_node is not None:
@@ -272,11 +365,17 @@ def make_cluster(
             math.inf if str(per_stream).lower() in ("none", "off", "inf") else parse_bandwidth(per_stream, what="--per-stream")
         )
     if latency is not None:
-        changes["inter_latency_s"] = parse_duration(latency, what="--latency")
+        from commtune.limits import RANGES
+
+        changes["inter_latency_s"] = RANGES["latency"].check(
+            parse_duration(latency, what="--latency"), "--latency", repr(latency))
     if intra is not None:
         changes["intra_bw_Bps"], changes["intra_latency_s"] = intra_preset(intra)
     if device is not None:
         from commtune.devices import get_device
 
         changes["device"] = get_device(device).name
-    return dataclasses.replace(base, **changes) if changes else base
+    spec = dataclasses.replace(base, **changes) if changes else base
+    if device is not None and not from_file:
+        spec = with_device_defaults(spec)  # a preset's framework costs follow the device class
+    return spec

@@ -5,7 +5,7 @@ measured model profile (per-layer times) overrides these estimates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
@@ -21,6 +21,17 @@ class Device:
     name: str
     description: str
     tflops: dict[str, float]
+    framework: dict = field(default_factory=dict, compare=False, hash=False)
+    optimizer: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def optimizer_s(self, num_params: int, num_tensors: int) -> float:
+        """Estimated optimizer step (SGD with momentum, one kernel chain per
+        tensor): ``s_per_tensor * T + bytes_per_param * P / mem_bw``."""
+        o = self.optimizer
+        if not o:
+            return 0.0
+        return (float(o["s_per_tensor"]) * num_tensors
+                + float(o["bytes_per_param"]) * num_params / float(o["mem_bw_Bps"]))
 
     def flops_per_s(self, precision: str) -> float:
         if precision not in PRECISIONS:
@@ -36,9 +47,27 @@ class Device:
 def all_devices() -> dict[str, Device]:
     data = yaml.safe_load(resources.files("commtune.data").joinpath("devices.yaml").read_text())
     return {
-        name: Device(name, d["description"], {k: float(v) for k, v in d["tflops"].items()})
+        name: Device(name, d["description"], {k: float(v) for k, v in d["tflops"].items()},
+                     dict(d.get("framework") or {}), dict(d.get("optimizer") or {}))
         for name, d in data.items()
     }
+
+
+def framework_defaults(device: str) -> dict:
+    """The device class's framework costs as ``ClusterSpec`` fields (seconds;
+    ``devices.yaml`` writes them with units). Unknown devices: none."""
+    from commtune.units import parse_duration
+
+    dev = all_devices().get(device)
+    if dev is None:
+        return {}
+    out: dict = {}
+    for key, value in dev.framework.items():
+        if key in ("bucket_cost", "tensor_hook", "step_overhead"):
+            out[f"{key}_s"] = parse_duration(value, what=f"devices.yaml {device}: {key}")
+        else:
+            out[key] = value
+    return out
 
 
 def device_names() -> list[str]:

@@ -11,13 +11,37 @@ from commtune.errors import CommtuneError
 
 
 def read_text(path: str | os.PathLike, what: str = "") -> str:
-    """The text of ``path``; an unreadable file is one CommtuneError line
-    (``cannot read <what> '<path>': <reason>``)."""
+    """The UTF-8 text of ``path``; an unreadable or binary file is one
+    CommtuneError line (``cannot read <what> '<path>': <reason>``). Every file
+    commtune reads goes through here."""
+    label = f"{what} " if what else ""
     try:
-        return Path(path).read_text()
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommtuneError(f"cannot read {label}{str(path)!r}: not a UTF-8 text file (byte {exc.start}: "
+                            f"{exc.reason}); give a text file (JSON, YAML or CSV)") from None
     except OSError as exc:
-        label = f"{what} " if what else ""
         raise CommtuneError(f"cannot read {label}{str(path)!r}: {exc.strerror}") from None
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail now, before any work, if ``path`` cannot be written: its folder
+    must exist (reading or checking never creates folders) and accept a new
+    file, and ``path`` must not be a folder. Creates and removes one probe
+    file; leaves nothing behind."""
+    p = Path(path)
+    if p.is_dir():
+        raise CommtuneError(f"{what} {str(path)!r} is a folder; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise CommtuneError(f"cannot write {what} {str(path)!r}: folder {str(parent)!r} does not exist (create it first)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".check", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CommtuneError(f"cannot write {what} {str(path)!r}: folder {str(parent)!r}: {exc.strerror}") from None
+    return p
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

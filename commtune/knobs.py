@@ -11,6 +11,7 @@ knob). Two reference configurations are the baselines every search reports:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +56,14 @@ class Knob:
                 if isinstance(value, float) and value != v:
                     raise ValueError
             except (TypeError, ValueError):
-                raise CommtuneError(f"knob {self.name}: {value!r} is not an integer") from None
+                raise CommtuneError(f"knob {self.name}: {value!r} is not an integer; give {self.accepted()}") from None
         elif self.kind == "float":
             try:
                 v = float(value)
             except (TypeError, ValueError):
-                raise CommtuneError(f"knob {self.name}: {value!r} is not a number") from None
+                raise CommtuneError(f"knob {self.name}: {value!r} is not a number; give {self.accepted()}") from None
+            if not math.isfinite(v):
+                raise CommtuneError(f"knob {self.name}: {value!r} is not a finite number; give {self.accepted()}")
         elif self.kind == "bool":
             if isinstance(value, bool):
                 v = value
@@ -77,10 +80,17 @@ class Knob:
                 )
             v = value
         if self.low is not None and v < self.low or self.high is not None and v > self.high:
-            raise CommtuneError(
-                f"knob {self.name}: {self.show(v)} is outside [{self.show(self.low)}, {self.show(self.high)}]"
-            )
+            raise CommtuneError(f"knob {self.name}: {self.show(v)} is out of range; give {self.accepted()}")
         return v
+
+    def accepted(self) -> str:
+        """What this knob accepts, for error messages and help."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.kind == "bool":
+            return "true or false"
+        what = {"size": "a size", "int": "an integer", "float": "a number"}[self.kind]
+        return f"{what} in [{self.show(self.low)}, {self.show(self.high)}]"
 
     def show(self, value: Any) -> str:
         """Human-readable value with unit."""

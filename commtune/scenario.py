@@ -21,6 +21,11 @@ class Scenario:
     batch_size: int = 64
     precision: str = "amp"
 
+    def __post_init__(self) -> None:
+        from commtune.limits import RANGES
+
+        RANGES["batch_size"].check(self.batch_size, "batch size")
+
     @cached_property
     def workload(self) -> Workload:
         return build_workload(self.model, get_device(self.cluster.device), self.batch_size, self.precision)

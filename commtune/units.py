@@ -77,7 +77,9 @@ def parse_bandwidth(text: str | float | int, what: str = "bandwidth") -> float:
     value = float(m["num"]) * _scale(m["prefix"], bool(m["i"])) * bytes_per_unit
     if not math.isfinite(value) or value <= 0:
         raise CommtuneError(f"{what} must be positive, got {s!r}; give {BANDWIDTH_HELP}")
-    return value
+    from commtune.limits import RANGES
+
+    return RANGES["bandwidth"].check(value, what, repr(s))
 
 
 def parse_size(text: str | int, what: str = "size", allow_zero: bool = True) -> int:
@@ -121,6 +123,16 @@ def parse_duration(text: str | float, what: str = "duration") -> float:
     if not math.isfinite(value) or value < 0:
         raise CommtuneError(f"{what} must be non-negative, got {shown!r}")
     return value
+
+
+def split_list(text: str, what: str) -> list[str]:
+    """Comma-separated entries, stripped; an empty entry (``32gbit,`` or
+    ``a,,b``) is an error rather than silently dropped."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if not all(parts):
+        raise CommtuneError(f"{what} {text!r} has an empty entry; give values separated by single commas, "
+                            f"e.g. 10gbit,32gbit")
+    return parts
 
 
 def format_bandwidth(bytes_per_s: float) -> str:

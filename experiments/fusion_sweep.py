@@ -126,6 +126,8 @@ def main() -> None:
     gt_max = max(tuned, key=lambda r: float(r["gain_pct"]))
     worst = max(best_rows, key=lambda r: float(r["worst_ms"]) / float(r["best_step_ms"]))
     vgg_ib = b("vgg16", "ib-100g", "static_defaults")
+    vpc = preset("vpc-32gbit", 16, 8)
+    vpc_lat_ms = 1e3 * (2 * (vpc.world_size - vpc.nodes) * vpc.intra_latency_s + 2 * (vpc.nodes - 1) * vpc.inter_latency_s)
     md = f"""# Fusion granularity sweeps (ResNet-50, BERT-base, VGG-16 at 10/32/100 Gbit/s)
 
 `experiments/fusion_sweep.py`; 16 x 8 V100, batch 64/GPU, AMP; networks `eth-10g` (10 Gbit/s, PCIe 3 inside the
@@ -144,8 +146,8 @@ Every other knob tuned at each threshold:
 - With the frameworks' other defaults, resizing alone gains {gd_max['gain_pct']}% at most ({gd_max['model']}, {gd_max['network']},
   {gd_max['curve']}: {gd_max['at_default_ms']} -> {gd_max['best_step_ms']} ms at {gd_max['best_threshold']}); the curves are flat above a
   few MiB for dynamic fusion because Horovod's 1 ms cycle, not the threshold, then decides how much one tick fuses.
-- Too small a threshold is what hurts: every flat all-reduce over 128 ranks pays 2(n-1) latency steps (7.6 ms on the
-  VPC), so sub-MiB buffers multiply latency — up to {worst['worst_ms']} ms ({worst['model']}, {worst['network']}, {worst['curve']}).
+- Too small a threshold is what hurts: every flat all-reduce over 128 ranks pays 2(n-1) latency steps ({vpc_lat_ms:.2f} ms on the
+  VPC, intra-node hops at the NVLink latency), so sub-MiB buffers multiply latency — up to {worst['worst_ms']} ms ({worst['model']}, {worst['network']}, {worst['curve']}).
   Too large a static bucket loses overlap (VGG-16 on IB with DDP defaults: {vgg_ib['worst_ms']} ms at 1 GiB vs {vgg_ib['best_step_ms']} ms).
 - With the other knobs tuned, the optimum moves to smaller buffers on faster networks (ResNet-50 static:
   {b('resnet50', 'eth-10g', 'static_tuned')['best_threshold']} at 10 Gbit/s, {b('resnet50', 'vpc-32gbit', 'static_tuned')['best_threshold']} at 32, {b('resnet50', 'ib-100g', 'static_tuned')['best_threshold']} at 100, where {b('resnet50', 'ib-100g', 'static_tuned')['within_1pct']} is within 1%) and the

@@ -118,13 +118,15 @@ def main() -> None:
     bw = {cap: [pick(MODELS[0], cap, k)["busbw_64MiB_gbit"] for k in KS] for cap, _ in caps}
     rn_cap = (pick("resnet50", caps[0][0], 1), pick("resnet50", caps[0][0], 4))
     rn_nocap = (pick("resnet50", caps[1][0], 1), pick("resnet50", caps[1][0], 4))
+    nodes = capped.nodes
+    ring_lat_ms = 1e3 * (2 * (capped.world_size - nodes) * capped.intra_latency_s + 2 * (nodes - 1) * capped.inter_latency_s)
     md = f"""# Streams: 1-8, with and without a per-stream cap
 
 `experiments/streams.py`; 16 x 8 V100 on `vpc-32gbit` (32 Gbit/s per node, 30 us), once with its 10 Gbit/s
 per-stream cap and once without. Figure: `streams.png`; data: `streams.csv`.
 
 Bus bandwidth (nccl-tests convention, algbw x 2(n-1)/n) of a 64 MiB flat ring all-reduce over 128 ranks, K = 1..8,
-in Gbit/s (below 32 even without a cap because the ring's 2(n-1) latency steps, 7.6 ms, are included):
+in Gbit/s (below 32 even without a cap because the ring's 2(n-1) latency steps, {ring_lat_ms:.2f} ms, are included):
 - with cap: {", ".join(f"{v:.1f}" for v in bw[caps[0][0]])}
 - no cap:   {", ".join(f"{v:.1f}" for v in bw[caps[1][0]])}
 

@@ -11,6 +11,11 @@ modulo its length. Slots not yet written hold 0, which is what the reference
 uses for ``end_{j-K*m}`` with j < K*m (times are never negative); the
 back-to-back term of a stream's first buffer is masked to -inf. Round robin's
 link clock is one more state array.
+
+Static fusion's host post-work starts no earlier than the end of backward,
+``B + D``, which is known only once every buffer is launched; since the
+chain is ``done_J = max(done'_J, B + D + h_post*sum S)`` (``done'`` started
+at 0), the floor is applied at the end.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from simulators.system import SystemParams
 
 def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams) -> dict[str, np.ndarray]:
     """Return per-configuration ``comm_end_s`` (done of the last buffer),
-    ``comm_busy_s``, ``num_buffers`` and ``rounds`` (negotiation rounds)."""
+    ``comm_busy_s``, ``num_buffers``, ``rounds`` (negotiation rounds) and
+    ``delay_s`` (what the buffers added to backward)."""
     n = len(p)
     dyn = p.dynamic
     period = p.period_s
@@ -30,6 +36,12 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     a, b, thr, first_cap, nego = p.a_s, p.b_s_per_byte, p.threshold, p.first_cap, p.nego_s
     m, gap, h_pre, h_post = p.inflight, p.gap_s, p.host_pre_s_per_byte, p.host_post_s_per_byte
     k, b_link = p.stride, p.link_b_s_per_byte
+    a2, b2, cost, share, kappa = p.a2_s, p.b2_s_per_byte, p.bucket_cost_s, p.sm_share, p.gpu_s_per_byte
+    has_alt = bool(np.isfinite(a2).any())
+    interferes = bool((cost > 0).any() or (share > 0).any() or (kappa > 0).any())
+    waits = p.loop_waits
+    any_waits = bool(waits.any())
+    origin = np.zeros(n)
     any_rr = bool((k > 1).any())
     km = k * m
     ring = int(km.max()) if n else 1
@@ -41,7 +53,8 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     link = np.full(n, -np.inf)  # round robin's link clock (split rows: never above their end)
 
     last_end = np.full(n, -np.inf)  # the latest end so far (= end of the previous buffer under split)
-    done = np.where(dyn, 0.0, float(ready_s[-1]) if len(ready_s) else 0.0)
+    done = np.zeros(n)
+    delay = np.zeros(n)
     busy = np.zeros(n)
     nbuf = np.zeros(n, dtype=np.int64)
     rounds = np.zeros(n, dtype=np.int64)
@@ -52,33 +65,47 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     cap = first_cap.copy()
 
     def emit(size: np.ndarray, disp: np.ndarray):
-        """(start, end, done, link clock) of a buffer of ``size`` bytes dispatched at ``disp``, every configuration."""
+        """(start, end, done, link clock, the collective's own duration a + b*S) of a
+        buffer of ``size`` bytes dispatched at ``disp``, every configuration."""
         if use_ring:
             slot = np.maximum(hist.take(base + (nbuf - km) % ring), 0.0)
             prev = hist.take(base + (nbuf - k) % ring)
         else:
             slot = np.maximum(last_end, 0.0)
             prev = last_end
-        start = np.maximum(disp + h_pre * size, slot)
-        bs = b * size
-        end = np.maximum(start + (a + bs), prev + gap + bs)
+        start = np.maximum(disp + cost + h_pre * size, slot)
+        aj, bj, bl = a, b, b_link
+        if has_alt:  # the faster algorithm per buffer (its link cost scales alike)
+            alt = a2 + b2 * size < a + b * size
+            aj, bj = np.where(alt, a2, a), np.where(alt, b2, b)
+            if any_rr:
+                ratio = np.divide(b2, b, out=np.ones_like(b), where=alt & (b > 0))
+                bl = np.where(alt, b_link * ratio, b_link)
+        bs = bj * size
+        end = np.maximum(start + (aj + bs), prev + gap + bs)
         lk = link
         if any_rr:
             # split rows: b_link = 0, so lk = max(link, start + a) <= end and leaves end unchanged
-            lk = np.maximum(link, start + a) + b_link * size
+            lk = np.maximum(link, start + aj) + bl * size
             end = np.maximum(end, lk)
-        return start, end, np.maximum(done, end) + h_post * size, lk
+        return start, end, np.maximum(done, end) + h_post * size, lk, aj + bs
 
+    def dispatch(r):
+        if any_waits:
+            late = r > origin
+            grid = origin + np.ceil((r - origin) / safe_period) * safe_period
+            tick = np.where(late, np.where(has_period, grid, r), origin)
+        else:
+            tick = np.where(has_period, np.ceil(r / safe_period) * safe_period, r)
+        return tick, np.where(dyn, tick + nego, r)
+
+    moving = interferes or any_waits
     for r, s in zip(ready_s.tolist(), grad_bytes.tolist()):
-        tick = np.where(has_period, np.ceil(r / safe_period) * safe_period, r)
-        disp = np.where(dyn, tick + nego, r)
-        new_round = dyn & (tick != prev_tick)
-        rounds += new_round
-        prev_tick = np.where(new_round, tick, prev_tick)
+        tick, disp = dispatch(r + delay) if interferes else dispatch(r)
         flush_dyn = (disp != cur_disp) | (cur + s > thr)
         flush = (cur > 0) & np.where(dyn, flush_dyn, cur >= cap)
         if flush.any():
-            start, end, dn, lk = emit(cur, cur_disp)
+            start, end, dn, lk, t_j = emit(cur, cur_disp)
             busy += np.where(flush, np.maximum(end - np.maximum(start, last_end), 0.0), 0.0)
             if use_ring:
                 at = base + nbuf % ring
@@ -86,6 +113,12 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
             if any_rr:
                 link = np.where(flush, lk, link)
             last_end = np.where(flush, np.maximum(end, last_end), last_end)
+            if interferes:
+                delay = np.where(flush, delay + cost + share * t_j + kappa * cur, delay)
+            if any_waits:
+                origin = np.where(flush & waits, last_end, origin)
+            if moving:
+                tick, disp = dispatch(r + delay)
             done = np.where(flush, dn, done)
             nbuf += flush
             first_bucket &= ~flush
@@ -94,7 +127,13 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         else:
             cur = cur + s
         cur_disp = disp
+        new_round = dyn & (tick != prev_tick)
+        rounds += new_round
+        prev_tick = np.where(new_round, tick, prev_tick)
 
-    start, end, dn, _ = emit(cur, cur_disp)
+    start, end, dn, _, _ = emit(cur, cur_disp)
     busy += np.maximum(end - np.maximum(start, last_end), 0.0)
-    return {"comm_end_s": dn, "comm_busy_s": busy, "num_buffers": nbuf + 1, "rounds": rounds}
+    if len(ready_s):
+        post = h_post * float(np.sum(grad_bytes))
+        dn = np.where(dyn, dn, np.maximum(dn, float(ready_s[-1]) + delay + post))
+    return {"comm_end_s": dn, "comm_busy_s": busy, "num_buffers": nbuf + 1, "rounds": rounds, "delay_s": delay}

@@ -38,9 +38,17 @@ METRICS = (
 class StepResult:
     """Metrics of one simulated step (times in seconds).
 
-    ``comm_time_s`` is the time the network is busy with all-reduce;
-    ``exposed_comm_s`` the part of the step it adds beyond compute;
-    ``scaling_efficiency`` = compute / step (1.0 = perfect overlap).
+    ``compute_time_s`` is one GPU's step without a data-parallel framework
+    (forward + backward + optimizer); ``comm_time_s`` the time the network is
+    busy with all-reduce; ``exposed_comm_s`` what the step adds beyond
+    compute (exposed communication, per-bucket interference, hooks, the
+    framework's per-step cost); ``scaling_efficiency`` = compute / step.
+    ``interference_s`` is what buffers, hooks and the slowest rank added to
+    forward + backward.
+
+    Step = s*forward + max(s*backward + hooks + D, communication done) +
+    optimizer + step overhead, with s = 1 + rank_skew (n > 1) and D from
+    ``simulators.system``.
     """
 
     step_time_s: float
@@ -54,6 +62,8 @@ class StepResult:
     negotiation_msgs_rank0: int
     forward_s: float
     backward_s: float
+    optimizer_s: float = 0.0
+    interference_s: float = 0.0
     buffers: tuple[Buffer, ...] = ()
 
     def to_dict(self) -> dict:
@@ -69,15 +79,23 @@ class Simulator:
         self.workload = workload
         self.cluster = cluster
         self.network = network or network_for(cluster)
-        self._ready = workload.ready_s.tolist()
+        # The slowest rank sets the pace (rank_skew, n > 1); each gradient's
+        # hook runs on backward: tensor i is ready (i+1) hooks later.
+        self._stretch = 1.0 + (cluster.rank_skew if cluster.world_size > 1 else 0.0)
+        hooks = cluster.tensor_hook_s * np.arange(1, len(workload.ready_s) + 1)
+        self._ready_arr = workload.ready_s * self._stretch + hooks
+        self._ready = self._ready_arr.tolist()
+        self._hooks_s = float(hooks[-1]) if len(hooks) else 0.0
         self._bytes = workload.grad_bytes.astype(np.float64)
         self._bytes_list = self._bytes.tolist()
 
-    def _finish(self, comm_end, busy, nbuf, rounds, nego_s, nego_msgs) -> dict:
+    def _finish(self, comm_end, busy, nbuf, rounds, nego_s, nego_msgs, delay) -> dict:
         """Step metrics from the schedule's outcome; floats or arrays (one entry per configuration)."""
         w = self.workload
-        compute = w.forward_s + w.backward_s
-        step = w.forward_s + np.maximum(w.backward_s, comm_end)
+        compute = w.compute_s
+        backward = w.backward_s * self._stretch + self._hooks_s + delay
+        step = (w.forward_s * self._stretch + np.maximum(backward, comm_end) + w.optimizer_s
+                + self.cluster.step_overhead_s)
         return {
             "step_time_s": step,
             "compute_time_s": step * 0.0 + compute,
@@ -88,14 +106,15 @@ class Simulator:
             "num_buffers": nbuf,
             "negotiation_s": rounds * nego_s,
             "negotiation_msgs_rank0": rounds * nego_msgs,
+            "interference_s": self._hooks_s + delay + (self._stretch - 1.0) * (w.forward_s + w.backward_s),
         }
 
     def run(self, knobs: Knobs) -> StepResult:
         """Simulate one configuration, keeping the per-buffer schedule."""
         params = system_params(KnobArrays.from_knobs([knobs]), self.workload, self.network, self.cluster)
         row = params.row(0)
-        buffers, rounds, busy = schedule(self._ready, self._bytes_list, row)
-        m = self._finish(buffers[-1].done_s, busy, len(buffers), rounds, row[4], row[5])
+        buffers, rounds, busy, delay = schedule(self._ready, self._bytes_list, row)
+        m = self._finish(buffers[-1].done_s, busy, len(buffers), rounds, row[4], row[5], delay)
         return StepResult(
             step_time_s=float(m["step_time_s"]),
             compute_time_s=float(m["compute_time_s"]),
@@ -108,6 +127,8 @@ class Simulator:
             negotiation_msgs_rank0=int(m["negotiation_msgs_rank0"]),
             forward_s=self.workload.forward_s,
             backward_s=self.workload.backward_s,
+            optimizer_s=self.workload.optimizer_s,
+            interference_s=float(m["interference_s"]),
             buffers=tuple(buffers),
         )
 
@@ -116,6 +137,6 @@ class Simulator:
         if not isinstance(knobs, KnobArrays):
             knobs = KnobArrays.from_knobs(list(knobs))
         params = system_params(knobs, self.workload, self.network, self.cluster)
-        out = schedule_batch(self.workload.ready_s, self._bytes, params)
+        out = schedule_batch(self._ready_arr, self._bytes, params)
         return self._finish(out["comm_end_s"], out["comm_busy_s"], out["num_buffers"], out["rounds"],
-                            params.nego_s, params.nego_msgs)
+                            params.nego_s, params.nego_msgs, out["delay_s"])

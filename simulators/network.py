@@ -69,17 +69,39 @@ class NetworkModel(abc.ABC):
         k = np.asarray(num_streams, dtype=np.float64)
         return np.full(k.shape, int(self.inflight_per_stream), dtype=np.int64), np.full(k.shape, float(self.buffer_gap_s))
 
+    def alt_coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """``(a2, b2)`` of a second all-reduce algorithm the library may pick
+        per buffer when it is faster (``inf`` = none; the default)."""
+        k, _ = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(hierarchical))
+        return np.full(k.shape, np.inf), np.full(k.shape, np.inf)
+
     def allreduce_time(self, size_bytes: float, num_streams: int = 1, hierarchical: bool = False) -> float:
+        """The all-reduce time of one buffer: the faster of the two algorithms."""
         a, b = self.coeffs(num_streams, hierarchical)
-        return float(a + b * size_bytes)
+        a2, b2 = self.alt_coeffs(num_streams, hierarchical)
+        return float(min(a + b * size_bytes, a2 + b2 * size_bytes))
 
 
 class AnalyticalNetwork(NetworkModel):
-    """Alpha-beta model of flat ring and hierarchical all-reduce on a cluster.
+    """Alpha-beta model of flat ring, tree and hierarchical all-reduce.
 
-    Flat ring over n = N*g ranks, K streams each a ring: every step crosses the
-    slowest hop, so ``a = 2(n-1)*alpha + K*launch`` and ``b = 2(n-1)/(n*R)``
-    with R = min(K*c, B_inter, B_intra) (R = B_intra on one node).
+    Flat ring over n = N*g ranks (node-major), K streams each a ring. Its
+    ``2(n-1)`` steps cross a node boundary ``2(N-1)`` times; the rest are
+    intra-node hops (NCCL's tuning model, ``src/graph/tuning.cc``
+    ``ncclTopoTuneModel``: ``nInterSteps = 2*(nNodes-1)``, latency
+    ``(nsteps-nInterSteps)*intraLat + nInterSteps*interLat``). Chunks are
+    pipelined through the ring, so bytes move at the slowest hop's rate once:
+    ``a = 2(n-N)*alpha_i + 2(N-1)*alpha + K*launch`` and ``b = 2(n-1)/(n*R)``
+    with R = min(K*c, B_inter, B_intra) (R = B_intra on one node). With
+    ``alpha_i = alpha`` this is the plain ``2(n-1)*alpha`` ring.
+
+    Tree (``ClusterSpec.nccl_tree``, NCCL >= 2.4, flat only, N > 1): NCCL's
+    double binary tree, latency ``2((g-1)*alpha_i + log2(N)*alpha)``, bus
+    bandwidth 0.9 R and algorithm bandwidth half the bus bandwidth (same
+    source: ``busBw*.9``, ``ratio = .5``): ``a2 = 2((g-1)*alpha_i +
+    ceil(log2 N)*alpha) + K*launch``, ``b2 = 2/(0.9*R)``. The system layer
+    takes the faster of ring and tree per buffer, as NCCL does; NCCL's
+    per-size correction factors and protocol choice (LL/LL128) are not modelled.
 
     Hierarchical (N nodes of g GPUs): intra-node reduce-scatter and
     all-gather, ``2(g-1)(alpha_i + S/(g*B_i))``; between them g concurrent
@@ -113,7 +135,7 @@ class AnalyticalNetwork(NetworkModel):
             b = np.full_like(k, 2 * (n - 1) / (n * c.intra_bw_Bps))
             return a, b
         flat_rate = np.minimum(stream_rate(k, c.per_stream_Bps, c.inter_bw_Bps), c.intra_bw_Bps)
-        a_flat = 2 * (n - 1) * c.inter_latency_s + launch
+        a_flat = 2 * (n - N) * c.intra_latency_s + 2 * (N - 1) * c.inter_latency_s + launch
         b_flat = 2 * (n - 1) / (n * flat_rate)
         if g == 1:
             return a_flat, b_flat
@@ -121,6 +143,19 @@ class AnalyticalNetwork(NetworkModel):
         a_hier = 2 * (g - 1) * c.intra_latency_s + 2 * (N - 1) * c.inter_latency_s + launch
         b_hier = 2 * (g - 1) / (g * c.intra_bw_Bps) + 2 * (N - 1) / (g * N * ring_rate)
         return np.where(hier, a_hier, a_flat), np.where(hier, b_hier, b_flat)
+
+    def alt_coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        c = self.cluster
+        if not c.nccl_tree or c.nodes == 1 or c.world_size == 1:
+            return super().alt_coeffs(num_streams, hierarchical)
+        k = np.asarray(num_streams, dtype=np.float64)
+        hier = np.asarray(hierarchical, dtype=bool)
+        k, hier = np.broadcast_arrays(k, hier)
+        rate = np.minimum(stream_rate(k, c.per_stream_Bps, c.inter_bw_Bps), c.intra_bw_Bps)
+        a = (2 * ((c.gpus_per_node - 1) * c.intra_latency_s + math.ceil(math.log2(c.nodes)) * c.inter_latency_s)
+             + k * c.launch_overhead_s)
+        b = 2 / (0.9 * rate)
+        return np.where(hier, np.inf, a), np.where(hier, np.inf, b)
 
 
 class CalibratedNetwork(NetworkModel):

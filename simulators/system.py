@@ -19,7 +19,37 @@ Negotiation per loop tick (dynamic policy): a ``central`` rank-0 coordinator
 receives one request from and sends one response to every other rank, so it
 handles ``2(n-1)`` messages in series: ``nu = 2*alpha + 2(n-1)*m``. A
 ``decentralized`` bit-vector all-reduce (recursive doubling) needs
-``2*ceil(log2 n)`` latency-bound steps: ``nu = 2*ceil(log2 n)*alpha``.
+``2*ceil(log2 n)`` latency-bound steps: ``nu = 2*ceil(log2 n)*alpha``. With
+Horovod's response cache (``ClusterSpec.response_cache``; Horovod PR #902,
+v0.16.2+) every tensor of a steady-state step is a cache hit, and rank 0's
+round is replaced by the same bit-vector all-reduce: ``central`` then costs
+what ``decentralized`` does.
+
+Waiting loop (``ClusterSpec.loop_waits``): the loop runs a cycle's
+collectives before its next cycle, so after buffer j the ticks restart at
+its end: ``tick = O + ceil((r - O)/P)*P`` (``O`` = end of the last buffer, 0
+before the first; ``tick = O`` for a tensor ready before ``O``). With
+``O = 0`` this is the free-running grid above.
+
+Algorithm choice. A network model may offer a second algorithm
+``(a2, b2)`` (NCCL's tree); each buffer takes the faster of the two,
+``min(a + b*S, a2 + b2*S)``, as NCCL's tuning model picks per message size.
+
+Interference with compute. Each buffer j costs ``c`` seconds on the training
+thread (``ClusterSpec.bucket_cost_s``: hook, copy, launch) before its
+all-reduce starts; its collective holds ``sigma`` of the GPU's SMs
+(``comm_sm_share``: NCCL runs one CTA per channel, one SM each, NVIDIA/nccl
+#689) for its whole duration ``t_j = a_j + b_j*S_j`` (its chosen algorithm's),
+so backward, which shares the GPU, loses ``sigma*t_j``; and the GPU's own
+work on its bytes (reductions, copies through memory) costs ``kappa*S_j``
+(``comm_gpu_s_per_byte``, per wire byte), whatever the network's speed. A
+buffer launched during backward (any but the last) therefore delays every
+later gradient, and the end of backward, by ``d_j = c + sigma*t_j +
+kappa*S_j``; the delays add up (``D``) and shift the ready times the fusion
+policy sees (``r_i + D``). Backward ends at ``B + D``. (``sigma`` is the SM
+fraction, channels / SMs, not a fitted factor: a ring's time grows with
+``2(n-1)`` hops, and the SMs its kernels hold are a few of the GPU's, not
+all of them.)
 
 Streams (``stream_mode``). ``split``: each buffer is split evenly over K
 streams that run concurrently (the AIACC scheme), so a buffer of S bytes takes
@@ -36,10 +66,10 @@ with ``m`` collectives in flight per stream, back-to-back gap ``g`` and host
 costs ``h_pre``/``h_post`` per byte (``ClusterSpec``; all default to the plain
 FIFO model, m=1, g=h=0)::
 
-    start_j = max(d_j + h_pre*S_j, end_{j-m})          (end_{<0} = 0)
+    start_j = max(d_j + c + h_pre*S_j, end_{j-m})      (end_{<0} = 0)
     end_j   = max(start_j + a + b*S_j, end_{j-1} + g + b*S_j)
     done_j  = max(done_{j-1}, end_j) + h_post*S_j       (done_{-1} = end of backward
-                                                         for static fusion, else 0)
+                                                         B + D for static fusion, else 0)
 
 Round robin (K > 1) runs the same recurrences per stream, plus a link clock.
 With ``a = a(1)``, ``b = b(1)``, ``g = g(1)``, ``m = m(1)`` of one stream
@@ -91,20 +121,22 @@ def wire_bytes_per_element(wire_precision: str | np.ndarray, grad_bpe: int) -> n
     return np.where(fp16, min(2, grad_bpe), grad_bpe)
 
 
-def negotiation_time_s(central: np.ndarray | bool, world_size: int, latency_s: float, msg_s: float) -> np.ndarray:
+def negotiation_time_s(central: np.ndarray | bool, world_size: int, latency_s: float, msg_s: float,
+                       cached: bool = False) -> np.ndarray:
     """Time of one negotiation round (see module docstring)."""
     if world_size <= 1:
         return np.zeros(np.shape(central))
-    t_central = 2 * latency_s + 2 * (world_size - 1) * msg_s
     t_decentral = 2 * math.ceil(math.log2(world_size)) * latency_s
+    t_central = t_decentral if cached else 2 * latency_s + 2 * (world_size - 1) * msg_s
     return np.where(np.asarray(central, dtype=bool), t_central, t_decentral)
 
 
-def negotiation_messages_rank0(central: np.ndarray | bool, world_size: int) -> np.ndarray:
+def negotiation_messages_rank0(central: np.ndarray | bool, world_size: int, cached: bool = False) -> np.ndarray:
     """Messages the busiest rank handles per negotiation round."""
     if world_size <= 1:
         return np.zeros(np.shape(central))
-    return np.where(np.asarray(central, dtype=bool), 2 * (world_size - 1), 2 * math.ceil(math.log2(world_size)))
+    log_steps = 2 * math.ceil(math.log2(world_size))
+    return np.where(np.asarray(central, dtype=bool), log_steps if cached else 2 * (world_size - 1), log_steps)
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +161,12 @@ class SystemParams:
     host_post_s_per_byte: np.ndarray  # per gradient byte
     stride: np.ndarray  # int, streams a buffer index cycles over: K for round robin (K > 1), else 1
     link_b_s_per_byte: np.ndarray  # round robin: the link's cost per gradient byte, b(K); split: unused (0)
+    a2_s: np.ndarray  # second algorithm (NCCL tree); inf = none
+    b2_s_per_byte: np.ndarray
+    bucket_cost_s: np.ndarray  # c, per buffer on the training thread
+    sm_share: np.ndarray  # sigma, the SM fraction a collective holds while it runs
+    gpu_s_per_byte: np.ndarray  # kappa, GPU time per gradient byte reduced (already x wire ratio)
+    loop_waits: np.ndarray  # bool, the dynamic loop waits for its collectives
 
     def __len__(self) -> int:
         return len(self.dynamic)
@@ -139,6 +177,9 @@ class SystemParams:
             float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
             int(self.inflight[i]), float(self.gap_s[i]), float(self.host_pre_s_per_byte[i]),
             float(self.host_post_s_per_byte[i]), int(self.stride[i]), float(self.link_b_s_per_byte[i]),
+            float(self.a2_s[i]), float(self.b2_s_per_byte[i]),
+            float(self.bucket_cost_s[i]), float(self.sm_share[i]), float(self.gpu_s_per_byte[i]),
+            bool(self.loop_waits[i]),
         )
 
 
@@ -193,19 +234,25 @@ class NetworkTable:
     b_s_per_byte: np.ndarray  # (K, 2)
     inflight: np.ndarray  # (K,)
     gap_s: np.ndarray  # (K,)
+    a2_s: np.ndarray  # (K, 2), the alternative algorithm (inf = none)
+    b2_s_per_byte: np.ndarray  # (K, 2)
 
     @classmethod
     def build(cls, network: NetworkModel) -> "NetworkTable":
         ks = np.arange(1, int(KNOBS["num_streams"].high) + 1)
-        a, b = network.coeffs(ks[:, None], np.array([False, True])[None, :])
+        hs = np.array([False, True])[None, :]
+        a, b = network.coeffs(ks[:, None], hs)
+        a2, b2 = network.alt_coeffs(ks[:, None], hs)
         m, gap = network.pipelining(ks)
-        return cls(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
-                   np.asarray(m, dtype=np.int64), np.asarray(gap, dtype=np.float64))
+        f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+        return cls(f(a), f(b), np.asarray(m, dtype=np.int64), f(gap), f(a2), f(b2))
 
-    def lookup(self, num_streams, hierarchical) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def lookup(self, num_streams, hierarchical) -> tuple[np.ndarray, ...]:
+        """``(a, b, m, gap, a2, b2)`` per configuration."""
         k = np.asarray(num_streams, dtype=np.int64) - 1
         h = np.asarray(hierarchical, dtype=np.int64)
-        return self.a_s[k, h], self.b_s_per_byte[k, h], self.inflight[k], self.gap_s[k]
+        return (self.a_s[k, h], self.b_s_per_byte[k, h], self.inflight[k], self.gap_s[k],
+                self.a2_s[k, h], self.b2_s_per_byte[k, h])
 
 
 def network_table(network: NetworkModel) -> NetworkTable:
@@ -227,19 +274,20 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     dynamic = knobs.fusion_policy == "dynamic"
     central = knobs.negotiation == "central"
     lat = network.control_latency_s()
-    msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
-    nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s), 0.0)
-    msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size), 0)
     table = network_table(network)
-    a, b, m, gap = table.lookup(knobs.num_streams, knobs.hierarchical)
+    a, b, m, gap, a2, b2 = table.lookup(knobs.num_streams, knobs.hierarchical)
     # Round robin: each buffer on one stream (the one-stream coefficients),
     # the link at the K-stream rate b(K). K = 1 is the split schedule.
     rr = (np.asarray(knobs.stream_mode) == "round_robin") & (np.asarray(knobs.num_streams) > 1)
     link_b = np.where(rr, b, 0.0)
     if rr.any():
-        a1, b1, m1, gap1 = table.lookup(np.ones_like(knobs.num_streams), knobs.hierarchical)
-        a, b, m, gap = (np.where(rr, x1, x) for x1, x in ((a1, a), (b1, b), (m1, m), (gap1, gap)))
+        one = table.lookup(np.ones_like(knobs.num_streams), knobs.hierarchical)
+        a, b, m, gap, a2, b2 = (np.where(rr, x1, x) for x1, x in zip(one, (a, b, m, gap, a2, b2)))
     host = cluster if cluster is not None else getattr(network, "cluster", None)
+    msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
+    cached = bool(getattr(host, "response_cache", False))
+    nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s, cached), 0.0)
+    msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size, cached), 0)
     h_pre = float(getattr(host, "host_pre_s_per_byte", 0.0))
     h_post = float(getattr(host, "host_post_s_per_byte", 0.0))
     thr = knobs.fusion_threshold_bytes.astype(np.float64)
@@ -261,6 +309,12 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         host_post_s_per_byte=np.full(thr.shape, h_post),
         stride=np.broadcast_to(np.where(rr, knobs.num_streams, 1), thr.shape).astype(np.int64),
         link_b_s_per_byte=np.broadcast_to(link_b * ratio, thr.shape).astype(np.float64),
+        a2_s=np.asarray(a2, dtype=np.float64),
+        b2_s_per_byte=np.asarray(b2 * ratio, dtype=np.float64),
+        bucket_cost_s=np.full(thr.shape, float(getattr(host, "bucket_cost_s", 0.0))),
+        sm_share=np.full(thr.shape, float(getattr(host, "comm_sm_share", 0.0))),
+        gpu_s_per_byte=np.asarray(float(getattr(host, "comm_gpu_s_per_byte", 0.0)) * ratio, dtype=np.float64),
+        loop_waits=dynamic & bool(getattr(host, "loop_waits", False)),
     )
 
 
@@ -279,15 +333,18 @@ class Buffer(NamedTuple):
 
 
 def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
-             p: tuple[float, ...]) -> tuple[list[Buffer], int, float]:
+             p: tuple[float, ...]) -> tuple[list[Buffer], int, float, float]:
     """Reference scheduler for one configuration (a :meth:`SystemParams.row`).
 
-    Returns the buffers in dispatch order, the number of negotiation rounds
-    and the communication busy time (union of the buffers' intervals). Times are relative to the start of backward; the step's
-    communication ends at the last buffer's ``done_s`` (module docstring).
+    Returns the buffers in dispatch order, the number of negotiation rounds,
+    the communication busy time (union of the buffers' intervals) and the
+    delay ``D`` the buffers added to backward. Times are relative to the start
+    of backward (``ready_s`` before any delay); the step's communication ends
+    at the last buffer's ``done_s`` (module docstring).
     """
-    dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, k, b_link = p
-    buffers: list[Buffer] = []
+    (dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, k, b_link,
+     a2, b2, cost, share, kappa, waits) = p
+    spans: list[tuple] = []  # (first, last, bytes, dispatch, start, end) per buffer
     ends: list[float] = []
     link = -math.inf  # round robin's link clock L
     cur_bytes = 0.0
@@ -298,50 +355,83 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     prev_tick = -1.0
     prev_end = -math.inf  # the latest end so far
     busy = 0.0  # length of the union of the [start, end] intervals
-    done = 0.0 if dynamic else (ready_s[-1] if len(ready_s) else 0.0)
+    delay = 0.0  # D: what the buffers launched so far added to backward
+    origin = 0.0  # O: where the loop's ticks start (the latest end when the loop waits)
+    moves = cost > 0 or share > 0 or kappa > 0 or waits  # a buffer can shift the following dispatches
     n = len(ready_s)
+
+    def dispatch(r: float) -> tuple[float, float]:
+        if not dynamic:
+            return r, r
+        if r <= origin:
+            tick = origin
+        else:
+            tick = origin + math.ceil((r - origin) / period) * period if period > 0 else r
+        return tick, tick + nego
+
     for i in range(n + 1):
         if i < n:
-            r = ready_s[i]
             s = grad_bytes[i]
+            r = ready_s[i] + delay
             if dynamic:
-                tick = math.ceil(r / period) * period if period > 0 else r
+                if r <= origin:
+                    tick = origin
+                elif period > 0:
+                    tick = origin + math.ceil((r - origin) / period) * period
+                else:
+                    tick = r
                 disp = tick + nego
-                if tick != prev_tick:
-                    rounds += 1
-                    prev_tick = tick
                 flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
             else:
                 disp = r
                 flush = cur_bytes > 0 and cur_bytes >= (first_cap if first_bucket else thr)
             if not flush:
+                if dynamic and tick != prev_tick:
+                    rounds += 1
+                    prev_tick = tick
                 cur_bytes += s
                 cur_disp = disp
                 continue
         # emit the current buffer (module docstring formulas)
         j = len(ends)
         slot = ends[j - k * m] if j >= k * m else 0.0
-        start = cur_disp + h_pre * cur_bytes
+        start = cur_disp + cost + h_pre * cur_bytes
         if slot > start:
             start = slot
-        bs = b * cur_bytes
-        end = start + (a + bs)
+        aj, bj, bl = a, b, b_link
+        if a2 + b2 * cur_bytes < a + b * cur_bytes:  # the faster algorithm (its link cost scales alike)
+            aj, bj, bl = a2, b2, b_link * (b2 / b)
+        bs = bj * cur_bytes
+        end = start + (aj + bs)
         serial = (ends[j - k] if j >= k else -math.inf) + gap + bs
         if serial > end:
             end = serial
         if k > 1:
-            link = max(link, start + a) + b_link * cur_bytes
+            link = max(link, start + aj) + bl * cur_bytes
             if link > end:
                 end = link
-        done = (done if done > end else end) + h_post * cur_bytes
         busy += max(0.0, end - (start if start > prev_end else prev_end))
         ends.append(end)
         if end > prev_end:
             prev_end = end
-        buffers.append(Buffer(cur_first, i - 1, cur_bytes, cur_disp, start, end, done))
+        spans.append((cur_first, i - 1, cur_bytes, cur_disp, start, end))
         if i < n:
+            if moves:
+                delay += cost + share * (aj + bs) + kappa * cur_bytes
+                if waits:
+                    origin = prev_end
+                tick, disp = dispatch(ready_s[i] + delay)
+            if dynamic and tick != prev_tick:
+                rounds += 1
+                prev_tick = tick
             first_bucket = False
             cur_bytes = s
             cur_first = i
             cur_disp = disp
-    return buffers, rounds, busy
+    # host post-work in buffer order; static fusion starts it at the end of backward
+    done = 0.0 if dynamic else (ready_s[-1] + delay if n else 0.0)
+    buffers = []
+    for first, last, size, disp, start, end in spans:
+        done = (done if done > end else end) + h_post * size
+        buffers.append(Buffer(first, last, size, disp, start, end, done))
+    return buffers, rounds, busy, delay

@@ -30,10 +30,12 @@ class Workload:
     names: tuple[str, ...]
     grad_bytes_per_element: int
     layer_backward: tuple[tuple[str, float, float], ...] = ()  # (layer, start_s, end_s) for traces
+    optimizer_s: float = 0.0  # the optimizer step after the gradients are reduced
 
     @property
     def compute_s(self) -> float:
-        return self.forward_s + self.backward_s
+        """One GPU's step without any data-parallel framework."""
+        return self.forward_s + self.backward_s + self.optimizer_s
 
     @property
     def grad_bytes(self) -> np.ndarray:
@@ -44,11 +46,22 @@ class Workload:
         return int(self.numel.sum()) * self.grad_bytes_per_element
 
 
+def optimizer_time_s(model: ModelProfile, dev: Device) -> float:
+    """The optimizer step: measured (``profile-model`` writes
+    ``meta['optimizer_s']``) or the device class's per-parameter estimate."""
+    measured = (model.meta or {}).get("optimizer_s")
+    if measured is not None:
+        return float(measured)
+    return dev.optimizer_s(model.num_params, model.num_tensors)
+
+
 def build_workload(
-    model: ModelProfile, device: Device | str = "V100", batch_size: int = 64, precision: str = "amp"
+    model: ModelProfile, device: Device | str = "V100", batch_size: int = 64, precision: str = "amp",
+    optimizer: bool = True,
 ) -> Workload:
     """Time each layer (measured times if the profile has them, else FLOPs
-    over the device's effective throughput) and lay out the backward pass."""
+    over the device's effective throughput) and lay out the backward pass;
+    ``optimizer`` adds the optimizer step (:func:`optimizer_time_s`)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CommtuneError(f"batch size must be a positive integer, got {batch_size!r}")
     dev = device if isinstance(device, Device) else get_device(device)
@@ -90,6 +103,7 @@ def build_workload(
         names=tuple(names),
         grad_bytes_per_element=grad_bytes_per_element(precision),
         layer_backward=tuple(spans),
+        optimizer_s=optimizer_time_s(model, dev) if optimizer else 0.0,
     )
 
 
@@ -99,6 +113,7 @@ def synthetic_workload(
     forward_s: float = 0.0,
     backward_s: float | None = None,
     grad_bytes_per_element: int = 4,
+    optimizer_s: float = 0.0,
 ) -> Workload:
     """A hand-made timeline (for tests and closed-form checks)."""
     ready = np.asarray(ready_s, dtype=np.float64)
@@ -112,4 +127,5 @@ def synthetic_workload(
         numel=np.asarray(numel, dtype=np.int64),
         names=tuple(f"t{i}" for i in range(len(ready))),
         grad_bytes_per_element=grad_bytes_per_element,
+        optimizer_s=float(optimizer_s),
     )

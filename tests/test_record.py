@@ -88,6 +88,10 @@ def test_cli_end_to_end(factory_file: Path, tmp_path: Path, capsys) -> None:
     assert "wrote" in capsys.readouterr().out
     profile = load_model(str(out))
     assert profile.name == "Sequential" and profile.has_measured_times
+    # the optimizer step is measured, written and becomes the workload's optimizer phase
+    assert profile.meta["optimizer_s"] > 0
+    from simulators import build_workload
+    assert build_workload(profile, "V100", batch_size=2, precision="fp32").optimizer_s == profile.meta["optimizer_s"]
     assert [t.name for t in profile.ready_order()] == ["5.bias", "5.weight", "1.bias", "1.weight",
                                                         "0.bias", "0.weight"]
 
@@ -119,7 +123,7 @@ def test_cli_bad_factory(factory_file: Path, tmp_path: Path, capsys, target: str
 
 @pytest.mark.parametrize("extra, needle", [
     (["--input-shape", "5,16,16"], "forward failed on synthetic input"),
-    (["--steps", "0"], "--steps must be >= 1"),
+    (["--steps", "0"], "--steps"),
     (["--seq-len", "4", "--input-shape", "3,8,8"], "not both"),
 ])
 def test_cli_bad_options(factory_file: Path, tmp_path: Path, capsys, extra: list, needle: str) -> None:
@@ -148,3 +152,16 @@ def test_missing_torch_message(monkeypatch) -> None:
     monkeypatch.setattr(builtins, "__import__", no_torch)
     with pytest.raises(CommtuneError, match=r"pip install 'commtune\[torch\]'"):
         record.import_torch()
+
+
+def test_ddp_costs_fit_and_cli(factory_file: Path, tmp_path: Path, capsys) -> None:
+    from commtune.models.ddp_costs import fit_ddp_costs
+
+    # closed form: step = base + T*hook + K*cost
+    fit = fit_ddp_costs(0.1, [0.1 + 10 * 2e-6 + k * 5e-5 for k in (3, 12, 40)], [3, 12, 40], 10)
+    assert fit["bucket_cost_s"] == pytest.approx(5e-5) and fit["tensor_hook_s"] == pytest.approx(2e-6)
+    out = tmp_path / "cnn.yaml"
+    rc = run_cli(["profile-model", f"{factory_file}:cnn", "--batch-size", "2", "--input-shape", "3,16,16",
+                  "--steps", "2", "--warmup", "1", "--ddp-costs", "-o", str(out)])
+    assert rc == 0
+    assert "bucket_cost:" in capsys.readouterr().out

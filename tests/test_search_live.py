@@ -70,7 +70,7 @@ def test_median_pruner_stops_slow_trials_after_few_steps():
 
 @pytest.mark.parametrize("extra, needle", [
     (["--objective", "live", "--ranks", "2"], "cannot apply"),  # default space varies dynamic-policy knobs
-    (["--objective", "live", "--space", "ddp", "--ranks", "1"], "--ranks must be at least 2"),
+    (["--objective", "live", "--space", "ddp", "--ranks", "1"], "--ranks"),
     (["--ranks", "2"], "--ranks is for live measurement"),
     (["--objective", "live", "--space", "ddp", "--sampler", "grid"], "--sampler grid"),
     (["--objective", "live", "--space", "ddp", "--confirm", "2"], "--confirm K confirms"),
@@ -80,7 +80,7 @@ def test_median_pruner_stops_slow_trials_after_few_steps():
     (["--objective", "live", "--space", "ddp", "--cluster", "emulated", "--bw", "1gbit"], "drop --bw"),
     (["--objective", "live", "--space", "ddp", "--bw", "10gbit,25gbit"], "one --bw"),
     (["--objective", "live", "--space", "ddp", "--backend", "ray", "--concurrency", "2"], "--concurrency must be 1"),
-    (["--objective", "multi", "--space", "ddp", "--confirm", "0"], "--confirm must be at least 1"),
+    (["--objective", "multi", "--space", "ddp", "--confirm", "0"], "--confirm"),
     (["--objective", "live", "--space", "ddp", "--live-scale", "2"], "--live-scale"),
     (["--objective", "live", "--space", "ddp", "--cluster", "vpc-32gbit"], "describe the same cluster"),
     (["--objective", "lvie"], "did you mean"),

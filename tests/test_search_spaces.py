@@ -49,7 +49,7 @@ BAD = [
     ("knobs:\n  num_streams: {low: 1.5, high: 4}\n", ["num_streams", "not an integer"]),
     ("knobs:\n  hierarchical: {low: 0, high: 1}\n", ["hierarchical", "choices"]),
     ("knobs:\n  wire_precision: {choices: [fp32, bf8]}\n", ["wire_precision", "bf8"]),
-    ("knobs:\n  num_streams: {low: 1, high: 64}\n", ["num_streams", "outside"]),
+    ("knobs:\n  num_streams: {low: 1, high: 64}\n", ["num_streams", "out of range"]),
     ("knobs:\n  fusion_threshold_bytes: {low: 0, high: 64MiB, log: true}\n", ["fusion_threshold_bytes", "log"]),
     ("knobs:\n  num_streams: {lo: 1, high: 4}\n", ["num_streams", "unknown key"]),
     ("knobs:\n  num_streams: {low: 1, high: 4, log: maybe}\n", ["num_streams", "log must be"]),

@@ -48,6 +48,7 @@ def test_export_stdout_and_warnings(run, profile_path):
 
 def test_export_to_file(run, profile_path, tmp_path):
     dest = tmp_path / "out" / "ds.json"
+    dest.parent.mkdir()  # -o never creates folders
     rc, out, err = run("export", profile_path, "--format", "deepspeed", "-o", dest)
     assert rc == 0 and "wrote" in out
     d = json.loads(dest.read_text())

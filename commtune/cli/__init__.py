@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from commtune import __version__
@@ -37,7 +38,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="commtune", description=__doc__.splitlines()[0])
+    from commtune.knobs import KNOBS
+    from commtune.limits import ranges_help
+
+    knob_ranges = "".join(f"\n  {k.flag:<48} {k.accepted()}" for k in KNOBS.values() if k.kind in ("size", "int", "float"))
+    parser = _Parser(prog="commtune", description=__doc__.splitlines()[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="Bad input gets one line on stderr and exit status 2. Accepted ranges:\n" + ranges_help()
+                            + knob_ranges)
     parser.add_argument("--version", action="version", version=f"commtune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -48,12 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed as one line)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except CommtuneError as exc:
         print(f"commtune: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("commtune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`commtune presets --json | head`): stop quietly, like
+        # Unix tools killed by SIGPIPE, and keep Python from reporting the failed flush.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -34,7 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pd.set_defaults(func=_down)
 
     for q in (pu, ps, pd):
-        q.add_argument("--prefix", default="ct", help="name prefix of namespaces and state file (default: ct)")
+        q.add_argument("--prefix", default="ct", type=_prefix, help="name prefix of namespaces and state file (default: ct)")
+
+
+def _prefix(text: str) -> str:
+    from commtune.emulation.spec import check_prefix
+
+    try:
+        return check_prefix(text)
+    except CommtuneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _describe(state: ClusterState) -> str:

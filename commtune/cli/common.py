@@ -9,6 +9,7 @@ from commtune.cluster import make_cluster
 from commtune.devices import PRECISIONS
 from commtune.errors import CommtuneError
 from commtune.knobs import KNOBS, Knobs
+from commtune.limits import RANGES
 from commtune.scenario import Scenario
 
 
@@ -22,16 +23,33 @@ def positive_int(text: str) -> int:
     return v
 
 
+def ranged(name: str, flag: str):
+    """argparse ``type=`` checking the sane range :data:`commtune.limits.RANGES` [name]."""
+    return RANGES[name].argtype(flag)
+
+
+def stdout_console():
+    """A rich console on stdout: the terminal's width on a terminal; in a pipe or
+    file no width limit (rich would otherwise cut tables to 80 columns)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
+
+
 def add_scenario_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     g = p.add_argument_group("scenario")
     g.add_argument("--model", required=model_required, help="zoo model name (see `commtune models`) or a model profile file")
-    g.add_argument("--input-size", type=positive_int, help="image side or sequence length (default: the model's)")
-    g.add_argument("--batch-size", type=positive_int, default=64, help="samples per GPU per step (default 64)")
+    g.add_argument("--input-size", type=ranged("input_size", "--input-size"),
+                   help="image side or sequence length (default: the model's)")
+    g.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=64,
+                   help="samples per GPU per step (default 64)")
     g.add_argument("--precision", choices=PRECISIONS, default="amp", help="compute precision (default amp)")
     g.add_argument("--cluster", help="cluster preset name (see `commtune presets`) or cluster/calibration file")
     g.add_argument("--bw", help="inter-node bandwidth per node, e.g. 32gbit, 25Gbps, 4GB/s")
-    g.add_argument("--nodes", type=positive_int, help="number of nodes (default 16)")
-    g.add_argument("--gpus-per-node", type=positive_int, help="GPUs per node (default 8)")
+    g.add_argument("--nodes", type=ranged("nodes", "--nodes"), help="number of nodes (default 16)")
+    g.add_argument("--gpus-per-node", type=ranged("gpus_per_node", "--gpus-per-node"), help="GPUs per node (default 8)")
     g.add_argument("--per-stream", help="per-stream (per-flow) cap, e.g. 10gbit, or 'none'")
     g.add_argument("--latency", help="inter-node latency per collective step, e.g. 30us")
     g.add_argument("--intra", help="intra-node preset, e.g. nvlink-v100, pcie3")
@@ -57,7 +75,7 @@ def add_knob_args(p: argparse.ArgumentParser) -> None:
         if knob.kind == "bool":
             g.add_argument(knob.flag, dest=dest, action="store_true", default=None, help=knob.help)
             if knob.name == "hierarchical":
-                g.add_argument("--flat", dest=dest, action="store_false", help="flat ring all-reduce")
+                g.add_argument("--flat", dest="knob_flat", action="store_true", help="flat ring all-reduce")
         elif knob.kind == "choice":
             g.add_argument(knob.flag, dest=dest, choices=knob.choices, help=knob.help)
         else:
@@ -66,6 +84,10 @@ def add_knob_args(p: argparse.ArgumentParser) -> None:
 
 def knobs_from_args(args: argparse.Namespace, base: Knobs | None = None) -> Knobs:
     values: dict[str, Any] = {}
+    if getattr(args, "knob_flat", False):
+        if args.knob_hierarchical:
+            raise CommtuneError("--hierarchical and --flat contradict each other: give one of them")
+        args.knob_hierarchical = False
     for knob in KNOBS.values():
         v = getattr(args, f"knob_{knob.name}", None)
         if v is not None:

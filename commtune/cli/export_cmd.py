@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from commtune.exporters import EXPORTERS, get_exporter
-from commtune.io import atomic_write_text
+from commtune.io import atomic_write_text, check_writable
 from commtune.profiles import load_profile
 
 
@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     exporter = get_exporter(args.format)
+    if args.output:
+        check_writable(args.output, "export")
     result = exporter.export(load_profile(args.profile))
     for line in result.warnings():
         print(f"commtune: warning: {line}", file=sys.stderr)

@@ -5,13 +5,15 @@ import argparse
 import json
 from typing import Any
 
+from commtune.limits import RANGES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("models", help="list the built-in models",
                               description="List the built-in models: gradient tensors, "
                                           "parameters, fp32 gradient bytes and FLOPs per sample.")
     p.add_argument("names", nargs="*", metavar="MODEL", help="only these models (default: all)")
-    p.add_argument("--input-size", type=int, metavar="N",
+    p.add_argument("--input-size", type=RANGES["input_size"].argtype("--input-size"), metavar="N",
                    help="image side or sequence length (default: each model's own)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run)

@@ -13,6 +13,8 @@ import numpy as np
 
 from commtune.cli.common import add_knob_args, add_scenario_args, knobs_from_args, scenario_from_args
 from commtune.errors import CommtuneError
+from commtune.io import check_writable
+from commtune.limits import RANGES
 from commtune.plots import KINDS, check_output_path, plot_module, save_figure
 from commtune.plots.sweep import DEFAULT_BWS
 
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_output_path(args.output)  # fail before any work
+    check_writable(args.output, "figure")
     fig = args.figure(args)
     path = save_figure(fig, args.output)
     print(f"{args.kind} plot written to {path}")
@@ -71,7 +74,7 @@ def _heatmap_arguments(p: argparse.ArgumentParser) -> None:
     add_knob_args(p)
     p.add_argument("--min-threshold", default="64KiB", help="smallest fusion threshold (default 64KiB)")
     p.add_argument("--max-threshold", default="1GiB", help="largest fusion threshold (default 1GiB)")
-    p.add_argument("--points", type=int, default=41, help="thresholds on the log axis (default 41)")
+    p.add_argument("--points", type=RANGES["heatmap_points"].argtype("--points"), default=41, help="thresholds on the log axis (default 41)")
     p.add_argument("--max-streams", type=int, default=8, help="streams 1..N (default 8)")
     p.add_argument("--metric", choices=("step_time_s", "exposed_comm_s"), default="step_time_s")
 
@@ -84,7 +87,8 @@ def _heatmap_figure(args: argparse.Namespace):
     lo = KNOBS["fusion_threshold_bytes"].parse(args.min_threshold)
     hi = KNOBS["fusion_threshold_bytes"].parse(args.max_threshold)
     if not 0 < lo < hi:
-        raise CommtuneError(f"--min-threshold must be positive and below --max-threshold ({format_size(lo)} >= {format_size(hi)})")
+        raise CommtuneError(f"--min-threshold {args.min_threshold} must be positive and below --max-threshold "
+                            f"{args.max_threshold} ({format_size(lo)} >= {format_size(hi)})")
     if not 2 <= args.points <= 400:
         raise CommtuneError(f"--points must be between 2 and 400, got {args.points}")
     if not 1 <= args.max_streams <= int(KNOBS["num_streams"].high):
@@ -112,18 +116,20 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default="default",
                    help="search space of the grid: a bundled name (default: both fusion policies; horovod; ddp) "
                         "or a YAML file")
-    p.add_argument("--grid-points", type=int, metavar="N",
+    p.add_argument("--grid-points", type=RANGES["grid_points"].argtype("--grid-points"), metavar="N",
                    help="points per numeric range of the grid (default: the space's own)")
     p.add_argument("--csv", metavar="FILE", help="also write the table of results as CSV")
 
 
 def _sweep_figure(args: argparse.Namespace):
     from commtune.plots.sweep import plot_sweep, sweep_data, write_csv
-    from commtune.units import parse_bandwidth
+    from commtune.units import parse_bandwidth, split_list
 
     if args.bw:
         raise CommtuneError("plot sweep takes --bws (a list), not --bw")
-    bws = [parse_bandwidth(b.strip(), what="--bws") for b in args.bws.split(",") if b.strip()]
+    if args.csv:
+        check_writable(args.csv, "--csv")
+    bws = [parse_bandwidth(b, what="--bws") for b in split_list(args.bws, "--bws")]
     if len(bws) < 2:
         raise CommtuneError("--bws needs at least two bandwidths, e.g. 10gbit,32gbit,100gbit")
     if args.cluster is None:
@@ -141,7 +147,7 @@ def _sweep_figure(args: argparse.Namespace):
 def _fidelity_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="CSV or JSON file of {predicted, measured} points")
     p.add_argument("--title", help="figure title")
-    p.add_argument("--band", type=float, default=10.0, help="shade +-PCT around y=x (default 10; 0 = none)")
+    p.add_argument("--band", type=RANGES["percent"].argtype("--band"), default=10.0, help="shade +-PCT around y=x (default 10; 0 = none)")
     p.add_argument("--annotate", action="store_true", help="write each point's label next to it")
 
 

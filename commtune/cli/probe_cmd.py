@@ -8,14 +8,14 @@ import math
 import os
 import sys
 
-from commtune.cli.common import positive_int
+from commtune.cli.common import ranged
 from commtune.errors import CommtuneError
 
 
 def add_launch_args(p: argparse.ArgumentParser) -> None:
     """Where ranks run: --ranks N local processes, or --emulated (one per namespace host)."""
     g = p.add_argument_group("where ranks run (else: as one rank under torchrun / mpiexec)")
-    g.add_argument("--ranks", type=int, help="spawn N local ranks on 127.0.0.1 (N >= 2)")
+    g.add_argument("--ranks", type=ranged("ranks", "--ranks"), help="spawn N local ranks on 127.0.0.1 (N >= 2)")
     g.add_argument("--emulated", action="store_true",
                    help="one rank per host of the emulated cluster: the one that is up (--prefix), or one brought up "
                         "for this run when --bw is given")
@@ -24,7 +24,7 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--per-stream", help="emulated per-stream (per-flow) cap, e.g. 300mbit")
     g.add_argument("--latency", help="emulated one-way latency, e.g. 1ms")
     g.add_argument("--prefix", default="ct", help="emulated cluster namespace prefix (default ct)")
-    g.add_argument("--timeout", type=float, default=300.0,
+    g.add_argument("--timeout", type=ranged("timeout", "--timeout"), default=300.0,
                    help="seconds before a hung run is stopped, naming the rank (default 300)")
 
 
@@ -67,8 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", default="1KB:256MB", help="START:END (powers of --step) or a list 1MB,4MB (default 1KB:256MB)")
     p.add_argument("--step", type=int, default=4, help="size multiplier in a START:END range: 2 or 4 (default 4)")
     p.add_argument("--streams", default="1,2,4,8", help="concurrent stream counts (default 1,2,4,8)")
-    p.add_argument("--iters", type=positive_int, default=5, help="timed iterations per size (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed iterations per size (default 1)")
+    p.add_argument("--iters", type=ranged("iterations", "--iters"), default=5, help="timed iterations per size (default 5)")
+    p.add_argument("--warmup", type=ranged("warmup", "--warmup"), default=1, help="untimed iterations per size (default 1)")
     p.add_argument("--fit-min-size", default="0", help="fit only sizes at least this (e.g. 1MB); small messages "
                                                         "are noisy on an oversubscribed host")
     p.add_argument("--fit-weighting", choices=("relative", "absolute"), default="relative",
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--burst-sizes", default="1MB,4MB",
                    help="sizes of back-to-back bursts (fit collectives in flight per stream and the gap between "
                         "buffers); 'none' to skip (default 1MB,4MB)")
-    p.add_argument("--burst-count", type=positive_int, default=8, help="all-reduces per burst (default 8)")
+    p.add_argument("--burst-count", type=ranged("iterations", "--burst-count"), default=8, help="all-reduces per burst (default 8)")
     p.add_argument("--host-sizes", default="1MB,4MB,16MB,64MB",
                    help="sizes at which to time DDP's host work around a bucket (divide, copy back) to fit its cost "
                         "per byte; 'none' to skip (default 1MB,4MB,16MB,64MB)")
@@ -96,18 +96,18 @@ def run(args: argparse.Namespace) -> int:
     min_fit = parse_size(args.fit_min_size, "--fit-min-size")
     none = ("", "none", "off", "0")
     extra_kw = dict(
-        burst_sizes=[] if args.burst_sizes.strip().lower() in none else parse_sizes(args.burst_sizes),
+        burst_sizes=[] if args.burst_sizes.strip().lower() in none else parse_sizes(args.burst_sizes, what="--burst-sizes"),
         burst_count=args.burst_count,
-        host_sizes=[] if args.host_sizes.strip().lower() in none else parse_sizes(args.host_sizes),
+        host_sizes=[] if args.host_sizes.strip().lower() in none else parse_sizes(args.host_sizes, what="--host-sizes"),
     )
     if extra_kw["burst_sizes"] and args.burst_count < 2:
         raise CommtuneError(f"--burst-count must be at least 2, got {args.burst_count}")
     if args.warmup < 0:
         raise CommtuneError(f"--warmup must be >= 0, got {args.warmup}")
     if args.output:
-        parent = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(parent):
-            raise CommtuneError(f"cannot write {args.output!r}: folder {parent!r} does not exist")
+        from commtune.io import check_writable
+
+        check_writable(args.output, "calibration file")
     if args.engine == "mpi":
         if args.ranks is not None or args.emulated:
             raise CommtuneError("--engine mpi runs under mpiexec (mpiexec -n 4 commtune probe --engine mpi); "

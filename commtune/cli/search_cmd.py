@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from commtune.cli.common import add_scenario_args, positive_int
+from commtune.cli.common import add_scenario_args, ranged
 from commtune.cli.profile_model_cmd import _shape
 from commtune.errors import CommtuneError
 from commtune.search import BACKENDS, PRUNERS, SAMPLERS
@@ -17,20 +17,20 @@ DEFAULT_TRIALS = 50
 DEFAULT_BW = "32gbit"
 
 
-def _int_any(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
 def _seconds(text: str) -> float:
+    from commtune.limits import RANGES
     from commtune.units import parse_duration
 
     try:
-        return parse_duration(text if not text.replace(".", "", 1).isdigit() else f"{text}s", what="--timeout")
+        return RANGES["timeout"].check(parse_duration(text, what="--timeout"), "--timeout", repr(text))
     except CommtuneError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--timeout ")) from None
+
+
+#: Live-measurement flags and their defaults (None on the parser, so a live flag given to a
+#: simulator search is an error instead of being ignored).
+_LIVE_DEFAULTS = {"live_scale": 0.25, "live_compute": "emulated", "live_steps": 8, "live_warmup": 1,
+                  "live_timeout": 300.0, "prefix": "ct", "live_engine": "gloo"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,49 +47,50 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "baselines and a batch-simulator screening; grid: exhaustive over the discretised space)")
     g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna; horovod: a replica of "
                    "Horovod's autotuner on its two knobs, --trials evaluations, nothing stored)")
-    g.add_argument("--trials", type=_int_any, default=DEFAULT_TRIALS,
+    g.add_argument("--trials", type=ranged("trials", "--trials"), default=DEFAULT_TRIALS,
                    help=f"total complete trials the study should hold (default {DEFAULT_TRIALS}); finished trials count")
-    g.add_argument("--timeout", type=_seconds, help="stop after this long (e.g. 30s, 5min)")
-    g.add_argument("--seed", type=_int_any, default=0, help="sampler seed (default 0; same seed, same result)")
-    g.add_argument("--screen", type=_int_any, default=4096,
+    g.add_argument("--timeout", type=_seconds, help="stop after this long (e.g. 30s, 250ms, 600 = seconds)")
+    g.add_argument("--seed", type=ranged("seed", "--seed"), default=0, help="sampler seed (default 0; same seed, same result)")
+    g.add_argument("--screen", type=ranged("screen", "--screen"), default=4096,
                    help="configurations the auto engine screens with the batch simulator (default 4096, 0 = off)")
-    g.add_argument("--grid-points", type=positive_int, help="grid: points per numeric range (default: the space's)")
+    g.add_argument("--grid-points", type=ranged("grid_points", "--grid-points"), help="grid: points per numeric range (default: the space's)")
     g.add_argument("--objective", default="simulator",
                    help="simulator (default), live (measured DDP steps of the model's synthetic mirror, with pruning), "
                         "or multi (simulator search, then the top --confirm K measured live; the measured best wins)")
-    g.add_argument("--confirm", type=_int_any, metavar="K",
+    g.add_argument("--confirm", type=ranged("steps", "--confirm"), metavar="K",
                    help=f"multi-fidelity: measure the simulator's top K distinct configurations live (default "
                         f"{DEFAULT_CONFIRM} with --objective multi)")
     g.add_argument("--study", help="study name (default: derived from model, cluster, space and workload)")
     g.add_argument("--storage", help="Optuna storage: sqlite:///file.db, journal:///path/file.log (or a .log path), "
                    "any RDB URL, or 'memory' (default: sqlite under --workdir)")
     g.add_argument("--workdir", default="profiles", help="folder for the default study DB and profiles (default profiles)")
-    g.add_argument("--concurrency", type=positive_int, help="ray: concurrent trials (default 2; live: 1)")
+    g.add_argument("--concurrency", type=ranged("concurrency", "--concurrency"), help="ray: concurrent trials (default 2; live: 1)")
     g.add_argument("--ray-address", help="ray: join this Ray cluster (default: start a local one)")
     g.add_argument("--ray-temp-dir", help="ray: temp dir of the local Ray instance (keep it short)")
     lv = p.add_argument_group("live measurement (--objective live|multi)")
-    lv.add_argument("--ranks", type=_int_any, help="live ranks: N local processes on 127.0.0.1 (default 2 unless "
+    lv.add_argument("--ranks", type=ranged("ranks", "--ranks"), help="live ranks: N local processes on 127.0.0.1 (default 2 unless "
                     "--cluster emulated: one rank per emulated host)")
-    lv.add_argument("--prefix", default="ct", help="--cluster emulated: namespace prefix of the cluster (default ct)")
-    lv.add_argument("--live-scale", type=float, default=0.25,
+    lv.add_argument("--prefix", help="--cluster emulated: namespace prefix of the cluster (default ct)")
+    lv.add_argument("--live-scale", type=ranged("scale", "--live-scale"),
                     help="scale on the model's tensor sizes for the synthetic model (default 0.25)")
-    lv.add_argument("--live-compute", choices=("emulated", "real"), default="emulated",
+    lv.add_argument("--live-compute", choices=("emulated", "real"),
                     help="compute of the synthetic model: emulated (sleep to the scenario's per-layer timeline) "
                          "or real (CPU work) (default emulated)")
-    lv.add_argument("--live-forward-ms", type=float, help="emulated forward time (default: the scenario's)")
-    lv.add_argument("--live-backward-ms", type=float, help="emulated backward time (default: the scenario's)")
-    lv.add_argument("--live-steps", type=_int_any, default=8, help="timed steps per trial (default 8)")
-    lv.add_argument("--live-warmup", type=_int_any, default=1, help="untimed warm-up steps per trial (default 1)")
+    lv.add_argument("--live-forward-ms", type=ranged("compute_ms", "--live-forward-ms"), help="emulated forward time (default: the scenario's)")
+    lv.add_argument("--live-backward-ms", type=ranged("compute_ms", "--live-backward-ms"), help="emulated backward time (default: the scenario's)")
+    lv.add_argument("--live-steps", type=ranged("steps", "--live-steps"), help="timed steps per trial (default 8)")
+    lv.add_argument("--live-warmup", type=ranged("steps", "--live-warmup"), help="untimed warm-up steps per trial (default 1)")
     lv.add_argument("--model-factory", metavar="MODULE:FACTORY",
                     help="measure your own model (as `commtune profile-model`: built by the factory, synthetic inputs "
                          "of --batch-size x --input-shape or --seq-len) instead of the model's synthetic mirror; "
                          "the profile carries its fingerprint, so commtune.runtime.wrap accepts it")
     lv.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="--model-factory: per-sample input shape "
                     "(default 3,224,224)")
-    lv.add_argument("--seq-len", type=_int_any, help="--model-factory: feed token ids of this length instead")
-    lv.add_argument("--live-engine", choices=("gloo", "nccl"), default="gloo",
+    lv.add_argument("--seq-len", type=ranged("input_size", "--seq-len"),
+                    help="--model-factory: feed token ids of this length instead")
+    lv.add_argument("--live-engine", choices=("gloo", "nccl"),
                     help="collectives of the live ranks: gloo (CPU, default) or nccl (one GPU per rank)")
-    lv.add_argument("--live-timeout", type=float, default=300.0,
+    lv.add_argument("--live-timeout", type=_seconds,
                     help="seconds before a hung live run is stopped, naming the rank (default 300)")
     lv.add_argument("--pruner", default=None, help=f"{'|'.join(PRUNERS)}: stop bad live trials early (default median; "
                     "with --backend ray: ASHA)")
@@ -123,6 +124,15 @@ def _validate(args: argparse.Namespace) -> None:
                             f"objectives: {', '.join(names)}")
     if args.backend in ("ray", "horovod") and args.sampler == "grid":
         raise CommtuneError(f"--sampler grid runs on the batch simulator; use it without --backend {args.backend}")
+    if args.grid_points is not None and args.sampler != "grid":
+        raise CommtuneError(f"--grid-points {args.grid_points} sets the grid of --sampler grid; add it or drop --grid-points")
+    if args.backend != "ray":
+        given = [f for f, v in (("--concurrency", args.concurrency), ("--ray-address", args.ray_address),
+                                ("--ray-temp-dir", args.ray_temp_dir)) if v is not None]
+        if given:
+            raise CommtuneError(f"{given[0]} is for --backend ray; add it or drop {given[0]}")
+    if args.no_profile and args.output:
+        raise CommtuneError(f"--no-profile and -o {args.output} contradict each other: give one of them")
     _validate_live(args)
     if args.model_factory:
         if args.model:
@@ -132,13 +142,22 @@ def _validate(args: argparse.Namespace) -> None:
         args.model = "resnet50"  # a placeholder: the search records the factory's model as the scenario's
     elif not args.model:
         raise CommtuneError("the following arguments are required: --model (or --model-factory with --objective live)")
+    for flag, v in (("--input-shape", args.input_shape), ("--seq-len", args.seq_len)):
+        if v is not None and not args.model_factory:
+            raise CommtuneError(f"{flag} shapes the inputs of --model-factory; add it or drop {flag}")
+    from commtune.extras import require, sampler_extra
+
+    if args.backend == "ray":
+        require("ray", "--backend ray")
+    if sampler_extra(args.sampler):
+        require(sampler_extra(args.sampler), f"--sampler {args.sampler}")
     if args.storage:
         from commtune.search.storage import normalise
 
         normalise(args.storage)
 
 
-_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner", "model_factory")
+_LIVE_FLAGS = ("ranks", "live_forward_ms", "live_backward_ms", "pruner", "model_factory", *_LIVE_DEFAULTS)
 
 
 def _validate_live(args: argparse.Namespace) -> None:
@@ -159,6 +178,9 @@ def _validate_live(args: argparse.Namespace) -> None:
         if given:
             raise CommtuneError(f"{given[0]} is for live measurement: add --objective live or multi (or --confirm K)")
         return
+    for name, default in _LIVE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.pruner is not None and args.pruner not in PRUNERS:
         from commtune.errors import did_you_mean
 
@@ -177,17 +199,6 @@ def _validate_live(args: argparse.Namespace) -> None:
                                 ("--per-stream", args.per_stream), ("--latency", args.latency)) if v is not None]
         if clash:
             raise CommtuneError(f"--cluster emulated takes the cluster from the running emulated cluster; drop {clash[0]}")
-    elif args.ranks is not None and args.ranks < 2:
-        raise CommtuneError(f"--ranks must be at least 2, got {args.ranks}")
-    if not 0 < args.live_scale <= 1:
-        raise CommtuneError(f"--live-scale must be in (0, 1], got {args.live_scale:g}")
-    if args.live_steps < 1 or args.live_warmup < 1:
-        raise CommtuneError("--live-steps and --live-warmup must be at least 1 (DDP rebuilds its buckets after step 1)")
-    for flag, v in (("--live-forward-ms", args.live_forward_ms), ("--live-backward-ms", args.live_backward_ms)):
-        if v is not None and not v >= 0:
-            raise CommtuneError(f"{flag} must be non-negative, got {v:g}")
-    if not args.live_timeout > 0:
-        raise CommtuneError(f"--live-timeout must be positive, got {args.live_timeout:g}")
     if args.objective == "live" and args.backend == "ray" and (args.concurrency or 1) > 1:
         raise CommtuneError("live trials share the cluster (concurrent ones would time each other): --concurrency must be 1")
 
@@ -279,6 +290,35 @@ def _live_scenario(args: argparse.Namespace):
     return scenario, settings
 
 
+def _prepare_outputs(args: argparse.Namespace, paths: list[Path], storage: str) -> None:
+    """Check every output before any work: storage usable, profile paths writable.
+    Only the default --workdir folder is created (and said so); -o never creates folders."""
+    from commtune.io import check_writable
+
+    if args.storage:
+        from commtune.search.storage import check_storage
+
+        check_storage(storage)
+    write = not args.no_profile
+    if write and args.output:
+        if len(paths) > 1 and "{bw}" not in args.output and not Path(args.output).is_dir():
+            raise CommtuneError(f"-o {args.output!r}: with several bandwidths give an existing folder or a path "
+                                f"containing {{bw}}")
+        for path in paths:
+            check_writable(path, "profile")
+    if not args.storage or (write and not args.output):
+        workdir = Path(args.workdir)
+        if not workdir.is_dir():
+            try:
+                workdir.mkdir(parents=True)
+            except OSError as exc:
+                raise CommtuneError(f"cannot create --workdir {args.workdir!r}: {exc.strerror}") from None
+            if not args.json and not args.quiet:
+                print(f"created folder {str(workdir)!r} (--workdir) for the study and profiles", file=sys.stderr)
+        for path in paths if write and not args.output else []:
+            check_writable(path, "profile")
+
+
 def _profile_path(args, model: str, bw: str, several: bool) -> Path:
     from commtune.profiles import default_profile_path
 
@@ -295,8 +335,9 @@ def _profile_path(args, model: str, bw: str, several: bool) -> Path:
 class _Progress:
     """A rich progress bar on stderr (only on a TTY and without --quiet)."""
 
-    def __init__(self, enabled: bool, label: str):
+    def __init__(self, enabled: bool, label: str, header: list[str] | None = None):
         self.bar = None
+        self.header = header or []  # printed once the search has started (a refused search prints only its error)
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -311,11 +352,19 @@ class _Progress:
             self.bar.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.bar:
             self.bar.stop()
+        if exc_type is None:
+            self._print_header()
+
+    def _print_header(self) -> None:
+        for line in self.header:
+            print(line, file=sys.stderr)
+        self.header = []
 
     def __call__(self, done: int, total: int, best: float) -> None:
+        self._print_header()
         if self.bar:
             from commtune.units import format_time
 
@@ -330,9 +379,11 @@ def run(args: argparse.Namespace) -> int:
 
     _validate(args)
     space = load_space(args.space)
-    bws = [b.strip() for b in (args.bw or DEFAULT_BW).split(",") if b.strip()]
-    if not bws:
-        raise CommtuneError("--bw: no bandwidth given")
+    if args.sampler == "grid":
+        space.check_grid_size(points=args.grid_points)
+    from commtune.units import split_list
+
+    bws = split_list(args.bw or DEFAULT_BW, "--bw")
     several = len(bws) > 1
     if several and args.study:
         raise CommtuneError("--study names one study; with several bandwidths leave it out (one study per bandwidth)")
@@ -358,28 +409,25 @@ def run(args: argparse.Namespace) -> int:
         a = argparse.Namespace(**{**vars(args), "bw": bw})
         scenarios.append((bw, scenario_from_args(a)))
     paths = [_profile_path(args, scenarios[0][1].model.name, bw, several) for bw, _ in scenarios]
-    if not args.storage:
-        try:
-            Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CommtuneError(f"cannot create --workdir {args.workdir!r}: {exc.strerror}") from None
+    _prepare_outputs(args, paths, storage)
     show_progress = not args.quiet and not args.json and sys.stderr.isatty()
     pruner = (args.pruner or "median") if args.objective == "live" else None
     reports = []
     t0 = time.monotonic()
     for (bw, scenario), path in zip(scenarios, paths):
+        header = []
         if not args.json and not args.quiet:
-            print(f"searching {scenario.describe()}", file=sys.stderr)
-            print(f"  space {space.name} ({', '.join(space.param_names)}), backend {args.backend}, sampler "
-                  f"{args.sampler}, {args.trials} trials, seed {args.seed}", file=sys.stderr)
+            header.append(f"searching {scenario.describe()}")
+            header.append(f"  space {space.name} ({', '.join(space.param_names)}), backend {args.backend}, sampler "
+                          f"{args.sampler}, {args.trials} trials, seed {args.seed}")
             if settings is not None:
                 what = "live trials" if args.objective == "live" else f"top {args.confirm} confirmed live"
-                print(f"  {what} on {settings.launch.describe()}: synthetic {scenario.model.name} x{settings.scale:g} "
-                      f"({settings.compute} compute), {settings.warmup}+{settings.steps} steps"
-                      + (f", pruner {pruner}" if args.objective == "live" else ""), file=sys.stderr)
+                header.append(f"  {what} on {settings.launch.describe()}: synthetic {scenario.model.name} "
+                              f"x{settings.scale:g} ({settings.compute} compute), {settings.warmup}+{settings.steps} steps"
+                              + (f", pruner {pruner}" if args.objective == "live" else ""))
         t1 = time.monotonic()
         try:
-            with _Progress(show_progress, f"{scenario.model.name} @ {bw}") as progress:
+            with _Progress(show_progress, f"{scenario.model.name} @ {bw}", header) as progress:
                 _, report = search_scenario(
                     scenario, space, backend=args.backend,
                     objective_name="live" if args.live else "simulator",
@@ -416,13 +464,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_report(r: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from commtune.cli.common import stdout_console
 
     from commtune.knobs import KNOBS
     from commtune.units import format_time
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = stdout_console()
     t = Table(title=f"{r['model']} @ {r['bw']} -- best of {r['trials']} trials ({r['backend']}/{r['sampler']})",
               show_header=True)
     t.add_column("")
@@ -465,7 +514,12 @@ def _print_report(r: dict) -> None:
     if r.get("grid_size"):
         extra.append(f"grid of {r['grid_size']} configurations")
     if r.get("study"):
-        extra.append(f"study {r['study']} in {r['storage']}")
+        earlier = r["trials"] - r["new_trials"]
+        if earlier > 0:
+            extra.append(f"resumed study {r['study']} in {r['storage']}: {earlier} trials from earlier runs, "
+                         f"{r['new_trials']} new")
+        else:
+            extra.append(f"study {r['study']} in {r['storage']} ({r['new_trials']} new trials)")
     for line in extra:
         console.print(f"  {line}")
     if r.get("profile_path"):
@@ -479,8 +533,9 @@ def _summary_rows(reports: list[dict]) -> list[dict]:
 
 
 def _print_summary(reports: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from commtune.cli.common import stdout_console
 
     from commtune.knobs import KNOBS
     from commtune.units import format_time
@@ -494,4 +549,4 @@ def _print_summary(reports: list[dict]) -> None:
         t.add_row(r["bw"], *cells, format_time(r["predicted_step_time_s"]), f"{r['speedup']['ddp_default']:.2f}x",
                   f"{r['speedup']['horovod_default']:.2f}x",
                   f"+{r['gap_to_lower_bound']:.1%}" if r["gap_to_lower_bound"] is not None else "-")
-    Console(highlight=False, soft_wrap=True).print(t)
+    stdout_console().print(t)

@@ -5,6 +5,7 @@ import argparse
 import json
 
 from commtune.cli.common import add_knob_args, add_scenario_args, knobs_from_args, scenario_from_args
+from commtune.io import check_writable
 from commtune.units import format_size, format_time
 
 
@@ -18,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.trace:
+        check_writable(args.trace, "--trace")
     scenario = scenario_from_args(args)
     knobs = knobs_from_args(args)
     result = scenario.simulator.run(knobs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from commtune.cli.common import positive_int
+from commtune.cli.common import ranged
 from commtune.cli.probe_cmd import add_launch_args, launch_from_args
 from commtune.errors import CommtuneError
 from commtune.knobs import KNOBS
@@ -16,9 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("--cluster", required=True, metavar="CALIB", help="calibration file written by `commtune probe`")
     p.add_argument("--model", default="resnet50", help="zoo model or profile the synthetic model mirrors (default resnet50)")
-    p.add_argument("--scale", type=float, default=0.25, help="scale factor on element counts (default 0.25)")
-    p.add_argument("--forward-ms", type=float, default=100.0, help="emulated forward time (default 100)")
-    p.add_argument("--backward-ms", type=float, default=200.0, help="emulated backward time (default 200)")
+    p.add_argument("--scale", type=ranged("scale", "--scale"), default=0.25, help="scale factor on element counts (default 0.25)")
+    p.add_argument("--forward-ms", type=ranged("compute_ms", "--forward-ms"), default=100.0, help="emulated forward time (default 100)")
+    p.add_argument("--backward-ms", type=ranged("compute_ms", "--backward-ms"), default=200.0, help="emulated backward time (default 200)")
     p.add_argument("--share", choices=("flops", "size"), default="flops", help="split compute over layers by FLOPs or size")
     p.add_argument("--buckets", default="1MiB,5MiB,25MiB,100MiB", help="bucket caps (default 1MiB,5MiB,25MiB,100MiB)")
     p.add_argument("--streams", default="1,2,4", help="stream counts (default 1,2,4)")
@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-bucket", default="1MiB", help="first bucket cap (default 1MiB)")
     p.add_argument("--mode", choices=KNOBS["stream_mode"].choices, default=None,
                    help="stream_mode of every configuration: how K streams share buckets (default: each configuration's own)")
-    p.add_argument("--steps", type=positive_int, default=5, help="timed steps per configuration (default 5)")
-    p.add_argument("--warmup", type=positive_int, default=2, help="warm-up steps (default 2, at least 1)")
+    p.add_argument("--steps", type=ranged("steps", "--steps"), default=5, help="timed steps per configuration (default 5)")
+    p.add_argument("--warmup", type=ranged("steps", "--warmup"), default=2, help="warm-up steps (default 2, at least 1)")
     p.add_argument("--plot", metavar="PNG", default="validate.png", help="predicted-vs-measured plot (default validate.png)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     add_launch_args(p)
@@ -36,19 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from commtune.cluster import load_cluster_file
+    from commtune.io import check_writable
     from commtune.plots import check_output_path
     from commtune.probe.probe import parse_streams
     from commtune.probe.validate import format_report, grid_configs, plot, run_validation
-    from commtune.units import parse_size
+    from commtune.units import parse_size, split_list
 
     if args.plot:
         check_output_path(args.plot)  # before minutes of live steps, not after
+        check_writable(args.plot, "--plot")
     calib = load_cluster_file(args.cluster)  # one-line error if missing or malformed
-    buckets = [parse_size(b, "--buckets entry", allow_zero=False) for b in args.buckets.split(",") if b.strip()]
+    buckets = [parse_size(b, "--buckets entry", allow_zero=False) for b in split_list(args.buckets, "--buckets")]
     if not buckets:
         raise CommtuneError("--buckets is empty")
     streams = parse_streams(args.streams)
-    wire = [w.strip() for w in args.wire.split(",")]
+    wire = split_list(args.wire, "--wire")
     bad = [w for w in wire if w not in ("fp32", "fp16")]
     if bad:
         raise CommtuneError(f"--wire entries must be fp32 or fp16, got {bad[0]!r}")

@@ -13,6 +13,13 @@ MAX_HOSTS = 64
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 
 
+def check_prefix(prefix: str) -> str:
+    """A namespace/state-file prefix: 1-8 lowercase letters/digits starting with a letter."""
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise CommtuneError(f"prefix must be 1-8 lowercase letters/digits starting with a letter, got {prefix!r}")
+    return prefix
+
+
 @dataclass(frozen=True)
 class EmulatedCluster:
     """An emulated cluster: ``hosts`` namespaces on one bridge.
@@ -40,8 +47,7 @@ class EmulatedCluster:
             raise CommtuneError(f"per-stream cap must be positive, got {self.per_stream_Bps!r} bytes/s")
         if not 0 <= self.latency_s <= 1.0:
             raise CommtuneError(f"latency must be between 0 and 1 s, got {self.latency_s!r} s")
-        if not _PREFIX_RE.match(self.prefix):
-            raise CommtuneError(f"prefix must be 1-8 lowercase letters/digits starting with a letter, got {self.prefix!r}")
+        check_prefix(self.prefix)
         try:
             net = ipaddress.IPv4Network(self.subnet)
         except ValueError:

@@ -7,6 +7,7 @@ Layered form (what :func:`save` writes and ``commtune profile-model`` records)::
     batch_size: 32          # batch the times were measured with, or null
     device: cuda            # where they were measured, or null
     input_desc: 3x224x224   # optional, free text
+    optimizer_time_s: 0.004 # optional: one optimizer step (SGD momentum), measured
     layers:                 # forward order
       - name: conv1
         fwd_time_s: 0.0012  # optional, >= 0 (null = not measured)
@@ -41,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from commtune.errors import CommtuneError, did_you_mean
-from commtune.io import atomic_write_text
+from commtune.io import atomic_write_text, read_text
 from commtune.models.base import GradTensor, Layer, ModelProfile
 
 FORMAT = "commtune-model/1"
 EXTENSIONS = (".yaml", ".yml", ".json")
 
-_TOP_KEYS = ("format", "name", "batch_size", "device", "input_desc", "layers")
-_SHORT_TOP_KEYS = ("name", "batch_size", "device", "input_desc", "tensors")
+_TOP_KEYS = ("format", "name", "batch_size", "device", "input_desc", "optimizer_time_s", "layers")
+_SHORT_TOP_KEYS = ("name", "batch_size", "device", "input_desc", "optimizer_time_s", "tensors")
 _LAYER_KEYS = ("name", "fwd_time_s", "bwd_time_s", "fwd_flops", "bwd_flops", "tensors")
 _TENSOR_KEYS = ("name", "numel", "shape")
 _SHORT_TENSOR_KEYS = ("name", "numel", "shape", "fwd_time_s", "bwd_time_s",
@@ -66,12 +67,7 @@ def load(path: str | os.PathLike) -> ModelProfile:
     """Read a profile file (layered or short form)."""
     path = Path(path)
     _check_extension(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CommtuneError(f"{path}: no such model profile file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommtuneError(f"{path}: cannot read: {_one_line(exc)}") from None
+    text = read_text(path, "model profile")
     return from_dict(_parse(path, text), source=str(path))
 
 
@@ -116,8 +112,15 @@ def from_dict(data: Any, source: str = "<profile>") -> ModelProfile:
         input_desc=r.optional(data, "input_desc", r.string, ""),
         measured_batch_size=r.optional(data, "batch_size", r.positive_int, None),
         measured_device=r.optional(data, "device", r.string, None),
-        meta={"source": source},
+        meta=_meta(source, r.optional(data, "optimizer_time_s", r.non_negative, None)),
     )
+
+
+def _meta(source: str, optimizer_s: float | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"source": source}
+    if optimizer_s is not None:
+        meta["optimizer_s"] = optimizer_s
+    return meta
 
 
 def _check_format(r: _Reader, data: dict) -> None:
@@ -253,6 +256,8 @@ def to_dict(profile: ModelProfile) -> dict[str, Any]:
                             "device": profile.measured_device}
     if profile.input_desc:
         data["input_desc"] = profile.input_desc
+    if (profile.meta or {}).get("optimizer_s") is not None:
+        data["optimizer_time_s"] = float(profile.meta["optimizer_s"])
     data["layers"] = [_layer_dict(layer) for layer in profile.layers]
     return data
 

@@ -20,7 +20,10 @@ models); within a layer tensors keep ``parameters()`` order, since autograd may
 finish a layer's weight and bias in either order. The exact measured order is
 kept in ``profile.meta["ready_order"]`` (not written to the file).
 Parameters that never receive a gradient are left out (listed in
-``profile.meta["unused"]``). FLOPs are not measured (0).
+``profile.meta["unused"]``). FLOPs are not measured (0). The optimizer step
+(SGD, momentum 0.9, weight decay 1e-4, over the last step's gradients) is timed
+``steps`` times after a warm-up step; its median is ``meta["optimizer_s"]``
+(the simulator's optimizer phase; the file's ``optimizer_time_s``).
 
 torch is optional: it is imported only here, lazily.
 """
@@ -55,6 +58,7 @@ class RecordOptions:
     steps: int = 5
     warmup: int = 2
     name: str | None = None  # profile name; default: the module's class name
+    ddp_costs: bool = False  # also fit DDP's per-tensor/per-bucket costs (commtune.models.ddp_costs)
 
     def check(self) -> None:
         for key, low in (("batch_size", 1), ("steps", 1), ("warmup", 0)):
@@ -169,15 +173,39 @@ def record_module(module: Any, options: RecordOptions) -> ModelProfile:
     layers = recorder.layers()
     if not layers:
         raise CommtuneError("the model has no parameter that received a gradient")
-    return ModelProfile(
+    optimizer_s = _time_optimizer(torch, module, options.steps, device.type == "cuda")
+    profile = ModelProfile(
         name=options.name or type(module).__name__,
         layers=tuple(layers),
         input_desc=input_desc,
         measured_batch_size=options.batch_size,
         measured_device=str(device),
         meta={"source": "record", "ready_order": recorder.ready_order,
-              "unused": recorder.unused(), "steps": options.steps},
+              "unused": recorder.unused(), "steps": options.steps, "optimizer_s": optimizer_s},
     )
+    if options.ddp_costs:
+        from commtune.models.ddp_costs import measure_ddp_costs
+
+        profile.meta["ddp_costs"] = measure_ddp_costs(module, profile, example, device,
+                                                      lambda out: _scalar_loss(torch, out), options.steps, options.warmup)
+    return profile
+
+
+def _time_optimizer(torch: Any, module: Any, steps: int, cuda: bool) -> float:
+    """Median time of one SGD step (momentum 0.9, weight decay 1e-4) over the current gradients."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    opt = torch.optim.SGD(params, lr=1e-6, momentum=0.9, weight_decay=1e-4)
+    times = []
+    for i in range(steps + 1):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i:  # the first step allocates the momentum buffers
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def _device(torch: Any, name: str) -> Any:

@@ -279,6 +279,9 @@ class ZooEntry:
                                 f"{what} must be an integer {bound}")
 
 
+#: Largest image side of the image models (8192 x 8192 pixels, 1,300x the FLOPs of 224 x 224).
+MAX_IMAGE_SIDE = 8192
+
 _BERT_BASE = _TransformerConfig(12, 768, 12, 30522, 512, 2)
 _BERT_LARGE = _TransformerConfig(24, 1024, 16, 30522, 512, 2)
 _GPT2 = _TransformerConfig(12, 768, 12, 50257, 1024)
@@ -286,7 +289,7 @@ _GPT2_MEDIUM = _TransformerConfig(24, 1024, 16, 50257, 1024)
 
 
 def _image(name: str, builder: Callable[[int], list[Layer]], description: str) -> ZooEntry:
-    return ZooEntry(name, "image", 224, builder, description, min_input_size=32)
+    return ZooEntry(name, "image", 224, builder, description, min_input_size=32, max_input_size=MAX_IMAGE_SIDE)
 
 
 def _text(name: str, builder: Callable, cfg: _TransformerConfig, default: int,

@@ -112,17 +112,9 @@ def histories_from_storage(storage: str, studies: list[str]) -> dict[str, list[l
     """Per-sampler runs from the studies of an Optuna storage."""
     import optuna
 
-    url = storage
-    if "://" not in url:
-        suffix = Path(url).suffix
-        if suffix == ".log":
-            url = f"journal://{Path(url).resolve()}"
-        elif suffix in (".db", ".sqlite", ".sqlite3"):
-            if not Path(url).exists():
-                raise CommtuneError(f"storage file {storage!r} does not exist")
-            url = f"sqlite:///{Path(url).resolve()}"
-        else:
-            raise CommtuneError(f"unusable storage {storage!r}: give sqlite:///file.db, a journal .log file or an RDB URL")
+    from commtune.search.storage import check_storage
+
+    url = check_storage(storage, must_exist=True)  # reading never creates a database
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         if url.startswith("journal://"):
@@ -141,6 +133,8 @@ def histories_from_storage(storage: str, studies: list[str]) -> dict[str, list[l
     except Exception as exc:  # sqlalchemy/optuna raise many types for a bad URL
         raise CommtuneError(f"cannot open storage {storage!r}: {str(exc).splitlines()[0]}") from None
     names = [s.study_name for s in summaries]
+    if not names:
+        raise CommtuneError(f"storage {storage!r} holds no study; give the storage a search wrote")
     wanted = studies or names
     runs: dict[str, list[list[float]]] = {}
     for name in wanted:

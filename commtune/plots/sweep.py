@@ -30,7 +30,14 @@ def sweep_data(scenario, bws_Bps: list[float], space: str = "default", points: i
     from commtune.scenario import Scenario
     from simulators.bounds import step_lower_bound_s
 
-    arrays = knob_grid(space, points=points)
+    from commtune.limits import check_count
+    from commtune.search.space import load_space
+
+    sp = load_space(space)
+    n = sp.grid_size(points=points)
+    check_count("grid_configs", n * len(bws_Bps), f"sweep of {len(bws_Bps)} bandwidths x {n:,} grid configurations:",
+                f"{n * len(bws_Bps):,}")
+    arrays = knob_grid(sp, points=points)
     rows = []
     for bw in sorted(bws_Bps):
         cluster = dataclasses.replace(scenario.cluster, inter_bw_Bps=float(bw))

@@ -16,7 +16,7 @@ from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
 from commtune.probe.fit import busbw, algbw, derive_link, fit_host, fit_measurements, fit_pipelining
-from commtune.units import parse_size
+from commtune.units import parse_size, split_list
 
 DEFAULT_SIZES = "1KB:256MB"
 DEFAULT_STREAMS = (1, 2, 4, 8)
@@ -26,7 +26,7 @@ def _pow2(n: int) -> int:
     return 1 << max(2, round(math.log2(n)))
 
 
-def parse_sizes(text: str, step: int = 4) -> list[int]:
+def parse_sizes(text: str, step: int = 4, what: str = "--sizes") -> list[int]:
     """``"1KB:256MB"`` -> powers of ``step`` (2 or 4) from 1 KiB to 256 MiB (endpoints
     rounded to powers of two, as nccl-tests counts), or a list ``"1MB,4MB,16MB"``."""
     if step not in (2, 4):
@@ -34,23 +34,34 @@ def parse_sizes(text: str, step: int = 4) -> list[int]:
     text = str(text).strip()
     if ":" in text:
         lo_s, _, hi_s = text.partition(":")
-        lo = parse_size(lo_s, "--sizes start", allow_zero=False)
-        hi = parse_size(hi_s, "--sizes end", allow_zero=False)
+        lo = parse_size(lo_s, f"{what} start", allow_zero=False)
+        hi = parse_size(hi_s, f"{what} end", allow_zero=False)
         if lo > hi:
-            raise CommtuneError(f"--sizes {text}: start {lo_s} is larger than end {hi_s}")
+            raise CommtuneError(f"{what} {text}: start {lo_s} is larger than end {hi_s}")
         lo, hi = _pow2(lo), _pow2(hi)
         sizes = []
         s = lo
         while s <= hi:
             sizes.append(s)
             s *= step
+        _check_message_sizes(what, text, sizes)
         return sizes
-    sizes = [parse_size(part, "--sizes entry", allow_zero=False) for part in text.split(",") if part.strip()]
+    sizes = [parse_size(part, f"{what} entry", allow_zero=False) for part in split_list(text, what)]
     if not sizes:
-        raise CommtuneError("--sizes is empty; give e.g. 1KB:256MB or 1MB,4MB,16MB")
+        raise CommtuneError(f"{what} is empty; give e.g. 1KB:256MB or 1MB,4MB,16MB")
     if any(s < 4 for s in sizes):
-        raise CommtuneError("--sizes entries must be at least 4 bytes (one float32)")
+        raise CommtuneError(f"{what} entries must be at least 4 bytes (one float32)")
+    _check_message_sizes(what, text, sizes)
     return sorted(set(sizes))
+
+
+def _check_message_sizes(what: str, text: str, sizes: list[int]) -> None:
+    from commtune.limits import RANGES
+
+    r = RANGES["message_size"]
+    if max(sizes) > r.high:
+        raise CommtuneError(f"{what} {text}: {max(sizes):,} bytes is above the largest message, "
+                            f"{int(r.high):,} bytes (2 GiB; {r.why})")
 
 
 def parse_streams(text: str | Sequence[int]) -> list[int]:

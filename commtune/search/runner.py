@@ -13,19 +13,50 @@ from commtune.evaluators.base import make_evaluator
 from commtune.knobs import BASELINES, KNOBS, Knobs
 from commtune.profiles import Profile, model_summary, provenance, save_profile
 from commtune.search import SearchConfig, SearchResult, run_backend
+from commtune.search.storage import normalise, open_storage
 
 DEFAULT_STUDIES_DB = "commtune-studies.db"
 
 
-def study_name_for(scenario, space, objective_name: str) -> str:
-    """Stable name from model + cluster + space + workload (re-running resumes)."""
+def study_name_for(scenario, space, objective_name: str, sampler: str = "auto", seed: int | None = 0) -> str:
+    """Stable name from model + cluster + space + workload + sampler + seed: re-running the same
+    command resumes its study; another sampler or seed gets a study of its own."""
     key = json.dumps({
         "model": scenario.model.fingerprint(), "cluster": scenario.cluster.to_dict(),
         "batch": scenario.batch_size, "precision": scenario.precision, "space": space.fingerprint(),
-        "objective": objective_name,
+        "objective": objective_name, "sampler": sampler, "seed": seed,
     }, sort_keys=True, default=str)
     h = hashlib.sha1(key.encode()).hexdigest()[:8]
-    return f"{scenario.model.name}-{scenario.cluster.name}-{space.name}-{h}"
+    return f"{scenario.model.name}-{scenario.cluster.name}-{space.name}-{sampler}-seed{seed}-{h}"
+
+
+def check_resume(config: SearchConfig) -> int:
+    """Complete trials an existing study already holds (0 for a new one). A study made
+    by another sampler (or over another space) is refused: its trials are not this
+    run's, and resuming would report them under this sampler's name."""
+    if config.sampler == "grid" or not config.storage or normalise(config.storage) == "memory":
+        return 0
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(config.storage)
+    try:
+        study = optuna.load_study(study_name=config.study_name, storage=storage)
+    except KeyError:
+        return 0
+    attrs = study.user_attrs
+    made_by = attrs.get("sampler")
+    fix = (f"re-run with --sampler {made_by} to resume it, or give another --study (or --storage) "
+           f"for a separate study")
+    if made_by is not None and made_by != config.sampler:
+        raise CommtuneError(f"study {config.study_name!r} was made by sampler {made_by!r}, not "
+                            f"{config.sampler!r}: {fix}")
+    fp = attrs.get("space_fingerprint")
+    if fp is not None and fp != config.space.fingerprint():
+        raise CommtuneError(f"study {config.study_name!r} was made over another search space than "
+                            f"{config.space.name!r}: give another --study (or --storage)")
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def default_storage(workdir: str | os.PathLike) -> str:
@@ -62,10 +93,17 @@ def search_scenario(scenario, space, *, backend: str = "optuna", objective_name:
         key = "multi" + key[len(evaluator.name):]
     kind = "multi" if confirm else objective_name
     if not config_fields.get("study_name"):
-        config_fields["study_name"] = study_name_for(scenario, space, key)
+        config_fields["study_name"] = study_name_for(scenario, space, key, config_fields.get("sampler", "auto"),
+                                                     config_fields.get("seed", 0))
     config = SearchConfig(space=space, objective=searched, **config_fields)
     config.study_attrs = {"model": scenario.model.name, "cluster": scenario.cluster.describe(),
-                          "space": space.name, "objective": kind}
+                          "space": space.name, "objective": kind, "sampler": config.sampler, "seed": config.seed}
+    try:
+        check_resume(config)
+    except BaseException:
+        if measuring:
+            evaluator.close()
+        raise
     if not measuring:
         result = run_backend(backend, config)
         return result, make_report(scenario, space, evaluator, result, config)
@@ -229,7 +267,8 @@ def profile_from_report(scenario, report: dict[str, Any]) -> Profile:
         baselines={k: {"step_time_s": v, "speedup": report["speedup"][k]} for k, v in report["baselines"].items()},
         lower_bound_s=report["lower_bound_s"],
         provenance=provenance(
-            backend=report["backend"], sampler=report["sampler"], trials=report["trials"], seed=report["seed"],
+            backend=report["backend"], sampler=report["sampler"], trials=report["trials"],
+            new_trials=report["new_trials"], seed=report["seed"],
             study=report["study"], storage=report["storage"], objective=report["objective"], space=report["space"],
         ),
         measured=report.get("measured") or {},

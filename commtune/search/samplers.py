@@ -30,6 +30,10 @@ def make_sampler(name: str, seed: int | None):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
+    from commtune.extras import require, sampler_extra
+
+    if sampler_extra(name):  # before any study or trial exists
+        require(sampler_extra(name), f"--sampler {name}")
     s = optuna.samplers
     if name == "auto":
         return s.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,

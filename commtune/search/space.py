@@ -28,6 +28,7 @@ import search_spaces
 from commtune.errors import CommtuneError, did_you_mean
 from commtune.io import read_text
 from commtune.knobs import BASELINES, KNOBS, Knobs
+from commtune.limits import RANGES, check_count
 
 _SPEC_KEYS = {"value", "choices", "low", "high", "log", "step", "grid"}
 DEFAULT_GRID_POINTS = 8
@@ -248,11 +249,40 @@ class SearchSpace:
         points per numeric range (default: each param's ``grid``). This is the
         one way a grid is built (``--sampler grid``, :mod:`commtune.plots.gridsearch`).
         """
+        self.check_grid_size(values, points)
         params, parsed = self._grid_params(values or {})
         return self._expand(lambda p: parsed[p.name] if p.name in parsed else p.grid_values(points), params)
 
     def grid_size(self, values: dict[str, list[Any]] | None = None, points: int | None = None) -> int:
-        return len(self.grid_rows(values, points))
+        """``len(grid_rows(values, points))``, counted without building the rows."""
+        from collections import Counter
+
+        if points is not None:
+            RANGES["grid_points"].check(points, "grid points")
+        params, parsed = self._grid_params(values or {})
+        parents = {p.condition[0] for p in params if p.condition}
+        # rows grouped by the values of the knobs that conditions look at
+        groups: Counter = Counter({(): 1})
+        for p in params:
+            vals = parsed[p.name] if p.name in parsed else p.grid_values(points)
+            new: Counter = Counter()
+            for key, count in groups.items():
+                row = dict(key)
+                if not self._active(p, row):
+                    new[key] += count
+                elif p.name in parents:
+                    for v in vals:
+                        new[tuple(sorted({**row, p.name: v}.items()))] += count
+                else:
+                    new[key] += count * len(vals)
+            groups = new
+        return sum(groups.values())
+
+    def check_grid_size(self, values: dict[str, list[Any]] | None = None, points: int | None = None) -> int:
+        """The grid size, or a CommtuneError when it exceeds the memory/time bound (before any row is built)."""
+        n = self.grid_size(values, points)
+        shown = f"{n:,}" + (f" ({points} points per numeric range)" if points is not None else "")
+        return check_count("grid_configs", n, f"grid of space {self.name!r}:", shown)
 
     def rebased(self, base: Knobs) -> "SearchSpace":
         """This space over another base configuration (the file's fixed knobs still apply)."""
@@ -358,8 +388,10 @@ def parse_param(where: str, name: str, spec: Any) -> tuple[Param | None, Any]:
         if knob.kind in ("int", "size") and float(step) != int(step):
             raise bad(f"step of an integer knob must be an integer, got {step!r}")
     grid = spec.get("grid", DEFAULT_GRID_POINTS)
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise bad(f"grid must be an integer >= 2 (points for --sampler grid), got {grid!r}")
+    try:
+        RANGES["grid_points"].check(grid, "grid")
+    except CommtuneError as exc:
+        raise bad(f"{exc} (points for --sampler grid)") from None
     kind = "float" if knob.kind == "float" else "int"
     return Param(name, kind, low=low, high=high, log=log, step=step, grid=grid), None
 

@@ -33,6 +33,46 @@ def normalise(url: str) -> str:
     return u
 
 
+_FIX = ("give sqlite:///file.db (its folder must exist), journal:///path/file.log, an RDB URL whose driver is "
+        "installed, or 'memory'")
+
+
+def check_storage(url: str, must_exist: bool = False) -> str:
+    """Check a storage URL before any work, without creating or changing anything;
+    one CommtuneError line naming the URL and the fix. ``must_exist``: the
+    storage is only read (a missing file is an error, not a new study)."""
+    u = normalise(url)
+    shown = display(u)
+    if u == "memory":
+        if must_exist:
+            raise CommtuneError(f"storage {url!r} holds nothing to read; give the storage the search wrote")
+        return u
+    if u.startswith("journal://") or u.startswith("sqlite:///"):
+        path = Path(u[len("journal://"):] if u.startswith("journal://") else u[len("sqlite:///"):])
+        if not str(path) or str(path) == ".":
+            raise CommtuneError(f"unusable storage {url!r}: no file path; {_FIX}")
+        if must_exist and not path.is_file():
+            raise CommtuneError(f"storage {shown!r}: file {str(path)!r} does not exist; give the storage the search wrote")
+        if not path.parent.is_dir():
+            raise CommtuneError(f"unusable storage {shown!r}: folder {str(path.parent)!r} does not exist; create it or "
+                                f"{_FIX}")
+        if path.is_dir():
+            raise CommtuneError(f"unusable storage {shown!r}: {str(path)!r} is a folder; {_FIX}")
+        if u.startswith("sqlite:///") and path.is_file() and path.stat().st_size > 0:
+            with open(path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise CommtuneError(f"unusable storage {shown!r}: {str(path)!r} is not an SQLite database; "
+                                        f"give another file name or {_FIX}")
+        return u
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(u).get_dialect()
+    except Exception as exc:  # noqa: BLE001 -- unknown scheme, missing driver module, malformed URL
+        raise CommtuneError(f"unusable storage {shown!r}: {_one_line(exc)}; {_FIX}") from None
+    return u
+
+
 def display(url: str) -> str:
     """The URL with any password hidden (for profiles and output)."""
     if "://" in url and "@" in url and not url.startswith("journal://"):
@@ -145,4 +185,4 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}"[:300]
 
 
-__all__ = ["normalise", "display", "open_storage"]
+__all__ = ["normalise", "check_storage", "display", "open_storage"]

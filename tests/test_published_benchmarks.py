@@ -1,0 +1,68 @@
+"""The shipped V100 framework costs against the published DDP points (experiments/published_benchmarks.py).
+
+Deterministic model outputs, not timings: the calibration points stay reproduced and the held-out
+ones stay within the issue's step-time target with the values ``devices.yaml`` ships.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def pb():
+    spec = importlib.util.spec_from_file_location("published_benchmarks", ROOT / "experiments" / "published_benchmarks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_v100_costs_reproduce_calibration_and_held_out_ddp_points(pb):
+    from commtune.devices import framework_defaults
+
+    shipped = pb.with_sm_share({k: framework_defaults("V100")[k] for k in pb.FRAMEWORK_FIELDS}, "V100")
+    calib = pb.summary(pb.ddp_points(pb.DDP_CALIBRATION_MODELS, shipped))
+    held = pb.summary(pb.ddp_points([m for m in pb.DDP_TABLE if m not in pb.DDP_CALIBRATION_MODELS], shipped))
+    assert calib["mape_pct"] <= 1.0
+    assert held["mape_pct"] <= 5.0 and held["worst_pct"] <= 5.0
+
+
+#: the one measured direction the model misses since the SM share is the hardware's channels / SMs
+#: (0.1 on V100) rather than a fitted 1.0: the 1 MB penalty's growth from 2 to 16 GPUs (2.9 % measured)
+KNOWN_MISS = "resnet50: the 1 MB penalty grows from 2 to 16 GPUs"
+
+
+def ddp_directions(pb) -> list[dict]:
+    from commtune.devices import framework_defaults
+
+    shipped = pb.with_sm_share({k: framework_defaults("V100")[k] for k in pb.FRAMEWORK_FIELDS}, "V100")
+    return pb.directions(pb.ddp_points(list(pb.DDP_TABLE), shipped))
+
+
+def test_small_bucket_penalty_direction_matches_the_ddp_benchmark(pb):
+    for d in ddp_directions(pb):
+        if d["effect"] != KNOWN_MISS:
+            assert d["same_direction"], d
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (README, published_benchmarks.md); passing means the docs are stale")
+def test_resnet50_small_bucket_penalty_grows_with_gpus(pb):
+    (d,) = [d for d in ddp_directions(pb) if d["effect"] == KNOWN_MISS]
+    assert d["same_direction"], d
+
+
+def test_horovod_points_with_shipped_costs(pb):
+    """The held-out Horovod points with the shipped costs (issue 14's target: MAPE <= 10 %, worst <= 20 %),
+    and both of the source's orderings: VGG-16 falls from 128 to 512 GPUs and is below ResNet-101 at 512."""
+    from commtune.devices import framework_defaults
+
+    shipped = pb.with_sm_share({k: framework_defaults("V100")[k] for k in pb.FRAMEWORK_FIELDS}, "P100")
+    rows = pb.hvd_points(shipped)
+    s = pb.summary(rows)
+    assert s["mape_pct"] <= 10.0 and s["worst_pct"] <= 20.0
+    for d in pb.directions(rows):
+        assert d["same_direction"], d
