@@ -68,3 +68,34 @@ def test_ray_live_search_starts_group_once_and_asha_prunes(tmp_path, capsys, mon
     finished = states.count(optuna.trial.TrialState.COMPLETE) + states.count(optuna.trial.TrialState.PRUNED)
     assert finished == budget
     assert os.path.exists(d["profile_path"])
+
+
+@pytest.mark.slow
+def test_ray_group_settles_an_abandoned_trial_and_names_a_lost_rank(ray_temp):
+    import ray
+
+    from commtune.knobs import DDP_DEFAULT
+    from commtune.runtime.ray_group import RayGroupClient, RayWorkerGroup
+    from commtune.runtime.synthetic import layer_specs, synthetic_profile
+    from commtune.runtime.worker_group import GroupFailure
+
+    ray.init(num_cpus=3, include_dashboard=False, _temp_dir=ray_temp, log_to_driver=False)
+    task = {"layers": layer_specs(synthetic_profile("resnet50", 0.02, 0.02, 0.04)), "compute": "emulated",
+            "mode": None, "steps": 4, "warmup": 1}
+    group = RayWorkerGroup(task, 2, timeout_s=60)
+    try:
+        assert group.strategy == "PACK" and len(set(group.pids)) == 2
+        # a trial whose search side vanishes after its first step (what ASHA's stop does to a Ray trial)
+        gone = RayGroupClient(group.handles, 60)
+        gone.link.send({"op": "trial", "id": 1, "knobs": DDP_DEFAULT.to_dict(), "prune": True})
+        assert gone.link.recv(60)["op"] == "step"
+        # the next trial (another process's client) first ends it, then runs in full on the same ranks
+        r = RayGroupClient(group.handles, 60).trial(DDP_DEFAULT)
+        assert len(r["step_times_s"]) == 4 and not r["pruned"]
+        log = ray.get(group.handles[0].status.remote())["log"]
+        assert [x["stopped"] for x in log] == [True, False]
+        ray.kill(group.handles[1])
+        with pytest.raises(GroupFailure, match="rank 1 of the Ray worker group is gone"):
+            RayGroupClient(group.handles, 10).trial(DDP_DEFAULT)
+    finally:
+        group.close()

@@ -137,6 +137,8 @@ class RankActor:
         if tid is None:
             return None
         while self._inflight is not None:
+            if self._thread is None or not self._thread.is_alive():  # rank 0's loop has ended: nothing to settle
+                return tid
             if self._unanswered > 0:  # rank 0 waits for this answer (one per step message it sent)
                 self.send({"op": "decision", "id": tid, "stop": True})
                 continue
@@ -205,13 +207,16 @@ class RayGroupClient(_Driver):
     def _recv(self, what: str) -> dict:
         msg = super()._recv(what)
         if msg.get("op") == "error":
+            self._check(skip=msg["rank"])  # a lost peer is the cause, not the rank whose collective failed
             raise GroupFailure(f"rank {msg['rank']} of the Ray worker group failed: {msg['error']}", msg["rank"])
         return msg
 
-    def _check(self) -> None:
+    def _check(self, skip: int | None = None) -> None:
         import ray
 
         for rank, h in enumerate(self.handles):
+            if rank == skip:
+                continue
             try:
                 st = ray.get(h.status.remote(), timeout=self.timeout_s)
             except Exception as exc:  # noqa: BLE001 -- RayActorError, GetTimeoutError
