@@ -1,129 +1,282 @@
-"""Live fidelity of the calibrated simulator on the emulated 4-host cluster.
+"""Live fidelity of the calibrated simulator on held-out configurations, through the CLI defaults.
 
-For each shaping (1 Gbit/s links; with and without a 300 Mbit/s per-stream
-cap): bring the emulated cluster up, probe all-reduce (calibration file),
-time real DDP steps of a synthetic ResNet-50 (element counts x0.25, forward
-100 ms, backward 200 ms emulated by sleeps split by FLOPs) over buckets
-1/5/25/100 MiB x streams 1/2/4, simulate the same configurations with the
-calibration, print MAPE, Spearman and the pick gap. The probe also times
-back-to-back bursts (fits collectives in flight per stream and the gap) and
-DDP's host work per byte; a short DDP calibration run (16 x 1 MiB tensors,
-bucket caps 1 vs 8 MiB; not the validated model) fits the per-bucket gap per
-stream count; the DDP configurations are timed in ``--passes``
-passes of ``--steps`` steps, alternating order, pooled. The same live data
-are also simulated with the plain model (before those parameters). Needs root. Prints figures;
-not a timed test.
+For each emulated cluster shape (hosts, link rate, per-flow cap, latency):
+``commtune cluster up``, ``commtune probe --emulated -o calib.yaml`` with its
+defaults (sizes, streams 1,2,3,4,6,8, absolute fit >= 1 MiB, the DDP
+calibration run), then for each model of the mix ``commtune validate
+--emulated`` with its defaults: configurations drawn at random that
+calibration did not use (bucket caps log-uniform in the search range up to the
+model's size, every other one at an unprobed stream count, split and round robin
+alternating), two passes of alternating order, median steps. Printed
+and written (``experiments/results/live_fidelity[-TAG].json``): per point
+error, MAPE, worst, Spearman, pick gap per shape and model; the load average
+(``uptime``) around every run.
 
-    PYTHONPATH=. python experiments/live_fidelity.py [--out experiments/results]
+Also: scale prediction (calibrate on ``--scale-from`` hosts, validate on
+``--scale-to`` hosts of the same links: ``validate`` resizes the calibration
+to the launch's hosts) and repeatability (a second default calibration of the
+first shape while a busy loop holds a core; both calibrations predict the
+same configurations, relative differences reported).
+
+Model mix (synthetic DDP models with sleep-based compute, forward 100 ms,
+backward 200 ms): conv-like (ResNet-50 layer sizes, many small tensors),
+transformer-like (GPT-2: one large embedding), few very large tensors (VGG-16:
+the fc layers). Needs root. Prints figures; not a timed test.
+
+    PYTHONPATH=. python experiments/live_fidelity.py [--shapes a,b] [--tag T]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
-import dataclasses
+import numpy as np
 
-from commtune.cluster import load_cluster_file
-from commtune.emulation import EmulatedCluster, emulated_cluster
-from commtune.probe.launch import LaunchSpec
-from commtune.probe.probe import calibration, format_table, parse_sizes, run_probe, summary, write_calibration
-from commtune.probe.validate import compare, format_report, grid_configs, plot, run_validation, sim_cluster
-from commtune.units import MiB
+SHAPES = {
+    "4h-1g-cap300m": dict(hosts=4, bw="1gbit", per_stream="300mbit"),
+    "3h-2g-1ms": dict(hosts=3, bw="2gbit", latency="1ms"),
+    "2h-500m": dict(hosts=2, bw="500mbit"),
+}
+#: model, element scale (about 20 MB of fp32 gradients each)
+MODELS = {"conv": ("resnet50", 0.2), "transformer": ("gpt2", 0.04), "large-tensors": ("vgg16", 0.037)}
+SCALE = dict(bw="500mbit", per_stream="200mbit")
+TARGETS = {"mape": 0.03, "worst": 0.08, "spearman": 0.95, "pick_gap": 0.02, "scale_mape": 0.05, "repeat": 0.02}
 
-SETTINGS = {"1gbit": dict(bw="1gbit"), "1gbit-300mbit-per-stream": dict(bw="1gbit", per_stream="300mbit")}
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def plain_predictions(res: dict, calib_path: str, hosts: int) -> list[float]:
-    """The same configurations under the plain model (one collective per stream at a
-    time, no gap, no host work): the simulator before the pipelining/host parameters."""
+def ct(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run the commtune CLI (this checkout) and return the finished process."""
+    p = subprocess.run([sys.executable, "-m", "commtune", *args], capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"commtune {' '.join(args)} failed ({p.returncode}): {p.stderr[-2000:]}")
+    return p
+
+
+_UP: set[str] = set()  # prefixes this run brought up (only those are taken down at the end)
+
+
+def cluster_up(prefix: str, hosts: int, bw: str, per_stream: str | None = None, latency: str | None = None) -> None:
+    _UP.add(prefix)
+    args = ["cluster", "up", "--prefix", prefix, "--hosts", str(hosts), "--bw", bw, "--replace"]
+    if per_stream:
+        args += ["--per-stream", per_stream]
+    if latency:
+        args += ["--latency", latency]
+    ct(*args)
+
+
+def cluster_down(prefix: str) -> None:
+    subprocess.run([sys.executable, "-m", "commtune", "cluster", "down", "--prefix", prefix], capture_output=True)
+
+
+def probe(prefix: str, out: str) -> dict:
+    t0, before = time.time(), uptime()
+    p = ct("probe", "--emulated", "--prefix", prefix, "-o", out, "--timeout", "900")
+    summary = [line for line in p.stdout.splitlines() if not line.startswith(("#", " "))
+               or line.startswith("  ") and not line.strip()[0].isdigit()]
+    summary += [line for line in p.stderr.splitlines() if line.startswith("warning:")]
+    print("\n".join(summary))
+    print(f"probe took {time.time() - t0:.0f} s ({before})")
+    return {"wall_s": time.time() - t0, "uptime_before": before, "uptime_after": uptime(), "stderr": p.stderr[-1500:],
+            "summary": summary}
+
+
+def validate(prefix: str, calib: str, model: str, scale: float, seed: int, n: int, plot: str) -> dict:
+    t0, before = time.time(), uptime()
+    p = ct("validate", "--cluster", calib, "--emulated", "--prefix", prefix, "--model", model, "--scale", str(scale),
+           "--held-out", str(n), "--seed", str(seed), "--json", "--plot", plot, "--timeout", "900")
+    res = json.loads(p.stdout[p.stdout.index("{"):])
+    res.update(wall_s=time.time() - t0, uptime_before=before, uptime_after=uptime())
+    return res
+
+
+def show(name: str, res: dict) -> None:
+    from commtune.probe.validate import format_report
+
+    print(f"-- {name}: {res['model']}, {len(res['rows'])} held-out configurations ({res['uptime_before']})")
+    print(format_report(res))
+    sys.stdout.flush()
+
+
+def targets_met(s: dict) -> dict:
+    return {"mape": s["mape"] <= TARGETS["mape"], "worst": s["worst"] <= TARGETS["worst"],
+            "spearman": s["spearman"] >= TARGETS["spearman"], "pick_gap": s["pick_gap"] <= TARGETS["pick_gap"]}
+
+
+def predictions(calib: str, hosts: int, configs: list[dict], model: str, scale: float) -> list[float]:
     from commtune.knobs import Knobs
+    from commtune.probe.validate import sim_cluster
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
     from simulators import Simulator
 
-    spec = load_cluster_file(calib_path)
-    fit = dict(spec.meta["fit"])
-    fit["per_stream_fits"] = {k: {kk: vv for kk, vv in v.items() if kk != "gap_s"}
-                              for k, v in fit["per_stream_fits"].items()}
-    plain = dataclasses.replace(spec, inflight_per_stream=1, buffer_gap_s=0.0, host_pre_s_per_byte=0.0,
-                                host_post_s_per_byte=0.0, meta={**spec.meta, "fit": fit})
-    cluster = sim_cluster(plain, hosts, hosts)
-    sim = Simulator(sim_workload(synthetic_profile("resnet50", 0.25, 0.1, 0.2)), cluster)
-    return [sim.run(Knobs.from_dict(r["knobs"])).step_time_s for r in res["rows"]]
+    sim = Simulator(sim_workload(synthetic_profile(model, scale, 0.1, 0.2)), sim_cluster(calib, hosts, hosts))
+    return [sim.run(Knobs.from_dict(k)).step_time_s for k in configs]
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2%}" if x == x else "n/a"
+
+
+def markdown(results: dict) -> str:
+    """The summary table of a results dict (also from a saved JSON: ``--report FILE``)."""
+    t = results["targets"]
+    lines = ["# Live fidelity of the calibrated simulator (held-out configurations, CLI defaults)", "",
+             f"Run {results.get('started', '?')} - {results.get('finished', '?')}; `experiments/live_fidelity.py`. "
+             f"Targets: MAPE <= {t['mape']:.0%}, worst <= {t['worst']:.0%}, Spearman >= {t['spearman']}, "
+             f"pick within {t['pick_gap']:.0%} of the live best; scale MAPE <= {t['scale_mape']:.0%}; "
+             f"repeatability within {t['repeat']:.0%}.", "",
+             "| shape | model | points | MAPE | worst | Spearman | pick gap | median spread | targets met | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in results.get("shapes", {}).items():
+        for m, r in e.get("models", {}).items():
+            s = r["summary"]
+            spread = float(np.median([x["spread"] for x in r["rows"]]))
+            met = ", ".join(k for k, v in r["targets_met"].items() if v) or "none"
+            load = r["uptime_before"].split("load average:")[-1].split(",")[0].strip()
+            lines.append(f"| {name} | {m} | {len(r['rows'])} | {_pct(s['mape'])} | {_pct(s['worst'])} | "
+                         f"{s['spearman']:.3f} | {_pct(s['pick_gap'])} | {_pct(spread)} | {met} | {load} |")
+    lines.append("")
+    for name, e in results.get("shapes", {}).items():
+        p = e["probe"]
+        lines.append(f"- {name} ({e['shape']}): default probe {p['wall_s']:.0f} s ({p['uptime_before']}); "
+                     + "; ".join(x.strip() for x in p["summary"][:2]))
+    sc = results.get("scale")
+    if sc and "validation" in sc:
+        s = sc["validation"]["summary"]
+        lines += ["", f"**Scale prediction** (calibrate {sc['from']} hosts, validate {sc['to']} hosts, {sc['shape']}): "
+                  f"MAPE {_pct(s['mape'])}, worst {_pct(s['worst'])}, Spearman {s['spearman']:.3f}, "
+                  f"pick gap {_pct(s['pick_gap'])} ({len(sc['validation']['rows'])} held-out points; "
+                  f"{sc['validation']['uptime_before']})."]
+    rep = results.get("repeat")
+    if rep and "rows" in rep:
+        lines += ["", f"**Repeatability**: a second default calibration with a busy loop on one core "
+                  f"({rep['probe_busy']['uptime_before']}) predicts {len(rep['rows'])} configurations "
+                  f"within median {_pct(rep['median_diff'])}, max {_pct(rep['max_diff'])} of the first."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="experiments/results")
-    ap.add_argument("--hosts", type=int, default=4)
-    ap.add_argument("--settings", default=",".join(SETTINGS))
-    ap.add_argument("--mode", default="split", choices=("split", "round_robin"))
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per configuration per pass")
-    ap.add_argument("--passes", type=int, default=2,
-                    help="passes over the configurations in one launch, alternating order; steps pooled")
-    ap.add_argument("--probe-iters", type=int, default=5)
-    ap.add_argument("--prefix", default="ctp")
-    ap.add_argument("--fit-min-size", type=int, default=2**20, help="fit sizes >= this (bytes; default 1 MiB)")
-    ap.add_argument("--weighting", default="absolute", choices=("relative", "absolute"))
-    ap.add_argument("--no-ddp-gap", dest="ddp_gap", action="store_false",
-                    help="skip the DDP calibration run that fits the per-bucket gap")
-    ap.add_argument("--tag", default="", help="suffix of the output files (default none)")
+    ap.add_argument("--out", default="experiments/results/live_fidelity")
+    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--held-out", type=int, default=8, help="held-out configurations per model (default 8)")
+    ap.add_argument("--prefix", default="fa")
+    ap.add_argument("--scale-from", type=int, default=3)
+    ap.add_argument("--scale-to", type=int, default=6)
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: shapes,scale,repeat")
+    ap.add_argument("--repeat-shape", default=next(iter(SHAPES)), help="shape of the repeatability check")
+    ap.add_argument("--repeat-reuse", action="store_true",
+                    help="repeatability from the calibration files already in --out (no new probe)")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--report", metavar="JSON", help="only print the markdown summary of a saved run")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as fh:
+            print(markdown(json.load(fh)))
+        return 0
     os.makedirs(args.out, exist_ok=True)
-    all_res = {}
-    for name in args.settings.split(","):
-        s = SETTINGS[name]
-        spec = EmulatedCluster.parse(args.hosts, s["bw"], s.get("per_stream"), prefix=args.prefix)
-        t0 = time.time()
-        load_before = os.getloadavg()
-        with emulated_cluster(spec, replace=True) as state:
-            launch = LaunchSpec(state=state, timeout_s=900)
-            probe = run_probe(launch, parse_sizes("256KB:64MB"), [1, 2, 4], iters=args.probe_iters, warmup=1,
-                              burst_sizes=[1 * MiB, 4 * MiB], burst_count=8,
-                              host_sizes=[1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB])
-            cs, extra = calibration(probe, hosts=args.hosts, name=f"calib-{name}", source=spec.describe(),
-                                    min_fit_size=args.fit_min_size, weighting=args.weighting)
-            calib_path = os.path.join(args.out, f"calib-{name}{args.tag}.yaml")
-            if args.ddp_gap:
-                # per-bucket cost of DDP's path from a calibration workload (not the validated one)
-                from commtune.probe.ddp_calib import apply_ddp_gaps, fit_ddp_gaps, run_ddp_gap_calibration
+    skip = set(filter(None, args.skip.split(",")))
+    path = os.path.join(args.out, f"live_fidelity{'-' + args.tag if args.tag else ''}.json")
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "targets": TARGETS,
+                     "shapes": {}, "models": MODELS}
+    if os.path.exists(path):  # parts run separately land in one file (each part replaces its own entry)
+        with open(path) as fh:
+            old = json.load(fh)
+        results.update({k: v for k, v in old.items() if k in ("shapes", "scale", "repeat", "started")})
+        results["targets"] = TARGETS
 
-                recs = run_ddp_gap_calibration(launch, [1, 2, 4], steps=args.steps, warmup=2)
-                gaps = fit_ddp_gaps(recs, cs)
-                cs = apply_ddp_gaps(cs, extra, gaps, recs)
-            write_calibration(calib_path, cs, extra)
-            print(f"== {name}: {spec.describe()}")
-            print(format_table(probe["records"], probe["world_size"]))
-            print(summary(cs, extra))
-            if "ddp_gap" in extra["fit"]:
-                for k, v in extra["fit"]["ddp_gap"]["by_streams"].items():
-                    print(f"  DDP calibration K={k}: 1 MiB - 8 MiB buckets measured {v['measured_diff_s'] * 1e3:.1f} ms, "
-                          f"simulated at g=0 {v['simulated_diff_at_0_s'] * 1e3:.1f} ms -> gap {v['gap_s'] * 1e3:.3f} ms")
-            sys.stdout.flush()
-            load_mid = os.getloadavg()
-            res = run_validation(launch, calib_path, grid_configs(), "resnet50", scale=0.25, forward_s=0.1,
-                                 backward_s=0.2, steps=args.steps, warmup=2, mode=args.mode, passes=args.passes)
-        res["setting"] = name
-        res["wall_s"] = time.time() - t0
-        res["loadavg"] = {"before_probe": load_before, "before_ddp": load_mid, "after": os.getloadavg()}
-        res["steps"], res["passes"], res["probe_iters"] = args.steps, args.passes, args.probe_iters
-        plain = plain_predictions(res, calib_path, args.hosts)
-        for r, p in zip(res["rows"], plain):
-            r["predicted_plain_s"] = p
-        res["summary_plain"] = compare(plain, [r["measured_s"] for r in res["rows"]], [r["spread"] for r in res["rows"]])
-        print(format_report(res))
-        sp = res["summary_plain"]
-        print(f"plain model (m=1, no gap, no host work), same live data: MAPE {sp['mape']:.2%}, "
-              f"Spearman {sp['spearman']:.3f}, pick gap {sp['pick_gap']:.2%}")
-        print(f"load average (1/5/15 min): before probe {load_before}, before DDP {load_mid}, after {res['loadavg']['after']}")
-        plot(res, os.path.join(args.out, f"live_fidelity-{name}{args.tag}.png"),
-             title=f"{name}: {res['summary']['mape']:.1%} MAPE, rho {res['summary']['spearman']:.2f}")
-        all_res[name] = res
-        sys.stdout.flush()
-    with open(os.path.join(args.out, f"live_fidelity-{args.mode}{args.tag}.json"), "w") as fh:
-        json.dump(all_res, fh, indent=1)
+    def save() -> None:
+        from commtune.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(results, indent=1, default=str))
+        atomic_write_text(path[:-5] + ".md", markdown(results))
+
+    try:
+        if "shapes" not in skip:
+            for name in args.shapes.split(","):
+                shape = SHAPES[name]
+                print(f"== {name}: {shape}  [{uptime()}]")
+                cluster_up(args.prefix, shape["hosts"], shape["bw"], shape.get("per_stream"), shape.get("latency"))
+                calib = os.path.join(args.out, f"calib-{name}{'-' + args.tag if args.tag else ''}.yaml")
+                entry = {"shape": shape, "probe": probe(args.prefix, calib), "models": {}}
+                results["shapes"][name] = entry
+                save()
+                for i, m in enumerate(args.models.split(",")):
+                    model, scale = MODELS[m]
+                    res = validate(args.prefix, calib, model, scale, seed=i, n=args.held_out,
+                                   plot=os.path.join(args.out, f"live_fidelity-{name}-{m}{'-' + args.tag if args.tag else ''}.png"))
+                    res["targets_met"] = targets_met(res["summary"])
+                    entry["models"][m] = res
+                    show(f"{name} / {m}", res)
+                    save()
+                cluster_down(args.prefix)
+        if "scale" not in skip:
+            print(f"== scale prediction: calibrate {args.scale_from} hosts, validate {args.scale_to} ({SCALE}) [{uptime()}]")
+            cluster_up(args.prefix, args.scale_from, SCALE["bw"], SCALE.get("per_stream"))
+            calib = os.path.join(args.out, f"calib-scale-{args.scale_from}h.yaml")
+            sc = {"shape": SCALE, "from": args.scale_from, "to": args.scale_to, "probe": probe(args.prefix, calib)}
+            results["scale"] = sc
+            cluster_up(args.prefix, args.scale_to, SCALE["bw"], SCALE.get("per_stream"))
+            model, scale = MODELS["conv"]
+            res = validate(args.prefix, calib, model, scale, seed=11, n=args.held_out,
+                           plot=os.path.join(args.out, f"live_fidelity-scale-{args.scale_to}h.png"))
+            res["scale_target_met"] = res["summary"]["mape"] <= TARGETS["scale_mape"]
+            sc["validation"] = res
+            show(f"scale {args.scale_from} -> {args.scale_to} hosts", res)
+            save()
+            cluster_down(args.prefix)
+        if "repeat" not in skip:
+            name = args.repeat_shape
+            shape = SHAPES[name]
+            first = os.path.join(args.out, f"calib-{name}{'-' + args.tag if args.tag else ''}.yaml")
+            print(f"== repeatability: a second default calibration of {name} with a busy core [{uptime()}]")
+            second = os.path.join(args.out, f"calib-{name}-busy.yaml")
+            rep = dict(results.get("repeat", {})) if args.repeat_reuse else {}
+            if not (args.repeat_reuse and os.path.exists(second) and os.path.exists(first)):
+                cluster_up(args.prefix, shape["hosts"], shape["bw"], shape.get("per_stream"), shape.get("latency"))
+                if not os.path.exists(first):
+                    probe(args.prefix, first)
+                burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                try:
+                    rep = {"probe_busy": probe(args.prefix, second)}
+                finally:
+                    burner.kill()
+                    burner.wait()
+                cluster_down(args.prefix)
+            rep["first"], rep["busy"] = os.path.basename(first), os.path.basename(second)
+            from commtune.probe.validate import held_out_configs
+
+            rows = []
+            for m, (model, scale) in MODELS.items():
+                configs = [k.to_dict() for k in held_out_configs(None, 12, seed=100, max_bucket_bytes=20 * 2**20)]
+                a = predictions(first, shape["hosts"], configs, model, scale)
+                b = predictions(second, shape["hosts"], configs, model, scale)
+                rows += [{"model": m, "knobs": k, "first_s": x, "busy_s": y, "diff": y / x - 1}
+                         for k, x, y in zip(configs, a, b)]
+            d = np.abs([r["diff"] for r in rows])
+            rep.update(rows=rows, max_diff=float(d.max()), median_diff=float(np.median(d)),
+                       target_met=bool(d.max() <= TARGETS["repeat"]))
+            results["repeat"] = rep
+            print(f"repeatability over {len(rows)} configurations: median |diff| {np.median(d):.2%}, max {d.max():.2%}")
+            save()
+    finally:
+        for prefix in sorted(_UP):
+            cluster_down(prefix)
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        save()
+    for name, e in results["shapes"].items():
+        for m, r in e.get("models", {}).items():
+            s = r["summary"]
+            print(f"{name:<16} {m:<14} MAPE {s['mape']:.2%} worst {s['worst']:.2%} Spearman {s['spearman']:.3f} "
+                  f"pick gap {s['pick_gap']:.2%}  met {r['targets_met']}")
     return 0
 
 

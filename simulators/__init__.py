@@ -7,7 +7,8 @@ ties them together; :func:`~simulators.batch.schedule_batch` evaluates many
 configurations at once.
 """
 from simulators.engine import METRICS, Simulator, StepResult
-from simulators.network import AnalyticalNetwork, CalibratedNetwork, NetworkModel, network_for
+from simulators.calibrated import CalibratedNetwork
+from simulators.network import AnalyticalNetwork, NetworkModel, network_for
 from simulators.system import Buffer, KnobArrays
 from simulators.workload import Workload, build_workload, synthetic_workload
 

@@ -10,20 +10,19 @@ vectorised.
 :class:`AnalyticalNetwork` derives the coefficients from a cluster's links
 (alpha-beta ring model; concurrent streams share a link fairly, each capped at
 the per-stream rate, so K streams move data at ``min(K*c, B)``).
-:class:`CalibratedNetwork` uses coefficients fitted to live measurements.
+:class:`simulators.calibrated.CalibratedNetwork` uses physical parameters
+fitted to live measurements.
 
 :meth:`NetworkModel.pipelining` says how one stream's back-to-back buffers
 overlap: ``m`` collectives in flight per stream and the gap ``g`` of link idle
 time between two back-to-back buffers (``ClusterSpec.inflight_per_stream`` /
-``buffer_gap_s``; a calibration may carry a fitted gap per stream count). The
+``buffer_gap_s``; a calibration models the gap as a function of the stream count). The
 schedulers (``simulators.system``) turn them into buffer end times.
 """
 from __future__ import annotations
 
 import abc
 import math
-from typing import Mapping
-
 import numpy as np
 
 from commtune.cluster import ClusterSpec
@@ -68,6 +67,12 @@ class NetworkModel(abc.ABC):
         runs at once and the link idle time between back-to-back buffers."""
         k = np.asarray(num_streams, dtype=np.float64)
         return np.full(k.shape, int(self.inflight_per_stream), dtype=np.int64), np.full(k.shape, float(self.buffer_gap_s))
+
+    def extrapolation(self, knobs) -> list[dict]:
+        """Structured flags for what ``knobs`` asks beyond what the model was
+        calibrated on (see :mod:`simulators.calibrated`); none for a model
+        that was not calibrated."""
+        return []
 
     def alt_coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """``(a2, b2)`` of a second all-reduce algorithm the library may pick
@@ -158,63 +163,17 @@ class AnalyticalNetwork(NetworkModel):
         return np.where(hier, np.inf, a), np.where(hier, np.inf, b)
 
 
-class CalibratedNetwork(NetworkModel):
-    """Coefficients fitted to measured all-reduce times, per stream count.
-
-    ``fits`` maps a stream count K to ``(a_s, b_s_per_byte)`` measured on the
-    live cluster (``commtune probe``). Stream counts between or beyond the
-    measured ones take the nearest measured K. Hierarchical all-reduce is not
-    measured by the probe, so it falls back to the same flat fit.
-    ``gaps`` (optional) maps K to a fitted back-to-back gap (nearest K, like
-    the fits); K without one use ``buffer_gap_s``.
-    """
-
-    def __init__(self, fits: Mapping[int, tuple[float, float]], world_size: int, control_latency_s: float,
-                 inflight_per_stream: int = 1, buffer_gap_s: float = 0.0,
-                 gaps: Mapping[int, float] | None = None):
-        if not fits:
-            raise ValueError("CalibratedNetwork needs at least one (streams -> a, b) fit")
-        if int(inflight_per_stream) < 1:
-            raise ValueError(f"inflight_per_stream must be >= 1, got {inflight_per_stream!r}")
-        self.world_size = world_size
-        self.inflight_per_stream = int(inflight_per_stream)
-        self.buffer_gap_s = float(buffer_gap_s)
-        gaps = dict(gaps or {})
-        self._g = np.array([float(gaps.get(int(k), buffer_gap_s)) for k in sorted(fits)])
-        self._ks = np.array(sorted(fits), dtype=np.float64)
-        self._a = np.array([fits[int(k)][0] for k in self._ks])
-        self._b = np.array([fits[int(k)][1] for k in self._ks])
-        self._latency = control_latency_s
-
-    def control_latency_s(self) -> float:
-        return self._latency
-
-    def coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        k = np.asarray(num_streams, dtype=np.float64)
-        k, _ = np.broadcast_arrays(k, np.asarray(hierarchical))
-        idx = np.abs(k[..., None] - self._ks).argmin(axis=-1)
-        return self._a[idx], self._b[idx]
-
-    def pipelining(self, num_streams: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        k = np.asarray(num_streams, dtype=np.float64)
-        idx = np.abs(k[..., None] - self._ks).argmin(axis=-1)
-        return np.full(k.shape, self.inflight_per_stream, dtype=np.int64), self._g[idx]
+#: builds a calibrated network from a calibration file's ``fit`` section, the world size and
+#: ranks per node; set by :mod:`simulators.calibrated` (which imports this module, not the reverse)
+CALIBRATED_BUILDER: list = []
 
 
 def network_for(cluster: ClusterSpec) -> NetworkModel:
-    """The network model a cluster asks for: calibrated if its file carries a
-    per-stream fit (written by ``commtune probe``) measured at this cluster's
-    world size, else analytical (a calibration file resized with ``--nodes``
-    extrapolates through the alpha/B/c it derived, which are its ClusterSpec
-    fields)."""
+    """The network model a cluster asks for: calibrated
+    (:class:`simulators.calibrated.CalibratedNetwork`, at this cluster's world
+    size) if its file carries the fitted network written by ``commtune probe``,
+    else analytical from the ClusterSpec fields."""
     fit = cluster.meta.get("fit") if cluster.meta else None
-    measured_n = fit.get("world_size") if isinstance(fit, dict) else None
-    if measured_n is not None and int(measured_n) != cluster.world_size:
-        return AnalyticalNetwork(cluster)
-    if isinstance(fit, dict) and fit.get("per_stream_fits"):
-        fits = {int(k): (float(v["a_s"]), float(v["b_s_per_byte"])) for k, v in fit["per_stream_fits"].items()}
-        gaps = {int(k): float(v["gap_s"]) for k, v in fit["per_stream_fits"].items() if v.get("gap_s") is not None}
-        return CalibratedNetwork(fits, cluster.world_size, cluster.inter_latency_s,
-                                 inflight_per_stream=cluster.inflight_per_stream,
-                                 buffer_gap_s=cluster.buffer_gap_s, gaps=gaps)
+    if isinstance(fit, dict) and isinstance(fit.get("network"), dict):
+        return CALIBRATED_BUILDER[0](fit, cluster.world_size, cluster.gpus_per_node)
     return AnalyticalNetwork(cluster)

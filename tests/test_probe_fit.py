@@ -11,7 +11,8 @@ from commtune.errors import CommtuneError
 from commtune.probe.fit import (LinearFit, algbw, burst_time_s, busbw, derive_link, fit_host, fit_linear,
                                 fit_measurements, fit_pipelining)
 from commtune.probe.probe import calibration, format_table, parse_sizes, write_calibration
-from simulators.network import AnalyticalNetwork, CalibratedNetwork, network_for
+from simulators.calibrated import CalibratedNetwork
+from simulators.network import network_for
 
 
 def test_busbw_formula_exact():
@@ -76,7 +77,7 @@ def _synthetic_result(n=4, ks=(1, 2, 4)):
 
 def test_calibration_file_roundtrip_and_simulator(tmp_path):
     res = _synthetic_result()
-    spec, extra = calibration(res, hosts=4)
+    spec, extra = calibration(res, hosts=4, min_fit_size=0)
     path = tmp_path / "calib.yaml"
     write_calibration(str(path), spec, extra)
     loaded = load_cluster_file(path)
@@ -85,15 +86,18 @@ def test_calibration_file_roundtrip_and_simulator(tmp_path):
     assert loaded.inter_bw_Bps == pytest.approx(125e6, rel=1e-6)
     net = network_for(loaded)
     assert isinstance(net, CalibratedNetwork)
-    a, b = net.coeffs(2, False)
-    fit2 = extra["fit"]["per_stream_fits"][2]
-    assert float(a) == pytest.approx(fit2["a_s"]) and float(b) == pytest.approx(fit2["b_s_per_byte"])
+    for k in (1, 2, 3, 4):  # one model for every K, probed (1, 2, 4) or not (3)
+        a, b = net.coeffs(k, False)
+        assert float(a) == pytest.approx(1e-3 + k * 1e-4, rel=1e-6)
+        assert float(b) == pytest.approx(6 / (4 * min(k * 37.5e6, 125e6)), rel=1e-6)
     assert extra["fit"]["r2_min"] > 0.999 and extra["fit"]["max_rel_residual"] < 1e-6
     assert len(extra["measurements"]) == 12
-    # a different world size extrapolates analytically from the derived link parameters
+    # a different world size: the same per-host parameters through the ring formula
     import dataclasses
 
-    assert isinstance(network_for(dataclasses.replace(loaded, nodes=8)), AnalyticalNetwork)
+    big = network_for(dataclasses.replace(loaded, nodes=8))
+    assert isinstance(big, CalibratedNetwork) and big.world_size == 8
+    assert float(big.coeffs(1, False)[1]) == pytest.approx(14 / (8 * 37.5e6), rel=1e-6)
     table = format_table(res["records"], 4)
     assert "busbw(GB/s)" in table and "# streams: 4" in table
 
@@ -154,7 +158,7 @@ def test_calibration_with_bursts_and_host_work_round_trips(tmp_path):
     result = {"world_size": n, "engine": "gloo", "records": records, "bursts": bursts, "host": host}
     spec, extra = calibration(result, hosts=4, name="c")
     assert spec.inflight_per_stream == 2
-    assert spec.buffer_gap_s == pytest.approx(1e-3, abs=2e-6)  # median of 0.5, 1, 2 ms
+    assert spec.buffer_gap_s == pytest.approx(5e-4, abs=2e-6)  # g(1) of the linear gap model
     assert spec.host_pre_s_per_byte == pytest.approx(0.3e-9, rel=1e-6)
     assert spec.host_post_s_per_byte == pytest.approx(0.5e-9, rel=1e-6)
     path = tmp_path / "c.yaml"
@@ -163,39 +167,59 @@ def test_calibration_with_bursts_and_host_work_round_trips(tmp_path):
     assert back == spec
     net = network_for(back)
     assert isinstance(net, CalibratedNetwork)
-    m, g = net.pipelining(np.array([1, 2, 4]))
-    assert m.tolist() == [2, 2, 2]
-    assert g == pytest.approx([5e-4, 1e-3, 2e-3], abs=2e-6)
-    # resized to another world size: the analytical model keeps the scalar parameters
+    m, g = net.pipelining(np.array([1, 2, 3, 4]))
+    assert m.tolist() == [2, 2, 2, 2]
+    # per-K burst gaps 0.5, 1, 2 ms -> g(K) = gap0 + gap_per_stream*K by least squares (3 interpolated)
+    g0, g1 = np.polyfit([1, 2, 4], [5e-4, 1e-3, 2e-3], 1)[::-1]
+    assert g == pytest.approx([g0 + g1 * k for k in (1, 2, 3, 4)], abs=5e-6)
+    # resized to another world size: same per-host pipelining
     import dataclasses
 
     other = network_for(dataclasses.replace(back, nodes=8))
-    assert isinstance(other, AnalyticalNetwork)
-    assert other.pipelining([1])[0].tolist() == [2] and other.pipelining([1])[1][0] == back.buffer_gap_s
+    assert other.pipelining([1])[0].tolist() == [2] and other.pipelining([3])[1][0] == pytest.approx(g[2])
 
 
 def test_ddp_gap_fit_recovers_the_gap_the_measurements_came_from():
     import dataclasses
 
-    from commtune.cluster import ClusterSpec
     from commtune.probe.ddp_calib import apply_ddp_gaps, calib_configs, calib_workload, fit_ddp_gaps
     from simulators import Simulator
 
-    fits = {1: {"a_s": 3e-3, "b_s_per_byte": 1.27e-8}, 2: {"a_s": 4e-3, "b_s_per_byte": 1.27e-8}}
-    spec = ClusterSpec(nodes=4, gpus_per_node=1, inflight_per_stream=2, host_post_s_per_byte=4e-10,
-                       meta={"fit": {"world_size": 4, "per_stream_fits": fits}})
+    res = _synthetic_result(4, (1, 2, 4))
+    spec, extra = calibration(res, hosts=4)
+    extra["fit"]["network"]["inflight_per_stream"] = 2  # with m = 1 and g <= a the gap never binds
+    spec = dataclasses.replace(spec, host_post_s_per_byte=4e-10)
+    base = network_for(spec)
     w = calib_workload()
-    true = {1: 4e-4, 2: 9e-4}
+    true = {1: 4e-4, 2: 6e-4, 4: 1e-3}  # g(K) = 2e-4 + 2e-4*K
     records = []
-    for k in calib_configs([1, 2]):
-        truth = {kk: {**v, "gap_s": true[kk]} for kk, v in fits.items()}
-        sim = Simulator(w, dataclasses.replace(spec, meta={"fit": {"world_size": 4, "per_stream_fits": truth}}))
+    for k in calib_configs([1, 2, 4]):
+        net = base.replace(gap0_s=2e-4, gap_per_stream_s=2e-4)
         records.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes,
-                        "step_time_s": sim.run(k).step_time_s})
+                        "step_time_s": Simulator(w, spec, network=net).run(k).step_time_s})
     gaps = fit_ddp_gaps(records, spec, w)
-    for k in (1, 2):
+    for k in (1, 2, 4):
         assert gaps[k]["gap_s"] == pytest.approx(true[k], rel=1e-6)
-    extra = {"fit": {"per_stream_fits": {k: dict(v) for k, v in fits.items()}}}
     new = apply_ddp_gaps(spec, extra, gaps, records)
-    assert extra["fit"]["per_stream_fits"][2]["gap_s"] == pytest.approx(9e-4, rel=1e-6)
-    assert new.buffer_gap_s == pytest.approx(6.5e-4, rel=1e-6)
+    assert extra["fit"]["network"]["gap0_s"] == pytest.approx(2e-4, rel=1e-5)
+    assert extra["fit"]["network"]["gap_per_stream_s"] == pytest.approx(2e-4, rel=1e-5)
+    assert new.buffer_gap_s == pytest.approx(4e-4, rel=1e-5)
+    assert network_for(new).pipelining([3])[1][0] == pytest.approx(8e-4, rel=1e-5)  # interpolated
+
+
+def test_round_robin_check_compares_unfitted_round_robin_points():
+    from commtune.probe.ddp_calib import calib_configs, calib_workload, fit_ddp_gaps, round_robin_check
+    from simulators import Simulator
+
+    spec, _ = calibration(_synthetic_result(4, (1, 2, 4)), hosts=4)
+    configs = calib_configs([1, 2, 4], rr_streams=[2, 4])
+    assert [k.stream_mode for k in configs].count("round_robin") == 4
+    w = calib_workload()
+    sim = Simulator(w, spec)
+    recs = [{"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "stream_mode": k.stream_mode,
+             "step_time_s": sim.run(k).step_time_s} for k in configs]
+    assert set(fit_ddp_gaps(recs, spec, w)) == {1, 2, 4}  # the split points only
+    chk = round_robin_check(recs, spec, w)
+    assert len(chk["points"]) == 4 and not chk["needed"] and chk["mape"] < 1e-9
+    slow = [dict(r, step_time_s=r["step_time_s"] * 1.2) if r["stream_mode"] == "round_robin" else r for r in recs]
+    assert round_robin_check(slow, spec, w)["needed"]

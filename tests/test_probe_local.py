@@ -14,7 +14,8 @@ from commtune.cli import main
 from commtune.cluster import load_cluster_file
 from commtune.probe.launch import LaunchSpec, ProbeFailure
 from commtune.probe.probe import parse_sizes, run_probe
-from simulators.network import CalibratedNetwork, network_for
+from simulators.calibrated import CalibratedNetwork
+from simulators.network import network_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ def test_probe_cli_two_ranks_table_and_calibration(tmp_path, capsys):
     out = tmp_path / "calib.yaml"
     rc = main(["probe", "--ranks", "2", "--sizes", "4KB:1MB", "--streams", "1,2", "--iters", "2",
                "--warmup", "1", "-o", str(out), "--timeout", "60", "--burst-sizes", "64KB,256KB", "--burst-count", "4",
-               "--host-sizes", "64KB,1MB"])
+               "--host-sizes", "64KB,1MB", "--fit-min-size", "0", "--no-ddp-calibration"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "busbw(GB/s)" in text and "# streams: 2" in text and "time(us)" in text
@@ -62,7 +63,8 @@ def test_probe_cli_two_ranks_table_and_calibration(tmp_path, capsys):
     assert spec.host_post_s_per_byte == fit["host"]["post_s_per_byte"] >= 0
     m, g = network_for(spec).pipelining([1, 2])
     assert m.tolist() == [spec.inflight_per_stream] * 2
-    assert g.tolist() == [fit["per_stream_fits"][k]["gap_s"] for k in (1, 2)]
+    gap0, gap1 = fit["network"]["gap0_s"], fit["network"]["gap_per_stream_s"]
+    assert g.tolist() == pytest.approx([max(gap0 + gap1 * k, 0.0) for k in (1, 2)])
     # the simulator loads it end to end
     rc = main(["simulate", "--model", "resnet50", "--cluster", str(out), "--fusion-policy", "static", "--streams", "2"])
     assert rc == 0 and "step time" in capsys.readouterr().out
@@ -112,7 +114,7 @@ def test_mpi_probe_under_mpiexec(tmp_path):
     out = tmp_path / "calib-mpi.yaml"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "commtune", "probe", "--engine", "mpi",
-                        "--sizes", "4KB:1MB", "--streams", "1,2", "--iters", "2", "-o", str(out)],
+                        "--sizes", "4KB:1MB", "--streams", "1,2", "--iters", "2", "--fit-min-size", "0", "-o", str(out)],
                        capture_output=True, text=True, env=env, timeout=90)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.count("busbw(GB/s)") == 2  # only rank 0 prints
@@ -127,4 +129,5 @@ def test_mpi_probe_under_mpiexec(tmp_path):
     assert spec.host_post_s_per_byte == fit["host"]["post_s_per_byte"] >= 0
     m, g = network_for(spec).pipelining([1, 2])
     assert m.tolist() == [spec.inflight_per_stream] * 2
-    assert g.tolist() == [fit["per_stream_fits"][k]["gap_s"] for k in (1, 2)]
+    gap0, gap1 = fit["network"]["gap0_s"], fit["network"]["gap_per_stream_s"]
+    assert g.tolist() == pytest.approx([max(gap0 + gap1 * k, 0.0) for k in (1, 2)])

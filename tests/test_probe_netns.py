@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
     reason="needs root, ip and tc")]
 
-PREFIX = "ctq"
+PREFIX = os.environ.get("COMMTUNE_TEST_PREFIX", "ctq")  # namespaces of these tests
 
 
 def _ours() -> list[str]:
@@ -32,7 +32,8 @@ def run_dir(tmp_path, monkeypatch):
 def test_emulated_probe_writes_calibration_and_cleans_up(run_dir, tmp_path, capsys):
     from commtune.cli import main
     from commtune.cluster import load_cluster_file
-    from simulators.network import CalibratedNetwork, network_for
+    from simulators.calibrated import CalibratedNetwork
+    from simulators.network import network_for
 
     out = tmp_path / "calib.yaml"
     rc = main(["probe", "--emulated", "--hosts", "2", "--bw", "1gbit", "--prefix", PREFIX, "--sizes", "64KB:4MB",
@@ -57,3 +58,30 @@ def test_emulated_hung_rank_named_and_namespaces_removed(run_dir):
         run_probe(LaunchSpec(emulated=spec, timeout_s=15, fault="hang:1:5"), parse_sizes("4KB:16KB"), [1], iters=50)
     assert exc.value.rank == 1 and f"{PREFIX}-host1" in str(exc.value)
     assert _ours() == []
+
+
+def test_default_probe_calibrates_then_validate_draws_held_out_points(run_dir, tmp_path, capsys):
+    """The default path: probe (+ DDP calibration run) on a capped 2-host cluster, then
+    validate's default held-out draw, every point carrying its extrapolation flags."""
+    import json
+
+    from commtune.cli import main
+    from commtune.cluster import load_cluster_file
+
+    assert main(["cluster", "up", "--prefix", PREFIX, "--hosts", "2", "--bw", "1gbit", "--per-stream", "300mbit",
+                 "--replace"]) == 0
+    out = tmp_path / "calib.yaml"
+    assert main(["probe", "--emulated", "--prefix", PREFIX, "--sizes", "4KiB,1MiB,4MiB,8MiB", "--streams", "1,2,3",
+                 "--iters", "2", "--ddp-steps", "2", "-o", str(out), "--timeout", "120"]) == 0
+    capsys.readouterr()
+    fit = load_cluster_file(out).meta["fit"]
+    assert fit["calibrated"]["streams"] == [1, 2, 3] and fit["calibrated"]["world_size"] == 2
+    assert 200e6 / 8 < fit["network"]["per_flow_Bps"] < 330e6 / 8  # the 300 Mbit/s per-flow cap
+    assert fit["network"]["control_latency_s"] > 0 and "ddp_gap" in fit
+    assert main(["validate", "--cluster", str(out), "--emulated", "--prefix", PREFIX, "--held-out", "3",
+                 "--steps", "2", "--warmup", "1", "--passes", "1", "--scale", "0.05", "--plot", "", "--json",
+                 "--timeout", "120"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["rows"]) == 3 and res["network"] == "CalibratedNetwork"
+    assert all(r["measured_s"] > 0 and "extrapolation" in r for r in res["rows"])
+    assert {"mape", "worst", "spearman", "pick_gap"} <= set(res["summary"])

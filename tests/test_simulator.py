@@ -306,12 +306,13 @@ def test_batch_engine_equals_reference_scheduler_with_pipelining_and_host_work(c
 
 
 def test_batch_equals_reference_with_calibrated_per_stream_gaps():
-    from simulators.network import CalibratedNetwork
+    from simulators.calibrated import CalibratedNetwork, CalibratedParams
 
-    fits = {1: (3e-3, 1.3e-8), 2: (4e-3, 1.3e-8), 4: (8e-3, 1.4e-8)}
-    net = CalibratedNetwork(fits, 4, 1e-4, inflight_per_stream=2, buffer_gap_s=1e-4, gaps={1: 5e-4, 4: 2e-3})
+    p = CalibratedParams(link_Bps=1.25e8, per_flow_Bps=3.75e7, alpha_s=5e-4, launch_s=2e-4, control_latency_s=1e-4,
+                         inflight_per_stream=2, gap0_s=3e-4, gap_per_stream_s=2e-4)
+    net = CalibratedNetwork(p, 4)
     m, g = net.pipelining(np.array([1, 2, 3, 4, 8]))
-    assert m.tolist() == [2] * 5 and g.tolist() == [5e-4, 1e-4, 1e-4, 2e-3, 2e-3]  # nearest K (ties: smaller)
+    assert m.tolist() == [2] * 5 and g == pytest.approx([5e-4, 7e-4, 9e-4, 1.1e-3, 1.9e-3])
     cluster = dataclasses.replace(VPC, nodes=4, gpus_per_node=1, host_post_s_per_byte=2e-10)
     sim = Simulator(resnet_like(), cluster, network=net)
     configs = random_knobs(np.random.default_rng(11), 150)

@@ -8,8 +8,9 @@ import math
 import os
 import sys
 
-from commtune.cli.common import ranged
+from commtune.cli.common import positive_int, ranged
 from commtune.errors import CommtuneError
+from commtune.probe.probe import DEFAULT_SIZES, DEFAULT_STREAMS, DEFAULT_WEIGHTING
 
 
 def add_launch_args(p: argparse.ArgumentParser) -> None:
@@ -64,15 +65,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("--engine", choices=("gloo", "nccl", "mpi"), default="gloo",
                    help="torch.distributed gloo (CPU) or nccl (GPU), or MPI (mpi4py, run under mpiexec)")
-    p.add_argument("--sizes", default="1KB:256MB", help="START:END (powers of --step) or a list 1MB,4MB (default 1KB:256MB)")
+    p.add_argument("--sizes", default=DEFAULT_SIZES,
+                   help=f"START:END (powers of --step) or a list 1MB,4MB (default {DEFAULT_SIZES}: the smallest, "
+                        "below --fit-min-size, gives the control latency)")
     p.add_argument("--step", type=int, default=4, help="size multiplier in a START:END range: 2 or 4 (default 4)")
-    p.add_argument("--streams", default="1,2,4,8", help="concurrent stream counts (default 1,2,4,8)")
+    p.add_argument("--streams", default=",".join(map(str, DEFAULT_STREAMS)),
+                   help=f"concurrent stream counts (default {','.join(map(str, DEFAULT_STREAMS))}: the search range)")
     p.add_argument("--iters", type=ranged("iterations", "--iters"), default=5, help="timed iterations per size (default 5)")
     p.add_argument("--warmup", type=ranged("warmup", "--warmup"), default=1, help="untimed iterations per size (default 1)")
-    p.add_argument("--fit-min-size", default="0", help="fit only sizes at least this (e.g. 1MB); small messages "
-                                                        "are noisy on an oversubscribed host")
-    p.add_argument("--fit-weighting", choices=("relative", "absolute"), default="relative",
-                   help="least-squares weights: relative (1/t, default) or absolute (large messages dominate)")
+    p.add_argument("--fit-min-size", default="1MiB", help="fit only sizes at least this (default 1MiB); small messages "
+                                                         "are noisy on an oversubscribed host")
+    p.add_argument("--fit-weighting", choices=("relative", "absolute"), default=DEFAULT_WEIGHTING,
+                   help=f"least-squares weights: relative (1/t) or absolute (large messages dominate; default "
+                        f"{DEFAULT_WEIGHTING}, validates better)")
+    p.add_argument("--no-ddp-calibration", dest="ddp_calibration", action="store_false",
+                   help="skip the short DDP run (16 x 1 MiB tensors, bucket caps 1 vs 8 MiB per stream count) that "
+                        "fits DDP's per-bucket gap; it is part of the default calibration")
+    p.add_argument("--ddp-steps", type=positive_int, default=6, help="timed steps per DDP calibration configuration (default 6)")
     p.add_argument("--burst-sizes", default="1MB,4MB",
                    help="sizes of back-to-back bursts (fit collectives in flight per stream and the gap between "
                         "buffers); 'none' to skip (default 1MB,4MB)")
@@ -88,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from commtune.probe.comm import env_has_rank, mpi_world_size
-    from commtune.probe.probe import calibration, format_table, parse_sizes, parse_streams, run_probe, run_probe_here, summary, write_calibration
+    from commtune.probe.probe import parse_sizes, parse_streams, run_probe_here
     from commtune.units import parse_size
 
     sizes = parse_sizes(args.sizes, args.step)
@@ -119,12 +128,17 @@ def run(args: argparse.Namespace) -> int:
         source = f"mpiexec, {result['world_size']} ranks"
     else:
         launch = launch_from_args(args, args.engine)
+        if launch is not None and args.emulated and args.bw:
+            # one cluster for the probe and the DDP calibration run
+            from commtune.emulation import emulated_cluster
+            from commtune.probe.launch import LaunchSpec
+
+            with emulated_cluster(launch.emulated, replace=True) as state:
+                return _probe_and_write(args, LaunchSpec(state=state, timeout_s=launch.timeout_s, engine=args.engine),
+                                        sizes, streams, min_fit, extra_kw)
         if launch is not None:
-            print(f"probing all-reduce on {launch.describe()} ({args.engine}) ...", file=sys.stderr)
-            result = run_probe(launch, sizes, streams, args.iters, args.warmup, **extra_kw)
-            hosts = launch.hosts
-            source = launch.describe()
-        elif env_has_rank():
+            return _probe_and_write(args, launch, sizes, streams, min_fit, extra_kw)
+        if env_has_rank():
             result = run_probe_here(args.engine, sizes, streams, args.iters, args.warmup, args.timeout, **extra_kw)
             rph = int(os.environ.get("LOCAL_WORLD_SIZE", result["ranks_per_host"]))
             hosts = max(1, result["world_size"] // rph)
@@ -132,16 +146,52 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise CommtuneError("nothing to run on: give --ranks N (local), --emulated, or start it under "
                                 "torchrun / mpiexec")
+    return _finish(args, result, hosts, source, min_fit)
+
+
+def _probe_and_write(args, launch, sizes, streams, min_fit, extra_kw) -> int:
+    """Probe on launched ranks, then (unless opted out) the DDP calibration run, then write."""
+    from commtune.probe.probe import run_probe
+
+    print(f"probing all-reduce on {launch.describe()} ({args.engine}) ...", file=sys.stderr)
+    result = run_probe(launch, sizes, streams, args.iters, args.warmup, **extra_kw)
+    return _finish(args, result, launch.hosts, launch.describe(), min_fit, launch if args.ddp_calibration else None)
+
+
+def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launch=None) -> int:
+    from commtune.probe.probe import calibration, format_table, summary, write_calibration
+
     if result.get("rank", 0) != 0:
         return 0
     n = result["world_size"]
     spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
+    if ddp_launch is not None:
+        from commtune.probe.ddp_calib import (RR_STREAMS, apply_ddp_gaps, fit_ddp_gaps, round_robin_check,
+                                              run_ddp_gap_calibration)
+
+        ks = sorted(extra["fit"]["per_stream_fits"])
+        rr = [k for k in RR_STREAMS if k in ks]
+        print(f"DDP calibration run (per-bucket gap, streams {','.join(map(str, ks))}; round robin "
+              f"{','.join(map(str, rr)) or 'none'}) ...", file=sys.stderr)
+        recs = run_ddp_gap_calibration(ddp_launch, ks, steps=args.ddp_steps, warmup=2, rr_streams=rr)
+        spec = apply_ddp_gaps(spec, extra, fit_ddp_gaps(recs, spec), recs)
+        if rr:
+            chk = round_robin_check(recs, spec)
+            extra["fit"]["round_robin_check"] = chk
+            if chk["needed"]:
+                extra["fit"]["warnings"].append(
+                    f"round robin is predicted with {chk['mape']:.1%} mean error on the DDP calibration points, "
+                    "beyond their spread: the model has no round-robin specific term")
+    elif args.ddp_calibration and args.engine != "mpi":
+        extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
     if args.json:
         print(json.dumps({**extra, "cluster": spec.to_dict()}, indent=2))
     else:
         print(format_table(result["records"], n))
         print(summary(spec, extra))
+    for w in extra["fit"]["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     if args.output:
         write_calibration(args.output, spec, extra)
         print(f"calibration written to {args.output} (use: commtune simulate --cluster {args.output})", file=sys.stderr)

@@ -492,6 +492,8 @@ def _print_report(r: dict) -> None:
         t.add_row("physical lower bound", format_time(r["lower_bound_s"]))
         t.add_row("distance to lower bound", f"+{r['gap_to_lower_bound']:.1%}")
     console.print(t)
+    for w in r.get("extrapolation", {}).get("warnings", []):
+        console.print(f"[yellow]extrapolation warning:[/yellow] {w['message']}")
     if r.get("confirmed"):
         c = Table(title=f"top {len(r['confirmed'])} of the simulator, measured live (best measured first)")
         for col in ("sim rank", "knobs", "predicted", "measured", "error"):

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     knobs = knobs_from_args(args)
     result = scenario.simulator.run(knobs)
+    flags = scenario.simulator.network.extrapolation(knobs)  # what a calibration did not measure
     if args.trace:
         from simulators.trace import write_trace
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {**result.to_dict(), "knobs": knobs.to_dict(), "model": scenario.model.name,
                "cluster": scenario.cluster.to_dict(), "batch_size": scenario.batch_size,
-               "precision": scenario.precision}
+               "precision": scenario.precision, "extrapolation": flags}
         if args.trace:
             out["trace"] = args.trace
         print(json.dumps(out, indent=2))
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    for f in flags:
+        print(f"  {'extrapolation warning' if not f['modelled'] else 'modelled beyond calibration'}: {f['message']}")
     if args.trace:
         print(f"trace written to {args.trace} (open in https://ui.perfetto.dev)")
     return 0

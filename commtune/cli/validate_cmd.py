@@ -1,11 +1,14 @@
 """`commtune validate`: run DDP configurations live and in the calibrated simulator;
-report MAPE, Spearman rank correlation and whether the simulator's pick is the live best."""
+report per-point error, MAPE, the worst point, Spearman rank correlation and whether
+the simulator's pick is the live best. By default the configurations are held out:
+drawn at random (bucket caps in the search range, stream counts the probe did not
+measure, both stream modes); --configs or --buckets/--streams give an explicit list."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from commtune.cli.common import ranged
+from commtune.cli.common import positive_int, ranged
 from commtune.cli.probe_cmd import add_launch_args, launch_from_args
 from commtune.errors import CommtuneError
 from commtune.knobs import KNOBS
@@ -20,13 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--forward-ms", type=ranged("compute_ms", "--forward-ms"), default=100.0, help="emulated forward time (default 100)")
     p.add_argument("--backward-ms", type=ranged("compute_ms", "--backward-ms"), default=200.0, help="emulated backward time (default 200)")
     p.add_argument("--share", choices=("flops", "size"), default="flops", help="split compute over layers by FLOPs or size")
-    p.add_argument("--buckets", default="1MiB,5MiB,25MiB,100MiB", help="bucket caps (default 1MiB,5MiB,25MiB,100MiB)")
-    p.add_argument("--streams", default="1,2,4", help="stream counts (default 1,2,4)")
+    p.add_argument("--held-out", type=positive_int, default=12, metavar="N",
+                   help="configurations to draw that calibration did not use (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default 0)")
+    p.add_argument("--configs", help="explicit list BUCKET:STREAMS[:MODE],... e.g. 25MiB:2,4MiB:3:round_robin")
+    p.add_argument("--buckets", help="explicit grid: bucket caps, e.g. 1MiB,5MiB,25MiB,100MiB (with --streams)")
+    p.add_argument("--streams", help="explicit grid: stream counts, e.g. 1,2,4 (with --buckets)")
     p.add_argument("--wire", default="fp32", help="wire precisions, e.g. fp32,fp16 (default fp32)")
     p.add_argument("--first-bucket", default="1MiB", help="first bucket cap (default 1MiB)")
     p.add_argument("--mode", choices=KNOBS["stream_mode"].choices, default=None,
                    help="stream_mode of every configuration: how K streams share buckets (default: each configuration's own)")
     p.add_argument("--steps", type=ranged("steps", "--steps"), default=5, help="timed steps per configuration (default 5)")
+    p.add_argument("--passes", type=positive_int, default=2,
+                   help="passes over the configurations, alternating order, steps pooled (robust median; default 2)")
     p.add_argument("--warmup", type=ranged("steps", "--warmup"), default=2, help="warm-up steps (default 2, at least 1)")
     p.add_argument("--plot", metavar="PNG", default="validate.png", help="predicted-vs-measured plot (default validate.png)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -39,17 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from commtune.io import check_writable
     from commtune.plots import check_output_path
     from commtune.probe.probe import parse_streams
-    from commtune.probe.validate import format_report, grid_configs, plot, run_validation
+    from commtune.probe.validate import format_report, grid_configs, held_out_configs, parse_configs, plot, run_validation
     from commtune.units import parse_size, split_list
 
     if args.plot:
         check_output_path(args.plot)  # before minutes of live steps, not after
         check_writable(args.plot, "--plot")
     calib = load_cluster_file(args.cluster)  # one-line error if missing or malformed
-    buckets = [parse_size(b, "--buckets entry", allow_zero=False) for b in split_list(args.buckets, "--buckets")]
-    if not buckets:
-        raise CommtuneError("--buckets is empty")
-    streams = parse_streams(args.streams)
     wire = split_list(args.wire, "--wire")
     bad = [w for w in wire if w not in ("fp32", "fp16")]
     if bad:
@@ -58,24 +63,42 @@ def run(args: argparse.Namespace) -> int:
         raise CommtuneError(f"--scale must be in (0, 1], got {args.scale:g}")
     if args.forward_ms < 0 or args.backward_ms < 0:
         raise CommtuneError("--forward-ms and --backward-ms must be non-negative")
-    configs = grid_configs(buckets, streams, wire, parse_size(args.first_bucket, "--first-bucket"))
+    from commtune.models import load_model
+
+    model = load_model(args.model)
+    if args.configs and (args.buckets or args.streams):
+        raise CommtuneError("give --configs or --buckets/--streams, not both")
+    if args.configs:
+        configs = parse_configs(args.configs)
+        kind = "explicit"
+    elif args.buckets or args.streams:
+        buckets = [parse_size(b, "--buckets entry", allow_zero=False)
+                   for b in split_list(args.buckets or "1MiB,5MiB,25MiB,100MiB", "--buckets")]
+        if not buckets:
+            raise CommtuneError("--buckets is empty")
+        configs = grid_configs(buckets, parse_streams(args.streams or "1,2,4"), wire, parse_size(args.first_bucket, "--first-bucket"))
+        kind = "grid"
+    else:
+        from commtune.runtime.synthetic import sim_workload, synthetic_profile
+
+        total = sim_workload(synthetic_profile(model, args.scale, args.forward_ms / 1e3, args.backward_ms / 1e3,
+                                               args.share)).total_grad_bytes
+        configs = held_out_configs(calib, args.held_out, args.seed, max_bucket_bytes=int(total))
+        kind = "held-out"
     if len(configs) < 2:
         raise CommtuneError("validation needs at least two configurations")
     launch = launch_from_args(args)
     if launch is None:
         raise CommtuneError("validate launches its ranks: give --ranks N or --emulated")
-    from commtune.models import load_model
-
-    model = load_model(args.model)
     res = run_validation(launch, calib, configs, model, scale=args.scale, forward_s=args.forward_ms / 1e3,
                          backward_s=args.backward_ms / 1e3, share=args.share, steps=args.steps,
-                         warmup=args.warmup, mode=args.mode)
+                         warmup=args.warmup, mode=args.mode, passes=args.passes)
     if args.plot:
         plot(res, args.plot)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{len(configs)} configurations on {launch.describe()}; simulator: {res['network']} from {args.cluster}")
+        print(f"{len(configs)} {kind} configurations on {launch.describe()}; simulator: {res['network']} from {args.cluster}")
         print(format_report(res))
         if args.plot:
             print(f"plot written to {args.plot}")

@@ -8,9 +8,19 @@ on the host's cores next to the transfers. This module times DDP itself on a
 tensors of ``tensor_bytes`` ready evenly over ``backward_s`` (link-bound by
 design), bucket caps ``small`` (one tensor per bucket) and ``large``. The
 difference between the two step times is what the extra buckets cost; per
-stream count K the gap ``g_K`` (``ClusterSpec.buffer_gap_s``, see
-``simulators.system``) is chosen so that the simulator reproduces that
-difference with everything else in the calibration unchanged.
+stream count K the gap ``g_K`` (see ``simulators.system``) is chosen so that
+the simulator reproduces that difference with everything else in the
+calibration unchanged; the calibration keeps the linear model
+``g(K) = gap0 + gap_per_stream*K`` fitted over those K (so unprobed K are
+interpolated, not looked up).
+
+Round robin (``stream_mode``): the same two bucket caps are timed for a few
+K > 1 with buckets on successive streams (:data:`RR_STREAMS`). The simulator
+models round robin from the same parameters (one stream's coefficients, the
+link's aggregate rate; ``simulators.system``), so these points are not fitted:
+:func:`round_robin_check` compares their measured step times with the
+prediction of the finished calibration and records whether a round-robin
+specific term would be needed (errors beyond the run-to-run spread).
 """
 from __future__ import annotations
 
@@ -32,32 +42,59 @@ def calib_workload(count: int = 16, tensor_bytes: int = MiB, backward_s: float =
     return synthetic_workload(ready, np.full(count, tensor_bytes // 4), forward_s=0.0, backward_s=backward_s)
 
 
-def calib_configs(streams: Sequence[int], small: int = MiB, large: int = 8 * MiB) -> list[Knobs]:
-    return [dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(c), first_bucket_bytes=int(c), num_streams=int(k))
-            for k in streams for c in (small, large)]
+#: stream counts at which the DDP calibration run also times round robin (those probed)
+RR_STREAMS = (2, 4, 8)
 
 
-def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warmup: int = 2, workload=None) -> list[dict]:
-    """Time the calibration configurations live; records ``streams``, ``bucket_bytes``, ``step_time_s``."""
+def calib_configs(streams: Sequence[int], small: int = MiB, large: int = 8 * MiB,
+                  rr_streams: Sequence[int] = ()) -> list[Knobs]:
+    """Split configurations for every K, round-robin ones for ``rr_streams``; both bucket caps."""
+    def knobs(k: int, c: int, mode: str) -> Knobs:
+        return dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(c), first_bucket_bytes=int(c),
+                                   num_streams=int(k), stream_mode=mode)
+
+    return ([knobs(k, c, "split") for k in streams for c in (small, large)]
+            + [knobs(k, c, "round_robin") for k in rr_streams for c in (small, large)])
+
+
+def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warmup: int = 2, workload=None,
+                            passes: int = 2, rr_streams: Sequence[int] = ()) -> list[dict]:
+    """Time the calibration configurations live; records ``streams``, ``bucket_bytes``, ``step_time_s``
+    (the median of the steps of ``passes`` passes in alternating order, one launch: slow drifts
+    of the host load hit both bucket caps alike)."""
+    import statistics
+
     from commtune.probe.ddp_step import time_ddp_configs
 
     w = workload or calib_workload()
-    configs = calib_configs(streams)
-    res = time_ddp_configs(w, configs, launch, steps, warmup)
-    return [{"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "step_time_s": r["step_time_s"],
-             "step_times_s": r["step_times_s"], "num_buckets": len(r["buckets"])} for k, r in zip(configs, res)]
+    configs = calib_configs(streams, rr_streams=rr_streams)
+    order = [c for p in range(passes) for c in (configs if p % 2 == 0 else configs[::-1])]
+    res = time_ddp_configs(w, order, launch, steps, warmup)
+    pooled: dict[int, list[dict]] = {}
+    for i, r in zip([i for p in range(passes) for i in (range(len(configs)) if p % 2 == 0 else range(len(configs))[::-1])], res):
+        pooled.setdefault(i, []).append(r)
+    out = []
+    for i, k in enumerate(configs):
+        times = [t for r in pooled[i] for t in r["step_times_s"]]
+        out.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "stream_mode": k.stream_mode,
+                    "step_time_s": statistics.median(times), "step_times_s": times,
+                    "num_buckets": len(pooled[i][-1]["buckets"])})
+    return out
 
 
 def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
                  g_max_s: float = 0.02) -> dict[int, dict]:
     """Per K: the gap g >= 0 for which the simulated step-time difference between the
-    small-bucket and the large-bucket configuration equals the measured one."""
+    small-bucket and the large-bucket configuration equals the measured one (the
+    calibrated network with a constant gap g; every other parameter unchanged)."""
     from simulators import Simulator
     from simulators.network import network_for
 
     w = workload or calib_workload()
     by_k: dict[int, dict[int, float]] = {}
     for r in records:
+        if r.get("stream_mode", "split") != "split":
+            continue  # round robin is checked, not fitted (round_robin_check)
         by_k.setdefault(int(r["streams"]), {})[int(r["bucket_bytes"])] = float(r["step_time_s"])
     base_net = network_for(cluster)
     out = {}
@@ -68,8 +105,7 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
                  for c in (small, large)]
 
         def diff(g: float) -> float:
-            net = _with_gap(base_net, k, g)
-            sim = Simulator(w, cluster, network=net)
+            sim = Simulator(w, cluster, network=_with_gap(base_net, g))
             return sim.run(knobs[0]).step_time_s - sim.run(knobs[1]).step_time_s
 
         lo, hi = 0.0, g_max_s
@@ -88,31 +124,58 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
     return out
 
 
-def _with_gap(net, k: int, g: float):
-    """A copy of a network model whose gap for stream count k is g."""
+def round_robin_check(records: Sequence[dict], cluster: ClusterSpec, workload=None) -> dict:
+    """The finished calibration's predictions of the round-robin calibration points:
+    per record the error, and ``needed`` = some error beyond that point's run-to-run
+    spread ((max - min) / median of its steps) and beyond 3 %."""
+    from simulators import Simulator
+
+    w = workload or calib_workload()
+    sim = Simulator(w, cluster)
+    rows = []
+    for r in records:
+        if r.get("stream_mode") != "round_robin":
+            continue
+        k = dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(r["bucket_bytes"]),
+                                first_bucket_bytes=int(r["bucket_bytes"]), num_streams=int(r["streams"]),
+                                stream_mode="round_robin")
+        pred = sim.run(k).step_time_s
+        st = r.get("step_times_s") or [r["step_time_s"]]
+        rows.append({"streams": int(r["streams"]), "bucket_bytes": int(r["bucket_bytes"]),
+                     "measured_s": float(r["step_time_s"]), "predicted_s": float(pred),
+                     "error": float(pred / r["step_time_s"] - 1), "spread": float((max(st) - min(st)) / r["step_time_s"])})
+    needed = any(abs(x["error"]) > max(x["spread"], 0.03) for x in rows)
+    return {"points": rows, "needed": bool(needed),
+            "mape": float(np.mean([abs(x["error"]) for x in rows])) if rows else float("nan")}
+
+
+def _with_gap(net, g: float):
+    """A copy of a network model whose gap is g for every stream count."""
     import copy
 
-    from simulators.network import CalibratedNetwork
+    from simulators.calibrated import CalibratedNetwork
 
-    new = copy.copy(net)
     if isinstance(net, CalibratedNetwork):
-        idx = int(np.abs(net._ks - k).argmin())
-        new._g = net._g.copy()
-        new._g[idx] = g
-    else:
-        new.buffer_gap_s = g
+        return net.replace(gap0_s=g, gap_per_stream_s=0.0)
+    new = copy.copy(net)
+    new.__dict__.pop("_table", None)
+    new.buffer_gap_s = g
     return new
 
 
 def apply_ddp_gaps(spec: ClusterSpec, extra: dict, gaps: dict[int, dict], records: Sequence[dict]) -> ClusterSpec:
-    """Write the DDP-fitted gaps into the calibration (per-K ``gap_s``, ``buffer_gap_s`` = their median)."""
+    """Write the DDP-fitted gap model into the calibration: ``g(K) = gap0 + gap_per_stream*K``
+    fitted over the per-K gaps (``fit.network``), ``buffer_gap_s`` = g(1)."""
+    from commtune.probe.fit import fit_gap_model
+
     fit = extra["fit"]
-    for k, v in gaps.items():
-        if k in fit["per_stream_fits"]:
-            fit["per_stream_fits"][k]["gap_s"] = v["gap_s"]
+    if not gaps:
+        return spec
+    g0, g1 = fit_gap_model({k: v["gap_s"] for k, v in gaps.items()})
+    fit["network"]["gap0_s"], fit["network"]["gap_per_stream_s"] = g0, g1
     fit["ddp_gap"] = {"method": "DDP calibration run: 16 x 1 MiB tensors over 50 ms of backward, bucket caps "
-                                "1 MiB vs 8 MiB; gap so the simulated difference matches the measured one",
+                                "1 MiB vs 8 MiB; per K the gap so the simulated difference matches the measured one, "
+                                "then g(K) = gap0 + gap_per_stream*K by least squares",
                       "by_streams": {int(k): v for k, v in gaps.items()}}
     extra["ddp_calibration_measurements"] = list(records)
-    med = float(np.median([v["gap_s"] for v in gaps.values()])) if gaps else spec.buffer_gap_s
-    return dataclasses.replace(spec, buffer_gap_s=med)
+    return dataclasses.replace(spec, buffer_gap_s=max(g0 + g1, 0.0), meta={**spec.meta, "fit": fit})

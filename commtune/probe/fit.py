@@ -12,23 +12,20 @@ much as the seconds of 256 MB ones); on noise-free data it recovers ``a`` and
 is refitted with ``a = 0``.
 
 From the per-stream-count slopes ``b_K`` the ring model gives the rate K
-streams reach, ``R_K = 2(n-1)/(n*b_K)``; the simulator's model is
-``R_K = min(K*c, B)``. We take ``B = max_K R_K`` and, when some ``R_K`` stays
-clearly below ``B`` (a per-stream cap binds), ``c`` = the mean of ``R_K/K``
-over those K; otherwise there is no cap (``c = inf``). The intercepts give
-``a_K = 2(n-1)*alpha + K*launch`` (least squares over K, both clamped at 0).
+streams reach, ``R_K = 2(n-1)/(n*b_K)``; the simulator's model
+(:mod:`simulators.calibrated`) is ``R_K = min(K*c, B)``, fitted to the R_K
+(:func:`fit_rates`). The intercepts give ``a_K = 2(n-1)*alpha + K*launch``
+(least squares over K, both clamped at 0). The per-K fits are only the way to
+these physical parameters: the simulator uses the parameters, for any K.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-
-#: R_K below this fraction of the best rate counts as "capped by the per-stream rate".
-CAP_FRACTION = 0.9
-
 
 def algbw(size_bytes: float, time_s: float) -> float:
     """Algorithm bandwidth, bytes/s."""
@@ -92,30 +89,80 @@ class LinkParams:
 
     alpha_s: float
     launch_s: float
-    link_Bps: float
+    link_Bps: float  # math.inf = never reached (every probed K was capped)
     per_stream_Bps: float  # math.inf = no per-stream cap seen
     rate_by_streams: dict[int, float]
+    link_saturated: bool = True  # some probed K reached the link rate
+    rate_rms_rel_error: float = 0.0  # of min(K*c, B) against the rates R_K
 
     def to_dict(self) -> dict:
         return {
             "alpha_s": self.alpha_s,
             "launch_s": self.launch_s,
-            "link_Bps": self.link_Bps,
+            "link_Bps": None if math.isinf(self.link_Bps) else self.link_Bps,
             "per_stream_Bps": None if math.isinf(self.per_stream_Bps) else self.per_stream_Bps,
             "rate_by_streams_Bps": {int(k): float(v) for k, v in self.rate_by_streams.items()},
+            "link_saturated": bool(self.link_saturated),
+            "rate_rms_rel_error": float(self.rate_rms_rel_error),
         }
 
 
+#: a per-flow cap is kept only if it lowers the rate fit's squared relative error below this fraction of the no-cap fit
+CAP_GAIN = 0.5
+
+
+def _rel_ls(values: np.ndarray, x: np.ndarray) -> float:
+    """The v minimising sum((v*x/R - 1)^2) over the rates R = ``values``: sum(x/R) / sum(x^2/R^2)."""
+    return float(np.sum(x / values) / np.sum(x * x / (values * values)))
+
+
+def fit_rates(rates: Mapping[int, float]) -> tuple[float, float, bool, float]:
+    """``(B, c, saturated, rms)``: the link rate and per-flow cap of ``R_K = min(K*c, B)``
+    fitted to measured rates by least squares of the relative error; every split of the
+    sorted K into capped (``K*c``) and saturated (``B``) is tried, and such a two-parameter
+    split is kept only if it clearly beats the better one-parameter model (one rate for all
+    K, or all K capped; :data:`CAP_GAIN`). ``saturated`` is False when
+    every K was capped (B unknown: ``math.inf``) or only one K was probed."""
+    ks = np.array(sorted(rates), dtype=np.float64)
+    R = np.array([rates[int(k)] for k in ks], dtype=np.float64)
+
+    def loss(B: float, c: float) -> float:
+        return float(np.mean((np.minimum(ks * c, B) / R - 1.0) ** 2))
+
+    # one-parameter models: no cap (every K at B) or every K capped (B never reached)
+    B0 = _rel_ls(R, np.ones_like(R))
+    c0 = _rel_ls(R, ks)
+    simple = [(loss(B0, math.inf), B0, math.inf)]
+    if len(ks) >= 2:
+        simple.append((loss(math.inf, c0), math.inf, c0))
+    best = min(simple, key=lambda x: x[0])
+    one_param = best[0]
+    for j in range(1, len(ks)):  # two parameters: K[:j] capped, K[j:] at the link rate
+        c = _rel_ls(R[:j], ks[:j])
+        B = _rel_ls(R[j:], np.ones(len(ks) - j))
+        if not c * ks[j - 1] <= B * 1.05 or c * ks[0] >= B * 0.99:
+            continue  # the split contradicts min(), or the cap binds at no probed K
+        l = loss(B, c)
+        if l < best[0] and l < CAP_GAIN * one_param:
+            best = (l, B, c)
+    l, B, c = best
+    saturated = not math.isinf(B) and (len(ks) >= 2 or not math.isinf(c))
+    return B, c, saturated, math.sqrt(l)
+
+
 def derive_link(fits: Mapping[int, LinearFit], ranks: int) -> LinkParams:
-    """Latency, launch cost, link rate B and per-stream cap c from the fits."""
+    """Latency per ring step, launch cost per stream, link rate B and per-flow cap c
+    from the per-K fits: ``R_K = 2(n-1)/(n*b_K)`` fitted by ``min(K*c, B)``
+    (:func:`fit_rates`), ``a_K = 2(n-1)*alpha + K*launch`` (least squares over K,
+    both clamped at 0)."""
     if ranks < 2:
         raise ValueError("need at least two ranks")
     ks = sorted(fits)
     steps = 2 * (ranks - 1)
     rates = {k: steps / (ranks * fits[k].b_s_per_byte) if fits[k].b_s_per_byte > 0 else math.inf for k in ks}
-    link = max(rates.values())
-    capped = [k for k in ks if rates[k] < CAP_FRACTION * link]
-    per_stream = float(np.mean([rates[k] / k for k in capped])) if capped else math.inf
+    finite = {k: v for k, v in rates.items() if math.isfinite(v)}
+    # every slope 0 (time did not grow with size: noise swamped the transfer): no rate known
+    link, per_stream, saturated, rms = fit_rates(finite) if finite else (math.inf, math.inf, False, 0.0)
     a = np.array([fits[k].a_s for k in ks])
     if len(ks) >= 2:
         slope, intercept = np.polyfit(np.asarray(ks, dtype=np.float64), a, 1)
@@ -125,7 +172,65 @@ def derive_link(fits: Mapping[int, LinearFit], ranks: int) -> LinkParams:
     if slope < 0:
         intercept = float(np.mean(a))
     alpha = max(float(intercept), 0.0) / steps
-    return LinkParams(alpha, launch, float(link), per_stream, rates)
+    return LinkParams(alpha, launch, float(link), per_stream, rates, saturated, rms)
+
+
+def refit_latency(records: Iterable[Mapping], link: LinkParams, ranks: int, min_size: float = 0) -> LinkParams:
+    """Second stage: with the rates fixed by the model (``b(K)`` from ``min(K*c, B)``), each
+    probed K's intercept is the median of ``t - b(K)*S`` over its fitted records (robust to one
+    slow size, and every size counts, not only the largest as in the absolute-weighted slope
+    fit); then ``a_K = 2(n-1)*alpha + K*launch`` by least squares over K (both >= 0)."""
+    steps = 2 * (ranks - 1)
+    by_k: dict[int, list[float]] = {}
+    for r in records:
+        if r["size_bytes"] >= min_size:
+            k = int(r["streams"])
+            rate = min(k * link.per_stream_Bps, link.link_Bps)
+            b = steps / (ranks * rate) if math.isfinite(rate) else 0.0
+            by_k.setdefault(k, []).append(float(r["time_s"]) - b * float(r["size_bytes"]))
+    if not by_k:
+        return link
+    ks = np.array(sorted(by_k), dtype=np.float64)
+    a = np.array([max(float(np.median(by_k[int(k)])), 0.0) for k in ks])
+    if len(ks) >= 2:
+        slope, intercept = np.polyfit(ks, a, 1)
+        if slope < 0:
+            slope, intercept = 0.0, float(np.mean(a))
+        if intercept < 0:
+            slope, intercept = float(np.sum(ks * a) / np.sum(ks * ks)), 0.0
+    else:
+        slope, intercept = 0.0, float(a[0])
+    return dataclasses.replace(link, alpha_s=max(float(intercept), 0.0) / steps, launch_s=max(float(slope), 0.0))
+
+
+def fit_gap_model(gaps: Mapping[int, float]) -> tuple[float, float]:
+    """``(gap0, gap_per_stream)`` of ``g(K) = gap0 + gap_per_stream*K`` by least squares over
+    the per-K gaps (one K: a constant)."""
+    ks = np.array(sorted(gaps), dtype=np.float64)
+    g = np.array([gaps[int(k)] for k in ks], dtype=np.float64)
+    if len(ks) < 2:
+        return float(g[0]) if len(g) else 0.0, 0.0
+    slope, intercept = np.polyfit(ks, g, 1)
+    return float(intercept), float(slope)
+
+
+def model_quality(records: Iterable[Mapping], network, min_size: float = 0, max_size: float = math.inf) -> dict:
+    """R^2 and relative residuals of the generalised model (one formula for all K)
+    against the probe's single all-reduce records in the fitted size range."""
+    pts = [(int(r["streams"]), float(r["size_bytes"]), float(r["time_s"])) for r in records
+           if min_size <= r["size_bytes"] <= max_size]
+    if len(pts) < 2:
+        return {"r2": float("nan"), "max_rel_residual": float("nan"), "mape": float("nan"), "n_points": len(pts)}
+    k = np.array([p[0] for p in pts], dtype=np.float64)
+    s = np.array([p[1] for p in pts])
+    t = np.array([p[2] for p in pts])
+    a, b = network.coeffs(k, False)
+    pred = a + b * s
+    ss_tot = float(np.sum((t - t.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((t - pred) ** 2)) / ss_tot if ss_tot > 0 else 1.0
+    rel = (pred - t) / t
+    return {"r2": r2, "max_rel_residual": float(np.max(np.abs(rel))), "mape": float(np.mean(np.abs(rel))),
+            "n_points": len(pts)}
 
 
 def fit_measurements(records: Iterable[Mapping], ranks: int, min_size: float = 0, max_size: float = math.inf,

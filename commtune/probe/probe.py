@@ -15,11 +15,10 @@ from typing import Sequence
 from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
-from commtune.probe.fit import busbw, algbw, derive_link, fit_host, fit_measurements, fit_pipelining
+from commtune.probe.fit import (algbw, busbw, derive_link, fit_gap_model, fit_host, fit_measurements, fit_pipelining,
+                                model_quality, refit_latency)
 from commtune.units import parse_size, split_list
 
-DEFAULT_SIZES = "1KB:256MB"
-DEFAULT_STREAMS = (1, 2, 4, 8)
 
 
 def _pow2(n: int) -> int:
@@ -122,49 +121,104 @@ def format_table(records: Sequence[dict], ranks: int) -> str:
     return "\n".join(lines)
 
 
-def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min_fit_size: int = 0,
-                name: str = "calibrated", source: str = "", weighting: str = "relative") -> tuple[ClusterSpec, dict]:
-    """ClusterSpec + extra sections (``fit``, ``measurements``, ``provenance``) from a probe result."""
+#: probe defaults: the calibration that validates best (see experiments/live_fidelity.py)
+DEFAULT_SIZES = "4KiB,1MiB,4MiB,16MiB,64MiB"  # 4 KB: the control latency; >= 1 MiB: the fit
+DEFAULT_STREAMS = (1, 2, 3, 4, 6, 8)
+DEFAULT_FIT_MIN_SIZE = 2**20
+DEFAULT_WEIGHTING = "absolute"
+#: a fit below this R^2 (generalised model against the fitted records) gets a warning
+R2_WARN = 0.99
+#: ... and so does one with a record further than this from the model
+RESIDUAL_WARN = 0.10
+
+
+def control_latency(records: Sequence[dict], ranks: int, min_fit_size: float) -> tuple[float, str]:
+    """One hop of a small message: the median time of the smallest probed all-reduce
+    (sizes below the fit range, one stream) over its ``2(n-1)`` ring steps."""
+    small = [r for r in records if r["size_bytes"] < min_fit_size and int(r["streams"]) == 1]
+    if not small:
+        return 0.0, "none measured"
+    smin = min(r["size_bytes"] for r in small)
+    ts = sorted(float(r["time_s"]) for r in small if r["size_bytes"] == smin)
+    return ts[len(ts) // 2] / (2 * (ranks - 1)), f"{smin} B all-reduce / {2 * (ranks - 1)} ring steps"
+
+
+def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min_fit_size: int = DEFAULT_FIT_MIN_SIZE,
+                name: str = "calibrated", source: str = "", weighting: str = DEFAULT_WEIGHTING) -> tuple[ClusterSpec, dict]:
+    """ClusterSpec + extra sections (``fit``, ``measurements``, ``provenance``) from a probe result.
+
+    ``fit.network`` holds the physical parameters of :class:`simulators.calibrated.CalibratedNetwork`
+    and ``fit.calibrated`` what was measured (stream counts, sizes, world size); ``fit.quality``
+    the generalised model's R^2 and residuals and ``fit.warnings`` what looks wrong."""
+    from simulators.calibrated import CalibratedNetwork, CalibratedParams, CalibratedRange
+
     n = int(result["world_size"])
     records = result["records"]
     if ranks_per_host is None:
         if n % hosts:
             raise CommtuneError(f"{n} ranks do not divide evenly over {hosts} hosts")
         ranks_per_host = n // hosts
+    warnings = []
     fits = fit_measurements(records, n, min_size=min_fit_size, weighting=weighting)
     if not fits:
         fits = fit_measurements(records, n, weighting=weighting)
+        min_fit_size = 0
+        warnings.append("fewer than two sizes at or above the fit minimum: fitted every size")
     if not fits:
         raise CommtuneError("need at least two message sizes per stream count to fit t = a + b*S")
-    link = derive_link(fits, n)
-    base = ClusterSpec(nodes=hosts, gpus_per_node=ranks_per_host, name=name)
-    fields = dict(
-        inter_bw_Bps=link.link_Bps,
-        per_stream_Bps=link.per_stream_Bps,
-        inter_latency_s=link.alpha_s,
-        launch_overhead_s=link.launch_s,
-    )
-    if hosts == 1:  # one host: the ring runs over the intra-node path
-        fields.update(intra_bw_Bps=link.link_Bps, intra_latency_s=link.alpha_s)
+    link = refit_latency(records, derive_link(fits, n), n, min_fit_size)
     pipe = fit_pipelining(result["bursts"], fits) if result.get("bursts") else None
     host = fit_host(result["host"]) if result.get("host") and len({r["size_bytes"] for r in result["host"]}) >= 2 else None
-    if pipe is not None:
-        fields.update(inflight_per_stream=pipe.inflight, buffer_gap_s=pipe.gap_s)
+    ctl, ctl_source = control_latency(records, n, min_fit_size)
+    if ctl <= 0:
+        ctl = max(link.alpha_s, 0.0)
+        ctl_source = "fitted alpha"
+    gap0, gap1 = fit_gap_model(pipe.gaps_s) if pipe is not None else (0.0, 0.0)
+    params = CalibratedParams(link_Bps=link.link_Bps, per_flow_Bps=link.per_stream_Bps, alpha_s=link.alpha_s,
+                              launch_s=link.launch_s, control_latency_s=ctl,
+                              inflight_per_stream=pipe.inflight if pipe is not None else 1,
+                              gap0_s=gap0, gap_per_stream_s=gap1)
+    fitted_sizes = [r["size_bytes"] for r in records if r["size_bytes"] >= min_fit_size]
+    rng = CalibratedRange(tuple(sorted(fits)), float(min(fitted_sizes)), float(max(fitted_sizes)), n,
+                          link.link_saturated)
+    quality = model_quality(records, CalibratedNetwork(params, n, rng), min_size=min_fit_size)
+    if quality["r2"] < R2_WARN:
+        warnings.append(f"poor fit: R^2 {quality['r2']:.3f} < {R2_WARN} (noisy host or too few sizes; "
+                        f"repeat with more --iters or larger --sizes)")
+    if quality["max_rel_residual"] > RESIDUAL_WARN:
+        warnings.append(f"a record is {quality['max_rel_residual']:.0%} off the fitted model (> {RESIDUAL_WARN:.0%})")
+    if not any(math.isfinite(v) for v in link.rate_by_streams.values()):
+        warnings.append("no transfer time measured (time did not grow with size): use larger --sizes")
+    elif not link.link_saturated:
+        warnings.append("the link rate was never reached (every probed stream count was capped, or only one was "
+                        "probed): more streams than probed are reported as extrapolations")
+    if params.control_latency_s != ctl:
+        warnings.append("no latency measured: control latency set to the floor "
+                        f"{params.control_latency_s * 1e6:.0f} us")
+    finite_rates = [v for v in link.rate_by_streams.values() if math.isfinite(v)]
+    finite_link = link.link_Bps if math.isfinite(link.link_Bps) else max(finite_rates, default=ClusterSpec.inter_bw_Bps)
+    base = ClusterSpec(nodes=hosts, gpus_per_node=ranks_per_host, name=name)
+    fields = dict(inter_bw_Bps=finite_link, per_stream_Bps=link.per_stream_Bps, inter_latency_s=link.alpha_s,
+                  launch_overhead_s=link.launch_s, inflight_per_stream=params.inflight_per_stream,
+                  buffer_gap_s=max(gap0 + gap1, 0.0))
+    if hosts == 1:  # one host: the ring runs over the intra-node path
+        fields.update(intra_bw_Bps=finite_link, intra_latency_s=link.alpha_s)
     if host is not None:
         fields.update(host_pre_s_per_byte=host.pre_s_per_byte, host_post_s_per_byte=host.post_s_per_byte)
-    spec = dataclasses.replace(base, **fields)
-    per_stream = {int(k): f.to_dict() for k, f in fits.items()}
-    if pipe is not None:
-        for k, g in pipe.gaps_s.items():
-            per_stream[int(k)]["gap_s"] = float(g)
     extra = {
         "fit": {
-            "model": "t = a_s + b_s_per_byte * size_bytes, least squares per stream count",
+            "model": "a(K) = 2(n-1)*alpha + K*launch; b(K) = 2(n-1)/(n*min(K*c, B)); g(K) = gap0 + gap_per_stream*K "
+                     "(simulators.calibrated)",
             "weighting": weighting,
             "engine": result.get("engine"),
             "world_size": n,
             "min_fit_size_bytes": int(min_fit_size),
-            "per_stream_fits": per_stream,
+            "network": params.to_dict(),
+            "calibrated": rng.to_dict(),
+            "control_latency_source": ctl_source,
+            "quality": quality,
+            "warnings": warnings,
+            "per_stream_fits": {int(k): f.to_dict() for k, f in fits.items()},  # diagnostics, not used by the simulator
             "derived": link.to_dict(),
             **({"pipelining": pipe.to_dict()} if pipe is not None else {}),
             **({"host": host.to_dict()} if host is not None else {}),
@@ -183,6 +237,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
+    spec = dataclasses.replace(base, **fields, meta={"fit": extra["fit"]})  # the simulator reads meta["fit"]
     return spec, extra
 
 
@@ -191,26 +246,36 @@ def write_calibration(path: str, spec: ClusterSpec, extra: dict) -> None:
 
 
 def summary(spec: ClusterSpec, extra: dict) -> str:
-    fit = extra["fit"]
-    d = fit["derived"]
     from commtune.units import format_bandwidth, format_time
 
-    cap = format_bandwidth(d["per_stream_Bps"]) if d["per_stream_Bps"] else "none seen"
-    lines = [f"fit ({fit['world_size']} ranks, {spec.nodes} host(s) x {spec.gpus_per_node}): "
-             f"alpha {format_time(d['alpha_s'])}, launch {format_time(d['launch_s'])}/stream, "
-             f"link {format_bandwidth(d['link_Bps'])}, per-stream cap {cap}"]
+    fit = extra["fit"]
+    p = fit["network"]
+    r = fit["calibrated"]
+    q = fit["quality"]
+    cap = format_bandwidth(p["per_flow_Bps"]) if p["per_flow_Bps"] else "none seen"
+    link = format_bandwidth(p["link_Bps"]) if p["link_Bps"] else "not reached"
+    lines = [f"model ({fit['world_size']} ranks, {spec.nodes} host(s) x {spec.gpus_per_node}): link {link}, "
+             f"per-flow cap {cap}, alpha {format_time(p['alpha_s'])}/ring step, launch {format_time(p['launch_s'])}/stream, "
+             f"control latency {format_time(p['control_latency_s'])} ({fit.get('control_latency_source', '')})",
+             f"  pipelining: {p['inflight_per_stream']} collective(s) in flight per stream, gap "
+             f"{format_time(p['gap0_s'])} + {format_time(p['gap_per_stream_s'])}*K",
+             f"  calibrated: streams {','.join(str(k) for k in r['streams'])}, sizes "
+             f"{r['min_size_bytes'] / 2**20:g}-{r['max_size_bytes'] / 2**20:g} MiB; one model for all K: "
+             f"R^2 {q['r2']:.4f}, MAPE {q['mape']:.1%}, worst {q['max_rel_residual']:.1%} ({q['n_points']} records)"]
     for k, f in fit["per_stream_fits"].items():
-        gap = f" gap {format_time(f['gap_s'])}" if f.get("gap_s") is not None else ""
         lines.append(f"  K={k}: a = {format_time(f['a_s'])}, 1/b = {format_bandwidth(1 / f['b_s_per_byte']) if f['b_s_per_byte'] > 0 else 'inf'} "
-                     f"(R^2 {f['r2']:.5f}, max rel. residual {f['max_rel_residual']:.1%}, {f['n_points']} sizes){gap}")
-    if "pipelining" in fit:
-        p = fit["pipelining"]
-        losses = ", ".join(f"m={m}: {v ** 0.5:.1%}" for m, v in p["loss_by_inflight"].items())
-        lines.append(f"pipelining (back-to-back bursts): {p['inflight_per_stream']} collective(s) in flight per stream, "
-                     f"gap {format_time(p['buffer_gap_s'])} (rms error of burst times: {losses})")
+                     f"(R^2 {f['r2']:.5f}, max rel. residual {f['max_rel_residual']:.1%}, {f['n_points']} sizes)")
     if "host" in fit:
         h = fit["host"]
         lines.append(f"host work per byte: before all-reduce {h['pre_s_per_byte'] * 1e9:.3f} ns/B, "
                      f"after {h['post_s_per_byte'] * 1e9:.3f} ns/B (per MiB: {format_time(h['pre_s_per_byte'] * 2**20)} + "
                      f"{format_time(h['post_s_per_byte'] * 2**20)})")
+    if "round_robin_check" in fit:
+        c = fit["round_robin_check"]
+        lines.append(f"  round robin (DDP calibration points, not fitted): predicted with {c['mape']:.1%} mean error; "
+                     + ("a round-robin term would be needed" if c["needed"] else "within the measurement spread"))
+    if "ddp_gap" in fit:
+        for k, v in fit["ddp_gap"]["by_streams"].items():
+            lines.append(f"  DDP calibration K={k}: {v['small_bucket_bytes'] >> 20} MiB - {v['large_bucket_bytes'] >> 20} MiB "
+                         f"buckets measured {v['measured_diff_s'] * 1e3:.1f} ms -> gap {v['gap_s'] * 1e3:.3f} ms")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
-from commtune.knobs import DDP_DEFAULT, Knobs
+from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.stats import mape, spearman
 from commtune.units import MiB, format_size
 
@@ -36,6 +36,64 @@ def grid_configs(buckets_bytes: Sequence[int] = (1 * MiB, 5 * MiB, 25 * MiB, 100
             for w in wire for k in streams for b in buckets_bytes]
 
 
+def held_out_configs(calib: ClusterSpec | None, n: int = 12, seed: int = 0, bucket_range: tuple[int, int] = (MiB, 1024 * MiB),
+                     max_bucket_bytes: int | None = None, max_streams: int = 8,
+                     modes: Sequence[str] = ("split", "round_robin")) -> list[Knobs]:
+    """``n`` DDP configurations calibration did not use: bucket caps drawn log-uniformly
+    from ``bucket_range`` (the search range; above ``max_bucket_bytes``, e.g. the model's
+    gradient bytes, every cap is one bucket, so the draw stops there), stream counts
+    1..``max_streams`` with every other point at a count the probe did not measure
+    (when there is one), stream modes alternating over ``modes``."""
+    rng = np.random.default_rng(seed)
+    lo, hi = bucket_range
+    if max_bucket_bytes:
+        hi = max(lo * 2, min(hi, int(max_bucket_bytes)))
+    probed = set(calib.meta.get("fit", {}).get("calibrated", {}).get("streams", [])) if calib is not None and calib.meta else set()
+    unprobed = [k for k in range(1, max_streams + 1) if k not in probed]
+    modes = list(modes)
+    out: list[Knobs] = []
+    seen = set()
+    while len(out) < n:
+        i = len(out)
+        bucket = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        k = int(rng.choice(unprobed)) if unprobed and i % 2 == 0 else int(rng.integers(1, max_streams + 1))
+        mode = modes[(i // 2) % len(modes)]
+        knobs = dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=bucket, num_streams=k, first_bucket_bytes=MiB,
+                                    stream_mode=mode)
+        key = (bucket >> 16, k, mode)
+        if key not in seen:
+            seen.add(key)
+            out.append(knobs)
+    return out
+
+
+def parse_configs(text: str) -> list[Knobs]:
+    """``"25MiB:2,4MiB:3:round_robin"``: bucket cap, stream count and (optional) stream mode per entry."""
+    from commtune.units import parse_size
+
+    out = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        parts = entry.split(":")
+        if len(parts) not in (2, 3):
+            raise CommtuneError(f"--configs entry {entry!r}: expected BUCKET:STREAMS[:MODE], e.g. 25MiB:2:split")
+        bucket = parse_size(parts[0], "--configs bucket", allow_zero=False)
+        try:
+            k = int(parts[1])
+        except ValueError:
+            raise CommtuneError(f"--configs entry {entry!r}: streams must be an integer") from None
+        if not 1 <= k <= 64:
+            raise CommtuneError(f"--configs entry {entry!r}: streams must be 1-64")
+        kw = dict(fusion_threshold_bytes=bucket, num_streams=k, first_bucket_bytes=MiB)
+        if len(parts) == 3:
+            if parts[2] not in KNOBS["stream_mode"].choices:
+                raise CommtuneError(f"--configs entry {entry!r}: mode must be split or round_robin")
+            kw["stream_mode"] = parts[2]
+        out.append(dataclasses.replace(DDP_DEFAULT, **kw))
+    if not out:
+        raise CommtuneError("--configs is empty; give e.g. 25MiB:2,4MiB:3")
+    return out
+
+
 def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> ClusterSpec:
     spec = load_cluster_file(calib) if isinstance(calib, (str, os.PathLike)) else calib
     if world_size % hosts:
@@ -44,15 +102,17 @@ def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> Cluste
 
 
 def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None) -> dict:
-    """MAPE, Spearman, pick gap (simulator's best measured vs the measured best)."""
+    """MAPE, worst error, Spearman, pick gap (simulator's best measured vs the measured best)."""
     p = np.asarray(predicted, dtype=float)
     m = np.asarray(measured, dtype=float)
+    err = np.abs(p - m) / m
     rho = spearman(p, m)
     sim_best = int(np.argmin(p))
     live_best = int(np.argmin(m))
     gap = float(m[sim_best] / m[live_best] - 1.0)
     noise = float(max(spreads[sim_best], spreads[live_best])) if spreads is not None else 0.0
-    return {"mape": mape(p, m), "spearman": rho, "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
+    return {"mape": mape(p, m), "worst": float(np.max(err)), "worst_index": int(np.argmax(err)), "spearman": rho,
+            "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
             "noise": noise, "pick_within_noise": bool(gap <= noise)}
 
 
@@ -84,10 +144,14 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
     for k, r in zip(configs, live):
         st = r["step_times_s"]
         pred = sim.run(k)
-        rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "measured_s": r["step_time_s"],
-                     "predicted_s": pred.step_time_s, "spread": (max(st) - min(st)) / r["step_time_s"],
+        flags = sim.network.extrapolation(k)
+        rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "mode": k.stream_mode,
+                     "measured_s": r["step_time_s"], "predicted_s": pred.step_time_s,
+                     "error": pred.step_time_s / r["step_time_s"] - 1,
+                     "spread": (max(st) - min(st)) / r["step_time_s"],
                      "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers,
-                     "step_times_s": list(st), "pass_medians_s": r.get("pass_medians_s", [r["step_time_s"]])})
+                     "step_times_s": list(st), "pass_medians_s": r.get("pass_medians_s", [r["step_time_s"]]),
+                     "extrapolation": flags})
     summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows])
     return {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
             "network": type(sim.network).__name__, "model": ev.profile.name,
@@ -95,14 +159,15 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
 
 
 def format_report(res: dict) -> str:
-    lines = [f"{'configuration':<30} {'measured':>10} {'predicted':>10} {'error':>8} {'spread':>7}"]
+    lines = [f"{'configuration':<42} {'measured':>10} {'predicted':>10} {'error':>8} {'spread':>7}  note"]
     for r in res["rows"]:
         err = r["predicted_s"] / r["measured_s"] - 1
-        lines.append(f"{r['config']:<30} {r['measured_s'] * 1e3:>8.1f}ms {r['predicted_s'] * 1e3:>8.1f}ms "
-                     f"{err:>+8.1%} {r['spread']:>7.1%}")
+        note = "; ".join(("EXTRAPOLATION " if not f["modelled"] else "") + f["kind"] for f in r.get("extrapolation", []))
+        lines.append(f"{r['config']:<42} {r['measured_s'] * 1e3:>8.1f}ms {r['predicted_s'] * 1e3:>8.1f}ms "
+                     f"{err:>+8.1%} {r['spread']:>7.1%}  {note}")
     s = res["summary"]
     rows = res["rows"]
-    lines.append(f"MAPE {s['mape']:.2%}, Spearman {s['spearman']:.3f}; simulator's pick: {rows[s['sim_best']]['config']} "
+    lines.append(f"MAPE {s['mape']:.2%}, worst {s['worst']:.2%} ({rows[s['worst_index']]['config']}), Spearman {s['spearman']:.3f}; simulator's pick: {rows[s['sim_best']]['config']} "
                  f"(live best: {rows[s['live_best']]['config']}), gap {s['pick_gap']:.2%} "
                  f"({'within' if s['pick_within_noise'] else 'beyond'} noise {s['noise']:.2%})")
     return "\n".join(lines)

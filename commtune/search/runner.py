@@ -191,6 +191,15 @@ def _grid_top(space, sim, evaluator, config: SearchConfig, k: int):
     return out
 
 
+def extrapolation_report(objective, knobs) -> dict[str, list[dict]]:
+    """What the simulator's prediction for ``knobs`` asks beyond its calibration
+    (:meth:`simulators.network.NetworkModel.extrapolation`): ``flags`` (all) and
+    ``warnings`` (the unmodelled ones). Empty for objectives without a simulator."""
+    sim = getattr(objective, "simulator", None)
+    flags = sim.network.extrapolation(knobs) if sim is not None else []
+    return {"flags": flags, "warnings": [f for f in flags if not f["modelled"]]}
+
+
 def top_distinct(study, space, evaluator, k: int) -> list[tuple[Knobs, float]]:
     """The best ``k`` complete trials of a study whose keys (for ``evaluator``) differ."""
     from optuna.trial import TrialState
@@ -254,6 +263,7 @@ def make_report(scenario, space, objective, result: SearchResult, config: Search
         "study": result.study_name,
         "storage": result.storage,
         "objective": objective.name,
+        "extrapolation": extrapolation_report(objective, result.best_knobs),
         **result.extra,
     }
     return report

@@ -1,0 +1,200 @@
+"""The calibrated network: physical parameters fitted by ``commtune probe``, valid
+for any stream count and world size.
+
+One model for every K (no lookup of per-K fits): a flat ring over ``n`` ranks
+takes ``2(n-1)`` steps; each stream opens one flow per rank (gloo/NCCL rings
+send to one neighbour), so K streams move ``min(K*c, B)`` bytes/s per rank
+(``c`` per-flow cap, ``B`` link rate)::
+
+    a(K) = 2(n-1)*alpha + K*launch                 (seconds)
+    b(K) = 2(n-1) / (n * min(K*c, B))              (seconds per byte)
+    g(K) = max(gap0 + gap_per_stream*K, 0)         (back-to-back gap per bucket)
+
+``alpha`` (per ring step), ``launch`` (per stream and collective), ``B``,
+``c``, ``m`` (collectives in flight per stream), ``gap0``/``gap_per_stream``
+and the host work per byte are per-host quantities: they carry over to
+another world size, where the ring formula does the rest (scale prediction).
+
+What was calibrated is recorded (:class:`CalibratedRange`: the stream counts
+and message sizes measured, whether the link rate was reached), and
+:meth:`CalibratedNetwork.extrapolation` reports, as structured flags, what a
+configuration asks beyond it: modelled extrapolations (a linear term past the
+largest size, another world size) and unmodelled ones (more streams than
+probed with the link never saturated, hierarchical all-reduce, which the probe
+does not measure). The control latency (negotiation) is measured separately
+from a small all-reduce and never 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulators.network import CALIBRATED_BUILDER, ArrayLike, NetworkModel, stream_rate
+
+#: control latency used when the probe measured none (a latency fit of 0 s must not make negotiation free)
+MIN_CONTROL_LATENCY_S = 5e-6
+#: above the largest probed size the linear model is physics only if that size was link-bound (b*S >= this * a)
+LINK_BOUND_RATIO = 4.0
+
+
+@dataclass(frozen=True)
+class CalibratedRange:
+    """What the calibration measured."""
+
+    streams: tuple[int, ...]  # stream counts probed
+    min_size_bytes: float  # smallest / largest message size fitted
+    max_size_bytes: float
+    world_size: int
+    link_saturated: bool  # some probed K reached the link rate (so min(K*c, B) is known for every K)
+
+    def to_dict(self) -> dict:
+        return {"streams": [int(k) for k in self.streams], "min_size_bytes": float(self.min_size_bytes),
+                "max_size_bytes": float(self.max_size_bytes), "world_size": int(self.world_size),
+                "link_saturated": bool(self.link_saturated)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CalibratedRange":
+        return cls(tuple(int(k) for k in d["streams"]), float(d["min_size_bytes"]), float(d["max_size_bytes"]),
+                   int(d["world_size"]), bool(d["link_saturated"]))
+
+
+@dataclass(frozen=True)
+class CalibratedParams:
+    """The fitted physical parameters (seconds, bytes/s); see the module docstring."""
+
+    link_Bps: float
+    per_flow_Bps: float  # math.inf = no per-flow cap
+    alpha_s: float  # per ring step
+    launch_s: float  # per stream per collective
+    control_latency_s: float  # one small message between ranks (negotiation); > 0
+    inflight_per_stream: int = 1
+    gap0_s: float = 0.0
+    gap_per_stream_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.link_Bps > 0 or not self.per_flow_Bps > 0:
+            raise ValueError(f"link and per-flow rates must be positive, got {self.link_Bps!r}, {self.per_flow_Bps!r}")
+        if int(self.inflight_per_stream) < 1:
+            raise ValueError(f"inflight_per_stream must be >= 1, got {self.inflight_per_stream!r}")
+        if not self.control_latency_s > 0:
+            object.__setattr__(self, "control_latency_s", MIN_CONTROL_LATENCY_S)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key in ("link_Bps", "per_flow_Bps"):  # math.inf is written as None (JSON has no inf)
+            d[key] = None if math.isinf(d[key]) else float(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CalibratedParams":
+        d = dict(d)
+        for key in ("link_Bps", "per_flow_Bps"):
+            d[key] = math.inf if d.get(key) is None else float(d[key])
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+def gap_model(num_streams: ArrayLike, gap0_s: float, gap_per_stream_s: float) -> np.ndarray:
+    """``g(K) = max(gap0 + gap_per_stream*K, 0)``."""
+    k = np.asarray(num_streams, dtype=np.float64)
+    return np.maximum(gap0_s + gap_per_stream_s * k, 0.0)
+
+
+class CalibratedNetwork(NetworkModel):
+    """The network a calibration file describes, at ``world_size`` ranks (any size)."""
+
+    def __init__(self, params: CalibratedParams, world_size: int, calibrated: CalibratedRange | None = None,
+                 ranks_per_node: int = 1):
+        if world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {world_size!r}")
+        self.params = params
+        self.world_size = int(world_size)
+        self.calibrated = calibrated
+        self.ranks_per_node = int(ranks_per_node)
+        self.inflight_per_stream = int(params.inflight_per_stream)
+        self.buffer_gap_s = float(gap_model(1, params.gap0_s, params.gap_per_stream_s))
+
+    def replace(self, **fields) -> "CalibratedNetwork":
+        """A copy with some :class:`CalibratedParams` fields changed."""
+        return CalibratedNetwork(dataclasses.replace(self.params, **fields), self.world_size, self.calibrated,
+                                 self.ranks_per_node)
+
+    def control_latency_s(self) -> float:
+        return self.params.control_latency_s
+
+    def rate_Bps(self, num_streams: ArrayLike) -> np.ndarray:
+        """What K streams move per rank: ``min(K*c, B)``."""
+        return stream_rate(num_streams, self.params.per_flow_Bps, self.params.link_Bps)
+
+    def coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        # Hierarchical all-reduce is not measured: the flat ring is used, and extrapolation() flags it.
+        k, _ = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(hierarchical))
+        n = self.world_size
+        if n <= 1:
+            return np.zeros_like(k), np.zeros_like(k)
+        p = self.params
+        steps = 2 * (n - 1)
+        return steps * p.alpha_s + k * p.launch_s, steps / (n * self.rate_Bps(k))
+
+    def pipelining(self, num_streams: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        k = np.asarray(num_streams, dtype=np.float64)
+        g = gap_model(k, self.params.gap0_s, self.params.gap_per_stream_s)
+        return np.full(k.shape, self.inflight_per_stream, dtype=np.int64), g
+
+    def extrapolation(self, knobs) -> list[dict]:
+        """Flags for what ``knobs`` (a :class:`~commtune.knobs.Knobs`) asks beyond the calibration.
+
+        Each flag: ``kind`` (streams / size / hierarchical / world_size), ``value``,
+        ``calibrated`` (the measured range), ``modelled`` (True: the physics covers it;
+        False: an extrapolation warning) and a one-line ``message``."""
+        r = self.calibrated
+        if r is None:
+            return [{"kind": "calibration", "value": None, "calibrated": None, "modelled": False,
+                     "message": "no calibrated range recorded: every prediction is unchecked"}]
+        out = []
+        k = int(knobs.num_streams)
+        kmax = max(r.streams)
+        if k > kmax:
+            modelled = r.link_saturated
+            out.append({"kind": "streams", "value": k, "calibrated": list(r.streams), "modelled": modelled,
+                        "message": f"{k} streams, probed up to {kmax}: "
+                                   + ("rate min(K*c, B) is known (link reached); launch and gap terms extrapolated linearly"
+                                      if modelled else "the link rate was never reached, so the rate of more streams is unknown")})
+        elif k not in r.streams:
+            out.append({"kind": "streams", "value": k, "calibrated": list(r.streams), "modelled": True,
+                        "message": f"{k} streams not probed: interpolated by min(K*c, B) and the linear launch/gap terms"})
+        size = float(knobs.fusion_threshold_bytes)
+        if size > r.max_size_bytes:
+            a, b = self.coeffs(k, False)
+            link_bound = float(b) * r.max_size_bytes >= LINK_BOUND_RATIO * float(a)
+            out.append({"kind": "size", "value": size, "calibrated": [r.min_size_bytes, r.max_size_bytes],
+                        "modelled": link_bound,
+                        "message": f"bucket {size / 2**20:.0f} MiB above the largest probed message "
+                                   f"{r.max_size_bytes / 2**20:.0f} MiB: "
+                                   + ("linear in size (that size was link-bound)" if link_bound
+                                      else "the largest probed size was not link-bound")})
+        if bool(getattr(knobs, "hierarchical", False)) and self.ranks_per_node > 1:  # one rank per node: the flat ring
+            out.append({"kind": "hierarchical", "value": True, "calibrated": False, "modelled": False,
+                        "message": "hierarchical all-reduce is not probed: predicted as the flat ring"})
+        if self.world_size != r.world_size:
+            out.append({"kind": "world_size", "value": self.world_size, "calibrated": r.world_size, "modelled": True,
+                        "message": f"{self.world_size} ranks, calibrated on {r.world_size}: per-host parameters "
+                                   f"carried over, ring formula 2(n-1) steps"})
+        return out
+
+
+def unmodelled(flags: list[dict]) -> list[dict]:
+    """The flags that are extrapolation warnings (not covered by the model)."""
+    return [f for f in flags if not f["modelled"]]
+
+
+def calibrated_network(fit: dict, world_size: int, ranks_per_node: int = 1) -> CalibratedNetwork:
+    """The network of a calibration file's ``fit`` section (``network`` + ``calibrated``), at ``world_size``."""
+    return CalibratedNetwork(CalibratedParams.from_dict(fit["network"]), world_size,
+                             CalibratedRange.from_dict(fit["calibrated"]) if fit.get("calibrated") else None,
+                             ranks_per_node)
+
+
+CALIBRATED_BUILDER.append(calibrated_network)  # network_for builds calibration files through it

@@ -1,0 +1,171 @@
+"""The generalised calibrated network: closed forms for any K and world size,
+interpolation between probed stream counts, extrapolation flags, the fit that
+recovers the physical parameters, and the search report carrying the flags."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from commtune.knobs import DDP_DEFAULT
+from commtune.probe.fit import fit_gap_model, fit_rates
+from commtune.probe.probe import calibration
+from simulators.calibrated import (MIN_CONTROL_LATENCY_S, CalibratedNetwork, CalibratedParams, CalibratedRange,
+                                   unmodelled)
+from simulators.network import network_for
+
+MiB = 2**20
+B, C = 125e6, 37.5e6  # 1 Gbit/s link, 300 Mbit/s per flow
+PARAMS = CalibratedParams(link_Bps=B, per_flow_Bps=C, alpha_s=2e-4, launch_s=1e-4, control_latency_s=3e-4,
+                          inflight_per_stream=2, gap0_s=1e-3, gap_per_stream_s=2e-4)
+RANGE = CalibratedRange((1, 2, 4, 8), 1 * MiB, 64 * MiB, 4, True)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 7, 8, 12, 16])
+@pytest.mark.parametrize("n", [2, 4, 6])
+def test_k_streams_under_a_per_flow_cap_closed_form(k, n):
+    a, b = CalibratedNetwork(PARAMS, n, RANGE).coeffs(k, False)
+    steps = 2 * (n - 1)
+    assert float(a) == pytest.approx(steps * 2e-4 + k * 1e-4, rel=1e-12)
+    assert float(b) == pytest.approx(steps / (n * min(k * C, B)), rel=1e-12)
+
+
+def test_no_cap_every_k_moves_the_link_rate():
+    net = CalibratedNetwork(dataclasses.replace(PARAMS, per_flow_Bps=math.inf), 4, RANGE)
+    _, b = net.coeffs(np.arange(1, 9), False)
+    assert np.allclose(b, 6 / (4 * B))
+
+
+def test_gap_is_a_linear_model_in_k_never_negative():
+    m, g = CalibratedNetwork(PARAMS, 4, RANGE).pipelining(np.array([1, 3, 5, 7]))
+    assert m.tolist() == [2] * 4
+    assert g == pytest.approx([1.2e-3, 1.6e-3, 2e-3, 2.4e-3])
+    _, g = CalibratedNetwork(dataclasses.replace(PARAMS, gap0_s=1e-4, gap_per_stream_s=-1e-4), 4, RANGE).pipelining([3])
+    assert g.tolist() == [0.0]
+
+
+def test_unprobed_k_is_interpolated_not_the_nearest_probed():
+    net = CalibratedNetwork(PARAMS, 4, RANGE)
+    a, b = net.coeffs(np.array([2, 3, 4]), False)
+    assert a[0] < a[1] < a[2] and b[0] > b[1] > b[2]  # 3 streams differ from 2 and 4
+
+
+def test_zero_latency_fit_does_not_make_negotiation_free():
+    p = dataclasses.replace(PARAMS, control_latency_s=0.0, alpha_s=0.0)
+    net = CalibratedNetwork(p, 4, RANGE)
+    assert net.control_latency_s() == MIN_CONTROL_LATENCY_S > 0
+    from commtune.knobs import HOROVOD_DEFAULT
+    from simulators import Simulator, synthetic_workload
+
+    w = synthetic_workload(np.array([0.01, 0.02]), np.array([1000, 1000]), forward_s=0.0, backward_s=0.02)
+    sim = Simulator(w, dataclasses.replace(__import__("commtune.cluster", fromlist=["ClusterSpec"]).ClusterSpec(),
+                                           nodes=4, gpus_per_node=1), network=net)
+    r = sim.run(dataclasses.replace(HOROVOD_DEFAULT, negotiation="decentralized"))
+    assert r.negotiation_s > 0
+
+
+def _flags(net, **knobs):
+    return net.extrapolation(dataclasses.replace(DDP_DEFAULT, **knobs))
+
+
+def test_extrapolation_flags():
+    net = CalibratedNetwork(PARAMS, 4, RANGE)
+    assert _flags(net, num_streams=4, fusion_threshold_bytes=25 * MiB) == []
+    f = _flags(net, num_streams=3, fusion_threshold_bytes=25 * MiB)
+    assert [x["kind"] for x in f] == ["streams"] and f[0]["modelled"]  # interpolated, not a warning
+    f = _flags(net, num_streams=12, fusion_threshold_bytes=25 * MiB)
+    assert f[0]["kind"] == "streams" and f[0]["modelled"]  # the link was reached: rate known
+    unsat = CalibratedNetwork(PARAMS, 4, dataclasses.replace(RANGE, streams=(1, 2), link_saturated=False))
+    f = _flags(unsat, num_streams=6)
+    assert unmodelled(f) and f[0]["kind"] == "streams"
+    f = _flags(net, num_streams=1, fusion_threshold_bytes=512 * MiB)
+    assert f[0]["kind"] == "size" and f[0]["modelled"]  # 64 MiB was link-bound
+    slow = CalibratedNetwork(dataclasses.replace(PARAMS, alpha_s=1.0), 4, RANGE)
+    assert unmodelled(_flags(slow, num_streams=1, fusion_threshold_bytes=512 * MiB))
+    assert _flags(net, num_streams=1, hierarchical=True) == []  # one rank per node: hierarchical is the flat ring
+    assert unmodelled(_flags(CalibratedNetwork(PARAMS, 8, RANGE, ranks_per_node=2), num_streams=1, hierarchical=True))
+    f = _flags(CalibratedNetwork(PARAMS, 6, RANGE), num_streams=1)
+    assert [x["kind"] for x in f] == ["world_size"]
+    assert f[0]["kind"] == "world_size" and f[0]["modelled"]
+    assert unmodelled(CalibratedNetwork(PARAMS, 4, None).extrapolation(DDP_DEFAULT))
+
+
+@pytest.mark.parametrize("rates, cap", [
+    ({1: 37.5e6, 2: 75e6, 3: 112.5e6, 4: 125e6, 6: 125e6, 8: 125e6}, 37.5e6),
+    ({1: 125e6, 2: 125e6, 4: 125e6}, math.inf),
+])
+def test_fit_rates_recovers_link_and_cap(rates, cap):
+    link, c, saturated, rms = fit_rates(rates)
+    assert link == pytest.approx(125e6, rel=1e-9) and saturated and rms < 1e-9
+    assert c == cap if math.isinf(cap) else c == pytest.approx(cap, rel=1e-9)
+
+
+def test_fit_rates_all_capped_leaves_the_link_unknown():
+    link, c, saturated, _ = fit_rates({1: 37.5e6, 2: 75e6})
+    assert math.isinf(link) and c == pytest.approx(37.5e6) and not saturated
+    assert not fit_rates({1: 125e6})[2]  # one K: cannot tell a cap from the link
+
+
+def test_fit_gap_model():
+    assert fit_gap_model({1: 1e-3, 2: 1.5e-3, 4: 2.5e-3}) == pytest.approx((5e-4, 5e-4))
+    assert fit_gap_model({2: 3e-3}) == (3e-3, 0.0)
+
+
+def _records(n, ks, sizes=(4096, MiB, 4 * MiB, 16 * MiB, 64 * MiB), p=PARAMS):
+    net = CalibratedNetwork(p, n, None)
+    recs = []
+    for k in ks:
+        a, b = net.coeffs(k, False)
+        for s in sizes:
+            t = float(a + b * s)
+            recs.append({"streams": k, "size_bytes": s, "count": s // 4, "time_s": t, "mean_s": t, "min_s": t, "iters": 3})
+    return {"world_size": n, "engine": "gloo", "records": recs}
+
+
+def test_calibration_recovers_the_physics_and_predicts_another_world_size(tmp_path):
+    from commtune.cluster import load_cluster_file
+    from commtune.probe.probe import write_calibration
+
+    spec, extra = calibration(_records(3, (1, 2, 3, 4, 6, 8)), hosts=3)
+    net = network_for(spec)
+    assert isinstance(net, CalibratedNetwork)
+    p = net.params
+    assert p.link_Bps == pytest.approx(B, rel=1e-6) and p.per_flow_Bps == pytest.approx(C, rel=1e-6)
+    assert p.alpha_s == pytest.approx(2e-4, rel=1e-6) and p.launch_s == pytest.approx(1e-4, rel=1e-6)
+    assert extra["fit"]["quality"]["r2"] > 0.9999 and extra["fit"]["warnings"] == []
+    assert extra["fit"]["calibrated"]["min_size_bytes"] == MiB  # 4 KB only for the control latency
+    # control latency: the 4 KB all-reduce over its 2(n-1) steps
+    a1, b1 = CalibratedNetwork(PARAMS, 3, None).coeffs(1, False)
+    assert p.control_latency_s == pytest.approx(float(a1 + b1 * 4096) / 4, rel=1e-9)
+    path = tmp_path / "c.yaml"
+    write_calibration(str(path), spec, extra)
+    six = dataclasses.replace(load_cluster_file(path), nodes=6)
+    big = network_for(six)
+    truth = CalibratedNetwork(PARAMS, 6, None)
+    for k in (1, 5, 8):
+        assert np.allclose(big.coeffs(k, False), truth.coeffs(k, False), rtol=1e-6)
+
+
+def test_calibration_warns_on_a_poor_fit():
+    res = _records(4, (1, 2))
+    rng = np.random.default_rng(0)
+    for r in res["records"]:
+        r["time_s"] *= float(rng.uniform(0.5, 1.5))
+    _, extra = calibration(res, hosts=4)
+    assert any("poor fit" in w or "off the fitted model" in w for w in extra["fit"]["warnings"])
+
+
+def test_search_report_carries_extrapolation_flags():
+    from commtune.search.runner import extrapolation_report
+
+    net = CalibratedNetwork(PARAMS, 4, dataclasses.replace(RANGE, streams=(1, 2), link_saturated=False))
+
+    class Obj:
+        class simulator:
+            network = net
+
+    rep = extrapolation_report(Obj, dataclasses.replace(DDP_DEFAULT, num_streams=6))
+    assert rep["warnings"] and rep["warnings"][0]["kind"] == "streams"
+    assert extrapolation_report(Obj, dataclasses.replace(DDP_DEFAULT, num_streams=2))["warnings"] == []

@@ -1,0 +1,54 @@
+"""`commtune validate` configuration lists: the held-out draw, --configs, the summary figures."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from commtune.cluster import ClusterSpec
+from commtune.errors import CommtuneError
+from commtune.probe.validate import compare, held_out_configs, parse_configs
+
+MiB = 2**20
+
+
+def _calib(streams=(1, 2, 3, 4, 6, 8)):
+    return dataclasses.replace(ClusterSpec(nodes=4, gpus_per_node=1),
+                               meta={"fit": {"calibrated": {"streams": list(streams)}}})
+
+
+def test_held_out_draw_avoids_what_calibration_used():
+    configs = held_out_configs(_calib(), 12, seed=3, max_bucket_bytes=40 * MiB)
+    assert len(configs) == 12
+    ks = [k.num_streams for k in configs]
+    assert all(1 <= k <= 8 for k in ks)
+    assert sum(k in (5, 7) for k in ks) >= 6  # every other point at an unprobed stream count
+    buckets = [k.fusion_threshold_bytes for k in configs]
+    assert all(MiB <= b <= 40 * MiB for b in buckets)
+    assert not set(buckets) & {MiB, 8 * MiB}  # not the DDP calibration's caps
+    assert held_out_configs(_calib(), 12, seed=3, max_bucket_bytes=40 * MiB) == configs  # seeded
+    assert held_out_configs(_calib(), 12, seed=4, max_bucket_bytes=40 * MiB) != configs
+    assert {k.stream_mode for k in configs} == {"split", "round_robin"}
+
+
+def test_held_out_draw_without_unprobed_counts():
+    configs = held_out_configs(_calib(range(1, 9)), 6, seed=0)
+    assert all(1 <= k.num_streams <= 8 for k in configs)
+
+
+def test_parse_configs():
+    c = parse_configs("25MiB:2, 4MiB:3:round_robin")
+    assert [(k.fusion_threshold_bytes, k.num_streams, k.stream_mode) for k in c] == [
+        (25 * MiB, 2, "split"), (4 * MiB, 3, "round_robin")]
+    assert all(k.fusion_policy == "static" for k in c)
+    for bad, needle in [("25MiB", "BUCKET:STREAMS"), ("25MiB:x", "integer"), ("25MiB:0", "1-64"),
+                        ("25MiB:2:zigzag", "split or round_robin"), ("", "empty")]:
+        with pytest.raises(CommtuneError, match=needle):
+            parse_configs(bad)
+
+
+def test_compare_reports_worst_and_pick_gap():
+    s = compare([1.0, 2.1, 3.0], [1.1, 2.0, 3.0])
+    assert s["worst"] == pytest.approx(0.1 / 1.1) and s["worst_index"] == 0
+    assert s["mape"] == pytest.approx((0.1 / 1.1 + 0.05) / 3)
+    assert s["sim_best"] == 0 and s["live_best"] == 0 and s["pick_gap"] == 0.0
