@@ -27,7 +27,7 @@ import time
 
 from commtune.errors import CommtuneError
 from commtune.search import SearchConfig, SearchResult
-from commtune.search.ray_session import first_line, init_ray
+from commtune.search.ray_session import first_line, init_ray, place_objective
 
 
 class Evaluator:
@@ -67,15 +67,16 @@ def run(config: SearchConfig) -> SearchResult:
     from commtune.search.optuna_backend import join_study, result_from_study
 
     study, worker, screened = join_study(config)
-    started = False
+    started = keep_ray = False
     notices = _RayNotices()
     try:
         started = init_ray(config)
+        keep_ray = place_objective(config, started)
         with contextlib.redirect_stdout(notices):  # Ray prints cluster events (a node marked dead) on stdout
             new, nodes = _drive(study, worker, config, notices)
     finally:
         worker.close()
-        if started:
+        if started and not keep_ray:
             import ray
 
             ray.shutdown()

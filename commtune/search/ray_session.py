@@ -47,7 +47,8 @@ def init_ray(config: SearchConfig) -> bool:
         kwargs.update(address=config.ray_address, runtime_env=runtime_env())
     else:
         temp = config.ray_temp_dir or os.path.join(tempfile.gettempdir(), "ct-ray")
-        kwargs.update(include_dashboard=False, _temp_dir=temp, num_cpus=max(config.concurrency, 1))
+        kwargs.update(include_dashboard=False, _temp_dir=temp,  # plus the CPUs a live objective's rank actors take
+                      num_cpus=max(config.concurrency, 1) + int(getattr(config.objective, "ray_cpus", 0)))
     try:
         ray.init(**kwargs)
     except Exception as exc:  # noqa: BLE001
@@ -60,4 +61,12 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-__all__ = ["check_address", "runtime_env", "init_ray", "first_line"]
+__all__ = ["check_address", "runtime_env", "init_ray", "first_line", "place_objective"]
+
+
+def place_objective(config: SearchConfig, started: bool) -> bool:
+    """Hook: an objective with its own processes (a live objective's worker group) places them on
+    the Ray cluster once, before the trials; True if it keeps Ray running after this run (its
+    ``close()`` shuts down the instance this run ``started``)."""
+    place = getattr(config.objective, "place_on_ray", None)
+    return bool(place(owns_ray=started)) if place is not None else False

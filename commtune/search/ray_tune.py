@@ -33,8 +33,8 @@ def _trainable(config: dict, objective=None, space=None):
     try:
         objective.evaluate_steps(knobs, on_step)
     finally:
-        # A live objective's worker group lives in this Ray worker process only for this trial
-        # (Ray ships the objective without it): stop its ranks.
+        # A live objective placed on Ray (place_objective) only detaches from its rank actors here;
+        # one that was not placed started a group in this trial's process: stop its ranks.
         close = getattr(objective, "close", None)
         if close is not None:
             close()
@@ -118,15 +118,16 @@ def run(config: SearchConfig) -> SearchResult:
     from optuna.trial import TrialState
 
     from commtune.search.optuna_backend import join_study, result_from_study
-    from commtune.search.ray_session import init_ray
+    from commtune.search.ray_session import init_ray, place_objective
 
     study, worker, screened = join_study(config)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     remaining = config.trials - sum(t.state in finished for t in worker.reap())
-    started = False
+    started = keep_ray = False
     try:
         if remaining > 0:
             started = init_ray(config)
+            keep_ray = place_objective(config, started)
             results = os.path.join(config.ray_temp_dir or os.path.join(tempfile.gettempdir(), "ct-ray"),
                                    "tune-results")
             print(f"commtune: Ray Tune results in {results}", file=sys.stderr)
@@ -142,7 +143,7 @@ def run(config: SearchConfig) -> SearchResult:
     finally:
         worker.close()
         _WORKERS.pop(worker.id, None)
-        if started:
+        if started and not keep_ray:
             import ray
 
             ray.shutdown()
