@@ -118,6 +118,8 @@ _R = [
     Range("scale", "--scale, --live-scale", 0.0, 1.0, low_open=True),
     Range("compute_ms", "--forward-ms, --backward-ms, --live-*-ms", 0.0, 1e6, unit="ms"),
     Range("percent", "plot fidelity --band", 0.0, 100.0, unit="%"),
+    Range("live_configs", "validate --held-out, --configs, --buckets x --streams", 2, 500, integer=True,
+          unit="configurations", why="each one is measured live"),
 ]
 RANGES: dict[str, Range] = {r.name: r for r in _R}
 

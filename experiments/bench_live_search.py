@@ -18,6 +18,15 @@ the result is back) minus the ranks' measured warm-up and timed steps.
     python experiments/bench_live_search.py --local                 # local ranks
     python experiments/bench_live_search.py --emulated la            # 4-host emulated cluster (root)
     python experiments/bench_live_search.py --local --emulated la --quick
+    python experiments/bench_live_search.py --ray                   # --backend ray: group of Ray actors
+
+* ``ray`` (``--ray``): the same search with ``--backend ray`` (Ray Tune + ASHA, a
+  local Ray instance) on a worker group of Ray actors started once
+  (:mod:`commtune.runtime.ray_group`). From rank 0's log of the Tune trials:
+  the in-group overhead of trials that ran to the end (sent -> result minus
+  steps), the per-trial cycle overhead (one trial's send to the next one's,
+  minus its steps: Ray Tune's trial turnaround included) and the search-level
+  overhead ((search wall - start-up - all steps) / trials).
 
 Writes ``experiments/results/bench_live_search_<local|emulated>[_quick].{json,md}``; prints the figures
 and the machine load (``uptime``) they were taken under.
@@ -85,8 +94,8 @@ def after(launch, space, trials: int, state=None, sampler: str = "auto") -> dict
         wall = time.perf_counter() - t0
         from commtune.search import SearchConfig
 
-        study = open_study(SearchConfig(space=space, objective=None, storage=f"sqlite:///{d}/s.db",
-                                        study_name="bench", pruner="median"))
+        study, _ = open_study(SearchConfig(space=space, objective=None, storage=f"sqlite:///{d}/s.db",
+                                           study_name="bench", pruner="median"))
         trials_ = study.get_trials(deepcopy=False)
     states = [t.state for t in trials_]
     m = report["measured"]
@@ -248,12 +257,68 @@ def run_emulated(space, prefix: str) -> dict:
     return out
 
 
+def run_ray(space) -> dict:
+    """``--backend ray`` with ASHA on a Ray actor worker group (local Ray instance)."""
+    import shutil
+
+    from optuna.trial import TrialState
+
+    from commtune.probe.launch import LaunchSpec
+    from commtune.runtime import ray_group
+    from commtune.search import SearchConfig
+    from commtune.search.optuna_backend import open_study
+    from commtune.search.runner import search_scenario
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    groups = []
+
+    class Counted(ray_group.RayWorkerGroup):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            groups.append(self)
+
+    ray_group.RayWorkerGroup = Counted
+    launch = LaunchSpec(ranks=ARGS.ranks, timeout_s=120)
+    sc, settings = _scenario(launch, ARGS.scale, ARGS.forward_ms / 1e3, ARGS.backward_ms / 1e3)
+    temp = tempfile.mkdtemp(prefix="ctrb", dir="/tmp")  # short: Ray's socket paths
+    try:
+        with tempfile.TemporaryDirectory(prefix="ct-bench-ray-") as d:
+            t0 = time.perf_counter()
+            result, report = search_scenario(sc, space, backend="ray", objective_name="live",
+                                             objective_options={"settings": settings}, trials=ARGS.trials,
+                                             seed=ARGS.seed, pruner="median", concurrency=1, ray_temp_dir=temp,
+                                             storage=f"sqlite:///{d}/s.db", study_name="bench")
+            wall = time.perf_counter() - t0
+            study = open_study(SearchConfig(space=space, objective=None, storage=f"sqlite:///{d}/s.db",
+                                            study_name="bench", pruner="median"))
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+    finally:
+        ray_group.RayWorkerGroup = Counted.__mro__[1]
+        shutil.rmtree(temp, ignore_errors=True)
+    g = groups[0]
+    log = g.final[0]["log"][: ARGS.trials]  # the Tune trials (the report's re-measurements follow)
+    inner = [r["ended"] - r["sent"] - r["steps_wall_s"] for r in log if not r["stopped"]]
+    cycle = [b["sent"] - a["sent"] - a["steps_wall_s"] for a, b in zip(log, log[1:])]
+    steps = sum(r["steps_wall_s"] for r in log)
+    return {"trials": ARGS.trials, "complete": states.count(TrialState.COMPLETE),
+            "pruned": states.count(TrialState.PRUNED), "asha_stopped": sum(r["stopped"] for r in log),
+            "groups_started": len(groups), "rank_processes": len(set(g.pids)), "placement": g.strategy,
+            "startup_s": g.startup_s, "search_wall_s": wall,
+            "inner_overhead_median_s": statistics.median(inner) if inner else None, "inner_overheads_s": inner,
+            "cycle_overhead_median_s": statistics.median(cycle), "cycle_overhead_p90_s": _q(cycle, 0.9),
+            "cycle_overheads_s": cycle, "search_overhead_per_trial_s": (wall - g.startup_s - steps) / len(log),
+            "steps_wall_s": steps, "best": report["best_active"], "best_measured_s": report["measured_step_time_s"],
+            "launches": report["measured"]["launches"], "load": _load()}
+
+
 def _md(res: dict) -> str:
     lines = ["# Live search: per-trial overhead (one worker group per search vs one launch per trial)", "",
              f"Settings: synthetic resnet50 x{ARGS.scale}, forward {ARGS.forward_ms:g} ms, backward "
              f"{ARGS.backward_ms:g} ms, {ARGS.warmup} warm-up + {ARGS.steps} timed steps, median pruner.", "",
              "| where | before: median overhead/trial | after: median (p90, max) | group start-up (once) | "
              "search-level: median per Optuna trial | trials (complete/pruned) | load |", "|---|---|---|---|---|---|---|"]
+    if not ("local" in res or "emulated" in res):
+        lines = lines[:4]
     for where in ("local", "emulated"):
         if where not in res:
             continue
@@ -262,6 +327,18 @@ def _md(res: dict) -> str:
                      f"{a['overhead_median_s']:.3f} s ({a['overhead_p90_s']:.3f}, {a['overhead_max_s']:.3f}) | "
                      f"{a['startup_s']:.1f} s | {a['search_overhead_median_s']:.3f} s | {a['trials']} "
                      f"({a['complete']}/{a['pruned']}) | {a['load']} |")
+    if "ray" in res:
+        r = res["ray"]
+        inner = "n/a" if r["inner_overhead_median_s"] is None else f"{r['inner_overhead_median_s']:.3f} s"
+        lines += ["", f"Ray (`--backend ray`, ASHA, local Ray instance, {ARGS.ranks} rank actors, {r['placement']}): "
+                  f"{r['trials']} trials ({r['complete']} complete / {r['pruned']} pruned in the study; "
+                  f"{r['asha_stopped']} stopped early by ASHA), {r['groups_started']} worker group "
+                  f"({r['rank_processes']} rank processes) started once in {r['startup_s']:.1f} s; per-trial "
+                  f"overhead inside the group (trials run to the end) {inner}; per-trial cycle overhead "
+                  f"(next trial's start - this one's - its steps, Ray Tune's trial turnaround included) median "
+                  f"{r['cycle_overhead_median_s']:.2f} s (p90 {r['cycle_overhead_p90_s']:.2f}); search level "
+                  f"{r['search_overhead_per_trial_s']:.2f} s/trial; search wall {r['search_wall_s']:.0f} s; "
+                  f"load {r['load']}."]
     if "emulated" in res:
         q = res["emulated"]["quality"]
         lines += ["", f"Search quality ({res['emulated']['cluster']}): live search best {q['search_best_s'] * 1e3:.1f} ms "
@@ -281,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--local", action="store_true", help="local ranks")
     p.add_argument("--emulated", metavar="PREFIX", help="a 4-host emulated cluster with this namespace prefix (root)")
+    p.add_argument("--ray", action="store_true", help="--backend ray: a worker group of Ray actors (local Ray)")
     p.add_argument("--quick", action="store_true", help="fewer trials")
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--hosts", type=int, default=4)
@@ -298,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     ARGS = p.parse_args(argv)
     if ARGS.quick:
         ARGS.trials, ARGS.before_trials, ARGS.passes = 6, 2, 2
-    if not (ARGS.local or ARGS.emulated):
+    if not (ARGS.local or ARGS.emulated or ARGS.ray):
         ARGS.local = True
     from commtune.search.space import load_space
 
@@ -311,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         res["local"] = run_local(space)
     if ARGS.emulated:
         res["emulated"] = run_emulated(space, ARGS.emulated)
-    suffix = "".join(f"_{w}" for w in ("local", "emulated") if w in res) + ("_quick" if ARGS.quick else "")
+    if ARGS.ray:
+        res["ray"] = run_ray(space)
+    suffix = "".join(f"_{w}" for w in ("local", "emulated", "ray") if w in res) + ("_quick" if ARGS.quick else "")
     write_json(f"bench_live_search{suffix}.json", res)
     text = _md(res)
     write_md(f"bench_live_search{suffix}.md", text)

@@ -1,5 +1,5 @@
 """Structure: no import circles between modules, library modules never import the CLI,
-search never imports the probe, ``import commtune`` stays cheap. AST only (nothing is run)."""
+search never imports the probe, the runtime never imports the probe, ``import commtune`` stays cheap. AST only (nothing is run)."""
 from __future__ import annotations
 
 import ast
@@ -107,6 +107,13 @@ def test_search_never_imports_probe_or_a_particular_evaluator():
     g = import_graph()
     offenders = [f"{m} -> {t}" for m, ts in g.items() if m.startswith("commtune.search")
                  for t in ts if t.startswith(("commtune.probe", "commtune.evaluators.live", "commtune.evaluators.simulator"))]
+    assert not offenders, offenders
+
+
+def test_runtime_never_imports_probe():
+    """The probe uses the runtime (DDP plan, worker loop), never the reverse: launchers live in the probe."""
+    offenders = [f"{m} -> {t}" for m, ts in import_graph().items() if m.startswith("commtune.runtime")
+                 for t in ts if t == "commtune.probe" or t.startswith("commtune.probe.")]
     assert not offenders, offenders
 
 

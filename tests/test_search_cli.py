@@ -128,7 +128,7 @@ def test_two_workers_fill_one_study(tmp_path, kind):
     # depends on scheduling: under load one process may do all of it.)
     assert sum(json.loads(o[0])["new_trials"] for o in outs) == n
     pids = {str(p.pid) for p in procs}
-    assert {t.user_attrs.get("worker", "").rpartition(":")[2] for t in trials} <= pids
+    assert {str(t.system_attrs["commtune:worker"]["pid"]) for t in trials} <= pids
 
 
 def test_journal_url_form(tmp_path, capsys):

@@ -24,8 +24,65 @@ def test_ray_backend_completes_trials(tmp_path, capsys, monkeypatch):
         out = capsys.readouterr()
         assert rc == 0, out.err[-2000:]
         d = json.loads(out.out)
-        assert d["backend"] == "ray" and d["trials"] >= 6
+        assert d["backend"] == "ray" and d["trials"] == 6 and d["ray_nodes"] == 1
         assert d["predicted_step_time_s"] <= min(d["baselines"].values())
         assert os.path.exists(d["profile_path"])
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_bad_ray_address_fails_fast_in_one_line(tmp_path, capsys):
+    import time
+
+    t0 = time.monotonic()
+    rc = run_cli(["search", "--model", "resnet50", "--backend", "ray", "--ray-address", "127.0.0.1:1", "--trials", "3",
+                  "--storage", "memory", "--no-profile", "--quiet", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot reach the Ray head at 127.0.0.1:1" in err, err
+    assert len(err.strip().splitlines()) == 1 and time.monotonic() - t0 < 30
+
+
+@pytest.mark.slow
+def test_asha_stopped_trials_are_pruned_and_budget_exact(tmp_path, monkeypatch):
+    """Step-wise trials under Ray Tune + ASHA: early-stopped trials are PRUNED (not COMPLETE with a partial value)."""
+    import statistics
+
+    import optuna
+
+    from commtune.search import SearchConfig
+    from commtune.search.ray_backend import run
+    from commtune.search.space import load_space
+    from commtune.search.storage import open_storage
+
+    class Steps:  # local: Ray pickles it by value
+        name, metric, supports_batch, supports_steps, max_steps = "steps", "step_time_s", False, True, 6
+
+        def evaluate(self, knobs):
+            return {"step_time_s": 0.1 + knobs.fusion_threshold_bytes / 2**30}
+
+        def evaluate_steps(self, knobs, on_step):
+            times = []
+            for i in range(1, self.max_steps + 1):
+                times.append(self.evaluate(knobs)["step_time_s"])
+                on_step(i, list(times))
+            return {"step_time_s": statistics.median(times), "timed_steps": self.max_steps}
+
+        def lower_bound_s(self):
+            return None
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    temp = tempfile.mkdtemp(prefix="ctr", dir="/tmp")
+    url = f"sqlite:///{tmp_path}/a.db"
+    try:
+        cfg = SearchConfig(space=load_space("ddp"), objective=Steps(), sampler="random", trials=10, seed=0,
+                           storage=url, study_name="asha", pruner="median", screen=0, concurrency=2,
+                           ray_temp_dir=temp)
+        run(cfg)
+        assert os.path.isdir(os.path.join(temp, "tune-results"))  # Tune's results stay where the log says
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    trials = optuna.load_study(study_name="asha", storage=open_storage(url)).get_trials()
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 10 and "RUNNING" not in states
+    assert all(t.user_attrs["timed_steps"] == 6 for t in trials if t.state.name == "COMPLETE")
+    assert all(t.user_attrs["timed_steps"] < 6 for t in trials if t.state.name == "PRUNED")

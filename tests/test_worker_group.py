@@ -87,7 +87,7 @@ def _task(check_grads=False, steps=3):
 @pytest.mark.slow
 def test_group_reconfigures_in_place_and_gradients_stay_ddps():
     from commtune.probe.launch import LaunchSpec
-    from commtune.runtime.worker_group import WorkerGroup
+    from commtune.probe.live_group import WorkerGroup
 
     configs = [_knobs(), _knobs(cap=1 * MiB, k=2), _knobs(cap=1 * MiB, k=2), _knobs(cap=4 * MiB, k=4, wire="fp16"),
                _knobs(cap=256 * 1024, k=2, first=64 * 1024), _knobs()]

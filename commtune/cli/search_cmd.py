@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from commtune.cli.common import add_scenario_args, ranged
+from commtune.cli.common import add_scenario_args, positive_int, ranged
 from commtune.cli.profile_model_cmd import _shape
 from commtune.errors import CommtuneError
 from commtune.search import BACKENDS, PRUNERS, SAMPLERS
+from commtune.search.liveness import GRACE_S, HEARTBEAT_S
 from commtune.search.runner import DEFAULT_CONFIRM
 
 DEFAULT_TRIALS = 50
@@ -64,6 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--storage", help="Optuna storage: sqlite:///file.db, journal:///path/file.log (or a .log path), "
                    "any RDB URL, or 'memory' (default: sqlite under --workdir)")
     g.add_argument("--workdir", default="profiles", help="folder for the default study DB and profiles (default profiles)")
+    g.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S, metavar="S",
+                   help=f"RDB storages: seconds between a worker's heartbeats (default {HEARTBEAT_S})")
+    g.add_argument("--grace", type=positive_int, default=GRACE_S, metavar="S",
+                   help=f"RDB storages: a trial whose worker sent no heartbeat for S seconds is failed and "
+                        f"retried (default {GRACE_S})")
     g.add_argument("--concurrency", type=ranged("concurrency", "--concurrency"), help="ray: concurrent trials (default 2; live: 1)")
     g.add_argument("--ray-address", help="ray: join this Ray cluster (default: start a local one)")
     g.add_argument("--ray-temp-dir", help="ray: temp dir of the local Ray instance (keep it short)")
@@ -118,6 +124,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise CommtuneError(f"--trials must be at least 1, got {args.trials}")
     if args.screen < 0:
         raise CommtuneError(f"--screen must be >= 0, got {args.screen}")
+    if args.grace <= args.heartbeat:
+        raise CommtuneError(f"--grace ({args.grace} s) must exceed --heartbeat ({args.heartbeat} s), or live "
+                            "workers' trials would be failed between two heartbeats")
     if args.objective not in (*objectives, "multi"):
         names = [*objectives, "multi"]
         raise CommtuneError(f"unknown objective {args.objective!r}{did_you_mean(args.objective, names)}; "
@@ -437,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
                     study_name=args.study, screen=args.screen, grid_points=args.grid_points,
                     concurrency=args.concurrency or (1 if args.objective == "live" else 2),
                     ray_address=args.ray_address, ray_temp_dir=args.ray_temp_dir,
-                    progress=progress, pruner=pruner,
+                    progress=progress, pruner=pruner, heartbeat_s=args.heartbeat, grace_s=args.grace,
                 )
         except KeyboardInterrupt:
             print("commtune: search interrupted; completed trials are saved in the study -- re-run the same "
@@ -460,7 +469,18 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(reports[0], indent=2, default=str))
     elif several:
         _print_summary(reports)
-    return 0
+    return _budget_short(args, reports)
+
+
+def _budget_short(args: argparse.Namespace, reports: list[dict]) -> int:
+    """Exit status 1, with one line each, for studies that ended short of ``--trials`` without a timeout."""
+    if args.timeout is not None or args.sampler == "grid":
+        return 0
+    short = [r for r in reports if r["trials"] + r.get("pruned", 0) < args.trials]  # pruned trials count too
+    for r in short:
+        print(f"commtune: study {r['study']} holds {r['trials']} of {args.trials} trials (workers lost or other "
+              f"workers' trials still running); re-run the same command to complete it", file=sys.stderr)
+    return 1 if short else 0
 
 
 def _print_report(r: dict) -> None:

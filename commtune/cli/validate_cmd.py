@@ -11,6 +11,7 @@ import json
 from commtune.cli.common import positive_int, ranged
 from commtune.cli.probe_cmd import add_launch_args, launch_from_args
 from commtune.errors import CommtuneError
+from commtune.limits import check_count
 from commtune.knobs import KNOBS
 
 
@@ -83,10 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
         total = sim_workload(synthetic_profile(model, args.scale, args.forward_ms / 1e3, args.backward_ms / 1e3,
                                                args.share)).total_grad_bytes
+        check_count("live_configs", args.held_out, "--held-out")
         configs = held_out_configs(calib, args.held_out, args.seed, max_bucket_bytes=int(total))
         kind = "held-out"
-    if len(configs) < 2:
-        raise CommtuneError("validation needs at least two configurations")
+    check_count("live_configs", len(configs), f"{kind} configurations")
     launch = launch_from_args(args)
     if launch is None:
         raise CommtuneError("validate launches its ranks: give --ranks N or --emulated")

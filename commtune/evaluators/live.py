@@ -19,7 +19,10 @@ a space that varies anything else is refused (:meth:`LiveEvaluator.check_space`)
 
 The ranks start once per evaluator: a persistent worker group
 (:mod:`commtune.runtime.worker_group`) in which each trial reconfigures DDP in
-place; :meth:`LiveEvaluator.close` stops them. ``evaluate_many(list)`` times
+place; :meth:`LiveEvaluator.close` stops them. With ``--backend ray`` the
+search places the group on the Ray cluster (:meth:`LiveEvaluator.place_on_ray`,
+:mod:`commtune.runtime.ray_group`): Ray actors, one per rank, that every Ray
+Tune trial reuses. ``evaluate_many(list)`` times
 several configurations (with ``passes`` > 1 the list is timed that many times,
 alternating its order, and the step times are pooled). Results are cached per
 DDP key. For pruning rank 0 reports every timed step and the search answers
@@ -147,6 +150,8 @@ class LiveEvaluator(Evaluator):
         self.startup_s: float | None = None  # the worker group's start (launch to ready)
         self.group = None  # commtune.runtime.worker_group: started on first use
         self.trial_log: list[dict] = []  # per measured trial: wall_s, overhead_s, steps_wall_s, rebuild_s, ...
+        self.ray_handles: list | None = None  # the rank actors of a group placed on Ray (place_on_ray)
+        self._owns_ray = False
 
     # -- helpers --------------------------------------------------------------------
     def key(self, knobs: Knobs) -> Knobs:
@@ -179,11 +184,46 @@ class LiveEvaluator(Evaluator):
             return {**task, "model_factory": s.model_factory, "record_options": dict(s.record_options or {})}
         return {**task, "layers": layer_specs(self.profile), "compute": s.compute}
 
+    #: CPUs one rank's Ray actor reserves
+    ray_cpus_per_rank = 1
+
+    @property
+    def ray_cpus(self) -> int:
+        """CPUs the worker group takes on a Ray cluster (a local Ray instance adds them)."""
+        return self.ray_cpus_per_rank * self.settings.launch.world_size
+
+    def place_on_ray(self, owns_ray: bool = False) -> bool:
+        """``--backend ray``: start the worker group as Ray actors (:mod:`commtune.runtime.ray_group`)
+        on the connected cluster, once; every Ray trial (a pickled copy of this evaluator) then
+        runs on the same actors. ``owns_ray``: :meth:`close` also shuts Ray down. Returns True
+        (Ray must stay up until :meth:`close`)."""
+        from commtune.runtime.ray_group import RayWorkerGroup
+        from commtune.runtime.worker_group import JobLaunch
+
+        s = self.settings
+        if isinstance(s.launch, JobLaunch) or s.launch.hosts > 1:
+            raise CommtuneError("--backend ray places the live ranks on the Ray cluster itself: use --ranks N "
+                                "(not --cluster emulated or a torchrun job)")
+        self.close()
+        self.launches += 1
+        self.group = RayWorkerGroup(self.task(), s.launch.world_size, timeout_s=s.launch.timeout_s,
+                                    engine=s.launch.engine, num_cpus=self.ray_cpus_per_rank)
+        self.startup_s = self.group.startup_s
+        self.ray_handles = self.group.handles
+        self._owns_ray = owns_ray
+        return True
+
     def _group(self):
         """The persistent worker group (started on first use): ranks launched from here, or --
-        under torchrun (``JobLaunch``) -- this job's ranks."""
+        under torchrun (``JobLaunch``) -- this job's ranks; in a Ray trial, the group the search
+        placed on Ray."""
+        if self.group is None and self.ray_handles:
+            from commtune.runtime.ray_group import RayGroupClient
+
+            self.group = RayGroupClient(self.ray_handles, self.settings.launch.timeout_s)
         if self.group is None:
-            from commtune.runtime.worker_group import InJobGroup, JobLaunch, WorkerGroup
+            from commtune.probe.live_group import WorkerGroup
+            from commtune.runtime.worker_group import InJobGroup, JobLaunch
 
             s = self.settings
             self.launches += 1
@@ -203,10 +243,17 @@ class LiveEvaluator(Evaluator):
         return r
 
     def close(self) -> None:
-        """Stop the worker group (its ranks exit)."""
+        """Stop the worker group (its ranks exit; a Ray trial's copy only detaches from it)."""
         if self.group is not None:
             group, self.group = self.group, None
-            group.close()
+            try:
+                group.close()
+            finally:
+                if self._owns_ray:
+                    import ray
+
+                    self._owns_ray, self.ray_handles = False, None
+                    ray.shutdown()
 
     # -- Evaluator ------------------------------------------------------------------
     def evaluate(self, knobs: Knobs) -> dict:
@@ -281,7 +328,7 @@ class LiveEvaluator(Evaluator):
         return d
 
     def __getstate__(self):  # Ray ships evaluators to its workers: without the running group
-        return {**self.__dict__, "group": None}
+        return {**self.__dict__, "group": None, "_owns_ray": False}
 
 
 @register_evaluator("live")

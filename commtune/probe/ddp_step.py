@@ -37,7 +37,7 @@ from typing import Sequence
 from commtune.errors import CommtuneError
 from commtune.knobs import KNOBS, Knobs
 from commtune.models.base import ModelProfile
-from commtune.runtime.synthetic import COMPUTE_MODES, build_model, layer_specs, profile_from_workload, synthetic_profile
+from commtune.runtime.synthetic import COMPUTE_MODES, build_model, grad_check, layer_specs, profile_from_workload, synthetic_profile
 
 
 def run_ddp_task(comm, task: dict, progress) -> dict:
@@ -91,29 +91,11 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
         res = {"knobs": knobs.to_dict(), "step_time_s": statistics.median(tmax), "step_times_s": tmax,
                "buckets": buckets, "forward_s": bwd0 - t0}
         if task.get("check_grads"):
-            res["grad_check"] = _grad_check(comm, model, x, w, specs, compute, knobs.wire_precision == "fp16")
+            res["grad_check"] = grad_check(model, x, w, specs, compute, comm.world, comm.device,
+                                           knobs.wire_precision == "fp16")
         out.append(res)
         del ddp, model
     return {"world_size": comm.world, "configs": out}
-
-
-def _grad_check(comm, model, x, w, specs, compute, fp16_wire: bool = False) -> dict:
-    """Compare DDP's averaged gradients with a plain all-reduce of local gradients."""
-    import torch
-    import torch.distributed as dist
-
-    ref = build_model(specs, compute).to(comm.device)
-    (ref(x) * w).sum().backward()
-    max_err = 0.0
-    for p, q in zip(model.parameters(), ref.parameters()):
-        g = q.grad.detach().clone()
-        dist.all_reduce(g)
-        g /= comm.world
-        max_err = max(max_err, float((p.grad - g).abs().max()))
-        ok = torch.allclose(p.grad, g, rtol=1e-2, atol=2e-3) if fp16_wire else torch.allclose(p.grad, g, rtol=1e-5, atol=1e-6)
-        if not ok:
-            return {"allclose": False, "max_abs_err": max_err}
-    return {"allclose": True, "max_abs_err": max_err}
 
 
 # --------------------------------------------------------------------------- driver side

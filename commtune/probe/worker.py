@@ -47,7 +47,7 @@ def run_task(task: dict) -> dict:
 
                 result["host"] = measure_host(comm, task["host_sizes"], int(task["iters"]), int(task["warmup"]), progress)
         elif task["kind"] == "live_group":
-            from commtune.runtime.worker_group import serve_task
+            from commtune.probe.live_group import serve_task
 
             result = serve_task(comm, task, progress)
         elif task["kind"] == "ddp":

@@ -153,3 +153,24 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
             return x
 
     return SyntheticModel()
+
+
+def grad_check(model: Any, x: Any, w: Any, specs: Sequence, compute: str, world: int, device: Any,
+               fp16_wire: bool = False) -> dict:
+    """Compare ``model``'s (DDP's) averaged gradients after one step of ``(model(x) * w).sum()``
+    with a plain all-reduce of a fresh synthetic model's local gradients (collective)."""
+    import torch
+    import torch.distributed as dist
+
+    ref = build_model(specs, compute).to(device)
+    (ref(x) * w).sum().backward()
+    max_err = 0.0
+    for p, q in zip(model.parameters(), ref.parameters()):
+        g = q.grad.detach().clone()
+        dist.all_reduce(g)
+        g /= world
+        max_err = max(max_err, float((p.grad - g).abs().max()))
+        ok = torch.allclose(p.grad, g, rtol=1e-2, atol=2e-3) if fp16_wire else torch.allclose(p.grad, g, rtol=1e-5, atol=1e-6)
+        if not ok:
+            return {"allclose": False, "max_abs_err": max_err}
+    return {"allclose": True, "max_abs_err": max_err}

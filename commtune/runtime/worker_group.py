@@ -10,15 +10,14 @@ the AutoTuner shares). With pruning, rank 0 sends each timed step's slowest-rank
 time and waits for the driver's go/stop; the result ends the trial, and the
 next trial runs in the same processes.
 
-Two ways to start the group, one protocol (messages are JSON-able dicts):
+Three ways to start the group, one protocol (messages are JSON-able dicts):
 
-* :class:`WorkerGroup` (``--ranks N``, ``--cluster emulated``): the driver
-  launches the ranks with :func:`commtune.probe.launch.run_task` (task kind
-  ``live_group``) and talks to rank 0 through a :class:`FileLink` (numbered
-  files in a folder: it works across network namespaces, which share the
-  filesystem). A rank that dies ends the search naming it; a trial that
-  outlasts ``launch.timeout_s`` stops every rank and names the hung one from
-  the heartbeats.
+* :class:`commtune.probe.live_group.WorkerGroup` (``--ranks N``, ``--cluster
+  emulated``): the driver launches the ranks with the probe's launcher and
+  talks to rank 0 through a :class:`FileLink` (the launcher lives in the
+  probe: the runtime never imports it);
+* :class:`commtune.runtime.ray_group.RayWorkerGroup` (``--backend ray``): one
+  Ray actor per rank, reached through actor calls;
 * :class:`InJobGroup` (``torchrun ... -m commtune search --objective live``):
   the user's launcher started the ranks; rank 0 runs the search and serves in a
   thread (a :class:`QueueLink`), the other ranks only serve
@@ -35,7 +34,6 @@ import os
 import queue
 from dataclasses import dataclass
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -236,7 +234,7 @@ def serve(link: Any, wl: Workload, *, mode: str | None = None, steps: int = 8, w
                 msg = {"op": "stop"} if not driver_alive() else {"op": "idle"}
         tick()
         msg = channel.bcast(msg)
-        if msg["op"] == "idle":
+        if msg["op"] in ("idle", "decision"):  # a late answer for a trial that has ended: nothing to do
             continue
         if msg["op"] != "trial":
             return trials
@@ -283,29 +281,11 @@ def _check_driver(alive: Callable[[], bool]) -> Callable[[], None]:
 def _grad_check(wl: Workload, knobs: Knobs, process_group: Any, device: Any) -> dict:
     """After a trial: the current wrapper's averaged gradients against a plain all-reduce
     of a fresh copy's local gradients (the synthetic model only)."""
-    from types import SimpleNamespace
+    from commtune.runtime.synthetic import grad_check
 
-    from commtune.probe.ddp_step import _grad_check as compare
-
-    comm = SimpleNamespace(world=_world(process_group), device=device)
     x, w = wl.inputs
     layers, compute = wl.spec
-    return compare(comm, wl.module, x, w, layers, compute, knobs.wire_precision != "fp32")
-
-
-def serve_task(comm: Any, task: dict, progress: Any) -> dict:
-    """Task kind ``live_group`` (``python -m commtune.probe.worker``): serve over a :class:`FileLink`."""
-    from commtune.proc import pid_alive
-
-    if comm.engine == "mpi":
-        raise CommtuneError("the live worker group runs on torch.distributed (gloo or nccl)")
-    wl = make_workload(task, comm.device, comm.rank)
-    link = FileLink(task["link"], send="up", recv="down") if comm.rank == 0 else None
-    pid = task.get("driver_pid")
-    n = serve(link, wl, mode=task.get("mode"), steps=int(task["steps"]), warmup=int(task["warmup"]),
-              tick=progress.tick, driver_alive=lambda: not pid or pid_alive(pid),
-              check_grads=bool(task.get("check_grads")), device=comm.device)
-    return {"world_size": comm.world, "trials": n}
+    return grad_check(wl.module, x, w, layers, compute, _world(process_group), device, knobs.wire_precision != "fp32")
 
 
 # --------------------------------------------------------------------------- driver side
@@ -392,77 +372,6 @@ class _Driver:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class WorkerGroup(_Driver):
-    """Ranks launched once by the search process (``LaunchSpec``: local ranks or the emulated cluster).
-
-    ``task``: what the ranks build (``layers``/``compute`` of the synthetic model,
-    or ``model_factory``), ``steps``, ``warmup``, ``mode``; ``check_grads``.
-    Use as a context manager, or call :meth:`close`.
-    """
-
-    def __init__(self, launch: Any, task: dict) -> None:
-        super().__init__()
-        self.launch = launch
-        self.timeout_s = float(launch.timeout_s)
-        self._tmp = tempfile.TemporaryDirectory(prefix="ct-group-")
-        self.link = FileLink(self._tmp.name, send="down", recv="up")
-        self._abort = threading.Event()
-        self._box: dict[str, Any] = {}
-        self.task = {**task, "kind": "live_group", "link": self._tmp.name, "driver_pid": os.getpid()}
-        self.started = time.perf_counter()
-        self._thread = threading.Thread(target=self._launch, daemon=True, name="ct-worker-group")
-        self._thread.start()
-        try:
-            self._ready()
-        except BaseException:
-            self._stop()
-            raise
-        self.startup_s = time.perf_counter() - self.started
-
-    def _launch(self) -> None:
-        from commtune.probe.launch import run_task
-
-        try:
-            self._box["res"] = run_task(self.launch, self.task, abort=self._abort, lifetime_s=float("inf"))
-        except BaseException as exc:  # noqa: BLE001 -- re-raised in the driver's thread
-            self._box["err"] = exc
-
-    def _failure(self) -> BaseException:
-        err = self._box.get("err")
-        if err is None:
-            return GroupFailure("the worker group exited before the search ended")
-        return err
-
-    def _check(self) -> None:
-        if not self._thread.is_alive():
-            raise self._failure()
-
-    def _hung(self, what: str) -> BaseException:
-        self._abort.set()  # the launcher kills every rank and names the hung one (heartbeats)
-        self._thread.join()
-        err = self._box.get("err")
-        return err if err is not None else super()._hung(what)
-
-    def _stop(self) -> None:
-        self._abort.set()
-        self._thread.join()
-        self._tmp.cleanup()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            super().close()
-            self._thread.join(timeout=self.timeout_s)
-        finally:
-            if self._thread.is_alive():
-                self._abort.set()
-                self._thread.join()
-            self._tmp.cleanup()
-        if "err" in self._box and self.trials:  # a failure while stopping: report it
-            raise self._box["err"]
 
 
 class InJobGroup(_Driver):

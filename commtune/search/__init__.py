@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from commtune.knobs import Knobs
+from commtune.search.liveness import GRACE_S, HEARTBEAT_S
 
 SAMPLERS = ("auto", "tpe", "gp", "cmaes", "random", "qmc", "grid")
 BACKENDS = ("optuna", "ray", "horovod")  # --backend choices (grid: --sampler grid)
@@ -44,6 +45,8 @@ class SearchConfig:
     progress: Callable[[int, int, float], None] | None = None  # (done, total, best) -> None
     study_attrs: dict[str, Any] = field(default_factory=dict)
     pruner: str | None = None  # step-wise objectives: median|halving (Optuna) / ASHA (Ray); None/"none" = off
+    heartbeat_s: int = HEARTBEAT_S  # RDB storages: seconds between a worker's heartbeats (commtune.search.liveness)
+    grace_s: int = GRACE_S  # RDB storages: a trial without a heartbeat this long is failed and retried
 
 
 @dataclass

@@ -1,62 +1,46 @@
 """Optuna backend: ask/tell over a (possibly shared) study.
 
-``config.trials`` is the *total* target of complete trials in the study:
+``config.trials`` is the *total* target of finished trials in the study:
 re-running the same command resumes it, and several worker processes (or
-machines) on one storage fill it together. A trial is admitted only while
-fewer than ``trials`` complete-or-running trials precede it (by trial
-number), so concurrent workers stop at exactly the target; a worker whose
-remaining budget is held by other workers' running trials waits for them
-(at most ``_MAX_WAIT_S`` without progress, for owners on other hosts that
-may have died). Trials left RUNNING by a killed worker on this host are
-marked FAIL (an untagged RUNNING trial counts as dead after
-``_STALE_NO_OWNER_S``), so a re-run completes the budget.
+machines, or Ray drivers) on one storage fill it together. A trial is
+admitted only while fewer than ``trials`` finished-or-running trials precede
+it (by trial number), so concurrent workers stop at exactly the target; a
+worker whose remaining budget is held by other workers' running trials waits
+for them. Dead workers' trials are failed and retried
+(:mod:`commtune.search.liveness`: heartbeats on RDB storages).
+
+The study's creator enqueues the warm start (creating a study is atomic, so
+it happens once however many workers start together) and samples with
+``config.seed``; every other worker samples with a seed derived from it and
+its unique worker id, so N copies of one command explore instead of
+repeating each other.
 """
 from __future__ import annotations
 
-import os
-import socket
+import hashlib
 import time
 
 from commtune.errors import CommtuneError
 from commtune.search import SearchConfig, SearchResult
+from commtune.search.liveness import Worker, tell
 from commtune.search.samplers import make_sampler, warm_start_points
-from commtune.proc import pid_alive
 from commtune.search.storage import display, normalise, open_storage
 
-_HOST = socket.gethostname()
 _WAIT_S = 0.2
-_MAX_WAIT_S = 60.0
-_STALE_NO_OWNER_S = 10.0  # a live worker tags its trial within milliseconds of asking
 
 
-def _alive(worker: str | None, start) -> bool:
-    """Is the RUNNING trial owned by a live worker (or a worker we cannot check)?"""
-    if not worker:
-        return start is None or (time.time() - start.timestamp()) < _STALE_NO_OWNER_S
-    host, _, pid = worker.rpartition(":")
-    return host != _HOST or pid_alive(pid)
+def worker_seed(seed: int | None, worker_id: str) -> int | None:
+    """The sampler seed of a worker that joins an existing study."""
+    if seed is None:
+        return None
+    return int.from_bytes(hashlib.sha256(f"{seed}/{worker_id}".encode()).digest()[:4], "little")
 
 
 def _holds_budget(t) -> bool:
-    """A finished (complete or pruned) trial, or a running one whose worker is alive."""
+    """A finished (complete or pruned) trial, or a running one (dead workers' are reaped first)."""
     from optuna.trial import TrialState
 
-    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        t.state == TrialState.RUNNING and _alive(t.user_attrs.get("worker"), t.datetime_start))
-
-
-def _reap(study) -> list:
-    """Fail RUNNING trials of dead local workers; return the live trial list."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    for t in trials:
-        if t.state == TrialState.RUNNING and not _alive(t.user_attrs.get("worker"), t.datetime_start):
-            try:
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            except Exception:  # noqa: BLE001 -- another worker got there first
-                pass
-    return study.get_trials(deepcopy=False)
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 #: Pruning live trials: a trial may be stopped from its 2nd timed step on, once 2 trials finished
@@ -81,15 +65,20 @@ def make_pruner(name: str | None):
 
 
 def open_study(config: SearchConfig, create_dirs: bool = False):
+    """Load the study, or create it: ``(study, created)``; only its creator gets ``created``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(config.storage, create_dirs=create_dirs)
-    sampler = make_sampler(config.sampler, config.seed)
-    pruner = make_pruner(config.pruner)
+    _quiet_heartbeat_warning()
+    storage = open_storage(config.storage, create_dirs=create_dirs, heartbeat_s=config.heartbeat_s,
+                           grace_s=config.grace_s)
+    kwargs = {"study_name": config.study_name, "storage": storage, "direction": "minimize",
+              "sampler": make_sampler(config.sampler, config.seed), "pruner": make_pruner(config.pruner)}
     try:
-        return optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler,
-                                   pruner=pruner, direction="minimize", load_if_exists=True)
+        try:
+            return optuna.create_study(**kwargs), True
+        except optuna.exceptions.DuplicatedStudyError:
+            return optuna.create_study(**kwargs, load_if_exists=True), False
     except CommtuneError:
         raise
     except Exception as exc:  # noqa: BLE001 -- a storage that opened but cannot hold a study
@@ -97,32 +86,80 @@ def open_study(config: SearchConfig, create_dirs: bool = False):
                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
-def run(config: SearchConfig) -> SearchResult:
-    from optuna.trial import TrialState
+def _quiet_heartbeat_warning() -> None:
+    """Optuna warns that heartbeats are meant for ``Study.optimize``; commtune drives them itself."""
+    import warnings
 
-    if config.trials < 1:
-        raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
-    study = open_study(config)
-    space, objective = config.space, config.objective
-    trials = _reap(study)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+
+
+def join_study(config: SearchConfig):
+    """Open the study as a worker: ``(study, worker, screened)``.
+
+    The creator stamps the study's attributes and enqueues the warm start;
+    a worker joining an existing study checks the space and re-seeds its
+    sampler from its own id.
+    """
+    study, created = open_study(config)
+    worker = Worker(study)
     screened = 0
-    if not trials:
-        for k, v in {**config.study_attrs, "space_fingerprint": space.fingerprint()}.items():
+    if created:
+        for k, v in {**config.study_attrs, "space_fingerprint": config.space.fingerprint()}.items():
             study.set_user_attr(k, v)
         if config.sampler == "auto":
-            points, screened = warm_start_points(space, objective, config.seed, config.screen)
+            points, screened = warm_start_points(config.space, config.objective, config.seed, config.screen)
             for p in points[: config.trials]:
-                study.enqueue_trial(p, skip_if_exists=True)
+                study.enqueue_trial(p)
     else:
         fp = study.user_attrs.get("space_fingerprint")
-        if fp is not None and fp != space.fingerprint():
+        if fp is not None and fp != config.space.fingerprint():
+            worker.close()
             raise CommtuneError(
                 f"study {config.study_name!r} was created with a different search space; "
                 f"use another --study or --storage"
             )
-    me = f"{_HOST}:{os.getpid()}"
+        study.sampler = make_sampler(config.sampler, worker_seed(config.seed, worker.id))
+    return study, worker, screened
+
+
+def admit(study, trial, worker: Worker, trials: int) -> bool:
+    """Claim a freshly asked trial; hand it back if the budget is already held by earlier trials."""
+    from optuna.trial import TrialState
+
+    worker.claim(trial._trial_id)
+    ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and _holds_budget(t)]
+    if len(ahead) < trials:
+        return True
+    trial.set_user_attr("surplus", True)
+    tell(study, trial, state=TrialState.FAIL)
+    worker.release(trial._trial_id)
+    return False
+
+
+def budget_wait(config: SearchConfig) -> float:
+    """How long a worker waits, without progress, for other workers' running trials."""
+    return 3.0 * config.grace_s
+
+
+def run(config: SearchConfig) -> SearchResult:
+    if config.trials < 1:
+        raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
+    study, worker, screened = join_study(config)
+    try:
+        new = _work(study, worker, config)
+    finally:
+        worker.close()
+    return result_from_study(study, config, new, screened)
+
+
+def _work(study, worker: Worker, config: SearchConfig) -> int:
+    """Ask, evaluate, tell until the study holds ``config.trials`` finished trials; new trials run here."""
+    from optuna.trial import TrialState
+
+    space, objective = config.space, config.objective
     finished = (TrialState.COMPLETE, TrialState.PRUNED)  # pruned trials use up the budget too
     stepwise = bool(getattr(objective, "supports_steps", False)) and config.pruner not in (None, "none")
+    trials = worker.reap()
     complete = sum(t.state in finished for t in trials)
     best = min((t.value for t in trials if t.state == TrialState.COMPLETE), default=float("inf"))
     new = 0
@@ -133,25 +170,24 @@ def run(config: SearchConfig) -> SearchResult:
     while complete < config.trials:
         if config.timeout_s is not None and time.monotonic() - t0 >= config.timeout_s:
             break
-        held = [t for t in _reap(study) if _holds_budget(t)]
+        held = [t for t in worker.reap() if _holds_budget(t)]
+        now_complete = sum(t.state in finished for t in held)
+        if now_complete >= config.trials:
+            complete = now_complete
+            break
         if len(held) >= config.trials:
             # Other workers' running trials hold the rest of the budget: wait for
-            # them to finish (or, if their worker died, to be reaped).
-            now_complete = sum(t.state in finished for t in held)
+            # them to finish (or, if their worker died, to be failed and retried).
             if now_complete > complete or waiting_since is None:
                 complete, waiting_since = now_complete, time.monotonic()
-            elif time.monotonic() - waiting_since > _MAX_WAIT_S:
+            elif time.monotonic() - waiting_since > budget_wait(config):
                 break
             time.sleep(_WAIT_S)
             continue
         waiting_since = None
         trial = study.ask()
         try:
-            trial.set_user_attr("worker", me)
-            ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and _holds_budget(t)]
-            if len(ahead) >= config.trials:  # lost a race for the last trial: hand it back
-                trial.set_user_attr("surplus", True)
-                study.tell(trial, state=TrialState.FAIL)
+            if not admit(study, trial, worker, config.trials):
                 continue
             params = space.suggest(trial)
             knobs = space.knobs_from_params(params)
@@ -163,18 +199,20 @@ def run(config: SearchConfig) -> SearchResult:
             if "timed_steps" in metrics:  # steps measured for this trial (0: replayed from an earlier one)
                 trial.set_user_attr("timed_steps", 0 if metrics.get("replayed") else int(metrics["timed_steps"]))
         except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
+            worker.release(trial._trial_id)
             raise
-        new += 1
         if metrics.get("pruned"):
-            study.tell(trial, state=TrialState.PRUNED)
+            told = tell(study, trial, state=TrialState.PRUNED)
         else:
-            study.tell(trial, value)
-            best = min(best, value)
-        complete = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+            told = tell(study, trial, value)
+            best = min(best, value) if told else best
+        worker.release(trial._trial_id)
+        new += told
+        complete = now_complete + told  # at least; the next look counts the other workers' too
         if config.progress:
             config.progress(complete, config.trials, best)
-    return result_from_study(study, config, new, screened)
+    return new
 
 
 def _pruning_callback(trial):

@@ -1,129 +1,194 @@
-"""Ray Tune backend: concurrent trials driven by ``OptunaSearch``.
+"""Ray backend: trials evaluated by a long-lived pool of Ray actors.
+
+The driver is an ordinary worker of the shared study
+(:mod:`commtune.search.optuna_backend`: the same ask/claim/budget/tell
+loop, heartbeats and enqueue-once), so ``--trials`` is exact for any mix of
+Optuna and Ray drivers on one storage. It keeps ``concurrency`` trials in
+flight on ``concurrency`` actors spread over the cluster's nodes; each actor
+is started once (objective and space shipped once) and evaluates trial after
+trial, so a trial costs a remote call, not a process.
+
+Step-wise objectives with a pruner (live trials) run under Ray Tune with
+ASHA instead (:mod:`commtune.search.ray_tune`).
 
 By default a local Ray instance is started (no dashboard, short temp dir,
-worker logs not forwarded); ``--ray-address`` joins an existing cluster
-instead. The Optuna study behind ``OptunaSearch`` lives in the same storage
-as the Optuna backend's, so ``--trials`` is again the study's total target.
+worker logs not forwarded); ``--ray-address`` joins an existing cluster and
+ships commtune to its nodes (``runtime_env`` ``py_modules``); a node
+that lacks a dependency is named in a one-line error. A lost node costs the
+trials running there: they are failed and queued again, the pool shrinks,
+and one line says so.
 """
 from __future__ import annotations
 
 import contextlib
-import os
+import io
 import sys
-import tempfile
+import time
 
 from commtune.errors import CommtuneError
 from commtune.search import SearchConfig, SearchResult
+from commtune.search.ray_session import first_line, init_ray, place_objective
 
 
-def _trainable(config: dict, objective=None, space=None, stepwise: bool = False):
-    knobs = space.knobs_from_params({k: v for k, v in config.items()})
-    try:
-        _evaluate(knobs, objective, stepwise)
-    finally:
-        # A live objective's worker group lives in this Ray worker process only for this trial
-        # (Ray ships the objective without it): stop its ranks.
-        close = getattr(objective, "close", None)
+class Evaluator:
+    """One pool actor: holds the objective and space, evaluates params."""
+
+    def __init__(self, objective, space) -> None:
+        self.objective, self.space = objective, space
+
+    def where(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def evaluate(self, params: dict) -> dict:
+        metrics = self.objective.evaluate(self.space.knobs_from_params(params))
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    def close(self) -> None:
+        """Stop what the evaluator holds in this actor (a live evaluator's worker group)."""
+        close = getattr(self.objective, "close", None)
         if close is not None:
             close()
 
 
-def _evaluate(knobs, objective, stepwise: bool) -> None:
-    from ray import tune
-
-    if stepwise:
-        import statistics
-
-        # one report per timed step (training_iteration = step): ASHA stops bad trials early
-        def on_step(step: int, times: list[float]) -> bool:
-            tune.report({objective.metric: float(statistics.median(times)), "timed_steps": step})
-            return False
-
-        objective.evaluate_steps(knobs, on_step)
-        return
-    metrics = objective.evaluate(knobs)
-    tune.report({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-
-
-def asha_scheduler(objective):
-    """ASHA over timed steps. Ray's defaults (max_t=100, grace_period=1, reduction_factor=4) are for
-    long runs; a step-wise trial has the evaluator's ``max_steps`` steps and is noisy at its first."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    max_t = int(objective.max_steps)
-    return ASHAScheduler(time_attr="training_iteration", metric=objective.metric, mode="min", max_t=max_t,
-                         grace_period=min(2, max_t), reduction_factor=2)
-
-
-class _DefineByRun:
-    """OptunaSearch's define-by-run space (a picklable callable)."""
-
-    def __init__(self, space):
-        self.space = space
-
-    def __call__(self, trial):
-        self.space.suggest(trial)
-        return None
-
-
 def run(config: SearchConfig) -> SearchResult:
     try:
-        import ray
-        from ray import tune
-        from ray.tune.search.optuna import OptunaSearch
+        import ray  # noqa: F401
     except ImportError:
-        raise CommtuneError("--backend ray needs Ray Tune: pip install 'commtune[ray]'") from None
-    from optuna.trial import TrialState
-
-    from commtune.search.optuna_backend import open_study, result_from_study
-    from commtune.search.samplers import make_sampler, warm_start_points
-
+        raise CommtuneError("--backend ray needs Ray: pip install 'commtune[ray]'") from None
     if config.trials < 1:
         raise CommtuneError(f"--trials must be at least 1, got {config.trials}")
-    study = open_study(config)  # creates or resumes the study in the storage
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    remaining = config.trials - done
-    screened = 0
-    points = None
-    if done == 0 and config.sampler == "auto":
-        points, screened = warm_start_points(config.space, config.objective, config.seed, config.screen)
-        points = points[: config.trials]
-    if remaining > 0:
-        started = False
-        if not ray.is_initialized():
-            kwargs = {"log_to_driver": False, "logging_level": "ERROR"}
-            if config.ray_address:
-                kwargs["address"] = config.ray_address
-            else:
-                temp = config.ray_temp_dir or os.path.join(tempfile.gettempdir(), "ct-ray")
-                kwargs.update(include_dashboard=False, _temp_dir=temp, num_cpus=max(config.concurrency, 1))
+    stepwise = bool(getattr(config.objective, "supports_steps", False)) and config.pruner not in (None, "none")
+    if stepwise:
+        from commtune.search import ray_tune
+
+        return ray_tune.run(config)
+    from commtune.search.optuna_backend import join_study, result_from_study
+
+    study, worker, screened = join_study(config)
+    started = keep_ray = False
+    notices = _RayNotices()
+    try:
+        started = init_ray(config)
+        keep_ray = place_objective(config, started)
+        with contextlib.redirect_stdout(notices):  # Ray prints cluster events (a node marked dead) on stdout
+            new, nodes = _drive(study, worker, config, notices)
+    finally:
+        worker.close()
+        if started and not keep_ray:
+            import ray
+
+            ray.shutdown()
+    result = result_from_study(study, config, new, screened, backend="ray")
+    result.extra["ray_nodes"] = nodes
+    return result
+
+
+class _RayNotices(io.TextIOBase):
+    """Stands in for stdout while Ray runs: keeps its notices out of the report; counts dead nodes."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.text.append(s)
+        return len(s)
+
+    def dead_nodes(self) -> int:
+        return "".join(self.text).count("has been marked dead")
+
+
+def _drive(study, worker, config: SearchConfig, notices: _RayNotices) -> tuple[int, int]:
+    """Keep ``concurrency`` trials in flight on the actor pool until the budget is held; (new trials, nodes used)."""
+    import ray
+    from optuna.trial import TrialState
+
+    from commtune.search.liveness import tell
+    from commtune.search.optuna_backend import _WAIT_S, _holds_budget, admit, budget_wait
+
+    actor_cls = ray.remote(num_cpus=1, max_restarts=0)(Evaluator).options(scheduling_strategy="SPREAD")
+    idle = [actor_cls.remote(config.objective, config.space) for _ in range(max(config.concurrency, 1))]
+    try:
+        nodes = set(ray.get([a.where.remote() for a in idle], timeout=120))
+    except ray.exceptions.GetTimeoutError:
+        raise CommtuneError(f"Ray could not start {len(idle)} workers within 120 s (--concurrency above the "
+                            "cluster's free CPUs?)") from None
+    except ray.exceptions.RayError as exc:
+        raise CommtuneError(f"a Ray node cannot run commtune: {first_line(exc)}") from None
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    running: dict = {}  # object ref -> (actor, trial, params)
+    new, best, lost = 0, float("inf"), []
+    complete = sum(t.state in finished for t in worker.reap())
+    waiting_since: float | None = None
+    t0 = time.monotonic()
+    if config.progress:
+        config.progress(complete, config.trials, best)
+    while True:
+        out_of_time = config.timeout_s is not None and time.monotonic() - t0 >= config.timeout_s
+        while idle and not out_of_time:  # fill the pool
+            held = [t for t in worker.reap() if _holds_budget(t)]
+            if len(held) >= config.trials:
+                break
+            trial = study.ask()
+            if not admit(study, trial, worker, config.trials):
+                continue
+            params = config.space.suggest(trial)
+            actor = idle.pop()
+            running[actor.evaluate.remote(params)] = (actor, trial, params)
+        if not running:
+            complete = sum(t.state in finished for t in worker.reap())
+            if complete >= config.trials or out_of_time:
+                break
+            # the rest of the budget is held by other workers' running trials
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+            elif time.monotonic() - waiting_since > budget_wait(config):
+                break
+            time.sleep(_WAIT_S)
+            continue
+        waiting_since = None
+        done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        for ref in done:
+            actor, trial, params = running.pop(ref)
             try:
-                ray.init(**kwargs)
-            except Exception as exc:  # noqa: BLE001
-                raise CommtuneError(f"cannot start or join Ray: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-            started = True
-        space = config.space
-        try:
-            searcher = OptunaSearch(
-                space=_DefineByRun(space),
-                metric=config.objective.metric, mode="min", points_to_evaluate=points,
-                sampler=make_sampler(config.sampler, config.seed), study_name=config.study_name,
-                storage=study._storage,
-            )
-            with tempfile.TemporaryDirectory(prefix="ct-tune-") as results_dir:
-                stepwise = bool(getattr(config.objective, "supports_steps", False)) and config.pruner not in (None, "none")
-                tuner = tune.Tuner(
-                    tune.with_parameters(_trainable, objective=config.objective, space=space, stepwise=stepwise),
-                    tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
-                                                scheduler=asha_scheduler(config.objective) if stepwise else None,
-                                                max_concurrent_trials=config.concurrency,
-                                                time_budget_s=config.timeout_s),
-                    run_config=tune.RunConfig(storage_path=results_dir, name="commtune", verbose=0),
-                )
-                # Tune prints its own tables; keep stdout for commtune's report/JSON.
-                with contextlib.redirect_stdout(sys.stderr):
-                    tuner.fit()
-        finally:
-            if started:
-                ray.shutdown()
-    return result_from_study(open_study(config), config, max(remaining, 0), screened, backend="ray")
+                metrics = ray.get(ref)
+            except ray.exceptions.RayActorError:  # its node (or process) is gone: the pool shrinks
+                _requeue(study, worker, trial)
+                lost.append(trial.number)
+                if not idle and not running:
+                    break
+                continue
+            except ray.exceptions.RayTaskError:
+                tell(study, trial, state=TrialState.FAIL)
+                worker.release(trial._trial_id)
+                raise
+            value = float(metrics[config.objective.metric])
+            if tell(study, trial, value):
+                new += 1
+                best = min(best, value)
+            worker.release(trial._trial_id)
+            idle.append(actor)
+            if config.progress:
+                complete = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+                config.progress(complete, config.trials, best)
+        if not idle and not running:  # every actor lost
+            break
+    with contextlib.suppress(Exception):  # the live evaluator's ranks stop with their actor's trials
+        ray.get([a.close.remote() for a in idle], timeout=60)
+    if lost:
+        print(f"commtune: {len(lost)} Ray worker(s) lost ({notices.dead_nodes()} node(s) marked dead); their trials "
+              f"{', '.join(map(str, lost))} were failed and queued again", file=sys.stderr)
+    return new, len(nodes)
+
+
+def _requeue(study, worker, trial) -> None:
+    """A trial whose actor died: fail it and queue its configuration again (Optuna's retry callback)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from commtune.search.liveness import MAX_RETRY, tell
+
+    if tell(study, trial, state=TrialState.FAIL):
+        optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)(study, study._storage.get_trial(trial._trial_id))
+    worker.release(trial._trial_id)

@@ -13,7 +13,7 @@ from commtune.evaluators.base import make_evaluator
 from commtune.knobs import BASELINES, KNOBS, Knobs
 from commtune.profiles import Profile, model_summary, provenance, save_profile
 from commtune.search import SearchConfig, SearchResult, run_backend
-from commtune.search.storage import normalise, open_storage
+from commtune.search.storage import normalise, open_storage, portable
 
 DEFAULT_STUDIES_DB = "commtune-studies.db"
 
@@ -160,7 +160,7 @@ def _confirm_report(scenario, space, evaluator, result: SearchResult, config: Se
     else:
         from commtune.search.optuna_backend import open_study
 
-        candidates = top_distinct(open_study(config), space, evaluator, k)
+        candidates = top_distinct(open_study(config)[0], space, evaluator, k)
     rows = confirm_live(evaluator, candidates)
     best = Knobs.from_dict(rows[0]["knobs"])
     chosen = dataclasses.replace(result, best_knobs=best, best_metrics=sim.evaluate(best))
@@ -279,7 +279,7 @@ def profile_from_report(scenario, report: dict[str, Any]) -> Profile:
         provenance=provenance(
             backend=report["backend"], sampler=report["sampler"], trials=report["trials"],
             new_trials=report["new_trials"], seed=report["seed"],
-            study=report["study"], storage=report["storage"], objective=report["objective"], space=report["space"],
+            study=report["study"], storage=portable(report["storage"]), objective=report["objective"], space=report["space"],
         ),
         measured=report.get("measured") or {},
     )

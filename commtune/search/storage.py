@@ -5,12 +5,17 @@
   (``optuna.storages.journal.JournalFileBackend``; fine on NFS)
 * a path ending in ``.db``/``.sqlite``/``.sqlite3``: SQLite file
 * ``memory`` (or ``:memory:``): in-process only, nothing is kept
+
+``postgresql://`` means psycopg 3 (``pip install 'commtune[postgres]'``).
+RDB storages record Optuna heartbeats (:mod:`commtune.search.liveness`):
+a trial whose worker died is failed and retried after the grace period.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from commtune.errors import CommtuneError
+from commtune.search.liveness import GRACE_S, HEARTBEAT_S, MAX_RETRY
 
 
 def normalise(url: str) -> str:
@@ -30,7 +35,26 @@ def normalise(url: str) -> str:
             f"unusable storage {url!r}: give an RDB URL (sqlite:///file.db), a journal file "
             f"(journal:///path/file.log or file.log) or 'memory'"
         )
+    if u.startswith("postgresql://") or u.startswith("postgres://"):
+        return "postgresql+psycopg://" + u.split("://", 1)[1]  # SQLAlchemy 2's default is psycopg2
     return u
+
+
+def portable(url: str | None) -> str:
+    """What a profile records: RDB server URLs without password, files by name only.
+
+    A profile travels to other machines; an absolute path of this machine
+    (``sqlite:////home/me/...``) means nothing there.
+    """
+    if not url:
+        return "memory"
+    u = normalise(url)
+    if u == "memory":
+        return u
+    for scheme in ("sqlite:///", "journal://"):
+        if u.startswith(scheme):
+            return scheme + Path(u[len(scheme):]).name
+    return display(u)
 
 
 _FIX = ("give sqlite:///file.db (its folder must exist), journal:///path/file.log, an RDB URL whose driver is "
@@ -85,8 +109,9 @@ def display(url: str) -> str:
     return url
 
 
-def open_storage(url: str | None, create_dirs: bool = False):
-    """An Optuna storage object (None for in-memory)."""
+def open_storage(url: str | None, create_dirs: bool = False, heartbeat_s: int = HEARTBEAT_S,
+                 grace_s: int = GRACE_S):
+    """An Optuna storage object (None for in-memory); RDBs with heartbeats every ``heartbeat_s``."""
     if url is None:
         return None
     u = normalise(url)
@@ -115,6 +140,7 @@ def open_storage(url: str | None, create_dirs: bool = False):
             p.parent.mkdir(parents=True, exist_ok=True)
         if str(p) and not p.parent.is_dir():
             raise CommtuneError(f"unusable storage {url!r}: folder {str(p.parent)!r} does not exist")
+        _warn_network_fs(p)
     if u.startswith("sqlite:///") and str(p):
         # Workers on one host creating the schema of a new file at once would
         # race; a lock file beside the database serialises the creation.
@@ -122,22 +148,28 @@ def open_storage(url: str | None, create_dirs: bool = False):
 
         with open(f"{p}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return _rdb_storage(u, url)
-    return _rdb_storage(u, url)
+            return _rdb_storage(u, url, heartbeat_s, grace_s)
+    return _rdb_storage(u, url, heartbeat_s, grace_s)
 
 
-def _rdb_storage(u: str, url: str):
+def _rdb_storage(u: str, url: str, heartbeat_s: int, grace_s: int):
     import time
+    import warnings
 
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    liveness = {"heartbeat_interval": heartbeat_s, "grace_period": grace_s,
+                "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)}
     for attempt in range(6):
         try:
             if u.startswith("sqlite:///"):
                 from commtune.search.sqlite_storage import SqliteStorage
 
-                return SqliteStorage(u, engine_kwargs=_engine_kwargs(u))
-            return optuna.storages.RDBStorage(u, engine_kwargs=_engine_kwargs(u))
+                return SqliteStorage(u, engine_kwargs=_engine_kwargs(u), **liveness)
+            return optuna.storages.RDBStorage(u, engine_kwargs=_engine_kwargs(u), **liveness)
+        except ImportError:  # Optuna re-raises the driver's ModuleNotFoundError as a bare ImportError
+            raise CommtuneError(_missing_driver(u)) from None
         except Exception as exc:  # noqa: BLE001
             # Two workers (on different hosts) creating the schema of a new
             # database at once: one loses the race ("table ... already exists",
@@ -179,10 +211,47 @@ def _engine_kwargs(url: str) -> dict:
     return {}
 
 
+_DRIVERS = {"postgresql+psycopg": ("psycopg", "pip install 'commtune[postgres]'")}
+
+
+def _missing_driver(u: str) -> str:
+    scheme = u.split("://", 1)[0]
+    module, hint = _DRIVERS.get(scheme, (scheme.split("+")[-1], f"install the Python driver for {scheme}"))
+    return f"storage {display(u)!r} needs the database driver {module!r}: {hint}"
+
+
+def _warn_network_fs(path: Path) -> None:
+    """SQLite's locks are unreliable on network file systems: say so once, on stderr."""
+    fstype = mount_type(path)
+    if fstype.startswith(("nfs", "cifs", "smb", "9p", "fuse.sshfs", "ceph", "glusterfs")):
+        import sys
+
+        print(f"commtune: warning: SQLite study {str(path)!r} is on {fstype}, where SQLite locking is unreliable; "
+              "share a study across machines with postgresql:// (or a journal:// file)", file=sys.stderr)
+
+
+def mount_type(path: Path) -> str:
+    """File system type of the mount holding ``path`` (from /proc/mounts; '' if unknown)."""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    target = str(path.parent.resolve())
+    best, kind = "", ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt = parts[1].replace("\\040", " ")
+        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+            best, kind = mnt, parts[2]
+    return kind
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     msg = text[0] if text else type(exc).__name__
     return f"{type(exc).__name__}: {msg}"[:300]
 
 
-__all__ = ["normalise", "check_storage", "display", "open_storage"]
+__all__ = ["normalise", "check_storage", "display", "portable", "open_storage", "mount_type"]
