@@ -79,6 +79,12 @@ class ClusterSpec:
       rank computes than the mean (GPU clock and thermal spread); every
       collective waits for it, so forward and backward stretch by
       ``1 + rank_skew``.
+    * ``collective_jitter_s``: with more than one rank, the spread (standard
+      deviation) of the moment the ranks launch one collective; a collective
+      runs only once its slowest rank has launched it, so each one waits the
+      expected maximum of n such delays, ``jitter*sqrt(2 ln n)`` (Gaussian
+      extreme-value bound), on top of its ``a + b*S``: a cost per collective
+      that grows with the rank count (``simulators.system``).
     * ``nccl_tree``: NCCL may pick its tree all-reduce (NCCL >= 2.4) for a
       buffer when the tuning model says it is faster than the ring.
     * ``response_cache``: Horovod's response cache (>= 0.16.2, on by
@@ -110,6 +116,7 @@ class ClusterSpec:
     tensor_hook_s: float = 0.0
     step_overhead_s: float = 0.0
     rank_skew: float = 0.0
+    collective_jitter_s: float = 0.0
     nccl_tree: bool = False
     response_cache: bool = False
     loop_waits: bool = False
@@ -136,7 +143,8 @@ class ClusterSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1e-3):
                 raise CommtuneError(f"{name} must be a time per byte in [0, 0.001] s, got {v!r}")
-        for name in ("bucket_cost_s", "tensor_hook_s", "step_overhead_s", "comm_gpu_s_per_byte"):
+        for name in ("bucket_cost_s", "tensor_hook_s", "step_overhead_s", "comm_gpu_s_per_byte",
+                     "collective_jitter_s"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v)):
                 raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")

@@ -63,7 +63,7 @@ def framework_defaults(device: str) -> dict:
         return {}
     out: dict = {}
     for key, value in dev.framework.items():
-        if key in ("bucket_cost", "tensor_hook", "step_overhead"):
+        if key in ("bucket_cost", "tensor_hook", "step_overhead", "collective_jitter"):
             out[f"{key}_s"] = parse_duration(value, what=f"devices.yaml {device}: {key}")
         else:
             out[key] = value

@@ -8,7 +8,8 @@ error, and lists what cannot be expressed. Writes
 ``experiments/results/published_benchmarks.{md,json}``.
 
 Calibration vs held-out. The device class's framework costs (per-tensor hook,
-per-bucket cost, compute lost per byte a collective reduces, rank skew; see
+per-bucket cost, compute lost per byte a collective reduces, rank skew, the
+ranks' launch spread per collective ``collective_jitter_s``; see
 ``commtune.cluster.ClusterSpec``) are fitted on the CALIBRATION points only
 (PyTorch DDP, ResNet-50) and written to ``commtune/data/devices.yaml``
 (V100 ``framework:``); every other point is HELD OUT and predicted with those
@@ -66,7 +67,7 @@ from simulators import Simulator, build_workload  # noqa: E402
 from simulators.workload import Workload  # noqa: E402
 
 MiB = 2**20
-FRAMEWORK_FIELDS = ("tensor_hook_s", "bucket_cost_s", "comm_gpu_s_per_byte", "rank_skew")  # fitted
+FRAMEWORK_FIELDS = ("tensor_hook_s", "bucket_cost_s", "comm_gpu_s_per_byte", "rank_skew", "collective_jitter_s")  # fitted
 #: [TFB] P100 images/s, one GPU, batch 64: compute inputs (vgg16) and a check of the FLOP estimate (resnet152)
 P100_IMAGES_PER_S = {"vgg16": 154.0, "resnet152": 91.8}
 
@@ -188,8 +189,8 @@ def calibrate(sm_share: float | None = None) -> dict:
     """Fit the V100 framework costs on the calibration points (relative error, least squares), with
     V100's SM share from ``devices.yaml`` (or ``sm_share``)."""
     share = framework_defaults("V100").get("comm_sm_share", 0.0) if sm_share is None else sm_share
-    x0 = np.array([10e-6, 5e-6, 5e-12, 0.02])
-    scale = np.array([1e-5, 1e-5, 1e-11, 0.01])
+    x0 = np.array([10e-6, 5e-6, 5e-12, 0.02, 10e-6])
+    scale = np.array([1e-5, 1e-5, 1e-11, 0.01, 1e-5])
 
     def residuals(z):
         fw = dict(zip(FRAMEWORK_FIELDS, (float(v) for v in np.maximum(z * scale, 0.0))))
@@ -197,7 +198,7 @@ def calibrate(sm_share: float | None = None) -> dict:
         return [r["predicted"] / r["measured"] - 1
                 for r in ddp_points(DDP_CALIBRATION_MODELS, dict(fw, comm_sm_share=share))]
 
-    fit = least_squares(residuals, x0 / scale, bounds=(0, [100, 100, 1000, 100]), diff_step=1e-2)
+    fit = least_squares(residuals, x0 / scale, bounds=(0, [100, 100, 1000, 100, 100]), diff_step=1e-2)
     return {k: float(v) for k, v in zip(FRAMEWORK_FIELDS, fit.x * scale)}
 
 

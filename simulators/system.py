@@ -51,6 +51,17 @@ fraction, channels / SMs, not a fitted factor: a ring's time grows with
 ``2(n-1)`` hops, and the SMs its kernels hold are a few of the GPU's, not
 all of them.)
 
+Rank synchronisation (``ClusterSpec.collective_jitter_s``). A collective
+runs only once every rank has launched it; ranks launch each one ``j``
+seconds apart (standard deviation), so it starts the expected maximum of n
+such delays late, ``w = j*sqrt(2 ln n)`` (n > 1), and holds its SMs
+meanwhile (an NCCL kernel spins on the GPU until its peers arrive and can
+slow compute meanwhile, NVIDIA/nccl #1025; a late process delays every peer
+at each blocking collective, Widener, Levy, Ferreira, Hoefler, "On noise and
+the performance benefit of nonblocking collectives"): ``w`` adds to both algorithms'
+``a`` (``a + w``, ``a2 + w``), so a step of J collectives pays it J times -
+more buckets and more ranks, more waiting. ``j = 0`` leaves every form above.
+
 Streams (``stream_mode``). ``split``: each buffer is split evenly over K
 streams that run concurrently (the AIACC scheme), so a buffer of S bytes takes
 ``a(K) + b(K)*S`` from the network model; buffers are served first-in
@@ -263,6 +274,13 @@ def network_table(network: NetworkModel) -> NetworkTable:
     return table
 
 
+def sync_wait_s(jitter_s: float, n: int) -> float:
+    """The expected wait of one collective for its slowest rank: ranks launch it
+    ``jitter_s`` apart (standard deviation), so it starts ``jitter_s*sqrt(2 ln n)``
+    late (the Gaussian maximum's bound); 0 on one rank or without jitter."""
+    return jitter_s * math.sqrt(2.0 * math.log(n)) if n > 1 and jitter_s > 0 else 0.0
+
+
 def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
                   cluster: ClusterSpec | None = None) -> SystemParams:
     """Derive :class:`SystemParams` for every configuration in ``knobs``.
@@ -276,14 +294,17 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     lat = network.control_latency_s()
     table = network_table(network)
     a, b, m, gap, a2, b2 = table.lookup(knobs.num_streams, knobs.hierarchical)
+    host = cluster if cluster is not None else getattr(network, "cluster", None)
+    wait = sync_wait_s(float(getattr(host, "collective_jitter_s", 0.0)), network.world_size)
+    a, a2 = a + wait, a2 + wait
     # Round robin: each buffer on one stream (the one-stream coefficients),
     # the link at the K-stream rate b(K). K = 1 is the split schedule.
     rr = (np.asarray(knobs.stream_mode) == "round_robin") & (np.asarray(knobs.num_streams) > 1)
     link_b = np.where(rr, b, 0.0)
     if rr.any():
         one = table.lookup(np.ones_like(knobs.num_streams), knobs.hierarchical)
+        one = (one[0] + wait, *one[1:4], one[4] + wait, one[5])
         a, b, m, gap, a2, b2 = (np.where(rr, x1, x) for x1, x in zip(one, (a, b, m, gap, a2, b2)))
-    host = cluster if cluster is not None else getattr(network, "cluster", None)
     msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
     cached = bool(getattr(host, "response_cache", False))
     nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s, cached), 0.0)

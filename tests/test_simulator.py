@@ -425,6 +425,29 @@ def test_rank_skew_stretches_compute_only_with_several_ranks():
     assert four.scaling_efficiency == pytest.approx(1 / 1.04)
 
 
+def test_collective_jitter_waits_for_the_slowest_of_n_ranks_per_collective():
+    """Closed form: w = j*sqrt(2 ln n) adds to each collective's a (n > 1); with sigma it stalls backward
+    by sigma*w per buffer launched during backward; j = 0 or one rank changes nothing."""
+    from simulators.system import sync_wait_s
+
+    assert sync_wait_s(1e-4, 1) == 0.0 and sync_wait_s(0.0, 16) == 0.0
+    assert sync_wait_s(1e-4, 16) == pytest.approx(1e-4 * math.sqrt(2 * math.log(16)))
+    w = synthetic_workload([0.01, 0.03], [1000, 1000], forward_s=0.0, backward_s=0.031)
+    free = dict(inter_bw_Bps=1e30, inter_latency_s=0.0, intra_bw_Bps=1e30, intra_latency_s=0.0,
+                launch_overhead_s=0.0, comm_sm_share=0.5)
+    knobs = Knobs(fusion_policy="static", fusion_threshold_bytes=1000, first_bucket_bytes=1000)
+    j = 2e-3
+    for nodes in (1, 2, 8):
+        plain = Simulator(w, bare_cluster(nodes=nodes, **free)).run(knobs)
+        jit = Simulator(w, bare_cluster(nodes=nodes, collective_jitter_s=j, **free)).run(knobs)
+        wait = j * math.sqrt(2 * math.log(nodes)) if nodes > 1 else 0.0
+        assert [b.end_s - b.start_s for b in jit.buffers] == pytest.approx([wait, wait], abs=1e-15)
+        # buffer 0 launches during backward: backward ends sigma*w later; buffer 1 ends at B + sigma*w + w
+        assert jit.step_time_s == pytest.approx(max(0.031 + 0.5 * wait, 0.03 + 0.5 * wait + wait), abs=1e-15)
+        assert jit.interference_s == pytest.approx(0.5 * wait, abs=1e-15)
+        assert plain.step_time_s == pytest.approx(0.031)
+
+
 def test_waiting_loop_restarts_its_ticks_at_the_last_collective_end():
     # 2 ranks, a = 2 ms, b = 0, nu = 2 ms (decentralized, 2*ceil(log2 2)*alpha), P = max(1 ms, nu) = 2 ms.
     c = bare_cluster(nodes=2, inter_latency_s=1e-3, inter_bw_Bps=1e30, loop_waits=True)
@@ -461,9 +484,11 @@ def test_response_cache_makes_central_negotiation_a_bitvector_allreduce():
 GPU_CLUSTERS = [
     dataclasses.replace(VPC, bucket_cost_s=2e-5, comm_sm_share=0.3, tensor_hook_s=2e-6, step_overhead_s=1e-3,
                         comm_gpu_s_per_byte=2e-11,
-                        nccl_tree=True, response_cache=True, intra_latency_s=3e-6, rank_skew=0.03),
+                        nccl_tree=True, response_cache=True, intra_latency_s=3e-6, rank_skew=0.03,
+                        collective_jitter_s=2e-4),
     dataclasses.replace(VPC, nodes=64, gpus_per_node=4, inflight_per_stream=2, buffer_gap_s=1e-4,
-                        host_post_s_per_byte=1e-10, bucket_cost_s=5e-5, comm_sm_share=0.1, nccl_tree=True),
+                        host_post_s_per_byte=1e-10, bucket_cost_s=5e-5, comm_sm_share=0.1, nccl_tree=True,
+                        collective_jitter_s=5e-5),
     dataclasses.replace(VPC, nodes=1, gpus_per_node=1, bucket_cost_s=1e-5, tensor_hook_s=1e-6),
     dataclasses.replace(VPC, nodes=32, gpus_per_node=4, loop_waits=True, bucket_cost_s=3e-5, comm_sm_share=0.2,
                         intra_latency_s=5.7e-6, comm_gpu_s_per_byte=1e-11),
