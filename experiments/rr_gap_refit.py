@@ -11,6 +11,8 @@ recorded figure in brackets) and after, also per stream mode. The live
 measurements are unchanged; only the model differs.
 
     PYTHONPATH=. python experiments/rr_gap_refit.py [RESULTS.json ...]
+
+Without arguments: every saved run, written to ``results/live_fidelity/rr_gap_refit.json``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,12 @@ import numpy as np
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "live_fidelity")
 
 
+def _copy_fit(spec) -> dict:
+    return {"fit": dict(spec.meta["fit"], network=dict(spec.meta["fit"]["network"]))}
+
+
 def refit(calib_path: str):
+    """(calibration without a round-robin gap, the same with the gap refitted, the fit)."""
     from commtune.cluster import load_cluster_file
     from commtune.probe.ddp_calib import apply_round_robin_gap, fit_round_robin_gap
     import yaml
@@ -32,13 +39,14 @@ def refit(calib_path: str):
         raw = yaml.safe_load(fh)
     recs = raw.get("ddp_calibration_measurements") or []
     if not any(r.get("stream_mode") == "round_robin" for r in recs):
-        return None, None
+        return None, None, None
     spec = load_cluster_file(calib_path)
-    fitted = fit_round_robin_gap(recs, spec)
-    return apply_round_robin_gap(spec, {"fit": dict(spec.meta["fit"], network=dict(spec.meta["fit"]["network"]))}, fitted), fitted
+    none = apply_round_robin_gap(spec, _copy_fit(spec), {"rr_gap0_s": 0.0, "rr_gap_per_stream_s": 0.0, "by_streams": {}})
+    fitted = fit_round_robin_gap(recs, none)
+    return none, apply_round_robin_gap(none, _copy_fit(none), fitted), fitted
 
 
-def main(paths: list[str]) -> int:
+def main(paths: list[str], write: bool = True) -> int:
     from commtune.knobs import Knobs
     from commtune.probe.validate import compare, sim_cluster
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
@@ -53,7 +61,7 @@ def main(paths: list[str]) -> int:
             calib = os.path.join(os.path.dirname(path), f"calib-{shape}{tag}.yaml")
             if not os.path.exists(calib):
                 continue
-            spec, fitted = refit(calib)
+            spec0, spec, fitted = refit(calib)
             if spec is None:
                 print(f"{os.path.basename(path)} {shape}: calibration has no round-robin points")
                 continue
@@ -67,7 +75,7 @@ def main(paths: list[str]) -> int:
                 rows = r["rows"]
                 meas = [x["measured_s"] for x in rows]
                 knobs = [Knobs.from_dict(x["knobs"]) for x in rows]
-                sim = Simulator(w, sim_cluster(calib, hosts, hosts))  # this checkout's simulator, no round-robin gap
+                sim = Simulator(w, sim_cluster(spec0, hosts, hosts))  # this checkout's simulator, no round-robin gap
                 old = [sim.run(k).step_time_s for k in knobs]
                 sim = Simulator(w, sim_cluster(spec, hosts, hosts))
                 new = [sim.run(k).step_time_s for k in knobs]
@@ -90,11 +98,12 @@ def main(paths: list[str]) -> int:
                       f"split {line['split']['mape_before']:.2%} -> {line['split']['mape_after']:.2%}")
     from commtune.io import atomic_write_text
 
-    atomic_write_text(os.path.join(HERE, "rr_gap_refit.json"), json.dumps(out, indent=1, default=float))
+    if write:
+        atomic_write_text(os.path.join(HERE, "rr_gap_refit.json"), json.dumps(out, indent=1, default=float))
     return 0
 
 
 if __name__ == "__main__":
     args = sys.argv[1:] or [os.path.join(HERE, f) for f in sorted(os.listdir(HERE))
                             if f.startswith("live_fidelity") and f.endswith(".json")]
-    sys.exit(main(args))
+    sys.exit(main(args, write=not sys.argv[1:]))  # the results file covers every saved run
