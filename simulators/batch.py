@@ -35,7 +35,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     safe_period = np.where(has_period, period, 1.0)
     a, b, thr, first_cap, nego = p.a_s, p.b_s_per_byte, p.threshold, p.first_cap, p.nego_s
     m, gap, h_pre, h_post = p.inflight, p.gap_s, p.host_pre_s_per_byte, p.host_post_s_per_byte
-    k, b_link = p.stride, p.link_b_s_per_byte
+    k, b_link, g_link = p.stride, p.link_b_s_per_byte, p.link_gap_s
     a2, b2, cost, share, kappa = p.a2_s, p.b2_s_per_byte, p.bucket_cost_s, p.sm_share, p.gpu_s_per_byte
     has_alt = bool(np.isfinite(a2).any())
     interferes = bool((cost > 0).any() or (share > 0).any() or (kappa > 0).any())
@@ -86,7 +86,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         lk = link
         if any_rr:
             # split rows: b_link = 0, so lk = max(link, start + a) <= end and leaves end unchanged
-            lk = np.maximum(link, start + aj) + bl * size
+            lk = np.maximum(link + g_link, start + aj) + bl * size
             end = np.maximum(end, lk)
         return start, end, np.maximum(done, end) + h_post * size, lk, aj + bs
 

@@ -9,6 +9,7 @@ send to one neighbour), so K streams move ``min(K*c, B)`` bytes/s per rank
     a(K) = 2(n-1)*alpha + K*launch                 (seconds)
     b(K) = 2(n-1) / (n * min(K*c, B))              (seconds per byte)
     g(K) = max(gap0 + gap_per_stream*K, 0)         (back-to-back gap per bucket)
+    g_rr(K) = max(rr_gap0 + rr_gap_per_stream*K, 0)   (round robin: link gap between collectives)
 
 ``alpha`` (per ring step), ``launch`` (per stream and collective), ``B``,
 ``c``, ``m`` (collectives in flight per stream), ``gap0``/``gap_per_stream``
@@ -73,6 +74,8 @@ class CalibratedParams:
     inflight_per_stream: int = 1
     gap0_s: float = 0.0
     gap_per_stream_s: float = 0.0
+    rr_gap0_s: float = 0.0  # round robin: the link's gap between collectives, g_rr(K) = rr_gap0 + rr_gap_per_stream*K
+    rr_gap_per_stream_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.link_Bps > 0 or not self.per_flow_Bps > 0:
@@ -142,6 +145,11 @@ class CalibratedNetwork(NetworkModel):
         k = np.asarray(num_streams, dtype=np.float64)
         g = gap_model(k, self.params.gap0_s, self.params.gap_per_stream_s)
         return np.full(k.shape, self.inflight_per_stream, dtype=np.int64), g
+
+    def round_robin_gap(self, num_streams: ArrayLike) -> np.ndarray:
+        """``g_rr(K) = max(rr_gap0 + rr_gap_per_stream*K, 0)``: under round robin the link pays
+        this between two collectives (K streams contend for it), fitted from the DDP calibration run."""
+        return gap_model(num_streams, self.params.rr_gap0_s, self.params.rr_gap_per_stream_s)
 
     def extrapolation(self, knobs) -> list[dict]:
         """Flags for what ``knobs`` (a :class:`~commtune.knobs.Knobs`) asks beyond the calibration.

@@ -68,6 +68,11 @@ class NetworkModel(abc.ABC):
         k = np.asarray(num_streams, dtype=np.float64)
         return np.full(k.shape, int(self.inflight_per_stream), dtype=np.int64), np.full(k.shape, float(self.buffer_gap_s))
 
+    def round_robin_gap(self, num_streams: ArrayLike) -> np.ndarray:
+        """Round robin with K streams: the link's idle time between two collectives
+        (``L_j`` in ``simulators.system``), per stream count; none unless calibrated."""
+        return np.zeros(np.shape(num_streams))
+
     def extrapolation(self, knobs) -> list[dict]:
         """Structured flags for what ``knobs`` asks beyond what the model was
         calibrated on (see :mod:`simulators.calibrated`); none for a model

@@ -87,12 +87,14 @@ With ``a = a(1)``, ``b = b(1)``, ``g = g(1)``, ``m = m(1)`` of one stream
 and ``bL = b(K)`` the link's cost per byte::
 
     start_j = max(d_j + h_pre*S_j, end_{j-K*m})        (the stream's m slots)
-    L_j     = max(L_{j-1}, start_j + a) + bL*S_j        (L_{-1} = -inf)
+    L_j     = max(L_{j-1} + gL, start_j + a) + bL*S_j   (L_{-1} = -inf)
     end_j   = max(start_j + a + b*S_j, end_{j-K} + g + b*S_j, L_j)
 
 The first two terms are one stream's own rate and its back-to-back order;
 ``L_j`` is the link serving every buffer's bytes first-come first-served at
-the aggregate rate, so K busy streams together never exceed it. Two equal
+the aggregate rate, so K busy streams together never exceed it; ``gL =
+g_rr(K)`` is what the link loses between two collectives while K streams
+contend for it (the network model's ``round_robin_gap``, 0 unless calibrated). Two equal
 buffers of S bytes ready at 0 on K = 2 streams (no latency) both end at
 ``max(S/c, 2S/B)``; split ends the second at ``2S/min(2c, B)`` as well, the
 same total bytes at the aggregate rate. Per buffer the link clock is
@@ -172,6 +174,7 @@ class SystemParams:
     host_post_s_per_byte: np.ndarray  # per gradient byte
     stride: np.ndarray  # int, streams a buffer index cycles over: K for round robin (K > 1), else 1
     link_b_s_per_byte: np.ndarray  # round robin: the link's cost per gradient byte, b(K); split: unused (0)
+    link_gap_s: np.ndarray  # round robin: the link's gap between collectives, g_rr(K); split: 0
     a2_s: np.ndarray  # second algorithm (NCCL tree); inf = none
     b2_s_per_byte: np.ndarray
     bucket_cost_s: np.ndarray  # c, per buffer on the training thread
@@ -188,6 +191,7 @@ class SystemParams:
             float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
             int(self.inflight[i]), float(self.gap_s[i]), float(self.host_pre_s_per_byte[i]),
             float(self.host_post_s_per_byte[i]), int(self.stride[i]), float(self.link_b_s_per_byte[i]),
+            float(self.link_gap_s[i]),
             float(self.a2_s[i]), float(self.b2_s_per_byte[i]),
             float(self.bucket_cost_s[i]), float(self.sm_share[i]), float(self.gpu_s_per_byte[i]),
             bool(self.loop_waits[i]),
@@ -301,6 +305,7 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     # the link at the K-stream rate b(K). K = 1 is the split schedule.
     rr = (np.asarray(knobs.stream_mode) == "round_robin") & (np.asarray(knobs.num_streams) > 1)
     link_b = np.where(rr, b, 0.0)
+    link_gap = np.where(rr, network.round_robin_gap(knobs.num_streams), 0.0)
     if rr.any():
         one = table.lookup(np.ones_like(knobs.num_streams), knobs.hierarchical)
         one = (one[0] + wait, *one[1:4], one[4] + wait, one[5])
@@ -330,6 +335,7 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         host_post_s_per_byte=np.full(thr.shape, h_post),
         stride=np.broadcast_to(np.where(rr, knobs.num_streams, 1), thr.shape).astype(np.int64),
         link_b_s_per_byte=np.broadcast_to(link_b * ratio, thr.shape).astype(np.float64),
+        link_gap_s=np.broadcast_to(link_gap, thr.shape).astype(np.float64),
         a2_s=np.asarray(a2, dtype=np.float64),
         b2_s_per_byte=np.asarray(b2 * ratio, dtype=np.float64),
         bucket_cost_s=np.full(thr.shape, float(getattr(host, "bucket_cost_s", 0.0))),
@@ -363,7 +369,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     of backward (``ready_s`` before any delay); the step's communication ends
     at the last buffer's ``done_s`` (module docstring).
     """
-    (dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, k, b_link,
+    (dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, k, b_link, g_link,
      a2, b2, cost, share, kappa, waits) = p
     spans: list[tuple] = []  # (first, last, bytes, dispatch, start, end) per buffer
     ends: list[float] = []
@@ -428,7 +434,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
         if serial > end:
             end = serial
         if k > 1:
-            link = max(link, start + aj) + bl * cur_bytes
+            link = max(link + g_link, start + aj) + bl * cur_bytes
             if link > end:
                 end = link
         busy += max(0.0, end - (start if start > prev_end else prev_end))

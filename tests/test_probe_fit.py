@@ -207,6 +207,32 @@ def test_ddp_gap_fit_recovers_the_gap_the_measurements_came_from():
     assert network_for(new).pipelining([3])[1][0] == pytest.approx(8e-4, rel=1e-5)  # interpolated
 
 
+def test_round_robin_gap_fit_recovers_the_link_gap_the_measurements_came_from():
+    """Round-robin calibration points simulated with g_rr(K) = 1 ms + 0.25 ms*K: the fit
+    finds each K's gap and the linear model; the check then reports ~0 error."""
+    from commtune.probe.ddp_calib import (apply_round_robin_gap, calib_configs, calib_workload,
+                                          fit_round_robin_gap, round_robin_check)
+    from simulators import Simulator
+
+    spec, extra = calibration(_synthetic_result(4, (1, 2, 4, 8)), hosts=4)
+    w = calib_workload()
+    true = network_for(spec).replace(rr_gap0_s=1e-3, rr_gap_per_stream_s=2.5e-4)
+    sim = Simulator(w, spec, network=true)
+    recs = [{"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "stream_mode": k.stream_mode,
+             "step_time_s": sim.run(k).step_time_s} for k in calib_configs([1, 2, 4, 8], rr_streams=[2, 4, 8])]
+    assert round_robin_check(recs, spec, w)["mape"] > 0.01  # without the term the points are off
+    fitted = fit_round_robin_gap(recs, spec, w)
+    for k in (2, 4, 8):
+        assert fitted["by_streams"][k]["gap_s"] == pytest.approx(1e-3 + 2.5e-4 * k, rel=1e-6)
+    assert fitted["rr_gap0_s"] == pytest.approx(1e-3, rel=1e-5)
+    assert fitted["rr_gap_per_stream_s"] == pytest.approx(2.5e-4, rel=1e-5)
+    new = apply_round_robin_gap(spec, extra, fitted)
+    assert network_for(new).round_robin_gap([6]) == pytest.approx([2.5e-3], rel=1e-5)  # interpolated
+    assert round_robin_check(recs, new, w)["mape"] < 1e-6
+    split_only = [r for r in recs if r["stream_mode"] == "split"]
+    assert fit_round_robin_gap(split_only, spec, w) == {"rr_gap0_s": 0.0, "rr_gap_per_stream_s": 0.0, "by_streams": {}}
+
+
 def test_round_robin_check_compares_unfitted_round_robin_points():
     from commtune.probe.ddp_calib import calib_configs, calib_workload, fit_ddp_gaps, round_robin_check
     from simulators import Simulator

@@ -557,6 +557,34 @@ def test_round_robin_uses_each_stream_in_turn():
     assert alone.run(each_tensor_a_bucket("split", 4)).step_time_s == pytest.approx(S / min(4 * c, 1e9), rel=1e-12)
 
 
+def test_round_robin_link_gap_closed_form():
+    """Calibrated round-robin link gap g_rr(K) = rr_gap0 + rr_gap_per_stream*K: two equal
+    link-bound buffers (2c > B) on 2 streams end at a(1) + S/c and a(1) + 2S/B + g_rr(2)
+    (the link pays the gap between the two collectives); split and K = 1 ignore it;
+    the batch engine equals the reference scheduler."""
+    from simulators.calibrated import CalibratedNetwork, CalibratedParams
+
+    B, c, S, n = 1.25e8, 1e8, 8e6, 2
+    p = CalibratedParams(link_Bps=B, per_flow_Bps=c, alpha_s=1e-4, launch_s=0.0, control_latency_s=1e-4,
+                         rr_gap0_s=1e-3, rr_gap_per_stream_s=5e-4)
+    cluster = ClusterSpec(inter_bw_Bps=B, per_stream_Bps=c, inter_latency_s=1e-4, **TWO_HOSTS)
+    w = synthetic_workload([0.0, 0.0], [int(S / 4)] * 2, backward_s=0.0)
+    net = CalibratedNetwork(p, n)
+    assert net.round_robin_gap(np.array([2, 4])) == pytest.approx([2e-3, 3e-3])
+    sim = Simulator(w, cluster, network=net)
+    a1 = 2 * 1e-4
+    ends = [x.end_s for x in sim.run(each_tensor_a_bucket("round_robin", 2)).buffers]
+    assert ends == pytest.approx([a1 + S / c, a1 + 2 * S / B + 2e-3], rel=1e-12)
+    plain = Simulator(w, cluster, network=net.replace(rr_gap0_s=0.0, rr_gap_per_stream_s=0.0))
+    for knobs in (each_tensor_a_bucket("split", 2), each_tensor_a_bucket("round_robin", 1)):
+        assert sim.run(knobs).step_time_s == plain.run(knobs).step_time_s
+    big = Simulator(resnet_like(), dataclasses.replace(VPC, nodes=4, gpus_per_node=1),
+                    network=CalibratedNetwork(dataclasses.replace(p, inflight_per_stream=2, gap0_s=3e-4), 4))
+    configs = random_knobs(np.random.default_rng(12), 40)
+    configs += [dataclasses.replace(k, stream_mode="round_robin", num_streams=max(2, k.num_streams)) for k in configs]
+    assert_batch_equals_reference(big, configs)
+
+
 def test_one_stream_both_modes_identical():
     w = resnet_like()
     for cluster in (VPC, *PIPELINE_CLUSTERS):

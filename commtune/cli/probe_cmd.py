@@ -167,8 +167,8 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launc
     spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
     if ddp_launch is not None:
-        from commtune.probe.ddp_calib import (RR_STREAMS, apply_ddp_gaps, fit_ddp_gaps, round_robin_check,
-                                              run_ddp_gap_calibration)
+        from commtune.probe.ddp_calib import (RR_STREAMS, apply_ddp_gaps, apply_round_robin_gap, fit_ddp_gaps,
+                                              fit_round_robin_gap, round_robin_check, run_ddp_gap_calibration)
 
         ks = sorted(extra["fit"]["per_stream_fits"])
         rr = [k for k in RR_STREAMS if k in ks]
@@ -177,12 +177,13 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launc
         recs = run_ddp_gap_calibration(ddp_launch, ks, steps=args.ddp_steps, warmup=2, rr_streams=rr)
         spec = apply_ddp_gaps(spec, extra, fit_ddp_gaps(recs, spec), recs)
         if rr:
+            spec = apply_round_robin_gap(spec, extra, fit_round_robin_gap(recs, spec))
             chk = round_robin_check(recs, spec)
             extra["fit"]["round_robin_check"] = chk
             if chk["needed"]:
                 extra["fit"]["warnings"].append(
-                    f"round robin is predicted with {chk['mape']:.1%} mean error on the DDP calibration points, "
-                    "beyond their spread: the model has no round-robin specific term")
+                    f"round robin is fitted with {chk['mape']:.1%} mean error on the DDP calibration points, "
+                    "beyond their spread: the link-gap term g_rr(K) does not explain them")
     elif args.ddp_calibration and args.engine != "mpi":
         extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
     if args.json:

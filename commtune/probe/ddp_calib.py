@@ -17,10 +17,12 @@ interpolated, not looked up).
 Round robin (``stream_mode``): the same two bucket caps are timed for a few
 K > 1 with buckets on successive streams (:data:`RR_STREAMS`). The simulator
 models round robin from the same parameters (one stream's coefficients, the
-link's aggregate rate; ``simulators.system``), so these points are not fitted:
-:func:`round_robin_check` compares their measured step times with the
-prediction of the finished calibration and records whether a round-robin
-specific term would be needed (errors beyond the run-to-run spread).
+link's aggregate rate; ``simulators.system``) plus one term these points fit
+(:func:`fit_round_robin_gap`): the link's gap between two collectives while
+K streams contend for it, ``g_rr(K) = rr_gap0 + rr_gap_per_stream*K`` (per K
+the gap that zeroes the mean relative error of the two caps, then least
+squares over K, as the split gap). :func:`round_robin_check` then reports the finished
+calibration's error on those points (a fit residual, not a held-out figure).
 """
 from __future__ import annotations
 
@@ -147,6 +149,63 @@ def round_robin_check(records: Sequence[dict], cluster: ClusterSpec, workload=No
     needed = any(abs(x["error"]) > max(x["spread"], 0.03) for x in rows)
     return {"points": rows, "needed": bool(needed),
             "mape": float(np.mean([abs(x["error"]) for x in rows])) if rows else float("nan")}
+
+
+def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=None,
+                        g_max_s: float = 0.02) -> dict:
+    """Per round-robin K: the link gap g >= 0 (every other parameter of the calibration
+    unchanged) at which the mean relative error of the simulated step times of its
+    points is 0; then ``g_rr(K) = rr_gap0 + rr_gap_per_stream*K`` by least squares over K
+    (:func:`~commtune.probe.fit.fit_gap_model`). ``{"rr_gap0_s", "rr_gap_per_stream_s", "by_streams"}``."""
+    from commtune.probe.fit import fit_gap_model
+    from simulators import Simulator
+    from simulators.calibrated import CalibratedNetwork
+    from simulators.network import network_for
+
+    w = workload or calib_workload()
+    net = network_for(cluster)
+    if not isinstance(net, CalibratedNetwork):
+        return {"rr_gap0_s": 0.0, "rr_gap_per_stream_s": 0.0, "by_streams": {}}
+    by_k: dict[int, list[dict]] = {}
+    for r in records:
+        if r.get("stream_mode") == "round_robin" and int(r["streams"]) > 1:
+            by_k.setdefault(int(r["streams"]), []).append(r)
+    out = {}
+    for k, recs in sorted(by_k.items()):
+        knobs = [dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(r["bucket_bytes"]),
+                                     first_bucket_bytes=int(r["bucket_bytes"]), num_streams=k,
+                                     stream_mode="round_robin") for r in recs]
+        measured = np.array([float(r["step_time_s"]) for r in recs])
+
+        def err(g: float) -> float:  # rises with g
+            sim = Simulator(w, cluster, network=net.replace(rr_gap0_s=g, rr_gap_per_stream_s=0.0))
+            return float(np.mean([sim.run(x).step_time_s for x in knobs] / measured - 1))
+
+        lo, hi = 0.0, g_max_s
+        if err(lo) >= 0:
+            g = 0.0
+        elif err(hi) <= 0:
+            g = hi
+        else:
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if err(mid) < 0 else (lo, mid)
+            g = 0.5 * (lo + hi)
+        out[k] = {"gap_s": float(g), "error_at_0": err(0.0), "error_after": err(g)}
+    g0, g1 = fit_gap_model({k: v["gap_s"] for k, v in out.items()}) if out else (0.0, 0.0)
+    return {"rr_gap0_s": g0, "rr_gap_per_stream_s": g1, "by_streams": out}
+
+
+def apply_round_robin_gap(spec: ClusterSpec, extra: dict, fitted: dict) -> ClusterSpec:
+    """Write ``rr_gap_per_stream_s`` (:func:`fit_round_robin_gap`) into the calibration."""
+    fit = extra["fit"]
+    fit["network"]["rr_gap0_s"] = float(fitted["rr_gap0_s"])
+    fit["network"]["rr_gap_per_stream_s"] = float(fitted["rr_gap_per_stream_s"])
+    fit["round_robin_gap"] = {"method": "DDP calibration run, round robin at K in RR_STREAMS, bucket caps 1 MiB "
+                                        "and 8 MiB: per K the link gap between collectives that zeroes the mean "
+                                        "relative error, then g_rr(K) = rr_gap0 + rr_gap_per_stream*K (least squares)",
+                              "by_streams": {int(k): v for k, v in fitted["by_streams"].items()}}
+    return dataclasses.replace(spec, meta={**spec.meta, "fit": fit})
 
 
 def _with_gap(net, g: float):

@@ -280,7 +280,7 @@ def burst_time_s(a_s: float, b_s_per_byte: float, size_bytes: float, count: int,
     from simulators.system import schedule
 
     row = (False, 1.0, 1.0, 0.0, 0.0, 0.0, float(a_s), float(b_s_per_byte), int(inflight), float(gap_s), 0.0, 0.0,
-           1, 0.0, math.inf, math.inf, 0.0, 0.0, 0.0, False)
+           1, 0.0, 0.0, math.inf, math.inf, 0.0, 0.0, 0.0, False)
     buffers, _, _, _ = schedule([0.0] * int(count), [float(size_bytes)] * int(count), row)
     return buffers[-1].end_s
 

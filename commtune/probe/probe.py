@@ -272,8 +272,11 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
                      f"{format_time(h['post_s_per_byte'] * 2**20)})")
     if "round_robin_check" in fit:
         c = fit["round_robin_check"]
-        lines.append(f"  round robin (DDP calibration points, not fitted): predicted with {c['mape']:.1%} mean error; "
-                     + ("a round-robin term would be needed" if c["needed"] else "within the measurement spread"))
+        nw = fit["network"]
+        lines.append(f"  round robin (DDP calibration points, fitted): link gap between collectives "
+                     f"{format_time(nw.get('rr_gap0_s', 0.0))} + {format_time(nw.get('rr_gap_per_stream_s', 0.0))}*K, "
+                     f"{c['mape']:.1%} mean error; "
+                     + ("beyond the measurement spread" if c["needed"] else "within the measurement spread"))
     if "ddp_gap" in fit:
         for k, v in fit["ddp_gap"]["by_streams"].items():
             lines.append(f"  DDP calibration K={k}: {v['small_bucket_bytes'] >> 20} MiB - {v['large_bucket_bytes'] >> 20} MiB "
