@@ -74,8 +74,6 @@ def _key(params: dict) -> tuple:
     return tuple(sorted(params.items()))
 
 
-@pytest.mark.xfail(strict=False, reason="known race (issue 13, open): the retry of a killed worker's trial can "
-                   "overshoot the shared budget by one (seen once in CI: 61 COMPLETE of 60)")
 def test_worker_killed_on_another_machine_is_retried(cluster, pg, tmp_path):
     """Two "containers" share a hostname (and are both PID 1); a third machine; one container dies mid-trial."""
     n = 60

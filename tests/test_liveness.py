@@ -155,3 +155,38 @@ def test_sqlite_on_network_fs_warns(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "is on nfs4" in err and "postgresql://" in err and len(err.strip().splitlines()) == 1
     assert storage.mount_type(tmp_path) != ""  # the real lookup finds the mount holding tmp_path
+
+
+def test_retry_queued_ahead_counts_against_the_budget(tmp_path):
+    """A worker that created a trial just after a dead worker's retry was queued must not overshoot.
+
+    Budget 3: trials 0 and 1 complete, trial 2's worker died (failed, retry
+    queued as trial 3), and trial 4 was created by a worker whose ``ask``
+    looked for queued trials before the retry existed. Trial 3 will run,
+    so trial 4 is surplus.
+    """
+    from commtune.search.optuna_backend import admit
+
+    db = f"{tmp_path}/b.db"
+    study = _study(f"sqlite:///{db}")
+    w = Worker(study)
+    try:
+        for v in (1.0, 2.0):
+            t = study.ask()
+            t.suggest_float("x", 0, 1)
+            assert admit(study, t, w, 3)
+            study.tell(t, v)
+        t_dead = study.ask()
+        t_dead.suggest_float("x", 0, 1)
+        assert admit(study, t_dead, w, 3)
+        w.release(t_dead._trial_id)
+        _age_heartbeat(db, t_dead._trial_id, 60)
+        w.reap()  # fails trial 2, queues its retry as trial 3
+        late = optuna.Trial(study, study._storage.create_new_trial(study._study_id))  # the racing worker's ask
+        assert late.number == 4
+        assert not admit(study, late, w, 3)
+        assert study.get_trials()[4].state == TrialState.FAIL and study.get_trials()[4].user_attrs["surplus"]
+        retry = study.ask()  # the queued retry is admitted: it fills the budget exactly
+        assert retry.number == 3 and admit(study, retry, w, 3)
+    finally:
+        w.close()

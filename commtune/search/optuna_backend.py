@@ -4,7 +4,8 @@
 re-running the same command resumes it, and several worker processes (or
 machines, or Ray drivers) on one storage fill it together. A trial is
 admitted only while fewer than ``trials`` finished-or-running trials precede
-it (by trial number), so concurrent workers stop at exactly the target; a
+it (by trial number; queued trials ahead count as they will run), so
+concurrent workers stop at exactly the target; a
 worker whose remaining budget is held by other workers' running trials waits
 for them. Dead workers' trials are failed and retried
 (:mod:`commtune.search.liveness`: heartbeats on RDB storages).
@@ -122,12 +123,28 @@ def join_study(config: SearchConfig):
     return study, worker, screened
 
 
+def _will_hold_budget(t) -> bool:
+    """Holds the budget now, or is queued (WAITING: a warm start or a dead worker's retry) and will.
+
+    A queued trial ahead must count: a worker whose ``ask`` looked for queued
+    trials just before a retry was enqueued creates a new trial behind it, and
+    the retry is run later by someone else (this overshot the budget by one).
+    """
+    from optuna.trial import TrialState
+
+    return _holds_budget(t) or t.state == TrialState.WAITING
+
+
 def admit(study, trial, worker: Worker, trials: int) -> bool:
-    """Claim a freshly asked trial; hand it back if the budget is already held by earlier trials."""
+    """Claim a freshly asked trial; hand it back if the budget is already held by earlier trials.
+
+    Trial numbers are assigned under a lock on the study row (Optuna's RDB
+    storage), so every trial numbered below this one is visible here.
+    """
     from optuna.trial import TrialState
 
     worker.claim(trial._trial_id)
-    ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and _holds_budget(t)]
+    ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and _will_hold_budget(t)]
     if len(ahead) < trials:
         return True
     trial.set_user_attr("surplus", True)
