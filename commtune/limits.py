@@ -118,6 +118,9 @@ _R = [
     Range("scale", "--scale, --live-scale", 0.0, 1.0, low_open=True),
     Range("compute_ms", "--forward-ms, --backward-ms, --live-*-ms", 0.0, 1e6, unit="ms"),
     Range("percent", "plot fidelity --band", 0.0, 100.0, unit="%"),
+    Range("passes", "validate --passes", 1, 20, integer=True, why="each pass measures every configuration live"),
+    Range("repeat_noisy", "validate --repeat-noisy", 0, 20, integer=True,
+          why="each extra pass measures the noisy configurations live"),
     Range("live_configs", "validate --held-out, --configs, --buckets x --streams", 2, 500, integer=True,
           unit="configurations", why="each one is measured live"),
 ]

@@ -54,7 +54,18 @@ def _spawn(state, host: int, hostname: str, argv: list[str]):
 
 
 def _finish(machines, timeout: float = 900) -> list[tuple[int, str, str]]:
-    return [(m.proc.wait(timeout=timeout), *m.proc.communicate()) for m in machines]
+    return [r[:3] for r in _finish_cpu(machines, timeout)]
+
+
+def _finish_cpu(machines, timeout: float = 900) -> list[tuple[int, str, str, float]]:
+    """(exit code, stdout, stderr, CPU seconds of the worker and its descendants) per machine."""
+    out = []
+    for m in machines:
+        _, status, ru = os.wait4(m.proc.pid, 0)  # the zombie's usage includes its reaped children
+        m.proc.returncode = os.waitstatus_to_exitcode(status)
+        stdout, stderr = m.proc.communicate(timeout=timeout)
+        out.append((m.proc.returncode, stdout, stderr, ru.ru_utime + ru.ru_stime))
+    return out
 
 
 def _key(params: dict) -> tuple:
@@ -66,19 +77,26 @@ def shared_study(state, url: str, rep: int, workers: int = 8, trials: int = 160)
     t0 = time.monotonic()
     ms = [_spawn(state, 1 + i % (state.num_hosts - 1), f"w{i}", [*CMD, "--storage", url, "--study", study,
                                                                   "--trials", str(trials)]) for i in range(workers)]
-    res = _finish(ms)
+    res = _finish_cpu(ms)
     wall = time.monotonic() - t0
     t0 = time.monotonic()
-    one = _finish([_spawn(state, 1, "solo", [*CMD, "--storage", url, "--study", f"solo{rep}",
-                                             "--trials", str(trials // workers)])])
+    one = _finish_cpu([_spawn(state, 1, "solo", [*CMD, "--storage", url, "--study", f"solo{rep}",
+                                                 "--trials", str(trials // workers)])])
     ideal = time.monotonic() - t0
+    cpu = [r[3] for r in res]
     rows = _probe(state, "dump", url, study)
     done = [_key(t["params"]) for t in rows if t["state"] == "COMPLETE"]
     enq = [t for t in rows if "fixed_params" in t["system_attrs"] and "failed_trial" not in t["system_attrs"]]
     return {"workers": workers, "trials": trials, "complete": len(done), "duplicates": len(done) - len(set(done)),
             "enqueued": len(enq), "running_left": sum(t["state"] == "RUNNING" for t in rows),
             "exit_codes": [r[0] for r in res + one], "wall_s": round(wall, 2), "ideal_s": round(ideal, 2),
-            "ratio": round(wall / ideal, 2), "load": _load()}
+            "ratio": round(wall / ideal, 2), "load": _load(),
+            # this host has os.cpu_count() cores for 8 workers and the database: the wall time cannot
+            # drop below their CPU time / cores. On 8 machines each worker would take about its own
+            # CPU time plus database round trips: the slowest worker's CPU time against the ideal.
+            "worker_cpu_s": [round(c, 2) for c in cpu], "solo_cpu_s": round(one[0][3], 2),
+            "cpu_floor_s": round(sum(cpu) / os.cpu_count(), 2), "wall_over_cpu_floor": round(wall / (sum(cpu) / os.cpu_count()), 2),
+            "projected_ratio": round(max(cpu) / one[0][3], 2)}
 
 
 def worker_death(state, url: str, rep: int, trials: int = 120) -> dict:
@@ -153,7 +171,10 @@ def main() -> int:
     for r in out.get("shared", []):
         lines.append(f"- 8 workers, 160 trials: {r['complete']} complete, {r['duplicates']} duplicate configs, "
                      f"warm start enqueued {r['enqueued']}x1, wall {r['wall_s']} s vs ideal {r['ideal_s']} s "
-                     f"(1 worker, 20 trials): {r['ratio']}x (load {r['load']})")
+                     f"(1 worker, 20 trials): {r['ratio']}x (load {r['load']}); CPU floor on {os.cpu_count()} cores "
+                     f"{r['cpu_floor_s']} s (wall / floor {r['wall_over_cpu_floor']}x); slowest worker's CPU "
+                     f"{max(r['worker_cpu_s'])} s vs the solo worker's {r['solo_cpu_s']} s: "
+                     f"{r['projected_ratio']}x (one machine per worker, projected)")
     for r in out.get("death", []):
         lines.append(f"- kill -9 mid-trial: killed trial {r['killed_trial_state']}, retried {r['retried']}x "
                      f"({r['retry_state']}) {r['kill_to_retry_s']} s after the kill (grace 20 s), "

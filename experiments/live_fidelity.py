@@ -173,8 +173,8 @@ def main() -> int:
     ap.add_argument("--scale-to", type=int, default=6)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: shapes,scale,repeat")
     ap.add_argument("--repeat-shape", default=next(iter(SHAPES)), help="shape of the repeatability check")
-    ap.add_argument("--repeat-reuse", action="store_true",
-                    help="repeatability from the calibration files already in --out (no new probe)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="use the calibration files already in --out where they exist (no new probe)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--report", metavar="JSON", help="only print the markdown summary of a saved run")
     args = ap.parse_args()
@@ -206,7 +206,10 @@ def main() -> int:
                 print(f"== {name}: {shape}  [{uptime()}]")
                 cluster_up(args.prefix, shape["hosts"], shape["bw"], shape.get("per_stream"), shape.get("latency"))
                 calib = os.path.join(args.out, f"calib-{name}{'-' + args.tag if args.tag else ''}.yaml")
-                entry = {"shape": shape, "probe": probe(args.prefix, calib), "models": {}}
+                old = results["shapes"].get(name, {}).get("probe")
+                if not (args.reuse and os.path.exists(calib) and old):
+                    old = probe(args.prefix, calib)
+                entry = {"shape": shape, "probe": old, "models": {}}
                 results["shapes"][name] = entry
                 save()
                 for i, m in enumerate(args.models.split(",")):
@@ -220,9 +223,12 @@ def main() -> int:
                 cluster_down(args.prefix)
         if "scale" not in skip:
             print(f"== scale prediction: calibrate {args.scale_from} hosts, validate {args.scale_to} ({SCALE}) [{uptime()}]")
-            cluster_up(args.prefix, args.scale_from, SCALE["bw"], SCALE.get("per_stream"))
             calib = os.path.join(args.out, f"calib-scale-{args.scale_from}h.yaml")
-            sc = {"shape": SCALE, "from": args.scale_from, "to": args.scale_to, "probe": probe(args.prefix, calib)}
+            old = results.get("scale", {}).get("probe")
+            if not (args.reuse and os.path.exists(calib) and old):
+                cluster_up(args.prefix, args.scale_from, SCALE["bw"], SCALE.get("per_stream"))
+                old = probe(args.prefix, calib)
+            sc = {"shape": SCALE, "from": args.scale_from, "to": args.scale_to, "probe": old}
             results["scale"] = sc
             cluster_up(args.prefix, args.scale_to, SCALE["bw"], SCALE.get("per_stream"))
             model, scale = MODELS["conv"]
@@ -239,8 +245,8 @@ def main() -> int:
             first = os.path.join(args.out, f"calib-{name}{'-' + args.tag if args.tag else ''}.yaml")
             print(f"== repeatability: a second default calibration of {name} with a busy core [{uptime()}]")
             second = os.path.join(args.out, f"calib-{name}-busy.yaml")
-            rep = dict(results.get("repeat", {})) if args.repeat_reuse else {}
-            if not (args.repeat_reuse and os.path.exists(second) and os.path.exists(first)):
+            rep = dict(results.get("repeat", {})) if args.reuse else {}
+            if not (args.reuse and os.path.exists(second) and os.path.exists(first)):
                 cluster_up(args.prefix, shape["hosts"], shape["bw"], shape.get("per_stream"), shape.get("latency"))
                 if not os.path.exists(first):
                     probe(args.prefix, first)

@@ -52,3 +52,37 @@ def test_compare_reports_worst_and_pick_gap():
     assert s["worst"] == pytest.approx(0.1 / 1.1) and s["worst_index"] == 0
     assert s["mape"] == pytest.approx((0.1 / 1.1 + 0.05) / 3)
     assert s["sim_best"] == 0 and s["live_best"] == 0 and s["pick_gap"] == 0.0
+
+
+def test_noisy_configurations_are_measured_again_and_robustly():
+    """Pass medians 2 % apart or more get extra passes (at most ``repeat_noisy``); the value
+    is the median of the pass medians, so one disturbed pass does not move it."""
+    import dataclasses
+
+    from commtune.evaluators.live import LiveEvaluator, LiveSettings, pass_disagreement
+    from commtune.knobs import DDP_DEFAULT
+    from commtune.probe.launch import LaunchSpec
+
+    quiet, noisy = DDP_DEFAULT, dataclasses.replace(DDP_DEFAULT, num_streams=2)
+    script = {quiet: [0.100, 0.1005], noisy: [0.100, 0.130, 0.101, 0.1002]}  # per pass, in the order run
+    ev = LiveEvaluator("resnet50", LiveSettings(launch=LaunchSpec(ranks=2), scale=0.02, passes=2, repeat_noisy=2))
+    ran: list = []
+
+    def trial(k):
+        ran.append(k)
+        t = script[k][sum(x == k for x in ran) - 1]
+        return {"step_times_s": [t, t, t], "buckets": [1], "knobs": k.to_dict()}
+
+    ev._trial = trial
+    a, b = ev.evaluate_many([quiet, noisy])
+    assert ran.count(quiet) == 2 and ran.count(noisy) == 4  # 2 passes + at most 2 extra, only for the noisy one
+    assert a["step_time_s"] == pytest.approx(0.10025)
+    assert b["pass_medians_s"] == [0.100, 0.130, 0.101, 0.1002]
+    assert b["step_time_s"] == pytest.approx((0.1002 + 0.101) / 2)  # the 130 ms pass does not move it
+    assert pass_disagreement([{"step_times_s": [1.0]}, {"step_times_s": [1.02]}]) == pytest.approx(0.02 / 1.01)
+    no_repeat = LiveEvaluator("resnet50", LiveSettings(launch=LaunchSpec(ranks=2), scale=0.02, passes=2))
+    ran.clear()
+    script[noisy] = [0.100, 0.130]
+    no_repeat._trial = trial
+    no_repeat.evaluate_many([noisy])
+    assert ran.count(noisy) == 2

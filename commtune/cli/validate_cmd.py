@@ -35,8 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=KNOBS["stream_mode"].choices, default=None,
                    help="stream_mode of every configuration: how K streams share buckets (default: each configuration's own)")
     p.add_argument("--steps", type=ranged("steps", "--steps"), default=5, help="timed steps per configuration (default 5)")
-    p.add_argument("--passes", type=positive_int, default=2,
-                   help="passes over the configurations, alternating order, steps pooled (robust median; default 2)")
+    p.add_argument("--passes", type=ranged("passes", "--passes"), default=2,
+                   help="passes over the configurations, alternating order (median of the pass medians; default 2)")
+    p.add_argument("--repeat-noisy", type=ranged("repeat_noisy", "--repeat-noisy"), default=2, metavar="N",
+                   help="extra passes, at most N, over the configurations whose pass medians differ by more "
+                        "than 2%% (default 2; 0: never)")
     p.add_argument("--warmup", type=ranged("steps", "--warmup"), default=2, help="warm-up steps (default 2, at least 1)")
     p.add_argument("--plot", metavar="PNG", default="validate.png", help="predicted-vs-measured plot (default validate.png)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommtuneError("validate launches its ranks: give --ranks N or --emulated")
     res = run_validation(launch, calib, configs, model, scale=args.scale, forward_s=args.forward_ms / 1e3,
                          backward_s=args.backward_ms / 1e3, share=args.share, steps=args.steps,
-                         warmup=args.warmup, mode=args.mode, passes=args.passes)
+                         warmup=args.warmup, mode=args.mode, passes=args.passes,
+                         repeat_noisy=args.repeat_noisy)
     if args.plot:
         plot(res, args.plot)
     if args.json:

@@ -64,6 +64,16 @@ def cluster_from_state(state, device: str | None = None):
     )
 
 
+#: pass medians of one configuration further apart than this (relative) are re-measured (``repeat_noisy``)
+NOISY_PASSES = 0.02
+
+
+def pass_disagreement(runs: Sequence[dict]) -> float:
+    """(max - min) / median of the per-pass median step times of one configuration."""
+    m = [statistics.median(r["step_times_s"]) for r in runs]
+    return (max(m) - min(m)) / statistics.median(m) if len(m) > 1 else 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class LiveSettings:
     """How live trials run (the synthetic model and the launch)."""
@@ -78,6 +88,7 @@ class LiveSettings:
     mode: str | None = None  # None: each configuration's stream_mode; else it overrides them
     share: str = "flops"
     passes: int = 1
+    repeat_noisy: int = 0  # extra passes, at most, over configurations whose pass medians disagree
     model_factory: str | None = None  # "pkg.mod:make_model": the user's model instead of the synthetic mirror
     record_options: dict | None = None  # its synthetic inputs: batch_size, input_shape, seq_len, vocab
 
@@ -89,6 +100,8 @@ class LiveSettings:
             d["share"] = self.share
         if self.passes != 1:
             d["passes"] = self.passes
+        if self.repeat_noisy:
+            d["repeat_noisy"] = self.repeat_noisy
         if self.model_factory:
             d.update(model_factory=self.model_factory, record_options=self.record_options)
         return d
@@ -167,9 +180,10 @@ class LiveEvaluator(Evaluator):
 
     def _metrics(self, r: dict) -> dict:
         times = [float(t) for t in r["step_times_s"]]
-        m = {"step_time_s": float(statistics.median(times)), "step_times_s": times,
+        passes = r.get("pass_medians_s", [float(statistics.median(times))])
+        m = {"step_time_s": float(statistics.median(passes)), "step_times_s": times,
              "timed_steps": len(times), "num_buffers": len(r["buckets"]), "buckets": r["buckets"],
-             "pass_medians_s": r.get("pass_medians_s", [float(statistics.median(times))])}
+             "pass_medians_s": passes}
         if self.screening is not None:
             m["predicted_step_time_s"] = float(self.screening.evaluate(self.key(Knobs.from_dict(r["knobs"])))["step_time_s"])
         return m
@@ -262,7 +276,11 @@ class LiveEvaluator(Evaluator):
     def evaluate_many(self, configs: Sequence[Knobs]) -> list[dict]:
         """Several configurations on the same ranks. With ``passes`` > 1 the list is timed
         that many times, alternating its order (forward, reverse, ...), so slow drifts of
-        the host load hit every configuration alike; the step times of all passes are pooled."""
+        the host load hit every configuration alike; the step times of all passes are pooled.
+        Then, up to ``repeat_noisy`` times, the configurations whose pass medians still
+        disagree by more than :data:`NOISY_PASSES` (:func:`pass_disagreement`) get one more
+        pass; a configuration's value is the median of its pass medians (one disturbed pass
+        out of three does not move it)."""
         for c in configs:
             self._check(c)
         keys = [self.key(c) for c in configs]
@@ -273,10 +291,14 @@ class LiveEvaluator(Evaluator):
             pooled: dict[Knobs, list[dict]] = {}
             for k in order:
                 pooled.setdefault(k, []).append(self._trial(k))
+            for extra in range(self.settings.repeat_noisy if passes > 1 else 0):
+                noisy = [k for k in todo if pass_disagreement(pooled[k]) > NOISY_PASSES]
+                for k in (noisy if (passes + extra) % 2 == 0 else noisy[::-1]):
+                    pooled[k].append(self._trial(k))
             for k, rs in pooled.items():
                 r = dict(rs[-1])
                 r["step_times_s"] = [t for x in rs for t in x["step_times_s"]]
-                if passes > 1:
+                if len(rs) > 1:
                     r["pass_medians_s"] = [float(statistics.median(x["step_times_s"])) for x in rs]
                 self.cache[k] = self._metrics(r)
                 self.partial.pop(k, None)

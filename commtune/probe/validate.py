@@ -127,16 +127,19 @@ def describe_knobs(k: Knobs) -> str:
 
 def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *, scale: float = 0.25,
                    forward_s: float = 0.1, backward_s: float = 0.2, share: str = "flops", steps: int = 5,
-                   warmup: int = 2, mode: str | None = None, network=None, evaluator=None, passes: int = 1) -> dict:
+                   warmup: int = 2, mode: str | None = None, network=None, evaluator=None, passes: int = 1,
+                   repeat_noisy: int = 0) -> dict:
     """Run ``configs`` live and simulated; returns rows and summary figures.
-    ``mode`` (split/round_robin) overrides every configuration's stream_mode."""
+    ``mode`` (split/round_robin) overrides every configuration's stream_mode; ``passes`` and
+    ``repeat_noisy``: see :meth:`commtune.evaluators.live.LiveEvaluator.evaluate_many`."""
     from commtune.evaluators.live import LiveEvaluator, LiveSettings
     from simulators import Simulator
 
     if mode is not None:
         configs = [dataclasses.replace(k, stream_mode=mode) for k in configs]
     ev = evaluator or LiveEvaluator(model, LiveSettings(launch, scale=scale, forward_s=forward_s, backward_s=backward_s,
-                                                        share=share, steps=steps, warmup=warmup, passes=passes))
+                                                        share=share, steps=steps, warmup=warmup, passes=passes,
+                                                        repeat_noisy=repeat_noisy))
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
     sim = Simulator(ev.workload, cluster, network=network)
     live = ev.evaluate_many(configs)
@@ -149,6 +152,7 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
                      "measured_s": r["step_time_s"], "predicted_s": pred.step_time_s,
                      "error": pred.step_time_s / r["step_time_s"] - 1,
                      "spread": (max(st) - min(st)) / r["step_time_s"],
+                     "pass_spread": _pass_spread(r.get("pass_medians_s", [r["step_time_s"]])),
                      "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers,
                      "step_times_s": list(st), "pass_medians_s": r.get("pass_medians_s", [r["step_time_s"]]),
                      "extrapolation": flags})
@@ -156,6 +160,11 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
     return {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
             "network": type(sim.network).__name__, "model": ev.profile.name,
             "total_grad_bytes": int(ev.workload.total_grad_bytes)}
+
+
+def _pass_spread(medians: Sequence[float]) -> float:
+    """(max - min) / median of a configuration's per-pass medians (0 for one pass)."""
+    return float((max(medians) - min(medians)) / np.median(medians))
 
 
 def format_report(res: dict) -> str:

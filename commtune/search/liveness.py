@@ -61,6 +61,7 @@ class Worker:
         self.id = f"{self.host}/{uuid.uuid4().hex[:12]}"
         self.tag = {"id": self.id, "host": self.host, "pidns": _pid_namespace(), "pid": os.getpid()}
         self._held: set[int] = set()
+        self._last_reap = float("-inf")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,11 +99,28 @@ class Worker:
                     pass
 
     # -- other workers' trials --------------------------------------------
+    def trials(self) -> list:
+        """All trials of the study, reaping dead workers' at most once per heartbeat interval.
+
+        A dead worker's trial is failed only after the grace period (several
+        heartbeats), so looking more often than every heartbeat finds nothing
+        new; it would cost every ask a query of the heartbeats.
+        """
+        import time
+
+        interval = self.storage.get_heartbeat_interval() if heartbeats(self.storage) else 1
+        if time.monotonic() - self._last_reap >= (interval or 1):
+            return self.reap()
+        return self.study.get_trials(deepcopy=False)
+
     def reap(self) -> list:
         """Fail the RUNNING trials of dead workers (retrying them on RDBs); return all trials."""
+        import time
+
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
+        self._last_reap = time.monotonic()
         study = self.study
         if heartbeats(self.storage):
             dead = stale_trial_ids(self.storage, study._study_id)

@@ -187,7 +187,7 @@ def _work(study, worker: Worker, config: SearchConfig) -> int:
     while complete < config.trials:
         if config.timeout_s is not None and time.monotonic() - t0 >= config.timeout_s:
             break
-        held = [t for t in worker.reap() if _holds_budget(t)]
+        held = [t for t in worker.trials() if _holds_budget(t)]
         now_complete = sum(t.state in finished for t in held)
         if now_complete >= config.trials:
             complete = now_complete

@@ -127,7 +127,7 @@ def _drive(study, worker, config: SearchConfig, notices: _RayNotices) -> tuple[i
     while True:
         out_of_time = config.timeout_s is not None and time.monotonic() - t0 >= config.timeout_s
         while idle and not out_of_time:  # fill the pool
-            held = [t for t in worker.reap() if _holds_budget(t)]
+            held = [t for t in worker.trials() if _holds_budget(t)]
             if len(held) >= config.trials:
                 break
             trial = study.ask()
@@ -137,7 +137,7 @@ def _drive(study, worker, config: SearchConfig, notices: _RayNotices) -> tuple[i
             actor = idle.pop()
             running[actor.evaluate.remote(params)] = (actor, trial, params)
         if not running:
-            complete = sum(t.state in finished for t in worker.reap())
+            complete = sum(t.state in finished for t in worker.trials())
             if complete >= config.trials or out_of_time:
                 break
             # the rest of the budget is held by other workers' running trials
