@@ -249,3 +249,45 @@ def test_round_robin_check_compares_unfitted_round_robin_points():
     assert len(chk["points"]) == 4 and not chk["needed"] and chk["mape"] < 1e-9
     slow = [dict(r, step_time_s=r["step_time_s"] * 1.2) if r["stream_mode"] == "round_robin" else r for r in recs]
     assert round_robin_check(slow, spec, w)["needed"]
+
+
+def test_sweep_spreads_iterations_over_passes_and_remeasures_a_disturbed_point(monkeypatch):
+    """Points are visited in passes of alternating order; a point slowed down in one pass
+    (pass medians 2x apart) gets one more pass, and its time is the lowest pass median."""
+    from commtune.probe import allreduce
+
+    clock = [0.0]
+    visits: list = []
+    monkeypatch.setattr(allreduce, "now", lambda: clock[0])
+
+    class Comm:
+        rank = 0
+
+        def stream_groups(self, n):
+            return list(range(n))
+
+        def buffer(self, numel):
+            return list(range(numel))
+
+        def split(self, buf, k):
+            return [buf] * k
+
+        def barrier(self):
+            pass
+
+        def max(self, times):
+            return list(times)
+
+        def allreduce_parts(self, parts, groups):
+            k, size = len(groups), len(parts[0])
+            visits.append((k, size))
+            slow = 2.0 if (k, size) == (1, 1024) and len(visits) <= 6 else 1.0  # disturbed in the first pass only
+            clock[0] += slow * size * 1e-6 / k
+
+    recs = allreduce.measure_allreduce(Comm(), [4096], [1, 2], iters=4, warmup=1)
+    firsts = [v for i, v in enumerate(visits) if i % 3 == 0]  # each visit: 1 warm-up + 2 timed
+    assert firsts[:4] == [(1, 1024), (2, 1024), (2, 1024), (1, 1024)]  # pass 1 forward, pass 2 reversed
+    one, two = recs
+    assert one["pass_medians_s"] == pytest.approx([2 * 1024e-6, 1024e-6, 1024e-6])  # one more pass: it was noisy
+    assert one["time_s"] == pytest.approx(1024e-6) and one["iters"] == 6
+    assert two["pass_medians_s"] == pytest.approx([512e-6, 512e-6]) and two["iters"] == 4
