@@ -253,7 +253,7 @@ def test_round_robin_check_compares_unfitted_round_robin_points():
 
 def test_sweep_spreads_iterations_over_passes_and_remeasures_a_disturbed_point(monkeypatch):
     """Points are visited in passes of alternating order; a point slowed down in one pass
-    (pass medians 2x apart) gets one more pass, and its time is the lowest pass median."""
+    (pass medians 2x apart) gets one more pass, and its time is the median of the pass medians."""
     from commtune.probe import allreduce
 
     clock = [0.0]
