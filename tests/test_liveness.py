@@ -190,3 +190,33 @@ def test_retry_queued_ahead_counts_against_the_budget(tmp_path):
         assert retry.number == 3 and admit(study, retry, w, 3)
     finally:
         w.close()
+
+
+def test_one_read_per_trial_samples_exactly_as_fresh_reads(tmp_path, monkeypatch):
+    """The sampling snapshot changes no decision of a seeded search, and reads the study once per trial."""
+    from commtune.search import SearchConfig, optuna_backend
+    from commtune.search.space import load_space
+    from commtune.evaluators.base import make_evaluator
+    from commtune.api import make_scenario
+
+    def run(name: str, snapshot: bool) -> list:
+        if not snapshot:
+            monkeypatch.setattr(optuna_backend, "one_read_per_trial", lambda study: __import__("contextlib").nullcontext())
+        sc = make_scenario("resnet50", bw="32gbit")
+        cfg = SearchConfig(space=load_space("default"), objective=make_evaluator("simulator", sc), sampler="auto",
+                           trials=25, seed=3, storage=f"sqlite:///{tmp_path}/{name}.db", study_name=name, screen=64)
+        optuna_backend.run(cfg)
+        monkeypatch.undo()
+        return [t.params for t in _study(f"sqlite:///{tmp_path}/{name}.db", name).get_trials()]
+
+    reads = []
+    real = optuna_backend._TrialsSnapshot.__init__
+
+    def counting(self, storage, study_id):
+        reads.append(study_id)
+        real(self, storage, study_id)
+
+    monkeypatch.setattr(optuna_backend._TrialsSnapshot, "__init__", counting)
+    with_snapshot = run("snap", True)
+    assert len(reads) == 25
+    assert with_snapshot == run("fresh", False)

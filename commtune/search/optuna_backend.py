@@ -18,6 +18,8 @@ repeating each other.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import time
 
@@ -153,6 +155,41 @@ def admit(study, trial, worker: Worker, trials: int) -> bool:
     return False
 
 
+class _TrialsSnapshot:
+    """A study's storage whose reads of that study's trials return one snapshot (writes pass through)."""
+
+    def __init__(self, storage, study_id: int) -> None:
+        self._inner, self._study_id = storage, study_id
+        self._trials = storage.get_all_trials(study_id, deepcopy=False)
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
+        if study_id != self._study_id:
+            return self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+
+@contextlib.contextmanager
+def one_read_per_trial(study):
+    """While a trial samples its parameters, the sampler sees the study as read once.
+
+    TPE with ``constant_liar`` (and the group decomposition) re-read every
+    trial of the study several times per trial; on a shared RDB study each
+    read fetches every other worker's running trial again. One snapshot
+    taken after ``ask`` holds what they need: the other trials (running ones
+    with the parameters their workers sampled), not this trial's own.
+    """
+    real = study._storage
+    study._storage = _TrialsSnapshot(real, study._study_id)
+    try:
+        yield
+    finally:
+        study._storage = real
+
+
 def budget_wait(config: SearchConfig) -> float:
     """How long a worker waits, without progress, for other workers' running trials."""
     return 3.0 * config.grace_s
@@ -206,7 +243,8 @@ def _work(study, worker: Worker, config: SearchConfig) -> int:
         try:
             if not admit(study, trial, worker, config.trials):
                 continue
-            params = space.suggest(trial)
+            with one_read_per_trial(study):
+                params = space.suggest(trial)
             knobs = space.knobs_from_params(params)
             if stepwise:
                 metrics = objective.evaluate_steps(knobs, _pruning_callback(trial))

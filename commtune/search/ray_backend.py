@@ -105,7 +105,7 @@ def _drive(study, worker, config: SearchConfig, notices: _RayNotices) -> tuple[i
     from optuna.trial import TrialState
 
     from commtune.search.liveness import tell
-    from commtune.search.optuna_backend import _WAIT_S, _holds_budget, admit, budget_wait
+    from commtune.search.optuna_backend import _WAIT_S, _holds_budget, admit, budget_wait, one_read_per_trial
 
     actor_cls = ray.remote(num_cpus=1, max_restarts=0)(Evaluator).options(scheduling_strategy="SPREAD")
     idle = [actor_cls.remote(config.objective, config.space) for _ in range(max(config.concurrency, 1))]
@@ -133,7 +133,8 @@ def _drive(study, worker, config: SearchConfig, notices: _RayNotices) -> tuple[i
             trial = study.ask()
             if not admit(study, trial, worker, config.trials):
                 continue
-            params = config.space.suggest(trial)
+            with one_read_per_trial(study):
+                params = config.space.suggest(trial)
             actor = idle.pop()
             running[actor.evaluate.remote(params)] = (actor, trial, params)
         if not running:
