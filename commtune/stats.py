@@ -35,3 +35,22 @@ def quantile(values: Sequence[float], q: float) -> float:
     if len(values) == 0:
         return float("nan")
     return float(np.quantile(np.asarray(values, dtype=float), q))
+
+
+def resolved_concordance(predicted: Sequence[float], measured: Sequence[float], noise: Sequence[float],
+                         floor: float = 0.02) -> tuple[float, int, int]:
+    """How often the prediction orders two points as measured, over the pairs the
+    measurement resolves: ``(concordant fraction, resolved pairs, all pairs)``.
+
+    A pair is resolved when the measured values differ, relative to the smaller,
+    by more than both points' ``noise`` (e.g. the spread of their pass medians)
+    and ``floor``; nearly tied points, whose measured order is the noise, do not
+    count (Spearman counts them). NaN when no pair is resolved.
+    """
+    p, m, e = (np.asarray(x, dtype=float) for x in (predicted, measured, noise))
+    i, j = np.triu_indices(len(m), k=1)
+    diff = np.abs(m[i] - m[j]) / np.minimum(m[i], m[j])
+    resolved = diff > np.maximum(np.maximum(e[i], e[j]), floor)
+    same = np.sign(p[i] - p[j]) == np.sign(m[i] - m[j])
+    n = int(resolved.sum())
+    return (float(same[resolved].mean()) if n else float("nan")), n, int(len(i))

@@ -120,6 +120,14 @@ def predictions(calib: str, hosts: int, configs: list[dict], model: str, scale: 
     return [sim.run(Knobs.from_dict(k)).step_time_s for k in configs]
 
 
+def concordance(rows: list[dict]) -> tuple[float, int, int]:
+    """The order kept over the pairs the measurement resolves (from the rows' pass medians)."""
+    from commtune.stats import resolved_concordance
+
+    noise = [(max(p) - min(p)) / float(np.median(p)) for p in (r.get("pass_medians_s") or [r["measured_s"]] for r in rows)]
+    return resolved_concordance([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], noise)
+
+
 def _pct(x: float) -> str:
     return f"{x:.2%}" if x == x else "n/a"
 
@@ -132,16 +140,18 @@ def markdown(results: dict) -> str:
              f"Targets: MAPE <= {t['mape']:.0%}, worst <= {t['worst']:.0%}, Spearman >= {t['spearman']}, "
              f"pick within {t['pick_gap']:.0%} of the live best; scale MAPE <= {t['scale_mape']:.0%}; "
              f"repeatability within {t['repeat']:.0%}.", "",
-             "| shape | model | points | MAPE | worst | Spearman | pick gap | median spread | targets met | load (1 min) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| shape | model | points | MAPE | worst | Spearman | order kept (resolved pairs) | pick gap | median spread | targets met | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in results.get("shapes", {}).items():
         for m, r in e.get("models", {}).items():
             s = r["summary"]
             spread = float(np.median([x["spread"] for x in r["rows"]]))
             met = ", ".join(k for k, v in r["targets_met"].items() if v) or "none"
             load = r["uptime_before"].split("load average:")[-1].split(",")[0].strip()
+            conc, resolved, pairs = concordance(r["rows"])
             lines.append(f"| {name} | {m} | {len(r['rows'])} | {_pct(s['mape'])} | {_pct(s['worst'])} | "
-                         f"{s['spearman']:.3f} | {_pct(s['pick_gap'])} | {_pct(spread)} | {met} | {load} |")
+                         f"{s['spearman']:.3f} | {_pct(conc)} ({resolved}/{pairs}) | {_pct(s['pick_gap'])} | "
+                         f"{_pct(spread)} | {met} | {load} |")
     lines.append("")
     for name, e in results.get("shapes", {}).items():
         p = e["probe"]

@@ -86,3 +86,16 @@ def test_noisy_configurations_are_measured_again_and_robustly():
     no_repeat._trial = trial
     no_repeat.evaluate_many([noisy])
     assert ran.count(noisy) == 2
+
+
+def test_resolved_concordance_ignores_pairs_within_the_noise():
+    from commtune.stats import resolved_concordance
+
+    measured = [1.00, 1.01, 1.50, 2.00]  # the first two are tied within 2 %
+    predicted = [1.02, 1.00, 1.40, 2.10]  # their order swapped; every resolved pair kept
+    assert resolved_concordance(predicted, measured, [0, 0, 0, 0]) == (1.0, 5, 6)
+    assert resolved_concordance([1.0, 1.1, 2.2, 1.9], measured, [0, 0, 0, 0]) == (pytest.approx(4 / 5), 5, 6)
+    # a point whose passes disagreed by 60 % resolves no pair with anything closer than that
+    assert resolved_concordance(predicted, measured, [0, 0, 0.6, 0]) == (1.0, 2, 6)
+    s = compare(predicted, measured, None, [0, 0, 0, 0])
+    assert (s["concordance"], s["resolved_pairs"], s["pairs"]) == (1.0, 5, 6)

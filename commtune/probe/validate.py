@@ -22,7 +22,7 @@ import numpy as np
 from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
-from commtune.stats import mape, spearman
+from commtune.stats import mape, resolved_concordance, spearman
 from commtune.units import MiB, format_size
 
 
@@ -101,8 +101,11 @@ def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> Cluste
     return dataclasses.replace(spec, nodes=hosts, gpus_per_node=world_size // hosts)
 
 
-def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None) -> dict:
-    """MAPE, worst error, Spearman, pick gap (simulator's best measured vs the measured best)."""
+def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequence[float] | None = None,
+            pass_spreads: Sequence[float] | None = None) -> dict:
+    """MAPE, worst error, Spearman, pick gap (simulator's best measured vs the measured best),
+    and the order kept over the pairs the measurement resolves (``concordance`` of
+    ``resolved_pairs``; :func:`commtune.stats.resolved_concordance` with ``pass_spreads``)."""
     p = np.asarray(predicted, dtype=float)
     m = np.asarray(measured, dtype=float)
     err = np.abs(p - m) / m
@@ -111,7 +114,9 @@ def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequ
     live_best = int(np.argmin(m))
     gap = float(m[sim_best] / m[live_best] - 1.0)
     noise = float(max(spreads[sim_best], spreads[live_best])) if spreads is not None else 0.0
+    conc, resolved, pairs = resolved_concordance(p, m, pass_spreads if pass_spreads is not None else np.zeros(len(m)))
     return {"mape": mape(p, m), "worst": float(np.max(err)), "worst_index": int(np.argmax(err)), "spearman": rho,
+            "concordance": conc, "resolved_pairs": resolved, "pairs": pairs,
             "sim_best": sim_best, "live_best": live_best, "pick_gap": gap,
             "noise": noise, "pick_within_noise": bool(gap <= noise)}
 
@@ -156,7 +161,8 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
                      "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers,
                      "step_times_s": list(st), "pass_medians_s": r.get("pass_medians_s", [r["step_time_s"]]),
                      "extrapolation": flags})
-    summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows])
+    summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows],
+                      [r["pass_spread"] for r in rows])
     return {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
             "network": type(sim.network).__name__, "model": ev.profile.name,
             "total_grad_bytes": int(ev.workload.total_grad_bytes)}
@@ -176,6 +182,9 @@ def format_report(res: dict) -> str:
                      f"{err:>+8.1%} {r['spread']:>7.1%}  {note}")
     s = res["summary"]
     rows = res["rows"]
+    if "resolved_pairs" in s:
+        lines.append(f"order kept in {s['concordance']:.0%} of the {s['resolved_pairs']} of {s['pairs']} pairs the "
+                     f"measurement resolves (apart by more than their pass spread and 2%)")
     lines.append(f"MAPE {s['mape']:.2%}, worst {s['worst']:.2%} ({rows[s['worst_index']]['config']}), Spearman {s['spearman']:.3f}; simulator's pick: {rows[s['sim_best']]['config']} "
                  f"(live best: {rows[s['live_best']]['config']}), gap {s['pick_gap']:.2%} "
                  f"({'within' if s['pick_within_noise'] else 'beyond'} noise {s['noise']:.2%})")
