@@ -26,13 +26,12 @@ Members: ``simulator`` (:mod:`commtune.evaluators.simulator`) and ``live``
 from __future__ import annotations
 
 import abc
-import importlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from commtune.errors import CommtuneError, did_you_mean
 from commtune.knobs import Knobs
+from commtune.registry import Registry
 
 METRIC = "step_time_s"
 
@@ -90,34 +89,21 @@ class Evaluator(abc.ABC):
 
 
 EvaluatorFactory = Callable[..., Evaluator]
-EVALUATORS: dict[str, EvaluatorFactory] = {}
 #: members registered by importing their module (kept lazy: live pulls in torch on use only)
-_MEMBERS = {"simulator": "commtune.evaluators.simulator", "live": "commtune.evaluators.live"}
+REGISTRY: Registry[EvaluatorFactory] = Registry(
+    "objective", "objectives", {"simulator": "commtune.evaluators.simulator", "live": "commtune.evaluators.live"})
+EVALUATORS = REGISTRY.items  # name -> factory, for what has been registered so far
 
 
 def register_evaluator(name: str) -> Callable[[EvaluatorFactory], EvaluatorFactory]:
     """Decorator: register ``factory(scenario, **options) -> Evaluator`` as ``name``."""
-
-    def deco(factory: EvaluatorFactory) -> EvaluatorFactory:
-        EVALUATORS[name] = factory
-        return factory
-
-    return deco
+    return REGISTRY.register(name)
 
 
 def evaluator_names() -> list[str]:
-    return list(dict.fromkeys([*_MEMBERS, *EVALUATORS]))
+    return REGISTRY.names()
 
 
 def make_evaluator(name: str, scenario, **options) -> Evaluator:
     """The registered evaluator ``name`` for ``scenario``."""
-    if name not in EVALUATORS and name in _MEMBERS:
-        importlib.import_module(_MEMBERS[name])
-    try:
-        factory = EVALUATORS[name]
-    except KeyError:
-        names = evaluator_names()
-        raise CommtuneError(
-            f"unknown objective {name!r}{did_you_mean(name, names)}; objectives: {', '.join(names)}"
-        ) from None
-    return factory(scenario, **options)
+    return REGISTRY.get(name)(scenario, **options)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from commtune.knobs import Knobs
+from commtune.registry import Registry
 from commtune.search.liveness import GRACE_S, HEARTBEAT_S
 
 SAMPLERS = ("auto", "tpe", "gp", "cmaes", "random", "qmc", "grid")
@@ -65,37 +66,24 @@ class SearchResult:
 
 BackendRun = Callable[[SearchConfig], SearchResult]
 #: registered backends: name -> module that defines ``run(config)`` (imported on use)
-_BACKEND_MODULES = {"optuna": "commtune.search.optuna_backend", "ray": "commtune.search.ray_backend",
-                    "grid": "commtune.search.grid_backend", "horovod": "commtune.search.horovod_replica"}
-_BACKEND_RUNS: dict[str, BackendRun] = {}
+BACKEND_REGISTRY: Registry[BackendRun] = Registry(
+    "backend", "backends", {"optuna": "commtune.search.optuna_backend", "ray": "commtune.search.ray_backend",
+                            "grid": "commtune.search.grid_backend", "horovod": "commtune.search.horovod_replica"},
+    attr="run")
 
 
 def register_backend(name: str) -> Callable[[BackendRun], BackendRun]:
     """Decorator: register ``run(config) -> SearchResult`` as backend ``name``."""
-
-    def deco(run: BackendRun) -> BackendRun:
-        _BACKEND_RUNS[name] = run
-        return run
-
-    return deco
+    return BACKEND_REGISTRY.register(name)
 
 
 def backend_names() -> list[str]:
-    return list(dict.fromkeys([*_BACKEND_MODULES, *_BACKEND_RUNS]))
+    return BACKEND_REGISTRY.names()
 
 
 def get_backend(name: str) -> BackendRun:
     """The backend's ``run``; unknown names: one-line CommtuneError."""
-    import importlib
-
-    from commtune.errors import CommtuneError, did_you_mean
-
-    if name not in _BACKEND_RUNS and name in _BACKEND_MODULES:
-        _BACKEND_RUNS[name] = importlib.import_module(_BACKEND_MODULES[name]).run
-    if name not in _BACKEND_RUNS:
-        names = backend_names()
-        raise CommtuneError(f"unknown backend {name!r}{did_you_mean(name, names)}; backends: {', '.join(names)}")
-    return _BACKEND_RUNS[name]
+    return BACKEND_REGISTRY.get(name)
 
 
 def run_backend(name: str, config: SearchConfig) -> SearchResult:
