@@ -183,7 +183,7 @@ def main() -> int:
         lines.append(f"- Ray 2 nodes, {r['trials']} trials: {r['ray_wall_s']} s vs Optuna {r['optuna_wall_s']} s: "
                      f"{r['ratio']}x, nodes used {r['ray_nodes']} (load {r['load']})")
     if out.get("shared"):
-        lines.append(f"\nmedian 8-worker ratio {statistics.median(r['ratio'] for r in out['shared'])}x")
+        lines.append(f"\nmedian 8-worker ratio {round(statistics.median(r['ratio'] for r in out['shared']), 2)}x")
     write_md("bench_distributed.md", "\n".join(lines))
     print("\n".join(lines))
     return 0
