@@ -37,6 +37,12 @@ def quantile(values: Sequence[float], q: float) -> float:
     return float(np.quantile(np.asarray(values, dtype=float), q))
 
 
+def relative_spread(values: Sequence[float]) -> float:
+    """``(max - min) / median`` of ``values`` (e.g. one configuration's per-pass medians); 0 for one value."""
+    v = np.asarray(values, dtype=float)
+    return float(np.ptp(v) / np.median(v)) if len(v) > 1 else 0.0
+
+
 def resolved_concordance(predicted: Sequence[float], measured: Sequence[float], noise: Sequence[float],
                          floor: float = 0.02) -> tuple[float, int, int]:
     """How often the prediction orders two points as measured, over the pairs the

@@ -122,9 +122,9 @@ def predictions(calib: str, hosts: int, configs: list[dict], model: str, scale: 
 
 def concordance(rows: list[dict]) -> tuple[float, int, int]:
     """The order kept over the pairs the measurement resolves (from the rows' pass medians)."""
-    from commtune.stats import resolved_concordance
+    from commtune.stats import relative_spread, resolved_concordance
 
-    noise = [(max(p) - min(p)) / float(np.median(p)) for p in (r.get("pass_medians_s") or [r["measured_s"]] for r in rows)]
+    noise = [relative_spread(r.get("pass_medians_s") or [r["measured_s"]]) for r in rows]
     return resolved_concordance([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], noise)
 
 

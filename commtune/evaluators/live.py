@@ -69,9 +69,10 @@ NOISY_PASSES = 0.02
 
 
 def pass_disagreement(runs: Sequence[dict]) -> float:
-    """(max - min) / median of the per-pass median step times of one configuration."""
-    m = [statistics.median(r["step_times_s"]) for r in runs]
-    return (max(m) - min(m)) / statistics.median(m) if len(m) > 1 else 0.0
+    """:func:`commtune.stats.relative_spread` of the per-pass median step times of one configuration."""
+    from commtune.stats import relative_spread
+
+    return relative_spread([statistics.median(r["step_times_s"]) for r in runs])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
 from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
-from commtune.stats import mape, resolved_concordance, spearman
+from commtune.stats import mape, relative_spread, resolved_concordance, spearman
 from commtune.units import MiB, format_size
 
 
@@ -151,26 +151,22 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
     rows = []
     for k, r in zip(configs, live):
         st = r["step_times_s"]
+        passes = r.get("pass_medians_s", [r["step_time_s"]])
         pred = sim.run(k)
         flags = sim.network.extrapolation(k)
         rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "mode": k.stream_mode,
                      "measured_s": r["step_time_s"], "predicted_s": pred.step_time_s,
                      "error": pred.step_time_s / r["step_time_s"] - 1,
                      "spread": (max(st) - min(st)) / r["step_time_s"],
-                     "pass_spread": _pass_spread(r.get("pass_medians_s", [r["step_time_s"]])),
+                     "pass_spread": relative_spread(passes),
                      "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers,
-                     "step_times_s": list(st), "pass_medians_s": r.get("pass_medians_s", [r["step_time_s"]]),
+                     "step_times_s": list(st), "pass_medians_s": passes,
                      "extrapolation": flags})
     summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows],
                       [r["pass_spread"] for r in rows])
     return {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
             "network": type(sim.network).__name__, "model": ev.profile.name,
             "total_grad_bytes": int(ev.workload.total_grad_bytes)}
-
-
-def _pass_spread(medians: Sequence[float]) -> float:
-    """(max - min) / median of a configuration's per-pass medians (0 for one pass)."""
-    return float((max(medians) - min(medians)) / np.median(medians))
 
 
 def format_report(res: dict) -> str:
