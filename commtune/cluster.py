@@ -287,8 +287,8 @@ def preset_for_bandwidth(bw_Bps: float) -> str | None:
     return None
 
 
-def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
-    """Read a cluster description or calibration file (YAML or JSON)."""
+def read_cluster_doc(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw mapping of a cluster or calibration file (YAML or JSON), format checked."""
     p = Path(path)
     text = read_text(p, "cluster file")
     try:
@@ -301,7 +301,13 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
     fmt = data.get("format", CLUSTER_FORMAT)
     if fmt != CLUSTER_FORMAT:
         raise CommtuneError(f"cluster file {str(p)!r} has format {fmt!r}; this commtune reads {CLUSTER_FORMAT!r}")
-    data = dict(data)
+    return dict(data)
+
+
+def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
+    """Read a cluster description or calibration file (YAML or JSON)."""
+    p = Path(path)
+    data = read_cluster_doc(p)
     if "preset" in data:
         from commtune.limits import RANGES
 

@@ -186,6 +186,8 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true",
                     help="use the calibration files already in --out where they exist (no new probe)")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--seed-base", type=int, default=0,
+                    help="offset of the held-out draws' seeds (a new value: configurations no earlier run saw)")
     ap.add_argument("--report", metavar="JSON", help="only print the markdown summary of a saved run")
     args = ap.parse_args()
     if args.report:
@@ -195,7 +197,7 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
     path = os.path.join(args.out, f"live_fidelity{'-' + args.tag if args.tag else ''}.json")
-    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "targets": TARGETS,
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "targets": TARGETS, "seed_base": args.seed_base,
                      "shapes": {}, "models": MODELS}
     if os.path.exists(path):  # parts run separately land in one file (each part replaces its own entry)
         with open(path) as fh:
@@ -224,7 +226,7 @@ def main() -> int:
                 save()
                 for i, m in enumerate(args.models.split(",")):
                     model, scale = MODELS[m]
-                    res = validate(args.prefix, calib, model, scale, seed=i, n=args.held_out,
+                    res = validate(args.prefix, calib, model, scale, seed=args.seed_base + i, n=args.held_out,
                                    plot=os.path.join(args.out, f"live_fidelity-{name}-{m}{'-' + args.tag if args.tag else ''}.png"))
                     res["targets_met"] = targets_met(res["summary"])
                     entry["models"][m] = res
@@ -242,7 +244,7 @@ def main() -> int:
             results["scale"] = sc
             cluster_up(args.prefix, args.scale_to, SCALE["bw"], SCALE.get("per_stream"))
             model, scale = MODELS["conv"]
-            res = validate(args.prefix, calib, model, scale, seed=11, n=args.held_out,
+            res = validate(args.prefix, calib, model, scale, seed=args.seed_base + 11, n=args.held_out,
                            plot=os.path.join(args.out, f"live_fidelity-scale-{args.scale_to}h.png"))
             res["scale_target_met"] = res["summary"]["mape"] <= TARGETS["scale_mape"]
             sc["validation"] = res
@@ -272,7 +274,7 @@ def main() -> int:
 
             rows = []
             for m, (model, scale) in MODELS.items():
-                configs = [k.to_dict() for k in held_out_configs(None, 12, seed=100, max_bucket_bytes=20 * 2**20)]
+                configs = [k.to_dict() for k in held_out_configs(None, 12, seed=args.seed_base + 100, max_bucket_bytes=20 * 2**20)]
                 a = predictions(first, shape["hosts"], configs, model, scale)
                 b = predictions(second, shape["hosts"], configs, model, scale)
                 rows += [{"model": m, "knobs": k, "first_s": x, "busy_s": y, "diff": y / x - 1}

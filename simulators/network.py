@@ -79,6 +79,12 @@ class NetworkModel(abc.ABC):
         that was not calibrated."""
         return []
 
+    def min_collective_s(self, num_streams: ArrayLike) -> np.ndarray:
+        """The shortest time one collective over K streams takes, whatever its size
+        (the latency bound of a small message); 0 unless calibrated. A buffer takes
+        ``max(a + b*S, f(K))`` (``simulators.system``)."""
+        return np.zeros(np.shape(num_streams))
+
     def alt_coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """``(a2, b2)`` of a second all-reduce algorithm the library may pick
         per buffer when it is faster (``inf`` = none; the default)."""
@@ -86,10 +92,11 @@ class NetworkModel(abc.ABC):
         return np.full(k.shape, np.inf), np.full(k.shape, np.inf)
 
     def allreduce_time(self, size_bytes: float, num_streams: int = 1, hierarchical: bool = False) -> float:
-        """The all-reduce time of one buffer: the faster of the two algorithms."""
+        """The all-reduce time of one buffer: the faster of the two algorithms, at least
+        :meth:`min_collective_s`."""
         a, b = self.coeffs(num_streams, hierarchical)
         a2, b2 = self.alt_coeffs(num_streams, hierarchical)
-        return float(min(a + b * size_bytes, a2 + b2 * size_bytes))
+        return float(max(min(a + b * size_bytes, a2 + b2 * size_bytes), self.min_collective_s(num_streams)))
 
 
 class AnalyticalNetwork(NetworkModel):

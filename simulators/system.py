@@ -35,6 +35,11 @@ Algorithm choice. A network model may offer a second algorithm
 ``(a2, b2)`` (NCCL's tree); each buffer takes the faster of the two,
 ``min(a + b*S, a2 + b2*S)``, as NCCL's tuning model picks per message size.
 
+Latency bound. No collective is shorter than ``f`` (the network model's
+``min_collective_s``, 0 unless calibrated: what a small message measures):
+the chosen algorithm's latency part becomes ``max(a, f - b*S)``, so the
+collective takes ``max(a + b*S, f)``. Below, ``a`` is that bounded term.
+
 Interference with compute. Each buffer j costs ``c`` seconds on the training
 thread (``ClusterSpec.bucket_cost_s``: hook, copy, launch) before its
 all-reduce starts; its collective holds ``sigma`` of the GPU's SMs
@@ -181,6 +186,7 @@ class SystemParams:
     sm_share: np.ndarray  # sigma, the SM fraction a collective holds while it runs
     gpu_s_per_byte: np.ndarray  # kappa, GPU time per gradient byte reduced (already x wire ratio)
     loop_waits: np.ndarray  # bool, the dynamic loop waits for its collectives
+    floor_s: np.ndarray  # f, the shortest collective (latency bound); 0 = none
 
     def __len__(self) -> int:
         return len(self.dynamic)
@@ -194,7 +200,7 @@ class SystemParams:
             float(self.link_gap_s[i]),
             float(self.a2_s[i]), float(self.b2_s_per_byte[i]),
             float(self.bucket_cost_s[i]), float(self.sm_share[i]), float(self.gpu_s_per_byte[i]),
-            bool(self.loop_waits[i]),
+            bool(self.loop_waits[i]), float(self.floor_s[i]),
         )
 
 
@@ -251,6 +257,7 @@ class NetworkTable:
     gap_s: np.ndarray  # (K,)
     a2_s: np.ndarray  # (K, 2), the alternative algorithm (inf = none)
     b2_s_per_byte: np.ndarray  # (K, 2)
+    floor_s: np.ndarray  # (K,), the latency bound f(K)
 
     @classmethod
     def build(cls, network: NetworkModel) -> "NetworkTable":
@@ -260,14 +267,14 @@ class NetworkTable:
         a2, b2 = network.alt_coeffs(ks[:, None], hs)
         m, gap = network.pipelining(ks)
         f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
-        return cls(f(a), f(b), np.asarray(m, dtype=np.int64), f(gap), f(a2), f(b2))
+        return cls(f(a), f(b), np.asarray(m, dtype=np.int64), f(gap), f(a2), f(b2), f(network.min_collective_s(ks)))
 
     def lookup(self, num_streams, hierarchical) -> tuple[np.ndarray, ...]:
-        """``(a, b, m, gap, a2, b2)`` per configuration."""
+        """``(a, b, m, gap, a2, b2, floor)`` per configuration."""
         k = np.asarray(num_streams, dtype=np.int64) - 1
         h = np.asarray(hierarchical, dtype=np.int64)
         return (self.a_s[k, h], self.b_s_per_byte[k, h], self.inflight[k], self.gap_s[k],
-                self.a2_s[k, h], self.b2_s_per_byte[k, h])
+                self.a2_s[k, h], self.b2_s_per_byte[k, h], self.floor_s[k])
 
 
 def network_table(network: NetworkModel) -> NetworkTable:
@@ -297,7 +304,7 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     central = knobs.negotiation == "central"
     lat = network.control_latency_s()
     table = network_table(network)
-    a, b, m, gap, a2, b2 = table.lookup(knobs.num_streams, knobs.hierarchical)
+    a, b, m, gap, a2, b2, floor = table.lookup(knobs.num_streams, knobs.hierarchical)
     host = cluster if cluster is not None else getattr(network, "cluster", None)
     wait = sync_wait_s(float(getattr(host, "collective_jitter_s", 0.0)), network.world_size)
     a, a2 = a + wait, a2 + wait
@@ -308,8 +315,8 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
     link_gap = np.where(rr, network.round_robin_gap(knobs.num_streams), 0.0)
     if rr.any():
         one = table.lookup(np.ones_like(knobs.num_streams), knobs.hierarchical)
-        one = (one[0] + wait, *one[1:4], one[4] + wait, one[5])
-        a, b, m, gap, a2, b2 = (np.where(rr, x1, x) for x1, x in zip(one, (a, b, m, gap, a2, b2)))
+        one = (one[0] + wait, *one[1:4], one[4] + wait, *one[5:])
+        a, b, m, gap, a2, b2, floor = (np.where(rr, x1, x) for x1, x in zip(one, (a, b, m, gap, a2, b2, floor)))
     msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
     cached = bool(getattr(host, "response_cache", False))
     nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s, cached), 0.0)
@@ -342,6 +349,7 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         sm_share=np.full(thr.shape, float(getattr(host, "comm_sm_share", 0.0))),
         gpu_s_per_byte=np.asarray(float(getattr(host, "comm_gpu_s_per_byte", 0.0)) * ratio, dtype=np.float64),
         loop_waits=dynamic & bool(getattr(host, "loop_waits", False)),
+        floor_s=np.broadcast_to(np.where(floor > 0, floor + wait, 0.0), thr.shape).astype(np.float64),
     )
 
 
@@ -370,7 +378,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     at the last buffer's ``done_s`` (module docstring).
     """
     (dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, k, b_link, g_link,
-     a2, b2, cost, share, kappa, waits) = p
+     a2, b2, cost, share, kappa, waits, floor) = p
     spans: list[tuple] = []  # (first, last, bytes, dispatch, start, end) per buffer
     ends: list[float] = []
     link = -math.inf  # round robin's link clock L
@@ -429,6 +437,8 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
         if a2 + b2 * cur_bytes < a + b * cur_bytes:  # the faster algorithm (its link cost scales alike)
             aj, bj, bl = a2, b2, b_link * (b2 / b)
         bs = bj * cur_bytes
+        if floor - bs > aj:  # the latency bound
+            aj = floor - bs
         end = start + (aj + bs)
         serial = (ends[j - k] if j >= k else -math.inf) + gap + bs
         if serial > end:

@@ -169,3 +169,55 @@ def test_search_report_carries_extrapolation_flags():
     rep = extrapolation_report(Obj, dataclasses.replace(DDP_DEFAULT, num_streams=6))
     assert rep["warnings"] and rep["warnings"][0]["kind"] == "streams"
     assert extrapolation_report(Obj, dataclasses.replace(DDP_DEFAULT, num_streams=2))["warnings"] == []
+
+
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_latency_bound_closed_form_roofline(n):
+    p = dataclasses.replace(PARAMS, small_step_s=3e-3, small_per_stream_s=5e-4)
+    net = CalibratedNetwork(p, n, RANGE)
+    for k in (1, 3, 5, 8, 16):  # probed, interpolated and beyond the probed K alike
+        f = 2 * (n - 1) * 3e-3 + k * 5e-4
+        assert float(net.min_collective_s(k)) == pytest.approx(f, rel=1e-12)
+        a, b = net.coeffs(k, False)
+        for s in (4096, MiB, 8 * MiB, 64 * MiB):
+            assert net.allreduce_time(s, k) == pytest.approx(max(float(a + b * s), f), rel=1e-12)
+    assert float(CalibratedNetwork(PARAMS, n, RANGE).min_collective_s(8)) == 0.0  # none measured: the line alone
+
+
+def test_probe_fits_the_latency_bound_from_the_small_message():
+    n, step, per_stream = 3, 3e-3, 4e-4
+    res = _records(n, (1, 2, 3, 4, 6, 8))
+    for r in res["records"]:
+        if r["size_bytes"] < MiB:  # a small message pays the latency bound, not the line's intercept
+            r["time_s"] = 2 * (n - 1) * step + r["streams"] * per_stream
+    spec, extra = calibration(res, hosts=n)
+    p = network_for(spec).params
+    assert p.small_step_s == pytest.approx(step, rel=1e-9) and p.small_per_stream_s == pytest.approx(per_stream, rel=1e-9)
+    assert p.alpha_s == pytest.approx(2e-4, rel=1e-6)  # the line is fitted on >= 1 MiB only
+    assert extra["fit"]["latency_bound"]["measured_s"][8] == pytest.approx(2 * (n - 1) * step + 8 * per_stream)
+
+
+def test_latency_bound_fit_is_non_negative_and_empty_without_small_messages():
+    from commtune.probe.fit import fit_latency_bound
+
+    falling = [{"streams": k, "size_bytes": 4096, "time_s": t} for k, t in ((1, 9e-3), (2, 8e-3), (4, 7e-3))]
+    step, per_stream, _ = fit_latency_bound(falling, 4, MiB)
+    assert per_stream == 0.0 and 0 < step * 6 < 9e-3  # a weighted mean, not a negative slope
+    assert fit_latency_bound([{"streams": 1, "size_bytes": MiB, "time_s": 1.0}], 4, MiB) == (0.0, 0.0, {})
+
+
+def test_refit_reproduces_a_calibration_from_its_stored_measurements(tmp_path):
+    from commtune.errors import CommtuneError
+    from commtune.probe.probe import write_calibration
+    from commtune.probe.refit import refit_calibration
+
+    spec, extra = calibration(_records(4, (1, 2, 4)), hosts=4, name="c")
+    path = tmp_path / "c.yaml"
+    write_calibration(str(path), spec, extra)
+    spec2, extra2 = refit_calibration(path)
+    assert extra2["fit"]["network"] == pytest.approx(extra["fit"]["network"], rel=1e-12)
+    assert extra2["provenance"]["refit_of"]["path"] == str(path)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("nodes: 2\n")
+    with pytest.raises(CommtuneError, match="no stored probe measurements"):
+        refit_calibration(plain)

@@ -138,6 +138,10 @@ def test_burst_time_closed_forms():
     assert burst_time_s(a, b, S, 5, 1, 0.0) == pytest.approx(5 * (a + b * S))
     # link-bound (a <= 2g + bS): a + bS + (M-1)(g + bS)
     assert burst_time_s(a, b, S, 5, 2, 3e-3) == pytest.approx(a + b * S + 4 * (3e-3 + b * S))
+    # a latency bound f above a + bS: every collective takes f (serial: M*f)
+    f = 40e-3
+    assert burst_time_s(a, b, S, 5, 1, 0.0, f) == pytest.approx(5 * f)
+    assert burst_time_s(a, b, S, 1, 1, 0.0, 1e-3) == pytest.approx(a + b * S)  # below the line: no effect
 
 
 def test_fit_host_slopes():

@@ -91,6 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "per byte; 'none' to skip (default 1MB,4MB,16MB,64MB)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the calibration file (YAML, or JSON by suffix)")
     p.add_argument("--json", action="store_true", help="print the raw result as JSON instead of the table")
+    p.add_argument("--refit", metavar="CALIB", help="run nothing: re-fit the measurements stored in a calibration file "
+                                                    "with this version's model (write it with -o)")
     add_launch_args(p)
     p.set_defaults(func=run)
 
@@ -100,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     from commtune.probe.probe import parse_sizes, parse_streams, run_probe_here
     from commtune.units import parse_size
 
+    if args.refit:
+        return _refit(args)
     sizes = parse_sizes(args.sizes, args.step)
     streams = parse_streams(args.streams)
     min_fit = parse_size(args.fit_min_size, "--fit-min-size")
@@ -149,6 +153,28 @@ def run(args: argparse.Namespace) -> int:
     return _finish(args, result, hosts, source, min_fit)
 
 
+def _refit(args) -> int:
+    """``--refit CALIB``: the stored measurements through this version's fit, nothing launched."""
+    from commtune.probe.probe import summary, write_calibration
+    from commtune.probe.refit import refit_calibration
+
+    if args.ranks is not None or args.emulated:
+        raise CommtuneError("--refit runs nothing: drop --ranks/--emulated")
+    if args.output:
+        from commtune.io import check_writable
+
+        check_writable(args.output, "calibration file (-o)")
+    name = os.path.splitext(os.path.basename(args.output))[0] if args.output else None
+    spec, extra = refit_calibration(args.refit, name=name)
+    print(json.dumps({**extra, "cluster": spec.to_dict()}, indent=2) if args.json else summary(spec, extra))
+    for w in extra["fit"]["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output:
+        write_calibration(args.output, spec, extra)
+        print(f"calibration re-fitted from {args.refit}, written to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _probe_and_write(args, launch, sizes, streams, min_fit, extra_kw) -> int:
     """Probe on launched ranks, then (unless opted out) the DDP calibration run, then write."""
     from commtune.probe.probe import run_probe
@@ -167,23 +193,14 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launc
     spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
     if ddp_launch is not None:
-        from commtune.probe.ddp_calib import (RR_STREAMS, apply_ddp_gaps, apply_round_robin_gap, fit_ddp_gaps,
-                                              fit_round_robin_gap, round_robin_check, run_ddp_gap_calibration)
+        from commtune.probe.ddp_calib import RR_STREAMS, apply_ddp_calibration, run_ddp_gap_calibration
 
         ks = sorted(extra["fit"]["per_stream_fits"])
         rr = [k for k in RR_STREAMS if k in ks]
         print(f"DDP calibration run (per-bucket gap, streams {','.join(map(str, ks))}; round robin "
               f"{','.join(map(str, rr)) or 'none'}) ...", file=sys.stderr)
         recs = run_ddp_gap_calibration(ddp_launch, ks, steps=args.ddp_steps, warmup=2, rr_streams=rr)
-        spec = apply_ddp_gaps(spec, extra, fit_ddp_gaps(recs, spec), recs)
-        if rr:
-            spec = apply_round_robin_gap(spec, extra, fit_round_robin_gap(recs, spec))
-            chk = round_robin_check(recs, spec)
-            extra["fit"]["round_robin_check"] = chk
-            if chk["needed"]:
-                extra["fit"]["warnings"].append(
-                    f"round robin is fitted with {chk['mape']:.1%} mean error on the DDP calibration points, "
-                    "beyond their spread: the link-gap term g_rr(K) does not explain them")
+        spec = apply_ddp_calibration(spec, extra, recs)
     elif args.ddp_calibration and args.engine != "mpi":
         extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
     if args.json:

@@ -208,6 +208,21 @@ def apply_round_robin_gap(spec: ClusterSpec, extra: dict, fitted: dict) -> Clust
     return dataclasses.replace(spec, meta={**spec.meta, "fit": fit})
 
 
+def apply_ddp_calibration(spec: ClusterSpec, extra: dict, records: Sequence[dict]) -> ClusterSpec:
+    """Fit the DDP calibration run's ``records`` into a calibration: the split gap model,
+    then (when round robin was timed) the round-robin link gap and its check."""
+    spec = apply_ddp_gaps(spec, extra, fit_ddp_gaps(records, spec), records)
+    if any(r.get("stream_mode") == "round_robin" for r in records):
+        spec = apply_round_robin_gap(spec, extra, fit_round_robin_gap(records, spec))
+        chk = round_robin_check(records, spec)
+        extra["fit"]["round_robin_check"] = chk
+        if chk["needed"]:
+            extra["fit"]["warnings"].append(
+                f"round robin is fitted with {chk['mape']:.1%} mean error on the DDP calibration points, "
+                "beyond their spread: the link-gap term g_rr(K) does not explain them")
+    return spec
+
+
 def _with_gap(net, g: float):
     """A copy of a network model whose gap is g for every stream count."""
     import copy

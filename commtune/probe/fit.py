@@ -203,6 +203,37 @@ def refit_latency(records: Iterable[Mapping], link: LinkParams, ranks: int, min_
     return dataclasses.replace(link, alpha_s=max(float(intercept), 0.0) / steps, launch_s=max(float(slope), 0.0))
 
 
+def fit_latency_bound(records: Iterable[Mapping], ranks: int, max_size: float) -> tuple[float, float, dict[int, float]]:
+    """The latency bound ``f(K) = 2(n-1)*small_step + K*small_per_stream`` from the records
+    below ``max_size`` (the probe's small message): per K the median time of the smallest
+    size, then non-negative least squares on relative error over K. Returns
+    ``(small_step_s, small_per_stream_s, {K: measured})``; ``(0, 0, {})`` when none was measured."""
+    small = [r for r in records if float(r["size_bytes"]) < max_size]
+    if not small or ranks < 2:
+        return 0.0, 0.0, {}
+    smin = min(float(r["size_bytes"]) for r in small)
+    by_k: dict[int, list[float]] = {}
+    for r in small:
+        if float(r["size_bytes"]) == smin:
+            by_k.setdefault(int(r["streams"]), []).append(float(r["time_s"]))
+    measured = {k: float(np.median(v)) for k, v in sorted(by_k.items())}
+    ks = np.array(list(measured), dtype=np.float64)
+    t = np.array(list(measured.values()))
+    steps = 2.0 * (ranks - 1)
+    w = 1.0 / t  # relative error
+    cols = np.stack([np.full_like(ks, steps), ks], axis=1)
+    if len(ks) > 1:
+        step, per_stream = np.linalg.lstsq(cols * w[:, None], t * w, rcond=None)[0]
+    else:
+        step, per_stream = t[0] / steps, 0.0
+    if per_stream < 0 or step < 0:  # non-negative: the better of the two one-term fits
+        only_step = (float(np.sum(w * w * t) / np.sum(w * w)) / steps, 0.0)
+        only_k = (0.0, float(np.sum(w * w * ks * t) / np.sum(w * w * ks * ks)))
+        loss = lambda p: float(np.sum(((steps * p[0] + ks * p[1] - t) * w) ** 2))  # noqa: E731
+        step, per_stream = min((only_step, only_k), key=loss)
+    return float(step), float(per_stream), measured
+
+
 def fit_gap_model(gaps: Mapping[int, float]) -> tuple[float, float]:
     """``(gap0, gap_per_stream)`` of ``g(K) = gap0 + gap_per_stream*K`` by least squares over
     the per-K gaps (one K: a constant)."""
@@ -225,7 +256,7 @@ def model_quality(records: Iterable[Mapping], network, min_size: float = 0, max_
     s = np.array([p[1] for p in pts])
     t = np.array([p[2] for p in pts])
     a, b = network.coeffs(k, False)
-    pred = a + b * s
+    pred = np.maximum(a + b * s, network.min_collective_s(k))
     ss_tot = float(np.sum((t - t.mean()) ** 2))
     r2 = 1.0 - float(np.sum((t - pred) ** 2)) / ss_tot if ss_tot > 0 else 1.0
     rel = (pred - t) / t
@@ -273,14 +304,15 @@ def fit_host(records: Iterable[Mapping]) -> HostFit:
     return HostFit(max(pre.b_s_per_byte, 0.0), max(post.b_s_per_byte, 0.0), pre, post)
 
 
-def burst_time_s(a_s: float, b_s_per_byte: float, size_bytes: float, count: int, inflight: int, gap_s: float) -> float:
+def burst_time_s(a_s: float, b_s_per_byte: float, size_bytes: float, count: int, inflight: int, gap_s: float,
+                 floor_s: float = 0.0) -> float:
     """The simulator's time for ``count`` buffers of ``size_bytes`` all dispatched at t=0
     (the reference scheduler of :mod:`simulators.system`, so the fit and the
     simulator use the same formulas)."""
     from simulators.system import schedule
 
     row = (False, 1.0, 1.0, 0.0, 0.0, 0.0, float(a_s), float(b_s_per_byte), int(inflight), float(gap_s), 0.0, 0.0,
-           1, 0.0, 0.0, math.inf, math.inf, 0.0, 0.0, 0.0, False)
+           1, 0.0, 0.0, math.inf, math.inf, 0.0, 0.0, 0.0, False, float(floor_s))
     buffers, _, _, _ = schedule([0.0] * int(count), [float(size_bytes)] * int(count), row)
     return buffers[-1].end_s
 
@@ -310,10 +342,10 @@ class PipelineFit:
                 "rel_residuals_by_streams": {int(k): [float(x) for x in v] for k, v in self.residuals.items()}}
 
 
-def _fit_gap(a: float, b: float, pts: Sequence[tuple[float, int, float]], m: int) -> tuple[float, float]:
+def _fit_gap(a: float, b: float, pts: Sequence[tuple[float, int, float]], m: int, floor: float = 0.0) -> tuple[float, float]:
     """Gap g >= 0 minimising the squared relative error of the burst times (grid, then refined)."""
     def loss(g: float) -> float:
-        return float(np.mean([((burst_time_s(a, b, s, c, m, g) - t) / t) ** 2 for s, c, t in pts]))
+        return float(np.mean([((burst_time_s(a, b, s, c, m, g, floor) - t) / t) ** 2 for s, c, t in pts]))
 
     hi = max(t / c for _, c, t in pts)
     grid = np.linspace(0.0, hi, 201)
@@ -333,13 +365,15 @@ def _fit_gap(a: float, b: float, pts: Sequence[tuple[float, int, float]], m: int
 
 
 def fit_pipelining(bursts: Iterable[Mapping], fits: Mapping[int, LinearFit],
-                   candidates: Sequence[int] = (1, 2, 3, 4)) -> PipelineFit:
+                   candidates: Sequence[int] = (1, 2, 3, 4), floors: Mapping[int, float] | None = None) -> PipelineFit:
     """Fit ``m`` (collectives in flight per stream, one for all K) and a gap ``g_K``
     per stream count to burst measurements, given the single all-reduce fits
     ``a_K + b_K*S``. For each candidate m the gaps are fitted per K; the
     smallest m whose error is within ``1 + PIPELINE_TOLERANCE`` of the best wins
     (bursts of link-bound buffers cannot tell m=2 from m=4; m=1 with a gap
-    larger than a_K is the same as m=2 with that gap, so the smaller m is kept)."""
+    larger than a_K is the same as m=2 with that gap, so the smaller m is kept).
+    ``floors``: the latency bound per K (each collective takes ``max(a_K + b_K*S, f_K)``)."""
+    f = floors or {}
     by_k: dict[int, list[tuple[float, int, float]]] = {}
     for r in bursts:
         k = int(r["streams"])
@@ -351,13 +385,14 @@ def fit_pipelining(bursts: Iterable[Mapping], fits: Mapping[int, LinearFit],
     for m in candidates:
         gaps, losses = {}, []
         for k, pts in sorted(by_k.items()):
-            g, l = _fit_gap(fits[k].a_s, fits[k].b_s_per_byte, pts, m)
+            g, l = _fit_gap(fits[k].a_s, fits[k].b_s_per_byte, pts, m, f.get(k, 0.0))
             gaps[k] = g
             losses.append(l * len(pts))
         results[m] = (gaps, float(np.sum(losses) / sum(len(p) for p in by_k.values())))
     best = min(v[1] for v in results.values())
     m = min(c for c in candidates if results[c][1] <= best * (1 + PIPELINE_TOLERANCE) + 1e-12)
     gaps = results[m][0]
-    residuals = {k: [burst_time_s(fits[k].a_s, fits[k].b_s_per_byte, s, c, m, gaps[k]) / t - 1 for s, c, t in pts]
+    residuals = {k: [burst_time_s(fits[k].a_s, fits[k].b_s_per_byte, s, c, m, gaps[k], f.get(k, 0.0)) / t - 1
+                     for s, c, t in pts]
                  for k, pts in sorted(by_k.items())}
     return PipelineFit(m, gaps, {c: results[c][1] for c in candidates}, residuals)

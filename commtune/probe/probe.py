@@ -15,8 +15,8 @@ from typing import Sequence
 from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
-from commtune.probe.fit import (algbw, busbw, derive_link, fit_gap_model, fit_host, fit_measurements, fit_pipelining,
-                                model_quality, refit_latency)
+from commtune.probe.fit import (algbw, busbw, derive_link, fit_gap_model, fit_host, fit_latency_bound, fit_measurements,
+                                fit_pipelining, model_quality, refit_latency)
 from commtune.units import parse_size, split_list
 
 
@@ -150,7 +150,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     ``fit.network`` holds the physical parameters of :class:`simulators.calibrated.CalibratedNetwork`
     and ``fit.calibrated`` what was measured (stream counts, sizes, world size); ``fit.quality``
     the generalised model's R^2 and residuals and ``fit.warnings`` what looks wrong."""
-    from simulators.calibrated import CalibratedNetwork, CalibratedParams, CalibratedRange
+    from simulators.calibrated import CalibratedNetwork, CalibratedParams, CalibratedRange, latency_bound
 
     n = int(result["world_size"])
     records = result["records"]
@@ -167,7 +167,9 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     if not fits:
         raise CommtuneError("need at least two message sizes per stream count to fit t = a + b*S")
     link = refit_latency(records, derive_link(fits, n), n, min_fit_size)
-    pipe = fit_pipelining(result["bursts"], fits) if result.get("bursts") else None
+    small_step, small_per_stream, small_by_k = fit_latency_bound(records, n, min_fit_size)
+    floors = {k: float(latency_bound(k, n, small_step, small_per_stream)) for k in fits}
+    pipe = fit_pipelining(result["bursts"], fits, floors=floors) if result.get("bursts") else None
     host = fit_host(result["host"]) if result.get("host") and len({r["size_bytes"] for r in result["host"]}) >= 2 else None
     ctl, ctl_source = control_latency(records, n, min_fit_size)
     if ctl <= 0:
@@ -177,7 +179,8 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     params = CalibratedParams(link_Bps=link.link_Bps, per_flow_Bps=link.per_stream_Bps, alpha_s=link.alpha_s,
                               launch_s=link.launch_s, control_latency_s=ctl,
                               inflight_per_stream=pipe.inflight if pipe is not None else 1,
-                              gap0_s=gap0, gap_per_stream_s=gap1)
+                              gap0_s=gap0, gap_per_stream_s=gap1,
+                              small_step_s=small_step, small_per_stream_s=small_per_stream)
     fitted_sizes = [r["size_bytes"] for r in records if r["size_bytes"] >= min_fit_size]
     rng = CalibratedRange(tuple(sorted(fits)), float(min(fitted_sizes)), float(max(fitted_sizes)), n,
                           link.link_saturated)
@@ -207,7 +210,8 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
         fields.update(host_pre_s_per_byte=host.pre_s_per_byte, host_post_s_per_byte=host.post_s_per_byte)
     extra = {
         "fit": {
-            "model": "a(K) = 2(n-1)*alpha + K*launch; b(K) = 2(n-1)/(n*min(K*c, B)); g(K) = gap0 + gap_per_stream*K "
+            "model": "max(a(K) + b(K)*S, f(K)); a(K) = 2(n-1)*alpha + K*launch; b(K) = 2(n-1)/(n*min(K*c, B)); "
+                     "f(K) = 2(n-1)*small_step + K*small_per_stream; g(K) = gap0 + gap_per_stream*K "
                      "(simulators.calibrated)",
             "weighting": weighting,
             "engine": result.get("engine"),
@@ -216,6 +220,9 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
             "network": params.to_dict(),
             "calibrated": rng.to_dict(),
             "control_latency_source": ctl_source,
+            "latency_bound": {"method": "smallest probed all-reduce per K (below the fit range), "
+                                        "f(K) = 2(n-1)*small_step + K*small_per_stream by least squares on relative error",
+                              "measured_s": {int(k): v for k, v in small_by_k.items()}},
             "quality": quality,
             "warnings": warnings,
             "per_stream_fits": {int(k): f.to_dict() for k, f in fits.items()},  # diagnostics, not used by the simulator
@@ -257,6 +264,8 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
     lines = [f"model ({fit['world_size']} ranks, {spec.nodes} host(s) x {spec.gpus_per_node}): link {link}, "
              f"per-flow cap {cap}, alpha {format_time(p['alpha_s'])}/ring step, launch {format_time(p['launch_s'])}/stream, "
              f"control latency {format_time(p['control_latency_s'])} ({fit.get('control_latency_source', '')})",
+             f"  latency bound: no all-reduce below {format_time(p.get('small_step_s', 0.0))}/ring step + "
+             f"{format_time(p.get('small_per_stream_s', 0.0))}/stream (the smallest probed message)",
              f"  pipelining: {p['inflight_per_stream']} collective(s) in flight per stream, gap "
              f"{format_time(p['gap0_s'])} + {format_time(p['gap_per_stream_s'])}*K",
              f"  calibrated: streams {','.join(str(k) for k in r['streams'])}, sizes "
