@@ -189,7 +189,8 @@ def test_probe_fits_the_latency_bound_from_the_small_message():
     res = _records(n, (1, 2, 3, 4, 6, 8))
     for r in res["records"]:
         if r["size_bytes"] < MiB:  # a small message pays the latency bound, not the line's intercept
-            r["time_s"] = 2 * (n - 1) * step + r["streams"] * per_stream
+            r["min_s"] = 2 * (n - 1) * step + r["streams"] * per_stream
+            r["time_s"] = 1.5 * r["min_s"]  # a busy core slows the median, not the fastest iteration
     spec, extra = calibration(res, hosts=n)
     p = network_for(spec).params
     assert p.small_step_s == pytest.approx(step, rel=1e-9) and p.small_per_stream_s == pytest.approx(per_stream, rel=1e-9)

@@ -25,6 +25,28 @@ def test_synthetic_profile_matches_sim_workload(small_profile):
     assert w.forward_s == pytest.approx(0.02) and w.backward_s == pytest.approx(0.04)
     assert w.numel.sum() == sum(t.numel for t in small_profile.tensors())
     assert w.grad_bytes_per_element == 4
+    assert w.optimizer_s == 0.0  # the synthetic DDP step runs no optimizer
+
+
+def test_synthetic_backward_follows_the_scheduled_timeline(small_profile, monkeypatch):
+    """Backward deadlines count from the forward's start: host work between the passes
+    (loss, autograd's start) takes from the first layer's time instead of shifting the step."""
+    import time
+
+    import torch
+
+    from commtune.runtime.synthetic import build_model, layer_specs
+
+    specs = layer_specs(small_profile)
+    model = build_model(specs, "emulated")
+    w = sim_workload(small_profile)
+    x = model(torch.randn(4, 8))
+    time.sleep(0.02)  # the host busy between forward and backward (half the backward)
+    x.sum().backward()
+    end = time.perf_counter()
+    c = model.clock
+    assert c.bwd_t0 == pytest.approx(c.fwd_t0 + w.forward_s, abs=1e-9)
+    assert end - c.fwd_t0 == pytest.approx(w.forward_s + w.backward_s, abs=8e-3)  # not 20 ms later
 
 
 @pytest.mark.slow

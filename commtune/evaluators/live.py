@@ -145,7 +145,7 @@ class LiveEvaluator(Evaluator):
         if s.model_factory:  # the user's model itself: its recorded profile is ``model``
             self.profile = model
             DDPTimingSpec(self.profile, "emulated", s.mode, s.steps, s.warmup)  # validates
-            self.workload = scenario.workload if scenario is not None else sim_workload(model)
+            self.workload = scenario.workload if scenario is not None else sim_workload(model, optimizer=True)
         else:
             if isinstance(model, ModelProfile) and model.measured_batch_size == 1 and s.scale == 1.0 \
                     and model.has_measured_times:

@@ -7,8 +7,9 @@ compute is either
 * ``"emulated"`` (default): a custom autograd Function per layer that sleeps
   until the layer's scheduled end, forward and backward. Sleeping releases the
   GIL, so several ranks on a few cores overlap compute with communication as
-  GPUs would. Sleeps are to absolute deadlines from the start of the pass, so
-  per-call overheads do not accumulate; the timeline is exactly the one
+  GPUs would. Sleeps are to absolute deadlines from the start of the forward
+  pass, so per-call overheads (and the loss and autograd's start between the
+  passes) do not accumulate; the timeline is exactly the one
   :func:`~commtune.runtime.synthetic.sim_workload` gives the simulator.
 * ``"real"``: each layer computes ``sum(p*p)`` over its parameters (real CPU
   work proportional to its size); no timeline is imposed.

@@ -205,8 +205,10 @@ def refit_latency(records: Iterable[Mapping], link: LinkParams, ranks: int, min_
 
 def fit_latency_bound(records: Iterable[Mapping], ranks: int, max_size: float) -> tuple[float, float, dict[int, float]]:
     """The latency bound ``f(K) = 2(n-1)*small_step + K*small_per_stream`` from the records
-    below ``max_size`` (the probe's small message): per K the median time of the smallest
-    size, then non-negative least squares on relative error over K. Returns
+    below ``max_size`` (the probe's small message): per K the fastest iteration of the
+    smallest size (``min_s``, else ``time_s``: a bound, so the best case; a busy core only
+    ever slows a small message down), then non-negative least squares on relative error
+    over K. Returns
     ``(small_step_s, small_per_stream_s, {K: measured})``; ``(0, 0, {})`` when none was measured."""
     small = [r for r in records if float(r["size_bytes"]) < max_size]
     if not small or ranks < 2:
@@ -215,8 +217,8 @@ def fit_latency_bound(records: Iterable[Mapping], ranks: int, max_size: float) -
     by_k: dict[int, list[float]] = {}
     for r in small:
         if float(r["size_bytes"]) == smin:
-            by_k.setdefault(int(r["streams"]), []).append(float(r["time_s"]))
-    measured = {k: float(np.median(v)) for k, v in sorted(by_k.items())}
+            by_k.setdefault(int(r["streams"]), []).append(float(r.get("min_s", r["time_s"])))
+    measured = {k: float(min(v)) for k, v in sorted(by_k.items())}
     ks = np.array(list(measured), dtype=np.float64)
     t = np.array(list(measured.values()))
     steps = 2.0 * (ranks - 1)

@@ -220,7 +220,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
             "network": params.to_dict(),
             "calibrated": rng.to_dict(),
             "control_latency_source": ctl_source,
-            "latency_bound": {"method": "smallest probed all-reduce per K (below the fit range), "
+            "latency_bound": {"method": "fastest iteration of the smallest probed all-reduce per K (below the fit range), "
                                         "f(K) = 2(n-1)*small_step + K*small_per_stream by least squares on relative error",
                               "measured_s": {int(k): v for k, v in small_by_k.items()}},
             "quality": quality,

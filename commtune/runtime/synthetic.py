@@ -2,8 +2,11 @@
 
 One module per profile layer owning tensors
 of the profile's sizes (so the module's fingerprint is the profile's), forward
-and backward sleeping to each layer's scheduled end (sleep releases the GIL, so
-several ranks on a few cores overlap compute and communication as GPUs would).
+and backward sleeping to each layer's scheduled end, counted from the forward's
+start (sleep releases the GIL, so several ranks on a few cores overlap compute
+and communication as GPUs would; the host's own work between forward and
+backward, loss and autograd's start, takes from the first backward layer's
+time, as a GPU runs its queued kernels back to back).
 :func:`synthetic_profile` derives the profile to mirror (tensors scaled, given
 forward/backward totals spread over the layers); save it with
 :func:`commtune.models.save_profile` and ``commtune search --model`` that file:
@@ -78,11 +81,13 @@ def profile_from_workload(workload) -> ModelProfile:
     return ModelProfile(name=f"{workload.model}-synthetic", layers=tuple(reversed(layers)), measured_batch_size=1)
 
 
-def sim_workload(profile: ModelProfile):
-    """The simulator's Workload for the synthetic model (fp32 gradients, exact timeline)."""
+def sim_workload(profile: ModelProfile, optimizer: bool = False):
+    """The simulator's Workload for the synthetic model (fp32 gradients, exact timeline).
+    The synthetic DDP step has no optimizer step (:mod:`commtune.probe.ddp_step`), so none
+    is added unless ``optimizer`` (a user's step function that runs one)."""
     from simulators.workload import build_workload
 
-    return build_workload(profile, "V100", batch_size=1, precision="fp32")
+    return build_workload(profile, "V100", batch_size=1, precision="fp32", optimizer=optimizer)
 
 
 def layer_specs(profile: ModelProfile) -> list[list]:
@@ -96,7 +101,8 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
 
     class Clock:
         fwd_t0 = 0.0
-        bwd_t0: float | None = None
+        fwd_total = 0.0  # the forward's scheduled length
+        bwd_t0: float | None = None  # the backward's scheduled start: fwd_t0 + fwd_total
 
     def sleep_until(t: float) -> None:
         d = t - time.perf_counter()
@@ -116,7 +122,9 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
         def backward(ctx, g):
             clock = ctx.clock
             if clock.bwd_t0 is None:
-                clock.bwd_t0 = time.perf_counter()
+                # scheduled, not observed: the loss and autograd's start take the first layer's
+                # time, as a GPU's queued kernels run back to back while the host launches ahead
+                clock.bwd_t0 = clock.fwd_t0 + clock.fwd_total
             sleep_until(clock.bwd_t0 + ctx.bwd_end)
             s = g.sum()
             return (g, None, None, None, *[p * s for p in ctx.saved_tensors])
@@ -143,6 +151,7 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
 
         def forward(self, x):
             self.clock.fwd_t0 = time.perf_counter()
+            self.clock.fwd_total = self.fwd_end[-1] if self.fwd_end else 0.0
             self.clock.bwd_t0 = None
             for i, m in enumerate(self.blocks):
                 params = list(m.params)
