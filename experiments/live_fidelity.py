@@ -235,17 +235,18 @@ def main() -> int:
                 cluster_down(args.prefix)
         if "scale" not in skip:
             print(f"== scale prediction: calibrate {args.scale_from} hosts, validate {args.scale_to} ({SCALE}) [{uptime()}]")
-            calib = os.path.join(args.out, f"calib-scale-{args.scale_from}h.yaml")
+            calib = os.path.join(args.out, f"calib-scale-{args.scale_from}h{'-' + args.tag if args.tag else ''}.yaml")
             old = results.get("scale", {}).get("probe")
             if not (args.reuse and os.path.exists(calib) and old):
                 cluster_up(args.prefix, args.scale_from, SCALE["bw"], SCALE.get("per_stream"))
                 old = probe(args.prefix, calib)
-            sc = {"shape": SCALE, "from": args.scale_from, "to": args.scale_to, "probe": old}
+            sc = {"shape": SCALE, "from": args.scale_from, "to": args.scale_to, "probe": old,
+                  "calibration": os.path.basename(calib)}
             results["scale"] = sc
             cluster_up(args.prefix, args.scale_to, SCALE["bw"], SCALE.get("per_stream"))
             model, scale = MODELS["conv"]
             res = validate(args.prefix, calib, model, scale, seed=args.seed_base + 11, n=args.held_out,
-                           plot=os.path.join(args.out, f"live_fidelity-scale-{args.scale_to}h.png"))
+                           plot=os.path.join(args.out, f"live_fidelity-scale-{args.scale_to}h{'-' + args.tag if args.tag else ''}.png"))
             res["scale_target_met"] = res["summary"]["mape"] <= TARGETS["scale_mape"]
             sc["validation"] = res
             show(f"scale {args.scale_from} -> {args.scale_to} hosts", res)
@@ -256,7 +257,7 @@ def main() -> int:
             shape = SHAPES[name]
             first = os.path.join(args.out, f"calib-{name}{'-' + args.tag if args.tag else ''}.yaml")
             print(f"== repeatability: a second default calibration of {name} with a busy core [{uptime()}]")
-            second = os.path.join(args.out, f"calib-{name}-busy.yaml")
+            second = os.path.join(args.out, f"calib-{name}-busy{'-' + args.tag if args.tag else ''}.yaml")
             rep = dict(results.get("repeat", {})) if args.reuse else {}
             if not (args.reuse and os.path.exists(second) and os.path.exists(first)):
                 cluster_up(args.prefix, shape["hosts"], shape["bw"], shape.get("per_stream"), shape.get("latency"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulators.network import latency_bounded
 from simulators.system import SystemParams
 
 
@@ -37,7 +38,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     m, gap, h_pre, h_post = p.inflight, p.gap_s, p.host_pre_s_per_byte, p.host_post_s_per_byte
     k, b_link, g_link = p.stride, p.link_b_s_per_byte, p.link_gap_s
     a2, b2, cost, share, kappa = p.a2_s, p.b2_s_per_byte, p.bucket_cost_s, p.sm_share, p.gpu_s_per_byte
-    floor = p.floor_s
+    floor, floor_p = p.floor_s, p.floor_p
     has_floor = bool((floor > 0).any())
     has_alt = bool(np.isfinite(a2).any())
     interferes = bool((cost > 0).any() or (share > 0).any() or (kappa > 0).any())
@@ -85,7 +86,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
                 bl = np.where(alt, b_link * ratio, b_link)
         bs = bj * size
         if has_floor:  # the latency bound
-            aj = np.maximum(aj, floor - bs)
+            aj = latency_bounded(aj + bs, floor, floor_p) - bs
         end = np.maximum(start + (aj + bs), prev + gap + bs)
         lk = link
         if any_rr:

@@ -12,9 +12,10 @@ send to one neighbour), so K streams move ``min(K*c, B)`` bytes/s per rank
     g_rr(K) = max(rr_gap0 + rr_gap_per_stream*K, 0)   (round robin: link gap between collectives)
     f(K) = 2(n-1)*small_step + K*small_per_stream  (latency bound: no collective is shorter)
 
-A collective of S bytes takes ``max(a(K) + b(K)*S, f(K))``: the bandwidth
-line fitted on large messages, or the latency bound a small message measures
-(a roofline). Large messages overlap a ring step's handshake with the
+A collective of S bytes takes ``(t^p + f(K)^p)^(1/p)`` with ``t = a(K) + b(K)*S``:
+a soft roofline of the bandwidth line fitted on large messages and the latency
+bound a small message measures (``p = inf``: ``max(t, f)``; ``p``, the
+sharpness, is fitted over every probed size, where the two regimes meet). Large messages overlap a ring step's handshake with the
 previous step's transfer, so the line's intercept ``a(K)`` is below what a
 message too small to overlap anything pays; without ``f`` a bucket of a few
 hundred KB would be predicted at the line's intercept (seen: 5.5 ms predicted,
@@ -88,6 +89,7 @@ class CalibratedParams:
     rr_gap_per_stream_s: float = 0.0
     small_step_s: float = 0.0  # latency bound f(K) = 2(n-1)*small_step + K*small_per_stream (0: none measured)
     small_per_stream_s: float = 0.0
+    bound_sharpness: float = math.inf  # p of the soft roofline (inf: max)
 
     def __post_init__(self) -> None:
         if not self.link_Bps > 0 or not self.per_flow_Bps > 0:
@@ -99,14 +101,14 @@ class CalibratedParams:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for key in ("link_Bps", "per_flow_Bps"):  # math.inf is written as None (JSON has no inf)
+        for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):  # math.inf is written as None (JSON has no inf)
             d[key] = None if math.isinf(d[key]) else float(d[key])
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CalibratedParams":
         d = dict(d)
-        for key in ("link_Bps", "per_flow_Bps"):
+        for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):
             d[key] = math.inf if d.get(key) is None else float(d[key])
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
@@ -136,6 +138,7 @@ class CalibratedNetwork(NetworkModel):
         self.ranks_per_node = int(ranks_per_node)
         self.inflight_per_stream = int(params.inflight_per_stream)
         self.buffer_gap_s = float(gap_model(1, params.gap0_s, params.gap_per_stream_s))
+        self.bound_sharpness = float(params.bound_sharpness)
 
     def replace(self, **fields) -> "CalibratedNetwork":
         """A copy with some :class:`CalibratedParams` fields changed."""

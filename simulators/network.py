@@ -38,6 +38,22 @@ def stream_rate(num_streams: ArrayLike, per_stream_Bps: float, link_Bps: float) 
     return np.minimum(k * per_stream_Bps, link_Bps)
 
 
+def latency_bounded(line_s: ArrayLike, floor_s: ArrayLike, sharpness: ArrayLike = math.inf) -> np.ndarray:
+    """A collective's time under the latency bound ``f``: the soft roofline
+    ``(t^p + f^p)^(1/p)`` of the bandwidth line's ``t = a + b*S`` and ``f`` (``p`` the
+    sharpness; ``p = inf`` is ``max(t, f)``); ``t`` itself where ``f = 0``."""
+    t = np.asarray(line_s, dtype=np.float64)
+    f = np.asarray(floor_s, dtype=np.float64)
+    p = np.asarray(sharpness, dtype=np.float64)
+    hi = np.maximum(t, f)
+    lo = np.minimum(t, f)
+    finite = np.isfinite(p) & (hi > 0)
+    safe_hi = np.where(finite, hi, 1.0)
+    safe_p = np.where(finite, p, 1.0)
+    soft = hi * (1.0 + (lo / safe_hi) ** safe_p) ** (1.0 / safe_p)
+    return np.where(f > 0, np.where(finite, soft, hi), t)
+
+
 def ring_allreduce_time(size_bytes: float, ranks: int, alpha_s: float, bw_Bps: float) -> float:
     """Ring all-reduce: ``2(n-1)(alpha + S/(n*B))``."""
     if ranks <= 1:
@@ -61,6 +77,9 @@ class NetworkModel(abc.ABC):
     #: collectives in flight per stream and the back-to-back gap (seconds); see the module docstring.
     inflight_per_stream: int = 1
     buffer_gap_s: float = 0.0
+    #: how sharply a collective's time turns from the latency bound to the bandwidth line (p of
+    #: :func:`latency_bounded`; inf = ``max``)
+    bound_sharpness: float = math.inf
 
     def pipelining(self, num_streams: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """``(m, g)`` arrays, one entry per stream count: collectives a stream
@@ -80,9 +99,9 @@ class NetworkModel(abc.ABC):
         return []
 
     def min_collective_s(self, num_streams: ArrayLike) -> np.ndarray:
-        """The shortest time one collective over K streams takes, whatever its size
-        (the latency bound of a small message); 0 unless calibrated. A buffer takes
-        ``max(a + b*S, f(K))`` (``simulators.system``)."""
+        """The latency bound ``f(K)`` of one collective over K streams (what a small
+        message takes); 0 unless calibrated. A buffer takes ``latency_bounded(a + b*S, f(K))``
+        (``simulators.system``)."""
         return np.zeros(np.shape(num_streams))
 
     def alt_coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +115,8 @@ class NetworkModel(abc.ABC):
         :meth:`min_collective_s`."""
         a, b = self.coeffs(num_streams, hierarchical)
         a2, b2 = self.alt_coeffs(num_streams, hierarchical)
-        return float(max(min(a + b * size_bytes, a2 + b2 * size_bytes), self.min_collective_s(num_streams)))
+        return float(latency_bounded(min(a + b * size_bytes, a2 + b2 * size_bytes), self.min_collective_s(num_streams),
+                                     self.bound_sharpness))
 
 
 class AnalyticalNetwork(NetworkModel):

@@ -35,10 +35,12 @@ Algorithm choice. A network model may offer a second algorithm
 ``(a2, b2)`` (NCCL's tree); each buffer takes the faster of the two,
 ``min(a + b*S, a2 + b2*S)``, as NCCL's tuning model picks per message size.
 
-Latency bound. No collective is shorter than ``f`` (the network model's
-``min_collective_s``, 0 unless calibrated: what a small message measures):
-the chosen algorithm's latency part becomes ``max(a, f - b*S)``, so the
-collective takes ``max(a + b*S, f)``. Below, ``a`` is that bounded term.
+Latency bound. A collective's time turns from the latency bound ``f`` (the
+network model's ``min_collective_s``, 0 unless calibrated: what a small
+message measures) to the chosen algorithm's line: it takes
+``T = latency_bounded(a + b*S, f, p)`` (``simulators.network``; ``max`` for
+``p = inf``), and its latency part becomes ``T - b*S``. Below, ``a`` is that
+bounded term.
 
 Interference with compute. Each buffer j costs ``c`` seconds on the training
 thread (``ClusterSpec.bucket_cost_s``: hook, copy, launch) before its
@@ -129,7 +131,7 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec
 from commtune.knobs import KNOBS, Knobs
-from simulators.network import NetworkModel
+from simulators.network import NetworkModel, latency_bounded
 from simulators.workload import Workload
 
 
@@ -186,7 +188,8 @@ class SystemParams:
     sm_share: np.ndarray  # sigma, the SM fraction a collective holds while it runs
     gpu_s_per_byte: np.ndarray  # kappa, GPU time per gradient byte reduced (already x wire ratio)
     loop_waits: np.ndarray  # bool, the dynamic loop waits for its collectives
-    floor_s: np.ndarray  # f, the shortest collective (latency bound); 0 = none
+    floor_s: np.ndarray  # f, the latency bound; 0 = none
+    floor_p: np.ndarray  # p, its sharpness (inf: max)
 
     def __len__(self) -> int:
         return len(self.dynamic)
@@ -200,7 +203,7 @@ class SystemParams:
             float(self.link_gap_s[i]),
             float(self.a2_s[i]), float(self.b2_s_per_byte[i]),
             float(self.bucket_cost_s[i]), float(self.sm_share[i]), float(self.gpu_s_per_byte[i]),
-            bool(self.loop_waits[i]), float(self.floor_s[i]),
+            bool(self.loop_waits[i]), float(self.floor_s[i]), float(self.floor_p[i]),
         )
 
 
@@ -350,6 +353,7 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         gpu_s_per_byte=np.asarray(float(getattr(host, "comm_gpu_s_per_byte", 0.0)) * ratio, dtype=np.float64),
         loop_waits=dynamic & bool(getattr(host, "loop_waits", False)),
         floor_s=np.broadcast_to(np.where(floor > 0, floor + wait, 0.0), thr.shape).astype(np.float64),
+        floor_p=np.full(thr.shape, float(getattr(network, "bound_sharpness", math.inf))),
     )
 
 
@@ -378,7 +382,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     at the last buffer's ``done_s`` (module docstring).
     """
     (dynamic, thr, first_cap, period, nego, _msgs, a, b, m, gap, h_pre, h_post, k, b_link, g_link,
-     a2, b2, cost, share, kappa, waits, floor) = p
+     a2, b2, cost, share, kappa, waits, floor, floor_p) = p
     spans: list[tuple] = []  # (first, last, bytes, dispatch, start, end) per buffer
     ends: list[float] = []
     link = -math.inf  # round robin's link clock L
@@ -437,8 +441,8 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
         if a2 + b2 * cur_bytes < a + b * cur_bytes:  # the faster algorithm (its link cost scales alike)
             aj, bj, bl = a2, b2, b_link * (b2 / b)
         bs = bj * cur_bytes
-        if floor - bs > aj:  # the latency bound
-            aj = floor - bs
+        if floor > 0:  # the latency bound
+            aj = float(latency_bounded(aj + bs, floor, floor_p)) - bs
         end = start + (aj + bs)
         serial = (ends[j - k] if j >= k else -math.inf) + gap + bs
         if serial > end:

@@ -216,9 +216,42 @@ def test_refit_reproduces_a_calibration_from_its_stored_measurements(tmp_path):
     path = tmp_path / "c.yaml"
     write_calibration(str(path), spec, extra)
     spec2, extra2 = refit_calibration(path)
-    assert extra2["fit"]["network"] == pytest.approx(extra["fit"]["network"], rel=1e-12)
+    assert CalibratedParams.from_dict(extra2["fit"]["network"]) == CalibratedParams.from_dict(extra["fit"]["network"])
     assert extra2["provenance"]["refit_of"]["path"] == str(path)
     plain = tmp_path / "plain.yaml"
     plain.write_text("nodes: 2\n")
     with pytest.raises(CommtuneError, match="no stored probe measurements"):
         refit_calibration(plain)
+
+
+def test_soft_roofline_closed_forms():
+    from simulators.network import latency_bounded
+
+    t, f = np.array([3.0, 4.0, 0.5]), np.array([4.0, 3.0, 0.0])
+    assert latency_bounded(t, f).tolist() == [4.0, 4.0, 0.5]  # p = inf: max; f = 0: the line
+    assert latency_bounded(t, f, 2.0)[:2] == pytest.approx([5.0, 5.0], rel=1e-12)  # p = 2: hypot
+    assert float(latency_bounded(3.0, 4.0, 1.0)) == pytest.approx(7.0, rel=1e-12)  # p = 1: the sum
+    net = CalibratedNetwork(dataclasses.replace(PARAMS, small_step_s=1e-3, small_per_stream_s=0.0,
+                                                bound_sharpness=3.0), 3, RANGE)
+    a, b = net.coeffs(2, False)
+    line = float(a + b * MiB)
+    assert net.allreduce_time(MiB, 2) == pytest.approx((line ** 3 + 4e-3 ** 3) ** (1 / 3), rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [1.5, 3.0, 6.0, math.inf])
+def test_probe_fits_the_soft_roofline_sharpness(p):
+    from simulators.network import latency_bounded
+
+    n, step, per_stream = 3, 3e-3, 4e-4
+    truth = CalibratedNetwork(dataclasses.replace(PARAMS, small_step_s=step, small_per_stream_s=per_stream), n)
+    recs = []
+    for k in (1, 2, 3, 4, 6, 8):
+        a, b = truth.coeffs(k, False)
+        f = float(truth.min_collective_s(k))
+        recs.append({"streams": k, "size_bytes": 4096, "time_s": f, "min_s": f})  # the bound itself
+        for s in (MiB // 4, MiB, 4 * MiB, 16 * MiB, 32 * MiB, 64 * MiB):
+            # the line where the probe fits it (>= 16 MiB here), the roofline where the regimes meet
+            t = float(latency_bounded(a + b * s, f, p)) if s <= 4 * MiB else float(a + b * s)
+            recs.append({"streams": k, "size_bytes": s, "count": s // 4, "time_s": t, "mean_s": t, "min_s": t})
+    spec, extra = calibration({"world_size": n, "engine": "gloo", "records": recs}, hosts=n, min_fit_size=16 * MiB)
+    assert network_for(spec).params.bound_sharpness == p

@@ -320,14 +320,16 @@ def test_batch_equals_reference_with_calibrated_per_stream_gaps():
     for i, k in enumerate(configs):
         assert batch["step_time_s"][i] == pytest.approx(sim.run(k).step_time_s, rel=1e-12)
     # with a latency bound that binds for small buffers (split and round robin)
-    bound = CalibratedNetwork(dataclasses.replace(p, small_step_s=2e-3, small_per_stream_s=1e-3), 4)
-    sim = Simulator(resnet_like(), cluster, network=bound)
-    batch = sim.run_batch(configs)
-    slower = 0
-    for i, k in enumerate(configs):
-        assert batch["step_time_s"][i] == pytest.approx(sim.run(k).step_time_s, rel=1e-12)
-        slower += sim.run(k).step_time_s > Simulator(resnet_like(), cluster, network=net).run(k).step_time_s
-    assert slower > 0
+    for sharpness in (math.inf, 3.0):
+        bound = CalibratedNetwork(dataclasses.replace(p, small_step_s=2e-3, small_per_stream_s=1e-3,
+                                                      bound_sharpness=sharpness), 4)
+        sim = Simulator(resnet_like(), cluster, network=bound)
+        batch = sim.run_batch(configs)
+        slower = 0
+        for i, k in enumerate(configs):
+            assert batch["step_time_s"][i] == pytest.approx(sim.run(k).step_time_s, rel=1e-12)
+            slower += sim.run(k).step_time_s > Simulator(resnet_like(), cluster, network=net).run(k).step_time_s
+        assert slower > 0
 
 
 @settings(max_examples=30, deadline=None)

@@ -27,6 +27,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from simulators.network import latency_bounded
+
 def algbw(size_bytes: float, time_s: float) -> float:
     """Algorithm bandwidth, bytes/s."""
     return size_bytes / time_s
@@ -236,6 +238,27 @@ def fit_latency_bound(records: Iterable[Mapping], ranks: int, max_size: float) -
     return float(step), float(per_stream), measured
 
 
+#: sharpness values tried for the latency bound's soft roofline (inf: max)
+BOUND_SHARPNESS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, math.inf)
+
+
+def fit_bound_sharpness(records: Iterable[Mapping], network) -> float:
+    """The sharpness p (of :data:`BOUND_SHARPNESS`) whose soft roofline
+    ``latency_bounded(a(K) + b(K)*S, f(K), p)`` has the least squared relative error over
+    every probed record (small and large: where the two regimes meet is what p decides);
+    inf when no latency bound was measured."""
+    pts = [(int(r["streams"]), float(r["size_bytes"]), float(r["time_s"])) for r in records]
+    if not pts or not np.any(network.min_collective_s(np.array([p[0] for p in pts])) > 0):
+        return math.inf
+    k = np.array([p[0] for p in pts], dtype=np.float64)
+    s = np.array([p[1] for p in pts])
+    t = np.array([p[2] for p in pts])
+    a, b = network.coeffs(k, False)
+    f = network.min_collective_s(k)
+    loss = {p: float(np.mean((latency_bounded(a + b * s, f, p) / t - 1) ** 2)) for p in BOUND_SHARPNESS}
+    return min(BOUND_SHARPNESS, key=lambda p: (loss[p], -p))
+
+
 def fit_gap_model(gaps: Mapping[int, float]) -> tuple[float, float]:
     """``(gap0, gap_per_stream)`` of ``g(K) = gap0 + gap_per_stream*K`` by least squares over
     the per-K gaps (one K: a constant)."""
@@ -258,7 +281,7 @@ def model_quality(records: Iterable[Mapping], network, min_size: float = 0, max_
     s = np.array([p[1] for p in pts])
     t = np.array([p[2] for p in pts])
     a, b = network.coeffs(k, False)
-    pred = np.maximum(a + b * s, network.min_collective_s(k))
+    pred = latency_bounded(a + b * s, network.min_collective_s(k), network.bound_sharpness)
     ss_tot = float(np.sum((t - t.mean()) ** 2))
     r2 = 1.0 - float(np.sum((t - pred) ** 2)) / ss_tot if ss_tot > 0 else 1.0
     rel = (pred - t) / t
@@ -307,14 +330,14 @@ def fit_host(records: Iterable[Mapping]) -> HostFit:
 
 
 def burst_time_s(a_s: float, b_s_per_byte: float, size_bytes: float, count: int, inflight: int, gap_s: float,
-                 floor_s: float = 0.0) -> float:
+                 floor_s: float = 0.0, sharpness: float = math.inf) -> float:
     """The simulator's time for ``count`` buffers of ``size_bytes`` all dispatched at t=0
     (the reference scheduler of :mod:`simulators.system`, so the fit and the
     simulator use the same formulas)."""
     from simulators.system import schedule
 
     row = (False, 1.0, 1.0, 0.0, 0.0, 0.0, float(a_s), float(b_s_per_byte), int(inflight), float(gap_s), 0.0, 0.0,
-           1, 0.0, 0.0, math.inf, math.inf, 0.0, 0.0, 0.0, False, float(floor_s))
+           1, 0.0, 0.0, math.inf, math.inf, 0.0, 0.0, 0.0, False, float(floor_s), float(sharpness))
     buffers, _, _, _ = schedule([0.0] * int(count), [float(size_bytes)] * int(count), row)
     return buffers[-1].end_s
 
@@ -344,10 +367,11 @@ class PipelineFit:
                 "rel_residuals_by_streams": {int(k): [float(x) for x in v] for k, v in self.residuals.items()}}
 
 
-def _fit_gap(a: float, b: float, pts: Sequence[tuple[float, int, float]], m: int, floor: float = 0.0) -> tuple[float, float]:
+def _fit_gap(a: float, b: float, pts: Sequence[tuple[float, int, float]], m: int, floor: float = 0.0,
+             sharpness: float = math.inf) -> tuple[float, float]:
     """Gap g >= 0 minimising the squared relative error of the burst times (grid, then refined)."""
     def loss(g: float) -> float:
-        return float(np.mean([((burst_time_s(a, b, s, c, m, g, floor) - t) / t) ** 2 for s, c, t in pts]))
+        return float(np.mean([((burst_time_s(a, b, s, c, m, g, floor, sharpness) - t) / t) ** 2 for s, c, t in pts]))
 
     hi = max(t / c for _, c, t in pts)
     grid = np.linspace(0.0, hi, 201)
@@ -367,14 +391,16 @@ def _fit_gap(a: float, b: float, pts: Sequence[tuple[float, int, float]], m: int
 
 
 def fit_pipelining(bursts: Iterable[Mapping], fits: Mapping[int, LinearFit],
-                   candidates: Sequence[int] = (1, 2, 3, 4), floors: Mapping[int, float] | None = None) -> PipelineFit:
+                   candidates: Sequence[int] = (1, 2, 3, 4), floors: Mapping[int, float] | None = None,
+                   sharpness: float = math.inf) -> PipelineFit:
     """Fit ``m`` (collectives in flight per stream, one for all K) and a gap ``g_K``
     per stream count to burst measurements, given the single all-reduce fits
     ``a_K + b_K*S``. For each candidate m the gaps are fitted per K; the
     smallest m whose error is within ``1 + PIPELINE_TOLERANCE`` of the best wins
     (bursts of link-bound buffers cannot tell m=2 from m=4; m=1 with a gap
     larger than a_K is the same as m=2 with that gap, so the smaller m is kept).
-    ``floors``: the latency bound per K (each collective takes ``max(a_K + b_K*S, f_K)``)."""
+    ``floors``, ``sharpness``: the latency bound per K and its sharpness (each collective
+    takes ``latency_bounded(a_K + b_K*S, f_K, p)``, :mod:`simulators.network`)."""
     f = floors or {}
     by_k: dict[int, list[tuple[float, int, float]]] = {}
     for r in bursts:
@@ -387,14 +413,14 @@ def fit_pipelining(bursts: Iterable[Mapping], fits: Mapping[int, LinearFit],
     for m in candidates:
         gaps, losses = {}, []
         for k, pts in sorted(by_k.items()):
-            g, l = _fit_gap(fits[k].a_s, fits[k].b_s_per_byte, pts, m, f.get(k, 0.0))
+            g, l = _fit_gap(fits[k].a_s, fits[k].b_s_per_byte, pts, m, f.get(k, 0.0), sharpness)
             gaps[k] = g
             losses.append(l * len(pts))
         results[m] = (gaps, float(np.sum(losses) / sum(len(p) for p in by_k.values())))
     best = min(v[1] for v in results.values())
     m = min(c for c in candidates if results[c][1] <= best * (1 + PIPELINE_TOLERANCE) + 1e-12)
     gaps = results[m][0]
-    residuals = {k: [burst_time_s(fits[k].a_s, fits[k].b_s_per_byte, s, c, m, gaps[k], f.get(k, 0.0)) / t - 1
+    residuals = {k: [burst_time_s(fits[k].a_s, fits[k].b_s_per_byte, s, c, m, gaps[k], f.get(k, 0.0), sharpness) / t - 1
                      for s, c, t in pts]
                  for k, pts in sorted(by_k.items())}
     return PipelineFit(m, gaps, {c: results[c][1] for c in candidates}, residuals)

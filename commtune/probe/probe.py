@@ -15,8 +15,8 @@ from typing import Sequence
 from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
-from commtune.probe.fit import (algbw, busbw, derive_link, fit_gap_model, fit_host, fit_latency_bound, fit_measurements,
-                                fit_pipelining, model_quality, refit_latency)
+from commtune.probe.fit import (algbw, busbw, derive_link, fit_bound_sharpness, fit_gap_model, fit_host,
+                                fit_latency_bound, fit_measurements, fit_pipelining, model_quality, refit_latency)
 from commtune.units import parse_size, split_list
 
 
@@ -168,8 +168,13 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
         raise CommtuneError("need at least two message sizes per stream count to fit t = a + b*S")
     link = refit_latency(records, derive_link(fits, n), n, min_fit_size)
     small_step, small_per_stream, small_by_k = fit_latency_bound(records, n, min_fit_size)
+    line = CalibratedNetwork(CalibratedParams(link_Bps=link.link_Bps, per_flow_Bps=link.per_stream_Bps,
+                                              alpha_s=link.alpha_s, launch_s=link.launch_s, control_latency_s=1.0,
+                                              small_step_s=small_step, small_per_stream_s=small_per_stream), n)
+    sharpness = fit_bound_sharpness(records, line)
     floors = {k: float(latency_bound(k, n, small_step, small_per_stream)) for k in fits}
-    pipe = fit_pipelining(result["bursts"], fits, floors=floors) if result.get("bursts") else None
+    pipe = (fit_pipelining(result["bursts"], fits, floors=floors, sharpness=sharpness)
+            if result.get("bursts") else None)
     host = fit_host(result["host"]) if result.get("host") and len({r["size_bytes"] for r in result["host"]}) >= 2 else None
     ctl, ctl_source = control_latency(records, n, min_fit_size)
     if ctl <= 0:
@@ -180,7 +185,8 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
                               launch_s=link.launch_s, control_latency_s=ctl,
                               inflight_per_stream=pipe.inflight if pipe is not None else 1,
                               gap0_s=gap0, gap_per_stream_s=gap1,
-                              small_step_s=small_step, small_per_stream_s=small_per_stream)
+                              small_step_s=small_step, small_per_stream_s=small_per_stream,
+                              bound_sharpness=sharpness)
     fitted_sizes = [r["size_bytes"] for r in records if r["size_bytes"] >= min_fit_size]
     rng = CalibratedRange(tuple(sorted(fits)), float(min(fitted_sizes)), float(max(fitted_sizes)), n,
                           link.link_saturated)
@@ -210,7 +216,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
         fields.update(host_pre_s_per_byte=host.pre_s_per_byte, host_post_s_per_byte=host.post_s_per_byte)
     extra = {
         "fit": {
-            "model": "max(a(K) + b(K)*S, f(K)); a(K) = 2(n-1)*alpha + K*launch; b(K) = 2(n-1)/(n*min(K*c, B)); "
+            "model": "(t^p + f(K)^p)^(1/p), t = a(K) + b(K)*S; a(K) = 2(n-1)*alpha + K*launch; b(K) = 2(n-1)/(n*min(K*c, B)); "
                      "f(K) = 2(n-1)*small_step + K*small_per_stream; g(K) = gap0 + gap_per_stream*K "
                      "(simulators.calibrated)",
             "weighting": weighting,
@@ -221,7 +227,8 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
             "calibrated": rng.to_dict(),
             "control_latency_source": ctl_source,
             "latency_bound": {"method": "fastest iteration of the smallest probed all-reduce per K (below the fit range), "
-                                        "f(K) = 2(n-1)*small_step + K*small_per_stream by least squares on relative error",
+                                        "f(K) = 2(n-1)*small_step + K*small_per_stream by least squares on relative error; "
+                                        "sharpness p of the soft roofline (t^p + f^p)^(1/p) chosen over every probed size",
                               "measured_s": {int(k): v for k, v in small_by_k.items()}},
             "quality": quality,
             "warnings": warnings,
@@ -264,8 +271,9 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
     lines = [f"model ({fit['world_size']} ranks, {spec.nodes} host(s) x {spec.gpus_per_node}): link {link}, "
              f"per-flow cap {cap}, alpha {format_time(p['alpha_s'])}/ring step, launch {format_time(p['launch_s'])}/stream, "
              f"control latency {format_time(p['control_latency_s'])} ({fit.get('control_latency_source', '')})",
-             f"  latency bound: no all-reduce below {format_time(p.get('small_step_s', 0.0))}/ring step + "
-             f"{format_time(p.get('small_per_stream_s', 0.0))}/stream (the smallest probed message)",
+             f"  latency bound: {format_time(p.get('small_step_s', 0.0))}/ring step + "
+             f"{format_time(p.get('small_per_stream_s', 0.0))}/stream (the smallest probed message), soft roofline p = "
+             f"{p.get('bound_sharpness') or 'inf'}",
              f"  pipelining: {p['inflight_per_stream']} collective(s) in flight per stream, gap "
              f"{format_time(p['gap0_s'])} + {format_time(p['gap_per_stream_s'])}*K",
              f"  calibrated: streams {','.join(str(k) for k in r['streams'])}, sizes "
