@@ -237,13 +237,20 @@ def test_launcher_env_and_failure_kills_all(clean):
         assert _pids_in_netns(_our_netns()) == []  # no orphans in the namespaces
 
 
+def _best_rate_mbit(state, flows: int, tries: int = 2) -> float:
+    """The best of a few throughput measurements: shaping caps the rate, a busy host only lowers it
+    (once, mid-suite under CI, one 1.5 s measurement came out 13 % low)."""
+    from commtune.emulation.netbench import measure_throughput
+
+    return max(_mbit(measure_throughput(state, flows=flows, seconds=1.5)["rate_Bps"]) for _ in range(tries))
+
+
 @needs_root
 def test_link_rate(clean):
     from commtune.emulation import emulated_cluster
-    from commtune.emulation.netbench import measure_throughput
 
     with emulated_cluster(_spec(bw="200mbit")) as state:
-        got = _mbit(measure_throughput(state, flows=1, seconds=1.5)["rate_Bps"])
+        got = _best_rate_mbit(state, flows=1)
     # TCP/IP headers take ~4.4% of the wire rate
     assert 180 <= got <= 205, got
 
@@ -251,11 +258,10 @@ def test_link_rate(clean):
 @needs_root
 def test_per_stream_cap(clean):
     from commtune.emulation import emulated_cluster
-    from commtune.emulation.netbench import measure_throughput
 
     with emulated_cluster(_spec(bw="200mbit", per_stream="50mbit")) as state:
-        one = _mbit(measure_throughput(state, flows=1, seconds=1.5)["rate_Bps"])
-        four = _mbit(measure_throughput(state, flows=4, seconds=1.5)["rate_Bps"])
+        one = _best_rate_mbit(state, flows=1)
+        four = _best_rate_mbit(state, flows=4)
     assert 45 <= one <= 55, one
     assert 175 <= four <= 205, four
 
