@@ -110,7 +110,8 @@ def targets_met(s: dict) -> dict:
             "spearman": s["spearman"] >= TARGETS["spearman"], "pick_gap": s["pick_gap"] <= TARGETS["pick_gap"]}
 
 
-def predictions(calib: str, hosts: int, configs: list[dict], model: str, scale: float) -> list[float]:
+def predictions(calib, hosts: int, configs: list[dict], model: str, scale: float) -> list[float]:
+    """Simulated step times of ``configs`` on ``calib`` (a calibration file or ClusterSpec) at ``hosts`` hosts."""
     from commtune.knobs import Knobs
     from commtune.probe.validate import sim_cluster
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
@@ -196,7 +197,8 @@ def main() -> int:
         return 0
     os.makedirs(args.out, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
-    path = os.path.join(args.out, f"live_fidelity{'-' + args.tag if args.tag else ''}.json")
+    sfx = f"-{args.tag}" if args.tag else ""  # every file of a run carries its tag
+    path = os.path.join(args.out, f"live_fidelity{sfx}.json")
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "targets": TARGETS, "seed_base": args.seed_base,
                      "shapes": {}, "models": MODELS}
     if os.path.exists(path):  # parts run separately land in one file (each part replaces its own entry)
@@ -217,7 +219,7 @@ def main() -> int:
                 shape = SHAPES[name]
                 print(f"== {name}: {shape}  [{uptime()}]")
                 cluster_up(args.prefix, shape["hosts"], shape["bw"], shape.get("per_stream"), shape.get("latency"))
-                calib = os.path.join(args.out, f"calib-{name}{'-' + args.tag if args.tag else ''}.yaml")
+                calib = os.path.join(args.out, f"calib-{name}{sfx}.yaml")
                 old = results["shapes"].get(name, {}).get("probe")
                 if not (args.reuse and os.path.exists(calib) and old):
                     old = probe(args.prefix, calib)
@@ -227,7 +229,7 @@ def main() -> int:
                 for i, m in enumerate(args.models.split(",")):
                     model, scale = MODELS[m]
                     res = validate(args.prefix, calib, model, scale, seed=args.seed_base + i, n=args.held_out,
-                                   plot=os.path.join(args.out, f"live_fidelity-{name}-{m}{'-' + args.tag if args.tag else ''}.png"))
+                                   plot=os.path.join(args.out, f"live_fidelity-{name}-{m}{sfx}.png"))
                     res["targets_met"] = targets_met(res["summary"])
                     entry["models"][m] = res
                     show(f"{name} / {m}", res)
@@ -235,7 +237,7 @@ def main() -> int:
                 cluster_down(args.prefix)
         if "scale" not in skip:
             print(f"== scale prediction: calibrate {args.scale_from} hosts, validate {args.scale_to} ({SCALE}) [{uptime()}]")
-            calib = os.path.join(args.out, f"calib-scale-{args.scale_from}h{'-' + args.tag if args.tag else ''}.yaml")
+            calib = os.path.join(args.out, f"calib-scale-{args.scale_from}h{sfx}.yaml")
             old = results.get("scale", {}).get("probe")
             if not (args.reuse and os.path.exists(calib) and old):
                 cluster_up(args.prefix, args.scale_from, SCALE["bw"], SCALE.get("per_stream"))
@@ -246,7 +248,7 @@ def main() -> int:
             cluster_up(args.prefix, args.scale_to, SCALE["bw"], SCALE.get("per_stream"))
             model, scale = MODELS["conv"]
             res = validate(args.prefix, calib, model, scale, seed=args.seed_base + 11, n=args.held_out,
-                           plot=os.path.join(args.out, f"live_fidelity-scale-{args.scale_to}h{'-' + args.tag if args.tag else ''}.png"))
+                           plot=os.path.join(args.out, f"live_fidelity-scale-{args.scale_to}h{sfx}.png"))
             res["scale_target_met"] = res["summary"]["mape"] <= TARGETS["scale_mape"]
             sc["validation"] = res
             show(f"scale {args.scale_from} -> {args.scale_to} hosts", res)
@@ -255,9 +257,9 @@ def main() -> int:
         if "repeat" not in skip:
             name = args.repeat_shape
             shape = SHAPES[name]
-            first = os.path.join(args.out, f"calib-{name}{'-' + args.tag if args.tag else ''}.yaml")
+            first = os.path.join(args.out, f"calib-{name}{sfx}.yaml")
             print(f"== repeatability: a second default calibration of {name} with a busy core [{uptime()}]")
-            second = os.path.join(args.out, f"calib-{name}-busy{'-' + args.tag if args.tag else ''}.yaml")
+            second = os.path.join(args.out, f"calib-{name}-busy{sfx}.yaml")
             rep = dict(results.get("repeat", {})) if args.reuse else {}
             if not (args.reuse and os.path.exists(second) and os.path.exists(first)):
                 cluster_up(args.prefix, shape["hosts"], shape["bw"], shape.get("per_stream"), shape.get("latency"))

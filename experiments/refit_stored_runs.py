@@ -18,7 +18,6 @@ import glob
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -28,14 +27,11 @@ from live_fidelity import MODELS, predictions  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "live_fidelity")
 
 
-def refitted(path: str, tmp: str) -> str:
-    from commtune.cluster import save_cluster_file
+def refitted(path: str):
+    """The calibration at ``path`` re-fitted (a ClusterSpec carrying its fit; nothing written)."""
     from commtune.probe.refit import refit_calibration
 
-    spec, extra = refit_calibration(path)
-    out = os.path.join(tmp, os.path.basename(path))
-    save_cluster_file(spec, out, extra)
-    return out
+    return refit_calibration(path)[0]
 
 
 def run_items(d: dict, tag: str) -> list[tuple[str, int, dict, str]]:
@@ -52,7 +48,6 @@ def run_items(d: dict, tag: str) -> list[tuple[str, int, dict, str]]:
 def main() -> int:
     tags = sys.argv[1:] or sorted(os.path.basename(p)[len("live_fidelity-"):-5]
                                   for p in glob.glob(os.path.join(RESULTS, "live_fidelity-*.json")))
-    tmp = tempfile.mkdtemp()
     every: list[float] = []
     print(f"{'run':<7} {'shape':<16} {'model':<14} {'as run (MAPE/worst)':>20} {'now (MAPE/worst)':>17} {'bias':>7} {'pick gap':>9}")
     for tag in tags:
@@ -60,7 +55,7 @@ def main() -> int:
             d = json.load(fh)
         for shape, hosts, models, calib in run_items(d, tag):
             try:
-                new = refitted(calib, tmp)
+                new = refitted(calib)
             except Exception as exc:  # an old file without the stored measurements
                 print(f"{tag:<7} {shape:<16} cannot re-fit {os.path.basename(calib)}: {exc}")
                 continue

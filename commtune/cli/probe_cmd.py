@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _refit(args) -> int:
     """``--refit CALIB``: the stored measurements through this version's fit, nothing launched."""
-    from commtune.probe.probe import summary, write_calibration
+    from commtune.probe.probe import summary
     from commtune.probe.refit import refit_calibration
 
     if args.ranks is not None or args.emulated:
@@ -166,13 +166,8 @@ def _refit(args) -> int:
         check_writable(args.output, "calibration file (-o)")
     name = os.path.splitext(os.path.basename(args.output))[0] if args.output else None
     spec, extra = refit_calibration(args.refit, name=name)
-    print(json.dumps({**extra, "cluster": spec.to_dict()}, indent=2) if args.json else summary(spec, extra))
-    for w in extra["fit"]["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
-    if args.output:
-        write_calibration(args.output, spec, extra)
-        print(f"calibration re-fitted from {args.refit}, written to {args.output}", file=sys.stderr)
-    return 0
+    return _report_and_write(args, spec, extra, summary(spec, extra),
+                             f"calibration re-fitted from {args.refit}, written to {args.output}")
 
 
 def _probe_and_write(args, launch, sizes, streams, min_fit, extra_kw) -> int:
@@ -185,7 +180,7 @@ def _probe_and_write(args, launch, sizes, streams, min_fit, extra_kw) -> int:
 
 
 def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launch=None) -> int:
-    from commtune.probe.probe import calibration, format_table, summary, write_calibration
+    from commtune.probe.probe import calibration, format_table, summary
 
     if result.get("rank", 0) != 0:
         return 0
@@ -203,14 +198,18 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launc
         spec = apply_ddp_calibration(spec, extra, recs)
     elif args.ddp_calibration and args.engine != "mpi":
         extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
-    if args.json:
-        print(json.dumps({**extra, "cluster": spec.to_dict()}, indent=2))
-    else:
-        print(format_table(result["records"], n))
-        print(summary(spec, extra))
+    return _report_and_write(args, spec, extra, format_table(result["records"], n) + "\n" + summary(spec, extra),
+                             f"calibration written to {args.output} (use: commtune simulate --cluster {args.output})")
+
+
+def _report_and_write(args, spec, extra: dict, text: str, written: str) -> int:
+    """Print the calibration (``text``, or JSON with --json) and its warnings; write it to -o."""
+    from commtune.probe.probe import write_calibration
+
+    print(json.dumps({**extra, "cluster": spec.to_dict()}, indent=2) if args.json else text)
     for w in extra["fit"]["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     if args.output:
         write_calibration(args.output, spec, extra)
-        print(f"calibration written to {args.output} (use: commtune simulate --cluster {args.output})", file=sys.stderr)
+        print(written, file=sys.stderr)
     return 0

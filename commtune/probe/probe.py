@@ -150,7 +150,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     ``fit.network`` holds the physical parameters of :class:`simulators.calibrated.CalibratedNetwork`
     and ``fit.calibrated`` what was measured (stream counts, sizes, world size); ``fit.quality``
     the generalised model's R^2 and residuals and ``fit.warnings`` what looks wrong."""
-    from simulators.calibrated import CalibratedNetwork, CalibratedParams, CalibratedRange, latency_bound
+    from simulators.calibrated import CalibratedNetwork, CalibratedParams, CalibratedRange
 
     n = int(result["world_size"])
     records = result["records"]
@@ -167,26 +167,23 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     if not fits:
         raise CommtuneError("need at least two message sizes per stream count to fit t = a + b*S")
     link = refit_latency(records, derive_link(fits, n), n, min_fit_size)
-    small_step, small_per_stream, small_by_k = fit_latency_bound(records, n, min_fit_size)
-    line = CalibratedNetwork(CalibratedParams(link_Bps=link.link_Bps, per_flow_Bps=link.per_stream_Bps,
-                                              alpha_s=link.alpha_s, launch_s=link.launch_s, control_latency_s=1.0,
-                                              small_step_s=small_step, small_per_stream_s=small_per_stream), n)
-    sharpness = fit_bound_sharpness(records, line)
-    floors = {k: float(latency_bound(k, n, small_step, small_per_stream)) for k in fits}
-    pipe = (fit_pipelining(result["bursts"], fits, floors=floors, sharpness=sharpness)
-            if result.get("bursts") else None)
-    host = fit_host(result["host"]) if result.get("host") and len({r["size_bytes"] for r in result["host"]}) >= 2 else None
     ctl, ctl_source = control_latency(records, n, min_fit_size)
     if ctl <= 0:
         ctl = max(link.alpha_s, 0.0)
         ctl_source = "fitted alpha"
-    gap0, gap1 = fit_gap_model(pipe.gaps_s) if pipe is not None else (0.0, 0.0)
+    small_step, small_per_stream, small_by_k = fit_latency_bound(records, n, min_fit_size)
+    # the line and the latency bound first: the bound's sharpness and the burst fit need them
     params = CalibratedParams(link_Bps=link.link_Bps, per_flow_Bps=link.per_stream_Bps, alpha_s=link.alpha_s,
                               launch_s=link.launch_s, control_latency_s=ctl,
-                              inflight_per_stream=pipe.inflight if pipe is not None else 1,
-                              gap0_s=gap0, gap_per_stream_s=gap1,
-                              small_step_s=small_step, small_per_stream_s=small_per_stream,
-                              bound_sharpness=sharpness)
+                              small_step_s=small_step, small_per_stream_s=small_per_stream)
+    params = dataclasses.replace(params, bound_sharpness=fit_bound_sharpness(records, CalibratedNetwork(params, n)))
+    floors = dict(zip(fits, CalibratedNetwork(params, n).min_collective_s(list(fits)).tolist()))
+    pipe = (fit_pipelining(result["bursts"], fits, floors=floors, sharpness=params.bound_sharpness)
+            if result.get("bursts") else None)
+    host = fit_host(result["host"]) if result.get("host") and len({r["size_bytes"] for r in result["host"]}) >= 2 else None
+    gap0, gap1 = fit_gap_model(pipe.gaps_s) if pipe is not None else (0.0, 0.0)
+    params = dataclasses.replace(params, inflight_per_stream=pipe.inflight if pipe is not None else 1,
+                                 gap0_s=gap0, gap_per_stream_s=gap1)
     fitted_sizes = [r["size_bytes"] for r in records if r["size_bytes"] >= min_fit_size]
     rng = CalibratedRange(tuple(sorted(fits)), float(min(fitted_sizes)), float(max(fitted_sizes)), n,
                           link.link_saturated)
