@@ -7,7 +7,10 @@ calibration run), then for each model of the mix ``commtune validate
 --emulated`` with its defaults: configurations drawn at random that
 calibration did not use (bucket caps log-uniform in the search range up to the
 model's size, every other one at an unprobed stream count, split and round robin
-alternating), two passes of alternating order, median steps. Printed
+alternating), two passes of alternating order, median steps; afterwards
+validate's drift check re-times three of the calibration's own DDP points
+(column "drift": how much slower (+) or faster the cluster ran than when it
+was probed; ``commtune.probe.drift``). Printed
 and written (``experiments/results/live_fidelity[-TAG].json``): per point
 error, MAPE, worst, Spearman, pick gap per shape and model; the load average
 (``uptime``) around every run.
@@ -133,6 +136,12 @@ def _pct(x: float) -> str:
     return f"{x:.2%}" if x == x else "n/a"
 
 
+def _drift(res: dict) -> str:
+    """The median drift of the calibration's anchors re-timed after a validation (``validate``'s drift check)."""
+    d = res.get("drift") or {}
+    return f"{d['median']:+.1%}" if "median" in d else "n/a"
+
+
 def markdown(results: dict) -> str:
     """The summary table of a results dict (also from a saved JSON: ``--report FILE``)."""
     t = results["targets"]
@@ -141,8 +150,8 @@ def markdown(results: dict) -> str:
              f"Targets: MAPE <= {t['mape']:.0%}, worst <= {t['worst']:.0%}, Spearman >= {t['spearman']}, "
              f"pick within {t['pick_gap']:.0%} of the live best; scale MAPE <= {t['scale_mape']:.0%}; "
              f"repeatability within {t['repeat']:.0%}.", "",
-             "| shape | model | points | MAPE | worst | Spearman | order kept (resolved pairs) | pick gap | median spread | targets met | load (1 min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| shape | model | points | MAPE | worst | Spearman | order kept (resolved pairs) | pick gap | median spread | drift | targets met | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in results.get("shapes", {}).items():
         for m, r in e.get("models", {}).items():
             s = r["summary"]
@@ -152,7 +161,7 @@ def markdown(results: dict) -> str:
             conc, resolved, pairs = concordance(r["rows"])
             lines.append(f"| {name} | {m} | {len(r['rows'])} | {_pct(s['mape'])} | {_pct(s['worst'])} | "
                          f"{s['spearman']:.3f} | {_pct(conc)} ({resolved}/{pairs}) | {_pct(s['pick_gap'])} | "
-                         f"{_pct(spread)} | {met} | {load} |")
+                         f"{_pct(spread)} | {_drift(r)} | {met} | {load} |")
     lines.append("")
     for name, e in results.get("shapes", {}).items():
         p = e["probe"]

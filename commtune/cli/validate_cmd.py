@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="extra passes, at most N, over the configurations whose pass medians differ by more "
                         "than 2%% (default 2; 0: never)")
     p.add_argument("--warmup", type=ranged("steps", "--warmup"), default=2, help="warm-up steps (default 2, at least 1)")
+    p.add_argument("--no-drift-check", dest="drift", action="store_false",
+                   help="do not re-time the calibration's DDP anchor points afterwards (by default validate reports "
+                        "how much slower or faster the cluster runs than when it was calibrated)")
     p.add_argument("--plot", metavar="PNG", default="validate.png", help="predicted-vs-measured plot (default validate.png)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     add_launch_args(p)
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     res = run_validation(launch, calib, configs, model, scale=args.scale, forward_s=args.forward_ms / 1e3,
                          backward_s=args.backward_ms / 1e3, share=args.share, steps=args.steps,
                          warmup=args.warmup, mode=args.mode, passes=args.passes,
-                         repeat_noisy=args.repeat_noisy)
+                         repeat_noisy=args.repeat_noisy, drift_from=args.cluster if args.drift else None)
     if args.plot:
         plot(res, args.plot)
     if args.json:

@@ -48,32 +48,44 @@ def calib_workload(count: int = 16, tensor_bytes: int = MiB, backward_s: float =
 RR_STREAMS = (2, 4, 8)
 
 
+def calib_knobs(streams: int, bucket_bytes: int, mode: str = "split") -> Knobs:
+    """One calibration configuration: every bucket (the first too) capped at ``bucket_bytes``."""
+    return dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(bucket_bytes), first_bucket_bytes=int(bucket_bytes),
+                               num_streams=int(streams), stream_mode=mode)
+
+
+def record_knobs(record: dict) -> Knobs:
+    """The configuration a DDP calibration record timed."""
+    return calib_knobs(record["streams"], record["bucket_bytes"], record.get("stream_mode", "split"))
+
+
 def calib_configs(streams: Sequence[int], small: int = MiB, large: int = 8 * MiB,
                   rr_streams: Sequence[int] = ()) -> list[Knobs]:
     """Split configurations for every K, round-robin ones for ``rr_streams``; both bucket caps."""
-    def knobs(k: int, c: int, mode: str) -> Knobs:
-        return dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(c), first_bucket_bytes=int(c),
-                                   num_streams=int(k), stream_mode=mode)
-
-    return ([knobs(k, c, "split") for k in streams for c in (small, large)]
-            + [knobs(k, c, "round_robin") for k in rr_streams for c in (small, large)])
+    return ([calib_knobs(k, c, "split") for k in streams for c in (small, large)]
+            + [calib_knobs(k, c, "round_robin") for k in rr_streams for c in (small, large)])
 
 
 def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warmup: int = 2, workload=None,
                             passes: int = 2, rr_streams: Sequence[int] = ()) -> list[dict]:
-    """Time the calibration configurations live; records ``streams``, ``bucket_bytes``, ``step_time_s``
-    (the median of the steps of ``passes`` passes in alternating order, one launch: slow drifts
-    of the host load hit both bucket caps alike)."""
+    """Time the calibration configurations live (:func:`time_calib_configs`)."""
+    return time_calib_configs(launch, calib_configs(streams, rr_streams=rr_streams), steps, warmup, workload, passes)
+
+
+def time_calib_configs(launch, configs: Sequence[Knobs], steps: int = 8, warmup: int = 2, workload=None,
+                       passes: int = 2) -> list[dict]:
+    """Time ``configs`` on the calibration workload; records ``streams``, ``bucket_bytes``,
+    ``stream_mode``, ``step_time_s`` (the median of the steps of ``passes`` passes in
+    alternating order, one launch: slow drifts of the host load hit every configuration alike)."""
     import statistics
 
     from commtune.probe.ddp_step import time_ddp_configs
 
     w = workload or calib_workload()
-    configs = calib_configs(streams, rr_streams=rr_streams)
-    order = [c for p in range(passes) for c in (configs if p % 2 == 0 else configs[::-1])]
-    res = time_ddp_configs(w, order, launch, steps, warmup)
+    order = [i for p in range(passes) for i in (range(len(configs)) if p % 2 == 0 else range(len(configs))[::-1])]
+    res = time_ddp_configs(w, [configs[i] for i in order], launch, steps, warmup)
     pooled: dict[int, list[dict]] = {}
-    for i, r in zip([i for p in range(passes) for i in (range(len(configs)) if p % 2 == 0 else range(len(configs))[::-1])], res):
+    for i, r in zip(order, res):
         pooled.setdefault(i, []).append(r)
     out = []
     for i, k in enumerate(configs):
@@ -103,8 +115,7 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
     for k, by_cap in sorted(by_k.items()):
         small, large = min(by_cap), max(by_cap)
         measured = by_cap[small] - by_cap[large]
-        knobs = [dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=c, first_bucket_bytes=c, num_streams=k)
-                 for c in (small, large)]
+        knobs = [calib_knobs(k, c) for c in (small, large)]
 
         def diff(g: float) -> float:
             sim = Simulator(w, cluster, network=_with_gap(base_net, g))
@@ -138,10 +149,7 @@ def round_robin_check(records: Sequence[dict], cluster: ClusterSpec, workload=No
     for r in records:
         if r.get("stream_mode") != "round_robin":
             continue
-        k = dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(r["bucket_bytes"]),
-                                first_bucket_bytes=int(r["bucket_bytes"]), num_streams=int(r["streams"]),
-                                stream_mode="round_robin")
-        pred = sim.run(k).step_time_s
+        pred = sim.run(record_knobs(r)).step_time_s
         st = r.get("step_times_s") or [r["step_time_s"]]
         rows.append({"streams": int(r["streams"]), "bucket_bytes": int(r["bucket_bytes"]),
                      "measured_s": float(r["step_time_s"]), "predicted_s": float(pred),
@@ -172,9 +180,7 @@ def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=
             by_k.setdefault(int(r["streams"]), []).append(r)
     out = {}
     for k, recs in sorted(by_k.items()):
-        knobs = [dataclasses.replace(DDP_DEFAULT, fusion_threshold_bytes=int(r["bucket_bytes"]),
-                                     first_bucket_bytes=int(r["bucket_bytes"]), num_streams=k,
-                                     stream_mode="round_robin") for r in recs]
+        knobs = [record_knobs(r) for r in recs]
         measured = np.array([float(r["step_time_s"]) for r in recs])
 
         def err(g: float) -> float:  # rises with g

@@ -133,10 +133,12 @@ def describe_knobs(k: Knobs) -> str:
 def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *, scale: float = 0.25,
                    forward_s: float = 0.1, backward_s: float = 0.2, share: str = "flops", steps: int = 5,
                    warmup: int = 2, mode: str | None = None, network=None, evaluator=None, passes: int = 1,
-                   repeat_noisy: int = 0) -> dict:
+                   repeat_noisy: int = 0, drift_from: str | os.PathLike | None = None) -> dict:
     """Run ``configs`` live and simulated; returns rows and summary figures.
     ``mode`` (split/round_robin) overrides every configuration's stream_mode; ``passes`` and
-    ``repeat_noisy``: see :meth:`commtune.evaluators.live.LiveEvaluator.evaluate_many`."""
+    ``repeat_noisy``: see :meth:`commtune.evaluators.live.LiveEvaluator.evaluate_many`.
+    ``drift_from`` (a calibration file): afterwards re-time its anchors (:mod:`commtune.probe.drift`),
+    in the result as ``drift``."""
     from commtune.evaluators.live import LiveEvaluator, LiveSettings
     from simulators import Simulator
 
@@ -164,9 +166,14 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
                      "extrapolation": flags})
     summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows],
                       [r["pass_spread"] for r in rows])
-    return {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
-            "network": type(sim.network).__name__, "model": ev.profile.name,
-            "total_grad_bytes": int(ev.workload.total_grad_bytes)}
+    res = {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
+           "network": type(sim.network).__name__, "model": ev.profile.name,
+           "total_grad_bytes": int(ev.workload.total_grad_bytes)}
+    if drift_from is not None:
+        from commtune.probe.drift import drift_for
+
+        res["drift"] = drift_for(launch, drift_from)
+    return res
 
 
 def format_report(res: dict) -> str:
@@ -184,6 +191,10 @@ def format_report(res: dict) -> str:
     lines.append(f"MAPE {s['mape']:.2%}, worst {s['worst']:.2%} ({rows[s['worst_index']]['config']}), Spearman {s['spearman']:.3f}; simulator's pick: {rows[s['sim_best']]['config']} "
                  f"(live best: {rows[s['live_best']]['config']}), gap {s['pick_gap']:.2%} "
                  f"({'within' if s['pick_within_noise'] else 'beyond'} noise {s['noise']:.2%})")
+    if res.get("drift"):
+        from commtune.probe.drift import format_drift
+
+        lines.append(format_drift(res["drift"]))
     return "\n".join(lines)
 
 
