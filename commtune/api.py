@@ -192,12 +192,14 @@ def probe(ranks: Any = 2, *, sizes: str = "1KB:256MB", streams: str | Sequence[i
 
 def validate(calibration: Any, ranks: Any = 2, *, model: Any = DEFAULT_MODEL, configs: Sequence[Any] | None = None,
              scale: float = 0.25, forward_s: float = 0.1, backward_s: float = 0.2, steps: int = 5, warmup: int = 2,
-             passes: int = 1, repeat_noisy: int = 0, timeout_s: float = 300.0) -> dict:
+             passes: int = 1, repeat_noisy: int = 0, timeout_s: float = 300.0, drift_check: bool = True) -> dict:
     """``commtune validate``: measure DDP configurations live on ``ranks`` local ranks (or a
     LaunchSpec) and compare with the simulator of ``calibration`` (a ClusterSpec or calibration file);
-    returns ``{"rows", "summary" (MAPE, Spearman, pick gap), ...}``."""
+    returns ``{"rows", "summary" (MAPE, Spearman, pick gap), ...}``. With a calibration *file* and
+    ``drift_check``, also ``"drift"``: its DDP anchor points re-timed (``commtune.probe.drift``)."""
     from commtune.probe.validate import grid_configs, run_validation
 
+    drift_from = calibration if drift_check and isinstance(calibration, (str, os.PathLike)) else None
     return run_validation(_launch(ranks, timeout_s), calibration, list(configs) if configs is not None else grid_configs(), model,
                           scale=scale, forward_s=forward_s, backward_s=backward_s, steps=steps, warmup=warmup,
-                          passes=passes, repeat_noisy=repeat_noisy)
+                          passes=passes, repeat_noisy=repeat_noisy, drift_from=drift_from)

@@ -104,3 +104,18 @@ def test_drift_for_skips_what_it_cannot_compare(tmp_path):
 def test_validate_cli_has_the_opt_out():
     p = subprocess.run([sys.executable, "-m", "commtune", "validate", "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "--no-drift-check" in p.stdout
+
+
+def test_api_validate_checks_drift_for_a_calibration_file(monkeypatch, tmp_path):
+    import commtune.api as api
+    import commtune.probe.validate as validate
+
+    seen = []
+    monkeypatch.setattr(validate, "run_validation", lambda *a, **kw: seen.append(kw["drift_from"]) or {})
+    path = str(tmp_path / "calib.yaml")
+    api.validate(path, 2)
+    api.validate(path, 2, drift_check=False)
+    from commtune.cluster import ClusterSpec
+
+    api.validate(ClusterSpec(nodes=2, gpus_per_node=1), 2)  # a ClusterSpec keeps no DDP records
+    assert seen == [path, None, None]

@@ -77,13 +77,23 @@ def test_validate_tiny_local_run_writes_plot(tmp_path, monkeypatch, capsys):
         for s in (2**16, 2**20, 2**22):
             recs.append({"streams": k, "size_bytes": s, "count": s // 4, "time_s": 2e-4 + s / 1e9})
     spec, extra = calibration({"world_size": 2, "engine": "gloo", "records": recs}, hosts=1)
+    # DDP calibration records as the probe stores them (step times made up: the drift is then large)
+    extra["ddp_calibration_measurements"] = [{"streams": k, "bucket_bytes": c, "stream_mode": "split", "step_time_s": 10.0}
+                                             for k in (1, 2) for c in (2**20, 2**23)]
     calib = tmp_path / "calib.yaml"
     write_calibration(str(calib), spec, extra)
     png = tmp_path / "v.png"
-    rc = main(["validate", "--cluster", str(calib), "--ranks", "2", "--scale", "0.02", "--forward-ms", "20",
-               "--backward-ms", "40", "--buckets", "256KiB,2MiB", "--streams", "1,2", "--steps", "2",
-               "--warmup", "1", "--plot", str(png), "--timeout", "90"])
+    args = ["validate", "--cluster", str(calib), "--ranks", "2", "--scale", "0.02", "--forward-ms", "20",
+            "--backward-ms", "40", "--buckets", "256KiB,2MiB", "--streams", "1,2", "--steps", "2",
+            "--warmup", "1", "--plot", str(png), "--timeout", "90"]
+    rc = main(args)
     assert rc == 0
     out = capsys.readouterr().out
     assert "MAPE" in out and "Spearman" in out and "simulator's pick" in out
     assert png.exists() and png.stat().st_size > 1000
+    # the drift check re-timed the three anchors live (10 s then: far faster now, a warning)
+    drift = [line for line in out.splitlines() if line.startswith("drift since calibration")]
+    assert len(drift) == 1 and "K=1 8 MiB 10000.0 -> " in drift[0] and "K=2 1 MiB" in drift[0]
+    assert "re-run `commtune probe`" in drift[0]
+    assert main(args + ["--no-drift-check"]) == 0
+    assert "drift since calibration" not in capsys.readouterr().out
