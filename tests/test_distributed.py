@@ -94,8 +94,10 @@ def test_worker_killed_on_another_machine_is_retried(cluster, pg, tmp_path):
     assert by_number[killed["number"]]["state"] == "FAIL"
     retry = [t for t in trials if t["system_attrs"].get("failed_trial") == killed["number"]]
     assert len(retry) == 1 and retry[0]["state"] == "COMPLETE"
-    if by_number[killed["number"]]["params"]:  # killed after sampling: the same configuration runs again
-        assert retry[0]["params"] == by_number[killed["number"]]["params"]
+    # what the killed trial had sampled runs again (Optuna's retry keeps those params fixed); a kill
+    # in the middle of sampling leaves some knobs unsampled, which the retry samples (seen in CI)
+    sampled = by_number[killed["number"]]["params"]
+    assert {k: retry[0]["params"][k] for k in sampled} == sampled
     assert retry[0]["start"] - killed["kill_time"] < 4 + 30  # grace + generous slack for a loaded host
     # no live worker's trial was failed: the only failures are the victim's and surplus hand-backs
     failed = [t for t in trials if t["state"] == "FAIL"]
