@@ -167,24 +167,32 @@ def _launch(ranks: Any, timeout_s: float, engine: str = "gloo"):
     return LaunchSpec(ranks=ranks, timeout_s=timeout_s, engine=engine)
 
 
-def probe(ranks: Any = 2, *, sizes: str = "1KB:256MB", streams: str | Sequence[int] = "1,2,4,8", iters: int = 5,
+def probe(ranks: Any = 2, *, sizes: str | None = None, streams: str | Sequence[int] | None = None, iters: int = 5,
           warmup: int = 1, engine: str = "gloo", timeout_s: float = 300.0, output: str | os.PathLike | None = None,
-          burst_sizes: str = "1MB,4MB", host_sizes: str = "1MB,4MB,16MB,64MB", fit_min_size: str | int = 0,
-          name: str = "calibrated"):
+          burst_sizes: str = "1MB,4MB", host_sizes: str = "1MB,4MB,16MB,64MB", fit_min_size: str | int = "1MiB",
+          name: str = "calibrated", ddp_calibration: bool = True, ddp_steps: int = 6):
     """``commtune probe``: time all-reduce on ``ranks`` local processes (or a
     :class:`~commtune.probe.launch.LaunchSpec`, e.g. an emulated cluster's) and fit a
     calibration; returns ``(ClusterSpec, details)`` (the calibration file's sections plus the
-    raw ``records``) and writes the calibration file ``output`` if given."""
-    from commtune.probe.probe import calibration, parse_sizes, parse_streams, run_probe, write_calibration
+    raw ``records``) and writes the calibration file ``output`` if given. The CLI's defaults:
+    sizes 4 KiB + 1-64 MiB, streams 1,2,3,4,6,8, fit >= 1 MiB, and the DDP calibration run
+    (``ddp_calibration=False`` skips it)."""
+    from commtune.probe.probe import (DEFAULT_SIZES, DEFAULT_STREAMS, calibration, parse_sizes, parse_streams,
+                                      run_probe, write_calibration)
     from commtune.units import parse_size
 
     launch = _launch(ranks, timeout_s, engine)
     none = ("", "none", "off", "0")
-    result = run_probe(launch, parse_sizes(sizes), parse_streams(streams), iters, warmup,
+    result = run_probe(launch, parse_sizes(DEFAULT_SIZES if sizes is None else sizes),
+                       parse_streams(DEFAULT_STREAMS if streams is None else streams), iters, warmup,
                        burst_sizes=[] if burst_sizes.strip().lower() in none else parse_sizes(burst_sizes),
                        host_sizes=[] if host_sizes.strip().lower() in none else parse_sizes(host_sizes))
     spec, extra = calibration(result, hosts=launch.hosts, source=launch.describe(), name=name,
                               min_fit_size=parse_size(fit_min_size, "fit_min_size"))
+    if ddp_calibration:
+        from commtune.probe.ddp_calib import calibrate_ddp
+
+        spec = calibrate_ddp(launch, spec, extra, steps=ddp_steps)
     if output is not None:
         write_calibration(str(output), spec, extra)
     return spec, {**extra, "records": result["records"], "world_size": result["world_size"]}

@@ -76,3 +76,25 @@ def test_api_names_survive_importing_every_subpackage():
     for name in commtune.__all__:
         if name not in ("__version__", "CommtuneError", "SearchRun"):
             assert callable(getattr(commtune, name)), name
+
+
+def test_probe_has_the_cli_defaults_and_runs_the_ddp_calibration(monkeypatch, tmp_path):
+    """The Python front door calibrates as `commtune probe` does: same sizes, streams, fit minimum,
+    and the DDP calibration run unless ``ddp_calibration=False`` (no ranks started here)."""
+    import commtune.api as api
+    import commtune.probe.ddp_calib as ddp_calib
+    import commtune.probe.probe as probe_mod
+
+    asked, ddp = [], []
+    recs = [{"streams": k, "size_bytes": s, "count": s // 4, "time_s": 1e-3 + s * k ** -0.5 / 1e8, "min_s": 1e-3,
+             "iters": 3} for k in probe_mod.DEFAULT_STREAMS for s in probe_mod.parse_sizes(probe_mod.DEFAULT_SIZES)]
+    monkeypatch.setattr(probe_mod, "run_probe", lambda launch, sizes, streams, *a, **kw: asked.append((sizes, streams))
+                        or {"world_size": 2, "engine": "gloo", "records": recs})
+    monkeypatch.setattr(ddp_calib, "calibrate_ddp", lambda launch, spec, extra, steps: ddp.append(steps) or spec)
+    spec, details = api.probe(2, output=tmp_path / "c.yaml")
+    assert asked == [(probe_mod.parse_sizes(probe_mod.DEFAULT_SIZES), list(probe_mod.DEFAULT_STREAMS))]
+    assert details["fit"]["min_fit_size_bytes"] == probe_mod.DEFAULT_FIT_MIN_SIZE
+    assert ddp == [6] and (tmp_path / "c.yaml").exists()
+    api.probe(2, ddp_calibration=False)
+    assert ddp == [6]
+    assert ddp_calib.ddp_calibration_streams(details) == (list(probe_mod.DEFAULT_STREAMS), [2, 4, 8])

@@ -85,3 +85,6 @@ def test_default_probe_calibrates_then_validate_draws_held_out_points(run_dir, t
     assert len(res["rows"]) == 3 and res["network"] == "CalibratedNetwork"
     assert all(r["measured_s"] > 0 and "extrapolation" in r for r in res["rows"])
     assert {"mape", "worst", "spearman", "pick_gap"} <= set(res["summary"])
+    # the drift check re-timed the calibration's three DDP anchors (K = 1 at 8 MiB, K = 3 at 8 and 1 MiB)
+    assert [(a["streams"], a["bucket_bytes"]) for a in res["drift"]["anchors"]] == [(1, 8 << 20), (3, 8 << 20), (3, 1 << 20)]
+    assert all(a["now_s"] > 0 for a in res["drift"]["anchors"]) and isinstance(res["drift"]["warn"], bool)

@@ -188,14 +188,12 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launc
     spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
     if ddp_launch is not None:
-        from commtune.probe.ddp_calib import RR_STREAMS, apply_ddp_calibration, run_ddp_gap_calibration
+        from commtune.probe.ddp_calib import calibrate_ddp, ddp_calibration_streams
 
-        ks = sorted(extra["fit"]["per_stream_fits"])
-        rr = [k for k in RR_STREAMS if k in ks]
+        ks, rr = ddp_calibration_streams(extra)
         print(f"DDP calibration run (per-bucket gap, streams {','.join(map(str, ks))}; round robin "
               f"{','.join(map(str, rr)) or 'none'}) ...", file=sys.stderr)
-        recs = run_ddp_gap_calibration(ddp_launch, ks, steps=args.ddp_steps, warmup=2, rr_streams=rr)
-        spec = apply_ddp_calibration(spec, extra, recs)
+        spec = calibrate_ddp(ddp_launch, spec, extra, steps=args.ddp_steps)
     elif args.ddp_calibration and args.engine != "mpi":
         extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
     return _report_and_write(args, spec, extra, format_table(result["records"], n) + "\n" + summary(spec, extra),

@@ -229,6 +229,20 @@ def apply_ddp_calibration(spec: ClusterSpec, extra: dict, records: Sequence[dict
     return spec
 
 
+def ddp_calibration_streams(extra: dict) -> tuple[list[int], list[int]]:
+    """The stream counts a calibration's DDP run times: every probed K (split) and those of
+    :data:`RR_STREAMS` among them (round robin)."""
+    ks = sorted(int(k) for k in extra["fit"]["per_stream_fits"])
+    return ks, [k for k in RR_STREAMS if k in ks]
+
+
+def calibrate_ddp(launch, spec: ClusterSpec, extra: dict, steps: int = 6) -> ClusterSpec:
+    """Run the DDP calibration on ``launch`` at :func:`ddp_calibration_streams` and fit it
+    into the calibration (:func:`apply_ddp_calibration`); the part of ``commtune probe`` after the all-reduce sweep."""
+    ks, rr = ddp_calibration_streams(extra)
+    return apply_ddp_calibration(spec, extra, run_ddp_gap_calibration(launch, ks, steps=steps, warmup=2, rr_streams=rr))
+
+
 def _with_gap(net, g: float):
     """A copy of a network model whose gap is g for every stream count."""
     import copy
