@@ -133,7 +133,8 @@ def _run(spec: LaunchSpec, state, task: dict, emulated: bool, abort=None, lifeti
     from commtune.emulation.launch import RankFailure, run_on_hosts
 
     world = state.num_hosts
-    with tempfile.TemporaryDirectory(prefix="commtune-probe-") as tmp:
+    # ranks may still write heartbeats when a stopped driver removes this (seen as a traceback at exit)
+    with tempfile.TemporaryDirectory(prefix="commtune-probe-", ignore_cleanup_errors=True) as tmp:
         hb = Path(tmp) / "hb"
         hb.mkdir()
         out = Path(tmp) / "result.json"
