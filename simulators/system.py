@@ -131,7 +131,7 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec
 from commtune.knobs import KNOBS, Knobs
-from simulators.network import NetworkModel, latency_bounded
+from simulators.network import NetworkModel, latency_bounded_scalar
 from simulators.workload import Workload
 
 
@@ -442,7 +442,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
             aj, bj, bl = a2, b2, b_link * (b2 / b)
         bs = bj * cur_bytes
         if floor > 0:  # the latency bound
-            aj = float(latency_bounded(aj + bs, floor, floor_p)) - bs
+            aj = latency_bounded_scalar(aj + bs, floor, floor_p) - bs
         end = start + (aj + bs)
         serial = (ends[j - k] if j >= k else -math.inf) + gap + bs
         if serial > end:

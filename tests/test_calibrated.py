@@ -238,6 +238,16 @@ def test_soft_roofline_closed_forms():
     assert net.allreduce_time(MiB, 2) == pytest.approx((line ** 3 + 4e-3 ** 3) ** (1 / 3), rel=1e-12)
 
 
+def test_scalar_soft_roofline_is_the_array_one():
+    """The reference scheduler's per-buffer form gives what the batch engine's array form gives."""
+    from simulators.network import latency_bounded, latency_bounded_scalar
+
+    for p in (1.0, 1.5, 3.0, 8.0, math.inf):
+        for t in (0.0, 1e-4, 2e-3, 5e-3, 0.2):
+            for f in (0.0, 1e-4, 3e-3):
+                assert latency_bounded_scalar(t, f, p) == pytest.approx(float(latency_bounded(t, f, p)), rel=1e-14)
+
+
 @pytest.mark.parametrize("p", [1.5, 3.0, 6.0, math.inf])
 def test_probe_fits_the_soft_roofline_sharpness(p):
     from simulators.network import latency_bounded
