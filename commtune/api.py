@@ -179,8 +179,10 @@ def probe(ranks: Any = 2, *, sizes: str | None = None, streams: str | Sequence[i
     (``ddp_calibration=False`` skips it)."""
     from commtune.probe.probe import (DEFAULT_SIZES, DEFAULT_STREAMS, calibration, parse_sizes, parse_streams,
                                       run_probe, write_calibration)
+    from commtune.limits import RANGES
     from commtune.units import parse_size
 
+    RANGES["steps"].check(ddp_steps, "ddp_steps")  # before minutes of probing, not after
     launch = _launch(ranks, timeout_s, engine)
     none = ("", "none", "off", "0")
     result = run_probe(launch, parse_sizes(DEFAULT_SIZES if sizes is None else sizes),

@@ -97,4 +97,8 @@ def test_probe_has_the_cli_defaults_and_runs_the_ddp_calibration(monkeypatch, tm
     assert ddp == [6] and (tmp_path / "c.yaml").exists()
     api.probe(2, ddp_calibration=False)
     assert ddp == [6]
+    for bad in (0, 10**6, 2.5):  # bounded before anything is probed
+        with pytest.raises(commtune.CommtuneError, match="ddp_steps"):
+            api.probe(2, ddp_steps=bad)
+    assert len(asked) == 2
     assert ddp_calib.ddp_calibration_streams(details) == (list(probe_mod.DEFAULT_STREAMS), [2, 4, 8])

@@ -189,6 +189,7 @@ CASES: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     ("validate-wire", ["validate", "--cluster", "calib.yaml", "--ranks", "2", "--wire", "fp8"], ("fp8",), ()),
     ("probe-sizes-huge", ["probe", "--ranks", "2", "--sizes", "1KB:1TB"], ("1KB:1TB", "2 GiB"), ()),
     ("probe-ranks-one", ["probe", "--ranks", "1"], ("1",), ()),
+    ("probe-ddp-steps-huge", ["probe", "--ranks", "2", "--ddp-steps", "100000"], ("100000", "10,000"), ()),
     ("probe-sizes-bad", ["probe", "--ranks", "2", "--sizes", "big:small"], ("big",), ()),
     ("probe-iters-huge", ["probe", "--ranks", "2", "--iters", "1000000000"], ("1000000000",), ()),
     ("probe-timeout-nan", ["probe", "--ranks", "2", "--timeout", "nan"], ("nan",), ()),

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 
-from commtune.cli.common import positive_int, ranged
+from commtune.cli.common import ranged
 from commtune.errors import CommtuneError
 from commtune.probe.probe import DEFAULT_SIZES, DEFAULT_STREAMS, DEFAULT_WEIGHTING
 
@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ddp-calibration", dest="ddp_calibration", action="store_false",
                    help="skip the short DDP run (16 x 1 MiB tensors, bucket caps 1 vs 8 MiB per stream count) that "
                         "fits DDP's per-bucket gap; it is part of the default calibration")
-    p.add_argument("--ddp-steps", type=positive_int, default=6, help="timed steps per DDP calibration configuration (default 6)")
+    p.add_argument("--ddp-steps", type=ranged("steps", "--ddp-steps"), default=6, help="timed steps per DDP calibration configuration (default 6)")
     p.add_argument("--burst-sizes", default="1MB,4MB",
                    help="sizes of back-to-back bursts (fit collectives in flight per stream and the gap between "
                         "buffers); 'none' to skip (default 1MB,4MB)")
