@@ -29,6 +29,7 @@ import numpy as np
 
 from simulators.network import latency_bounded
 
+
 def algbw(size_bytes: float, time_s: float) -> float:
     """Algorithm bandwidth, bytes/s."""
     return size_bytes / time_s
