@@ -75,6 +75,11 @@ class ClusterSpec:
       ready (DDP's reducer, Horovod's allreduce op), on backward.
     * ``step_overhead_s``: per step, the framework's fixed cost (DDP's
       reducer prepare/finalize), paid even on one GPU.
+    * ``last_bucket_delay_s``: with more than one rank, the time between the
+      end of backward and the start of the last buffer's all-reduce (every
+      rank's end-of-backward work in the framework, and the last rank to get
+      there); hidden while earlier buffers still hold the network. Fitted by
+      the probe's DDP calibration run (``commtune.probe.ddp_calib``).
     * ``rank_skew``: with more than one rank, how much slower the slowest
       rank computes than the mean (GPU clock and thermal spread); every
       collective waits for it, so forward and backward stretch by
@@ -115,6 +120,7 @@ class ClusterSpec:
     comm_gpu_s_per_byte: float = 0.0
     tensor_hook_s: float = 0.0
     step_overhead_s: float = 0.0
+    last_bucket_delay_s: float = 0.0
     rank_skew: float = 0.0
     collective_jitter_s: float = 0.0
     nccl_tree: bool = False
@@ -143,8 +149,8 @@ class ClusterSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1e-3):
                 raise CommtuneError(f"{name} must be a time per byte in [0, 0.001] s, got {v!r}")
-        for name in ("bucket_cost_s", "tensor_hook_s", "step_overhead_s", "comm_gpu_s_per_byte",
-                     "collective_jitter_s"):
+        for name in ("bucket_cost_s", "tensor_hook_s", "step_overhead_s", "last_bucket_delay_s",
+                     "comm_gpu_s_per_byte", "collective_jitter_s"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v)):
                 raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")
@@ -193,12 +199,13 @@ class ClusterSpec:
             "bucket_cost": ("bucket_cost_s", parse_duration),
             "tensor_hook": ("tensor_hook_s", parse_duration),
             "step_overhead": ("step_overhead_s", parse_duration),
+            "last_bucket_delay": ("last_bucket_delay_s", parse_duration),
         }
         kwargs: dict[str, Any] = {}
         meta = {}
         for key, value in d.items():
             if key in ("format", "description", "fit", "measurements", "burst_measurements", "host_measurements",
-                       "ddp_calibration_measurements",
+                       "ddp_calibration_measurements", "ddp_tail_measurements",
                        "provenance", "intra"):
                 meta[key] = value
                 continue

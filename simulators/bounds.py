@@ -6,9 +6,10 @@ or algorithm (ring or tree) reaches; and the last gradient's all-reduce
 starts after backward ends, so it cannot be hidden. With ``a*``/``b*`` the
 smallest latency and per-byte cost over the allowed knobs and algorithms,
 ``rho`` the smallest wire ratio, ``B' = s*B + T*hook`` (s = 1 + rank skew, per-tensor hooks) and
-``c`` the per-buffer cost (at least one buffer)::
+``c`` the per-buffer cost (at least one buffer) and ``d`` the last buffer's delay after
+backward (``ClusterSpec.last_bucket_delay_s``, n > 1)::
 
-    LB = s*F + max(B', r_first + a* + b* * rho * total_bytes, B' + c + a* + b* * rho * last_bytes)
+    LB = s*F + max(B', r_first + a* + b* * rho * total_bytes, B' + d + c + a* + b* * rho * last_bytes)
          + optimizer + step overhead
 """
 from __future__ import annotations
@@ -40,5 +41,6 @@ def step_lower_bound_s(
     stretch = 1.0 + (float(getattr(c, "rank_skew", 0.0)) if network.world_size > 1 else 0.0)
     first_ready = float(workload.ready_s[0]) * stretch
     backward = workload.backward_s * stretch + hooks
-    comm_bound = max(first_ready + a_min + b_min * total, backward + cost + a_min + b_min * last)
+    end_delay = float(getattr(c, "last_bucket_delay_s", 0.0)) if network.world_size > 1 else 0.0
+    comm_bound = max(first_ready + a_min + b_min * total, backward + end_delay + cost + a_min + b_min * last)
     return workload.forward_s * stretch + max(backward, comm_bound) + fixed

@@ -48,7 +48,10 @@ class StepResult:
 
     Step = s*forward + max(s*backward + hooks + D, communication done) +
     optimizer + step overhead, with s = 1 + rank_skew (n > 1) and D from
-    ``simulators.system``.
+    ``simulators.system``; with n > 1 the last gradient is dispatched
+    ``last_bucket_delay_s`` after it is ready (the framework's end-of-backward
+    work), so the last buffer's all-reduce starts that much later unless the
+    network is still busy.
     """
 
     step_time_s: float
@@ -84,6 +87,10 @@ class Simulator:
         self._stretch = 1.0 + (cluster.rank_skew if cluster.world_size > 1 else 0.0)
         hooks = cluster.tensor_hook_s * np.arange(1, len(workload.ready_s) + 1)
         self._ready_arr = workload.ready_s * self._stretch + hooks
+        if cluster.world_size > 1 and len(self._ready_arr):
+            # the last buffer's all-reduce starts last_bucket_delay after backward (its last
+            # gradient's dispatch); backward itself ends on time
+            self._ready_arr[-1] += cluster.last_bucket_delay_s
         self._ready = self._ready_arr.tolist()
         self._hooks_s = float(hooks[-1]) if len(hooks) else 0.0
         self._bytes = workload.grad_bytes.astype(np.float64)

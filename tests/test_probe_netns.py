@@ -78,6 +78,9 @@ def test_default_probe_calibrates_then_validate_draws_held_out_points(run_dir, t
     assert fit["calibrated"]["streams"] == [1, 2, 3] and fit["calibrated"]["world_size"] == 2
     assert 200e6 / 8 < fit["network"]["per_flow_Bps"] < 330e6 / 8  # the 300 Mbit/s per-flow cap
     assert fit["network"]["control_latency_s"] > 0 and "ddp_gap" in fit
+    # the end-of-backward run: the last bucket's delay, fitted from its stored step times
+    assert 0 <= fit["last_bucket_delay"]["delay_s"] < 0.1 and fit["last_bucket_delay"]["measured_s"] > 0
+    assert load_cluster_file(out).last_bucket_delay_s == fit["last_bucket_delay"]["delay_s"]
     assert main(["validate", "--cluster", str(out), "--emulated", "--prefix", PREFIX, "--held-out", "3",
                  "--steps", "2", "--warmup", "1", "--passes", "1", "--scale", "0.05", "--plot", "", "--json",
                  "--timeout", "120"]) == 0

@@ -23,6 +23,15 @@ K streams contend for it, ``g_rr(K) = rr_gap0 + rr_gap_per_stream*K`` (per K
 the gap that zeroes the mean relative error of the two caps, then least
 squares over K, as the split gap). :func:`round_robin_check` then reports the finished
 calibration's error on those points (a fit residual, not a held-out figure).
+
+End of backward (:func:`fit_last_bucket_delay`): on the calibration workload the
+link is still busy when backward ends, so what every rank does there before the
+last bucket's all-reduce can start (the reducer's end-of-backward work, the last
+rank to arrive) is hidden. A second short run times a workload where it is not
+(:func:`tail_workload`: four 1 MiB tensors over the first half of a backward long
+enough that their buckets are done before it ends, then 2 MiB at its end, one
+stream, one bucket per tensor); the delay ``d >= 0`` for which the simulator
+reproduces its step time is ``ClusterSpec.last_bucket_delay_s``.
 """
 from __future__ import annotations
 
@@ -238,9 +247,87 @@ def ddp_calibration_streams(extra: dict) -> tuple[list[int], list[int]]:
 
 def calibrate_ddp(launch, spec: ClusterSpec, extra: dict, steps: int = 6) -> ClusterSpec:
     """Run the DDP calibration on ``launch`` at :func:`ddp_calibration_streams` and fit it
-    into the calibration (:func:`apply_ddp_calibration`); the part of ``commtune probe`` after the all-reduce sweep."""
+    into the calibration (:func:`apply_ddp_calibration`), then the end-of-backward run
+    (:func:`apply_last_bucket_delay`); the part of ``commtune probe`` after the all-reduce sweep."""
     ks, rr = ddp_calibration_streams(extra)
-    return apply_ddp_calibration(spec, extra, run_ddp_gap_calibration(launch, ks, steps=steps, warmup=2, rr_streams=rr))
+    spec = apply_ddp_calibration(spec, extra, run_ddp_gap_calibration(launch, ks, steps=steps, warmup=2, rr_streams=rr))
+    return apply_last_bucket_delay(spec, extra, time_tail(launch, spec, steps=steps + 2, warmup=2))
+
+
+def tail_workload(backward_s: float, tensor_bytes: int = MiB, last_bytes: int = 2 * MiB):
+    """Four ``tensor_bytes`` tensors ready over the first half of ``backward_s``, then one of
+    ``last_bytes`` at its end (forward 50 ms)."""
+    from simulators.workload import synthetic_workload
+
+    ready = np.append(np.linspace(backward_s / 8, backward_s / 2, 4), backward_s)
+    elements = np.array([tensor_bytes // 4] * 4 + [last_bytes // 4])
+    return synthetic_workload(ready, elements, forward_s=0.05, backward_s=backward_s)
+
+
+def tail_backward_s(cluster: ClusterSpec, tensor_bytes: int = MiB) -> float:
+    """A backward after whose first half four one-stream all-reduces of ``tensor_bytes`` (as the
+    calibration predicts them) fit twice over: ``max(0.2 s, 16*t)``; the last bucket then runs alone."""
+    from simulators.network import network_for
+
+    a, b = network_for(cluster).coeffs(1, False)
+    return float(max(0.2, 16 * (float(a) + float(b) * tensor_bytes)))
+
+
+def time_tail(launch, cluster: ClusterSpec, steps: int = 10, warmup: int = 2) -> list[dict]:
+    """Time :func:`tail_workload` live (one stream, 1 MiB buckets); one record as
+    :func:`time_calib_configs` gives, plus its ``backward_s``."""
+    import statistics
+
+    from commtune.probe.ddp_step import time_ddp_configs
+
+    backward = tail_backward_s(cluster)
+    knobs = calib_knobs(1, MiB)
+    r = time_ddp_configs(tail_workload(backward), [knobs], launch, steps, warmup)[0]
+    return [{"streams": 1, "bucket_bytes": MiB, "stream_mode": "split", "backward_s": backward,
+             "step_time_s": statistics.median(r["step_times_s"]), "step_times_s": list(r["step_times_s"]),
+             "num_buckets": len(r["buckets"])}]
+
+
+def fit_last_bucket_delay(records: Sequence[dict], cluster: ClusterSpec, d_max_s: float = 0.1) -> dict:
+    """The delay ``d >= 0`` (``ClusterSpec.last_bucket_delay_s``) at which the simulated step
+    time of the tail records (:func:`time_tail`) matches the measured one on average
+    (bisection: the step time rises with d; everything else in the calibration unchanged).
+    ``{"delay_s", "measured_s", "simulated_at_0_s"}`` (means over the records)."""
+    from simulators import Simulator
+
+    if not records:
+        return {"delay_s": 0.0, "measured_s": float("nan"), "simulated_at_0_s": float("nan")}
+    cases = [(tail_workload(float(r["backward_s"])), record_knobs(r)) for r in records]
+    measured = float(np.mean([float(r["step_time_s"]) for r in records]))
+
+    def simulated(d: float) -> float:
+        spec = dataclasses.replace(cluster, last_bucket_delay_s=d)
+        return float(np.mean([Simulator(w, spec).run(k).step_time_s for w, k in cases]))
+
+    lo, hi = 0.0, d_max_s
+    if simulated(lo) >= measured:
+        d = 0.0
+    elif simulated(hi) <= measured:
+        d = hi
+    else:
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if simulated(mid) < measured else (lo, mid)
+        d = 0.5 * (lo + hi)
+    return {"delay_s": float(d), "measured_s": measured, "simulated_at_0_s": simulated(0.0)}
+
+
+def apply_last_bucket_delay(spec: ClusterSpec, extra: dict, records: Sequence[dict]) -> ClusterSpec:
+    """Fit the tail records into a calibration: ``last_bucket_delay_s`` and ``fit.last_bucket_delay``."""
+    if not records:
+        return spec
+    fitted = fit_last_bucket_delay(records, spec)
+    extra["fit"]["last_bucket_delay"] = {
+        "method": "DDP calibration run: 4 x 1 MiB tensors over the first half of backward, 2 MiB at its end, "
+                  "1 stream, 1 MiB buckets; the delay before the last bucket's all-reduce that matches the step time",
+        **fitted}
+    extra["ddp_tail_measurements"] = list(records)
+    return dataclasses.replace(spec, last_bucket_delay_s=fitted["delay_s"], meta={**spec.meta, "fit": extra["fit"]})
 
 
 def _with_gap(net, g: float):

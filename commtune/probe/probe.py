@@ -295,4 +295,9 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
         for k, v in fit["ddp_gap"]["by_streams"].items():
             lines.append(f"  DDP calibration K={k}: {v['small_bucket_bytes'] >> 20} MiB - {v['large_bucket_bytes'] >> 20} MiB "
                          f"buckets measured {v['measured_diff_s'] * 1e3:.1f} ms -> gap {v['gap_s'] * 1e3:.3f} ms")
+    if "last_bucket_delay" in fit:
+        t = fit["last_bucket_delay"]
+        lines.append(f"  end of backward (DDP calibration, last bucket alone): step measured {t['measured_s'] * 1e3:.1f} ms, "
+                     f"simulated {t['simulated_at_0_s'] * 1e3:.1f} ms -> the last bucket starts "
+                     f"{format_time(t['delay_s'])} after backward")
     return "\n".join(lines)
