@@ -92,10 +92,14 @@ def run_probe(launch, sizes: Sequence[int], streams: Sequence[int], iters: int =
     size per stream count (fits the pipelining: collectives in flight per
     stream and the back-to-back gap). ``host_sizes``: also time the host work
     around a DDP bucket (divide, copy back) at each size (fits the host cost
-    per byte). Both are skipped when empty."""
+    per byte). Both are skipped when empty. ``host_busy_cores`` in the result: how busy
+    this machine was before the ranks started (:mod:`commtune.probe.host_load`)."""
+    from commtune.probe.host_load import busy_cores
     from commtune.probe.launch import run_task
 
-    return run_task(launch, probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes))
+    busy = busy_cores()  # the ranks run on this machine: is another job using it?
+    result = run_task(launch, probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes))
+    return {**result, "host_busy_cores": busy}
 
 
 def run_probe_here(engine: str, sizes: Sequence[int], streams: Sequence[int], iters: int, warmup: int,
@@ -150,6 +154,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     ``fit.network`` holds the physical parameters of :class:`simulators.calibrated.CalibratedNetwork`
     and ``fit.calibrated`` what was measured (stream counts, sizes, world size); ``fit.quality``
     the generalised model's R^2 and residuals and ``fit.warnings`` what looks wrong."""
+    from commtune.probe.host_load import busy_warning
     from simulators.calibrated import CalibratedNetwork, CalibratedParams, CalibratedRange
 
     n = int(result["world_size"])
@@ -198,6 +203,9 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     elif not link.link_saturated:
         warnings.append("the link rate was never reached (every probed stream count was capped, or only one was "
                         "probed): more streams than probed are reported as extrapolations")
+    busy_msg = busy_warning(result.get("host_busy_cores"))
+    if busy_msg:
+        warnings.append(busy_msg)
     if params.control_latency_s != ctl:
         warnings.append("no latency measured: control latency set to the floor "
                         f"{params.control_latency_s * 1e6:.0f} us")
@@ -246,6 +254,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
             "source": source,
             "host": platform.node(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **({"host_busy_cores": result["host_busy_cores"]} if result.get("host_busy_cores") is not None else {}),
         },
     }
     spec = dataclasses.replace(base, **fields, meta={"fit": extra["fit"]})  # the simulator reads meta["fit"]

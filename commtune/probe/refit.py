@@ -33,6 +33,7 @@ def refit_calibration(path: str | os.PathLike, name: str | None = None) -> tuple
               "records": records, "engine": fit.get("engine"),
               "bursts": doc.get("burst_measurements") or [], "host": doc.get("host_measurements") or []}
     prov = doc.get("provenance") or {}
+    result["host_busy_cores"] = prov.get("host_busy_cores")
     spec, extra = calibration(result, hosts=int(doc["nodes"]), ranks_per_host=int(doc.get("gpus_per_node", 1)),
                               min_fit_size=int(fit.get("min_fit_size_bytes", DEFAULT_FIT_MIN_SIZE)),
                               name=name or str(doc.get("name", "calibrated")), source=str(prov.get("source", "")),
