@@ -118,3 +118,11 @@ def test_cluster_file_key_and_bad_values():
     assert ClusterSpec.from_dict({"last_bucket_delay": "5ms"}).last_bucket_delay_s == pytest.approx(0.005)
     with pytest.raises(CommtuneError, match="last_bucket_delay_s must be a non-negative time"):
         ClusterSpec(last_bucket_delay_s=-1e-3)
+
+
+def test_solve_rising_clips_and_bisects():
+    from commtune.probe.ddp_calib import solve_rising
+
+    assert solve_rising(lambda x: 3 * x, 0.6, 1.0) == pytest.approx(0.2, abs=1e-12)
+    assert solve_rising(lambda x: 3 * x + 1, 0.5, 1.0) == 0.0
+    assert solve_rising(lambda x: x, 5.0, 1.0) == 1.0

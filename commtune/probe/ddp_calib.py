@@ -53,6 +53,20 @@ def calib_workload(count: int = 16, tensor_bytes: int = MiB, backward_s: float =
     return synthetic_workload(ready, np.full(count, tensor_bytes // 4), forward_s=0.0, backward_s=backward_s)
 
 
+def solve_rising(f, target: float, hi: float, iters: int = 50) -> float:
+    """The x in [0, hi] at which ``f`` (rising in x) reaches ``target``: 0 when f(0) is
+    already there, ``hi`` when f(hi) is still below, else bisection (``iters`` halvings)."""
+    lo = 0.0
+    if f(lo) >= target:
+        return 0.0
+    if f(hi) <= target:
+        return hi
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 #: stream counts at which the DDP calibration run also times round robin (those probed)
 RR_STREAMS = (2, 4, 8)
 
@@ -130,17 +144,7 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
             sim = Simulator(w, cluster, network=_with_gap(base_net, g))
             return sim.run(knobs[0]).step_time_s - sim.run(knobs[1]).step_time_s
 
-        lo, hi = 0.0, g_max_s
-        if diff(lo) >= measured:
-            g = 0.0
-        else:
-            for _ in range(50):  # diff(g) rises with g
-                mid = 0.5 * (lo + hi)
-                if diff(mid) < measured:
-                    lo = mid
-                else:
-                    hi = mid
-            g = 0.5 * (lo + hi)
+        g = solve_rising(diff, measured, g_max_s)
         out[k] = {"gap_s": float(g), "measured_diff_s": measured, "simulated_diff_at_0_s": diff(0.0),
                   "small_bucket_bytes": small, "large_bucket_bytes": large}
     return out
@@ -196,16 +200,7 @@ def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=
             sim = Simulator(w, cluster, network=net.replace(rr_gap0_s=g, rr_gap_per_stream_s=0.0))
             return float(np.mean([sim.run(x).step_time_s for x in knobs] / measured - 1))
 
-        lo, hi = 0.0, g_max_s
-        if err(lo) >= 0:
-            g = 0.0
-        elif err(hi) <= 0:
-            g = hi
-        else:
-            for _ in range(40):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if err(mid) < 0 else (lo, mid)
-            g = 0.5 * (lo + hi)
+        g = solve_rising(err, 0.0, g_max_s)
         out[k] = {"gap_s": float(g), "error_at_0": err(0.0), "error_after": err(g)}
     g0, g1 = fit_gap_model({k: v["gap_s"] for k, v in out.items()}) if out else (0.0, 0.0)
     return {"rr_gap0_s": g0, "rr_gap_per_stream_s": g1, "by_streams": out}
@@ -304,16 +299,7 @@ def fit_last_bucket_delay(records: Sequence[dict], cluster: ClusterSpec, d_max_s
         spec = dataclasses.replace(cluster, last_bucket_delay_s=d)
         return float(np.mean([Simulator(w, spec).run(k).step_time_s for w, k in cases]))
 
-    lo, hi = 0.0, d_max_s
-    if simulated(lo) >= measured:
-        d = 0.0
-    elif simulated(hi) <= measured:
-        d = hi
-    else:
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if simulated(mid) < measured else (lo, mid)
-        d = 0.5 * (lo + hi)
+    d = solve_rising(simulated, measured, d_max_s)
     return {"delay_s": float(d), "measured_s": measured, "simulated_at_0_s": simulated(0.0)}
 
 
