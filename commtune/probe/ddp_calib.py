@@ -269,18 +269,11 @@ def tail_backward_s(cluster: ClusterSpec, tensor_bytes: int = MiB) -> float:
 
 
 def time_tail(launch, cluster: ClusterSpec, steps: int = 10, warmup: int = 2) -> list[dict]:
-    """Time :func:`tail_workload` live (one stream, 1 MiB buckets); one record as
+    """Time :func:`tail_workload` live (one stream, 1 MiB buckets, one pass): the record
     :func:`time_calib_configs` gives, plus its ``backward_s``."""
-    import statistics
-
-    from commtune.probe.ddp_step import time_ddp_configs
-
     backward = tail_backward_s(cluster)
-    knobs = calib_knobs(1, MiB)
-    r = time_ddp_configs(tail_workload(backward), [knobs], launch, steps, warmup)[0]
-    return [{"streams": 1, "bucket_bytes": MiB, "stream_mode": "split", "backward_s": backward,
-             "step_time_s": statistics.median(r["step_times_s"]), "step_times_s": list(r["step_times_s"]),
-             "num_buckets": len(r["buckets"])}]
+    (rec,) = time_calib_configs(launch, [calib_knobs(1, MiB)], steps, warmup, tail_workload(backward), passes=1)
+    return [{**rec, "backward_s": backward}]
 
 
 def fit_last_bucket_delay(records: Sequence[dict], cluster: ClusterSpec, d_max_s: float = 0.1) -> dict:
