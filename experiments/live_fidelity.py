@@ -145,6 +145,20 @@ def _drift(res: dict) -> str:
     return f"{d['median']:+.1%}" if "median" in d else "n/a"
 
 
+def cpu_split(rows: list[dict]) -> str:
+    """MAPE of the points that ran CPU-bound (``commtune.host_load.cpu_bound``) and of the others."""
+    from commtune.host_load import cpu_bound
+
+    if not any(r.get("host_busy_cores") is not None for r in rows):
+        return "(no per-point CPU reading in this run)"
+    parts = []
+    for label, want in (("CPU-bound", True), ("not CPU-bound", False)):
+        errs = [abs(r["error"]) for r in rows if cpu_bound(r.get("host_busy_cores"), r.get("host_cores")) == want]
+        parts.append(f"{label}: {len(errs)} points" + (f", MAPE {_pct(float(np.mean(errs)))}" if errs else ""))
+    busy = ", ".join(f"{r['host_busy_cores']:.2f}" for r in rows if r.get("host_busy_cores") is not None)
+    return f"Host cores busy per point while timed ({rows[0].get('host_cores')} cores): {busy}; " + "; ".join(parts) + "."
+
+
 def markdown(results: dict) -> str:
     """The summary table of a results dict (also from a saved JSON: ``--report FILE``)."""
     t = results["targets"]
@@ -177,6 +191,7 @@ def markdown(results: dict) -> str:
                   f"MAPE {_pct(s['mape'])}, worst {_pct(s['worst'])}, Spearman {s['spearman']:.3f}, "
                   f"pick gap {_pct(s['pick_gap'])} ({len(sc['validation']['rows'])} held-out points; "
                   f"{sc['validation']['uptime_before']})."]
+        lines += [cpu_split(sc["validation"]["rows"])]
     rep = results.get("repeat")
     if rep and "rows" in rep:
         lines += ["", f"**Repeatability**: a second default calibration with a busy loop on one core "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from commtune.probe.host_load import BUSY_WARN_CORES, busy_cores, busy_warning, cpu_jiffies
+from commtune.host_load import BUSY_WARN_CORES, busy_cores, busy_warning, cpu_jiffies
 from commtune.probe.probe import calibration
 from tests.test_calibrated import _records
 
@@ -54,3 +54,30 @@ def test_calibration_keeps_the_busy_cores_and_warns(tmp_path):
     assert again["provenance"]["host_busy_cores"] == 1.1 and again["fit"]["warnings"] == extra["fit"]["warnings"]
     _, plain = calibration(quiet, hosts=3)
     assert "host_busy_cores" not in plain["provenance"]
+
+
+def test_busy_between_two_samples_and_the_cpu_bound_share():
+    from commtune.host_load import CPU_BOUND_SHARE, busy_between, cpu_bound
+
+    assert busy_between((100, 900), (100 + 270, 900 + 30), cores=2) == pytest.approx(1.8)
+    assert busy_between(None, (1, 1), cores=2) is None and busy_between((5, 5), (5, 5), cores=2) is None
+    assert cpu_bound(CPU_BOUND_SHARE * 2, 2) and not cpu_bound(CPU_BOUND_SHARE * 2 - 0.01, 2)
+    assert not cpu_bound(None, 2) and not cpu_bound(1.9, None)
+
+
+def test_validate_marks_cpu_bound_points():
+    """A point timed with the host's cores busy is marked in the report; the summary counts it."""
+    from commtune.probe.validate import compare, format_report
+
+    def row(name, busy):
+        return {"config": name, "measured_s": 1.0, "predicted_s": 0.95, "spread": 0.05, "pass_spread": 0.0,
+                "host_busy_cores": busy, "host_cores": 2, "extrapolation": []}
+
+    rows = [row("a", 1.9), row("b", 0.4), row("c", None)]
+    summary = {**compare([0.95] * 3, [1.0, 1.1, 1.2]), "cpu_bound_points": 1}
+    text = format_report({"rows": rows, "summary": summary})
+    lines = text.splitlines()
+    assert "CPU-BOUND 1.9/2 cores" in lines[1] and "CPU-BOUND" not in lines[2] and "CPU-BOUND" not in lines[3]
+    assert "1 of 3 configurations kept at least 85% of the host's cores busy" in text
+    assert "cpu_bound_points" in summary
+

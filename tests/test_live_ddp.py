@@ -67,6 +67,7 @@ def test_ddp_timing_sane_and_gradients_equal_plain(small_profile, mode):
         assert sum(b["grad_bytes"] for b in r["buckets"]) == sim.total_grad_bytes
         assert all(b["end_s"] >= b["start_s"] for b in r["buckets"])
         assert len(r["buckets"]) > 3  # small caps: several buckets, as DDP really used
+        assert 0 <= r["host_busy_cores"] <= r["host_cores"]  # rank 0's host over the timed steps
 
 
 @pytest.mark.slow

@@ -101,6 +101,7 @@ def test_group_reconfigures_in_place_and_gradients_stay_ddps():
         assert len(r["step_times_s"]) == 3 and len(r["warmup_times_s"]) == 1 and not r["pruned"]
         assert r["knobs"] == k.to_dict()
         assert r["wall_s"] >= r["steps_wall_s"] > 0
+        assert 0 <= r["host_busy_cores"] <= r["host_cores"]  # /proc/stat over the timed steps
     assert [r["rebuilt"] for r in results] == [False, True, False, True, True, True]  # the first is the start's
     assert len(results[4]["buckets"]) > len(results[0]["buckets"])  # 256 KiB buckets: more of them than 25 MiB
     assert pruned["pruned"] and len(pruned["step_times_s"]) == 1

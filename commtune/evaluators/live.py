@@ -185,6 +185,8 @@ class LiveEvaluator(Evaluator):
         m = {"step_time_s": float(statistics.median(passes)), "step_times_s": times,
              "timed_steps": len(times), "num_buffers": len(r["buckets"]), "buckets": r["buckets"],
              "pass_medians_s": passes}
+        if r.get("host_busy_cores") is not None:  # the source rank's host over the timed steps (mean of the passes)
+            m["host_busy_cores"], m["host_cores"] = float(r["host_busy_cores"]), r.get("host_cores")
         if self.screening is not None:
             m["predicted_step_time_s"] = float(self.screening.evaluate(self.key(Knobs.from_dict(r["knobs"])))["step_time_s"])
         return m
@@ -301,6 +303,8 @@ class LiveEvaluator(Evaluator):
                 r["step_times_s"] = [t for x in rs for t in x["step_times_s"]]
                 if len(rs) > 1:
                     r["pass_medians_s"] = [float(statistics.median(x["step_times_s"])) for x in rs]
+                busy = [x["host_busy_cores"] for x in rs if x.get("host_busy_cores") is not None]
+                r["host_busy_cores"] = float(statistics.mean(busy)) if busy else None
                 self.cache[k] = self._metrics(r)
                 self.partial.pop(k, None)
         return [dict(self.cache[k]) for k in keys]

@@ -98,7 +98,7 @@ def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warm
 def time_calib_configs(launch, configs: Sequence[Knobs], steps: int = 8, warmup: int = 2, workload=None,
                        passes: int = 2) -> list[dict]:
     """Time ``configs`` on the calibration workload; records ``streams``, ``bucket_bytes``,
-    ``stream_mode``, ``step_time_s`` (the median of the steps of ``passes`` passes in
+    ``stream_mode``, ``host_busy_cores`` (mean over the passes), ``step_time_s`` (the median of the steps of ``passes`` passes in
     alternating order, one launch: slow drifts of the host load hit every configuration alike)."""
     import statistics
 
@@ -113,9 +113,11 @@ def time_calib_configs(launch, configs: Sequence[Knobs], steps: int = 8, warmup:
     out = []
     for i, k in enumerate(configs):
         times = [t for r in pooled[i] for t in r["step_times_s"]]
+        busy = [r["host_busy_cores"] for r in pooled[i] if r.get("host_busy_cores") is not None]
         out.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "stream_mode": k.stream_mode,
                     "step_time_s": statistics.median(times), "step_times_s": times,
-                    "num_buckets": len(pooled[i][-1]["buckets"])})
+                    "num_buckets": len(pooled[i][-1]["buckets"]),
+                    "host_busy_cores": float(np.mean(busy)) if busy else None})
     return out
 
 

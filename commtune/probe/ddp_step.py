@@ -30,12 +30,14 @@ how per-bucket timings are taken).
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
 from commtune.errors import CommtuneError
+from commtune.host_load import busy_between, cpu_jiffies
 from commtune.knobs import KNOBS, Knobs
 from commtune.models.base import ModelProfile
 from commtune.runtime.synthetic import COMPUTE_MODES, build_model, grad_check, layer_specs, profile_from_workload, synthetic_profile
@@ -71,7 +73,10 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
         x = torch.randn(4, 8, device=device)
         w = torch.randn(4, 8, device=device)
         times = []
+        cpu0 = None
         for it in range(warmup + steps):
+            if it == warmup:
+                cpu0 = cpu_jiffies()
             records.clear()
             for p in model.parameters():
                 p.grad = None
@@ -84,13 +89,14 @@ def run_ddp_task(comm, task: dict, progress) -> dict:
             dt = time.perf_counter() - t0
             if it >= warmup:
                 times.append(dt)
+        busy = busy_between(cpu0, cpu_jiffies())
         progress.tick()
         tmax = comm.max(times)
         bwd0 = model.clock.bwd_t0 or t0
         buckets = [{"index": i, "grad_bytes": nb, "start_s": s - bwd0, "end_s": e - bwd0}
                    for i, nb, s, e in sorted(records)]
         res = {"knobs": knobs.to_dict(), "step_time_s": statistics.median(tmax), "step_times_s": tmax,
-               "buckets": buckets, "forward_s": bwd0 - t0}
+               "buckets": buckets, "forward_s": bwd0 - t0, "host_busy_cores": busy, "host_cores": os.cpu_count()}
         if task.get("check_grads"):
             res["grad_check"] = grad_check(model, x, w, specs, compute, comm.world, comm.device,
                                            knobs.wire_precision == "fp16")
@@ -169,6 +175,7 @@ def time_ddp_steps(workload_or_model, knobs: Knobs, launch, steps: int = 5, warm
     (its timeline reproduced). ``launch``: a :class:`~commtune.probe.launch.LaunchSpec`.
     Returns ``{"step_time_s": median, "step_times_s": [...], "buckets":
     [{"index", "grad_bytes", "start_s", "end_s"}, ...] (rank 0, last step,
-    times from the start of backward), "knobs": {...}}``.
+    times from the start of backward), "knobs": {...}, "host_busy_cores"
+    (rank 0's host over the timed steps; :mod:`commtune.host_load`), "host_cores"}``.
     """
     return time_ddp_configs(workload_or_model, [knobs], launch, steps, warmup, **kw)[0]

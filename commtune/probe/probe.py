@@ -93,8 +93,8 @@ def run_probe(launch, sizes: Sequence[int], streams: Sequence[int], iters: int =
     stream and the back-to-back gap). ``host_sizes``: also time the host work
     around a DDP bucket (divide, copy back) at each size (fits the host cost
     per byte). Both are skipped when empty. ``host_busy_cores`` in the result: how busy
-    this machine was before the ranks started (:mod:`commtune.probe.host_load`)."""
-    from commtune.probe.host_load import busy_cores
+    this machine was before the ranks started (:mod:`commtune.host_load`)."""
+    from commtune.host_load import busy_cores
     from commtune.probe.launch import run_task
 
     busy = busy_cores()  # the ranks run on this machine: is another job using it?
@@ -154,7 +154,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     ``fit.network`` holds the physical parameters of :class:`simulators.calibrated.CalibratedNetwork`
     and ``fit.calibrated`` what was measured (stream counts, sizes, world size); ``fit.quality``
     the generalised model's R^2 and residuals and ``fit.warnings`` what looks wrong."""
-    from commtune.probe.host_load import busy_warning
+    from commtune.host_load import busy_warning
     from simulators.calibrated import CalibratedNetwork, CalibratedParams, CalibratedRange
 
     n = int(result["world_size"])

@@ -21,6 +21,7 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
+from commtune.host_load import CPU_BOUND_SHARE, cpu_bound
 from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
 from commtune.stats import mape, relative_spread, resolved_concordance, spearman
 from commtune.units import MiB, format_size
@@ -163,9 +164,11 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
                      "pass_spread": relative_spread(passes),
                      "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers,
                      "step_times_s": list(st), "pass_medians_s": passes,
-                     "extrapolation": flags})
+                     "extrapolation": flags,
+                     "host_busy_cores": r.get("host_busy_cores"), "host_cores": r.get("host_cores")})
     summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows],
                       [r["pass_spread"] for r in rows])
+    summary["cpu_bound_points"] = sum(cpu_bound(r["host_busy_cores"], r["host_cores"]) for r in rows)
     res = {"rows": rows, "summary": summary, "cluster": cluster.to_dict(),
            "network": type(sim.network).__name__, "model": ev.profile.name,
            "total_grad_bytes": int(ev.workload.total_grad_bytes)}
@@ -180,7 +183,10 @@ def format_report(res: dict) -> str:
     lines = [f"{'configuration':<42} {'measured':>10} {'predicted':>10} {'error':>8} {'spread':>7}  note"]
     for r in res["rows"]:
         err = r["predicted_s"] / r["measured_s"] - 1
-        note = "; ".join(("EXTRAPOLATION " if not f["modelled"] else "") + f["kind"] for f in r.get("extrapolation", []))
+        notes = [("EXTRAPOLATION " if not f["modelled"] else "") + f["kind"] for f in r.get("extrapolation", [])]
+        if cpu_bound(r.get("host_busy_cores"), r.get("host_cores")):
+            notes.append(f"CPU-BOUND {r['host_busy_cores']:.1f}/{r['host_cores']} cores")
+        note = "; ".join(notes)
         lines.append(f"{r['config']:<42} {r['measured_s'] * 1e3:>8.1f}ms {r['predicted_s'] * 1e3:>8.1f}ms "
                      f"{err:>+8.1%} {r['spread']:>7.1%}  {note}")
     s = res["summary"]
@@ -191,11 +197,20 @@ def format_report(res: dict) -> str:
     lines.append(f"MAPE {s['mape']:.2%}, worst {s['worst']:.2%} ({rows[s['worst_index']]['config']}), Spearman {s['spearman']:.3f}; simulator's pick: {rows[s['sim_best']]['config']} "
                  f"(live best: {rows[s['live_best']]['config']}), gap {s['pick_gap']:.2%} "
                  f"({'within' if s['pick_within_noise'] else 'beyond'} noise {s['noise']:.2%})")
+    if s.get("cpu_bound_points"):
+        lines.append(cpu_bound_note(s["cpu_bound_points"], len(rows)))
     if res.get("drift"):
         from commtune.probe.drift import format_drift
 
         lines.append(format_drift(res["drift"]))
     return "\n".join(lines)
+
+
+def cpu_bound_note(points: int, total: int) -> str:
+    """The report's line when ``points`` of ``total`` configurations ran CPU-bound."""
+    return (f"{points} of {total} configurations kept at least {CPU_BOUND_SHARE:.0%} of the host's cores busy while "
+            "timed (CPU-BOUND): the simulator models no CPU limit, and on an emulated cluster every host shares "
+            "this machine's cores, so those live steps include contention that separate hosts would not have")
 
 
 def fidelity_points(res: dict) -> list[dict]:

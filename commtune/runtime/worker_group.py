@@ -192,7 +192,8 @@ def _trial_result(msg: dict, knobs: Knobs, out: dict, wl: Workload) -> dict:
     res = {"op": "result", "id": msg["id"], "knobs": knobs.to_dict(),
            "step_time_s": float(statistics.median(times)) if times else float("nan"),
            "step_times_s": times, "warmup_times_s": out["warmup_times_s"], "steps_wall_s": out["steps_wall_s"],
-           "rebuild_s": out["rebuild_s"], "rebuilt": out["rebuilt"], "pruned": out["stopped"], "buckets": []}
+           "rebuild_s": out["rebuild_s"], "rebuilt": out["rebuilt"], "pruned": out["stopped"], "buckets": [],
+           "host_busy_cores": out.get("host_busy_cores"), "host_cores": out.get("host_cores")}
     if wl.records is not None:
         bwd0 = (wl.clock.bwd_t0 if wl.clock is not None else None) or wl.t0
         res["buckets"] = [{"index": i, "grad_bytes": nb, "start_s": s - bwd0, "end_s": e - bwd0}

@@ -19,6 +19,7 @@ persistent worker group of ``commtune search --objective live``
 from __future__ import annotations
 
 import inspect
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -27,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from commtune.errors import CommtuneError
+from commtune.host_load import busy_between, cpu_jiffies
 from commtune.runtime.apply import DDPPlan, build_ddp
 
 _DDP_HAS_INIT_SYNC = "init_sync" in inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
@@ -196,7 +198,8 @@ def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any]
     (heartbeats). Returns ``{"step_times_s" (slowest rank per timed step),
     "warmup_times_s" (this rank), "steps_wall_s" (this rank: the warm-up and
     the reported steps), "rebuild_s", "rebuilt" (whether DDP was rebuilt),
-    "stopped"}``.
+    "stopped", "host_busy_cores" (this rank's host over the timed steps, from
+    ``/proc/stat``; None where unreadable), "host_cores"}``.
     """
     t_apply = time.perf_counter()
     rebuilds = reconf.rebuilds
@@ -211,7 +214,10 @@ def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any]
     src = channel.is_src
     tick()
     channel.barrier()
+    cpu0 = None
     while not timer.done:
+        if cpu0 is None and not timer.in_warmup:
+            cpu0 = cpu_jiffies()
         zero_grads(reconf.module)
         t0 = time.perf_counter()
         step_fn(model)
@@ -243,4 +249,5 @@ def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any]
             stopped = True
             break
     return {"step_times_s": slowest, "warmup_times_s": list(timer.warm), "steps_wall_s": wall,
-            "rebuild_s": rebuild_s, "rebuilt": reconf.rebuilds > rebuilds, "stopped": stopped}
+            "rebuild_s": rebuild_s, "rebuilt": reconf.rebuilds > rebuilds, "stopped": stopped,
+            "host_busy_cores": busy_between(cpu0, cpu_jiffies()), "host_cores": os.cpu_count()}
