@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulators.fairshare import fair_share_schedule
 from simulators.network import latency_bounded
 from simulators.system import SystemParams
 
@@ -53,7 +54,8 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     # -inf = not written (a slot read clamps it to 0, a back-to-back read keeps -inf)
     hist = np.full(n * ring, -np.inf) if use_ring else None
     base = np.arange(n) * ring
-    link = np.full(n, -np.inf)  # round robin's link clock (split rows: never above their end)
+    rr_rows = k > 1
+    fair: list[tuple[np.ndarray, ...]] = []  # round robin: per buffer (launched rows, ready, latency part, work, size)
 
     last_end = np.full(n, -np.inf)  # the latest end so far (= end of the previous buffer under split)
     done = np.zeros(n)
@@ -67,33 +69,30 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     first_bucket = np.ones(n, dtype=bool)
     cap = first_cap.copy()
 
-    def emit(size: np.ndarray, disp: np.ndarray):
-        """(start, end, done, link clock, the collective's own duration a + b*S) of a
-        buffer of ``size`` bytes dispatched at ``disp``, every configuration."""
+    def emit(size: np.ndarray, disp: np.ndarray, launched: np.ndarray):
+        """(start, end, done, the collective's own duration a + b*S) of a buffer of ``size``
+        bytes dispatched at ``disp``, every configuration; round robin rows' buffers are kept
+        for the fair-share pass (``launched``: the rows that emit this buffer)."""
         if use_ring:
             slot = np.maximum(hist.take(base + (nbuf - km) % ring), 0.0)
             prev = hist.take(base + (nbuf - k) % ring)
         else:
             slot = np.maximum(last_end, 0.0)
             prev = last_end
-        start = np.maximum(disp + cost + h_pre * size, slot)
-        aj, bj, bl = a, b, b_link
-        if has_alt:  # the faster algorithm per buffer (its link cost scales alike)
+        ready = disp + cost + h_pre * size
+        start = np.maximum(ready, slot)
+        aj, bj = a, b
+        if has_alt:  # the faster algorithm per buffer
             alt = a2 + b2 * size < a + b * size
             aj, bj = np.where(alt, a2, a), np.where(alt, b2, b)
-            if any_rr:
-                ratio = np.divide(b2, b, out=np.ones_like(b), where=alt & (b > 0))
-                bl = np.where(alt, b_link * ratio, b_link)
         bs = bj * size
         if has_floor:  # the latency bound
             aj = latency_bounded(aj + bs, floor, floor_p) - bs
         end = np.maximum(start + (aj + bs), prev + gap + bs)
-        lk = link
         if any_rr:
-            # split rows: b_link = 0, so lk = max(link, start + a) <= end and leaves end unchanged
-            lk = np.maximum(link + g_link, start + aj) + bl * size
-            end = np.maximum(end, lk)
-        return start, end, np.maximum(done, end) + h_post * size, lk, aj + bs
+            link_streams = np.divide(b, b_link, out=k.astype(np.float64), where=b_link > 0)
+            fair.append((launched & rr_rows, ready, aj, bs + g_link * link_streams, size))
+        return start, end, np.maximum(done, end) + h_post * size, aj + bs
 
     def dispatch(r):
         if any_waits:
@@ -110,13 +109,11 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         flush_dyn = (disp != cur_disp) | (cur + s > thr)
         flush = (cur > 0) & np.where(dyn, flush_dyn, cur >= cap)
         if flush.any():
-            start, end, dn, lk, t_j = emit(cur, cur_disp)
+            start, end, dn, t_j = emit(cur, cur_disp, flush)
             busy += np.where(flush, np.maximum(end - np.maximum(start, last_end), 0.0), 0.0)
             if use_ring:
                 at = base + nbuf % ring
                 hist[at] = np.where(flush, end, hist.take(at))
-            if any_rr:
-                link = np.where(flush, lk, link)
             last_end = np.where(flush, np.maximum(end, last_end), last_end)
             if interferes:
                 delay = np.where(flush, delay + cost + share * t_j + kappa * cur, delay)
@@ -136,9 +133,31 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         rounds += new_round
         prev_tick = np.where(new_round, tick, prev_tick)
 
-    start, end, dn, _, _ = emit(cur, cur_disp)
+    start, end, dn, _ = emit(cur, cur_disp, np.ones(n, dtype=bool))
     busy += np.maximum(end - np.maximum(start, last_end), 0.0)
+    if fair and rr_rows.any():
+        backward_end = float(ready_s[-1]) if len(ready_s) else 0.0
+        dn, busy = dn.copy(), busy.copy()
+        _fair_rows(fair, np.flatnonzero(rr_rows), k, m, b, b_link, h_post, dyn, backward_end + delay, dn, busy)
     if len(ready_s):
         post = h_post * float(np.sum(grad_bytes))
         dn = np.where(dyn, dn, np.maximum(dn, float(ready_s[-1]) + delay + post))
     return {"comm_end_s": dn, "comm_busy_s": busy, "num_buffers": nbuf + 1, "rounds": rounds, "delay_s": delay}
+
+
+def _fair_rows(fair, rows, k, m, b, b_link, h_post, dyn, backward_end, dn, busy) -> None:
+    """Round robin rows: the buffers' ends from :func:`~simulators.fairshare.fair_share_schedule`
+    (the reference scheduler's pass, row by row), then the host post-work chain and the
+    busy time from them, written into ``dn`` and ``busy``."""
+    launched, ready, lat, work, size = (np.stack(x) for x in zip(*fair))
+    for i in rows.tolist():
+        sel = launched[:, i]
+        starts, ends = fair_share_schedule(ready[sel, i].tolist(), lat[sel, i].tolist(), work[sel, i].tolist(),
+                                           int(k[i]), int(m[i]), b[i] / b_link[i] if b_link[i] > 0 else float(k[i]))
+        done = 0.0 if dyn[i] else float(backward_end[i])
+        total, latest = 0.0, -np.inf
+        for st, en, sz in zip(starts, ends, size[sel, i].tolist()):
+            total += max(0.0, en - (st if st > latest else latest))
+            latest = en if en > latest else latest
+            done = (done if done > en else en) + h_post[i] * sz
+        dn[i], busy[i] = done, total

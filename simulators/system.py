@@ -131,6 +131,7 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec
 from commtune.knobs import KNOBS, Knobs
+from simulators.fairshare import fair_share_schedule
 from simulators.network import NetworkModel, latency_bounded_scalar
 from simulators.workload import Workload
 
@@ -385,7 +386,7 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
      a2, b2, cost, share, kappa, waits, floor, floor_p) = p
     spans: list[tuple] = []  # (first, last, bytes, dispatch, start, end) per buffer
     ends: list[float] = []
-    link = -math.inf  # round robin's link clock L
+    fair: list[tuple[float, float, float]] = []  # round robin: (ready, latency part, work) per buffer
     cur_bytes = 0.0
     cur_disp = 0.0
     cur_first = 0
@@ -393,7 +394,6 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
     rounds = 0
     prev_tick = -1.0
     prev_end = -math.inf  # the latest end so far
-    busy = 0.0  # length of the union of the [start, end] intervals
     delay = 0.0  # D: what the buffers launched so far added to backward
     origin = 0.0  # O: where the loop's ticks start (the latest end when the loop waits)
     moves = cost > 0 or share > 0 or kappa > 0 or waits  # a buffer can shift the following dispatches
@@ -434,12 +434,11 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
         # emit the current buffer (module docstring formulas)
         j = len(ends)
         slot = ends[j - k * m] if j >= k * m else 0.0
-        start = cur_disp + cost + h_pre * cur_bytes
-        if slot > start:
-            start = slot
-        aj, bj, bl = a, b, b_link
-        if a2 + b2 * cur_bytes < a + b * cur_bytes:  # the faster algorithm (its link cost scales alike)
-            aj, bj, bl = a2, b2, b_link * (b2 / b)
+        ready = cur_disp + cost + h_pre * cur_bytes
+        start = ready if ready > slot else slot
+        aj, bj = a, b
+        if a2 + b2 * cur_bytes < a + b * cur_bytes:  # the faster algorithm
+            aj, bj = a2, b2
         bs = bj * cur_bytes
         if floor > 0:  # the latency bound
             aj = latency_bounded_scalar(aj + bs, floor, floor_p) - bs
@@ -447,11 +446,9 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
         serial = (ends[j - k] if j >= k else -math.inf) + gap + bs
         if serial > end:
             end = serial
-        if k > 1:
-            link = max(link + g_link, start + aj) + bl * cur_bytes
-            if link > end:
-                end = link
-        busy += max(0.0, end - (start if start > prev_end else prev_end))
+        if k > 1:  # round robin: the streams' shares of the link are set once every buffer is known;
+            # the link loses g_rr per collective (R*g_rr of one stream's work at the link's R streams)
+            fair.append((ready, aj, bs + g_link * (b / b_link if b_link > 0 else k)))
         ends.append(end)
         if end > prev_end:
             prev_end = end
@@ -469,10 +466,18 @@ def schedule(ready_s: Sequence[float], grad_bytes: Sequence[float],
             cur_bytes = s
             cur_first = i
             cur_disp = disp
+    if fair:  # round robin: K flows share the link max-min fairly (simulators.fairshare)
+        starts, ends = fair_share_schedule([f[0] for f in fair], [f[1] for f in fair], [f[2] for f in fair],
+                                           k, m, b / b_link if b_link > 0 else k)
+        spans = [(f, la, sz, dp, st, en) for (f, la, sz, dp, _, _), st, en in zip(spans, starts, ends)]
     # host post-work in buffer order; static fusion starts it at the end of backward
     done = 0.0 if dynamic else (ready_s[-1] + delay if n else 0.0)
     buffers = []
+    busy = 0.0  # length of the union of the [start, end] intervals
+    latest = -math.inf
     for first, last, size, disp, start, end in spans:
+        busy += max(0.0, end - (start if start > latest else latest))
+        latest = end if end > latest else latest
         done = (done if done > end else end) + h_post * size
         buffers.append(Buffer(first, last, size, disp, start, end, done))
     return buffers, rounds, busy, delay

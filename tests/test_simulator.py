@@ -534,7 +534,7 @@ def each_tensor_a_bucket(stream_mode: str, k: int) -> Knobs:
 @pytest.mark.parametrize("B", [1e9, 5e8])  # c < B/2 (streams bound) and B/2 < c < B (link bound)
 def test_round_robin_two_equal_buffers_closed_form(B):
     """Two buffers of S bytes ready at 0 on 2 streams, per-stream cap c: round robin runs them
-    concurrently, each at c, the link at most min(2c, B): both end at a(1) + max(S/c, 2S/B).
+    concurrently, each at its fair share min(c, B/2): both end at a(1) + max(S/c, 2S/B).
     Split sends them one after the other at min(2c, B), paying the latency twice."""
     alpha, c, S = 1e-4, 3e8, 8e6
     cluster = ClusterSpec(inter_bw_Bps=B, per_stream_Bps=c, inter_latency_s=alpha, **TWO_HOSTS)
@@ -542,7 +542,7 @@ def test_round_robin_two_equal_buffers_closed_form(B):
     # two ranks: a = 2(n-1)*alpha = 2*alpha, b = 2(n-1)/(n*R) = 1/R
     rr = sim.run(each_tensor_a_bucket("round_robin", 2))
     assert [(x.start_s, x.grad_bytes) for x in rr.buffers] == [(0.0, S), (0.0, S)]
-    assert rr.buffers[0].end_s == pytest.approx(2 * alpha + S / c, rel=1e-12)
+    assert rr.buffers[0].end_s == pytest.approx(2 * alpha + max(S / c, 2 * S / B), rel=1e-12)
     assert rr.buffers[1].end_s == pytest.approx(2 * alpha + max(S / c, 2 * S / B), rel=1e-12)
     assert rr.step_time_s == pytest.approx(2 * alpha + max(S / c, 2 * S / B), rel=1e-12)
     split = sim.run(each_tensor_a_bucket("split", 2))
@@ -569,9 +569,9 @@ def test_round_robin_uses_each_stream_in_turn():
 
 
 def test_round_robin_link_gap_closed_form():
-    """Calibrated round-robin link gap g_rr(K) = rr_gap0 + rr_gap_per_stream*K: two equal
-    link-bound buffers (2c > B) on 2 streams end at a(1) + S/c and a(1) + 2S/B + g_rr(2)
-    (the link pays the gap between the two collectives); split and K = 1 ignore it;
+    """Calibrated round-robin link gap g_rr(K) = rr_gap0 + rr_gap_per_stream*K, link time lost per
+    collective: two equal link-bound buffers (2c > B) on 2 streams share the link fairly and it
+    loses g_rr(2) for each, so both end at a(1) + 2S/B + 2*g_rr(2); split and K = 1 ignore it;
     the batch engine equals the reference scheduler."""
     from simulators.calibrated import CalibratedNetwork, CalibratedParams
 
@@ -585,7 +585,7 @@ def test_round_robin_link_gap_closed_form():
     sim = Simulator(w, cluster, network=net)
     a1 = 2 * 1e-4
     ends = [x.end_s for x in sim.run(each_tensor_a_bucket("round_robin", 2)).buffers]
-    assert ends == pytest.approx([a1 + S / c, a1 + 2 * S / B + 2e-3], rel=1e-12)
+    assert ends == pytest.approx([a1 + 2 * S / B + 2 * 2e-3] * 2, rel=1e-12)
     plain = Simulator(w, cluster, network=net.replace(rr_gap0_s=0.0, rr_gap_per_stream_s=0.0))
     for knobs in (each_tensor_a_bucket("split", 2), each_tensor_a_bucket("round_robin", 1)):
         assert sim.run(knobs).step_time_s == plain.run(knobs).step_time_s
@@ -594,6 +594,44 @@ def test_round_robin_link_gap_closed_form():
     configs = random_knobs(np.random.default_rng(12), 40)
     configs += [dataclasses.replace(k, stream_mode="round_robin", num_streams=max(2, k.num_streams)) for k in configs]
     assert_batch_equals_reference(big, configs)
+
+
+def test_round_robin_uneven_streams_share_the_link_fairly():
+    """Streams with S and 3S bytes from t = 0, link R = B/c = 1.5 streams: both transfer at
+    R/2 = 0.75 of a stream's rate until the small one is done at (S/c)/0.75; the big one then
+    runs alone at its cap c (the rest of the link idle) and ends 2S/c later, not at
+    max(3S/c, 4S/B) as a first-come first-served link would have it; batch = reference."""
+    from simulators.calibrated import CalibratedNetwork, CalibratedParams
+
+    B, c, S = 1.5e8, 1e8, 4e6
+    net = CalibratedNetwork(CalibratedParams(link_Bps=B, per_flow_Bps=c, alpha_s=0.0, launch_s=0.0,
+                                             control_latency_s=1e-4), 2)
+    w = synthetic_workload([0.0, 0.0, 0.0], [int(S / 4), int(3 * S / 4), 0], backward_s=0.0)
+    cluster = ClusterSpec(inter_bw_Bps=B, per_stream_Bps=c, inter_latency_s=0.0, **TWO_HOSTS)
+    sim = Simulator(w, cluster, network=net)
+    knobs = dataclasses.replace(each_tensor_a_bucket("round_robin", 2), fusion_threshold_bytes=int(S))
+    ends = [x.end_s for x in sim.run(knobs).buffers]
+    assert ends[:2] == pytest.approx([S / c / 0.75, S / c / 0.75 + 2 * S / c], rel=1e-9)
+    assert_batch_equals_reference(sim, [knobs, each_tensor_a_bucket("round_robin", 2)])
+
+
+def test_fair_share_schedule_closed_forms():
+    """The fluid model itself: two collectives in flight on one stream split its rate; a third
+    waits for a slot (m = 2); the latency part uses no link."""
+    from simulators.fairshare import fair_share_schedule
+
+    start, end = fair_share_schedule([0.0, 0.0], [0.0, 0.0], [1.0, 1.0], streams=1, inflight=2, link_streams=1.0)
+    assert end == pytest.approx([2.0, 2.0]) and start == [0.0, 0.0]
+    start, end = fair_share_schedule([0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [1.0, 1.0, 1.0], streams=1, inflight=2,
+                                     link_streams=1.0)
+    # buffer 1 alone at full rate during buffer 0's latency (0.5 of its work), then they share: it ends
+    # at 1.5; buffer 2 takes its slot there and shares with buffer 0 (done at 2.5), then runs alone
+    assert end == pytest.approx([2.5, 1.5, 3.0]) and start == pytest.approx([0.0, 0.0, 1.5])
+    # a link of R streams: K = 4 equal streams from t = 0 each get R/4; R >= 4: each at its cap
+    _, end = fair_share_schedule([0.0] * 4, [0.0] * 4, [1.0] * 4, streams=4, inflight=1, link_streams=2.0)
+    assert end == pytest.approx([2.0] * 4)
+    _, end = fair_share_schedule([0.0] * 4, [0.0] * 4, [1.0] * 4, streams=4, inflight=1, link_streams=4.0)
+    assert end == pytest.approx([1.0] * 4)
 
 
 def test_one_stream_both_modes_identical():
