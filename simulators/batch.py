@@ -4,13 +4,17 @@ One pass over the gradient tensors updates per-configuration state arrays, so
 thousands of configurations cost about as much as one Python loop of numpy
 operations. Tests check it against the reference scheduler exactly.
 
-Pipelining (``m`` collectives in flight per stream) and round robin (stride
-K) need the ends of buffers j-K*m and j-K: a ring of the last ``max(K*m)``
-buffer ends per configuration (K = 1 under split), indexed by buffer number
-modulo its length. Slots not yet written hold 0, which is what the reference
-uses for ``end_{j-K*m}`` with j < K*m (times are never negative); the
-back-to-back term of a stream's first buffer is masked to -inf. Round robin's
-link clock is one more state array.
+Pipelining (``m`` collectives in flight per stream) needs the ends of
+buffers j-K*m and j-K: a ring of the last ``max(K*m)`` buffer ends per
+configuration (K = 1 under split), indexed by buffer number modulo its length.
+Slots not yet written hold 0, which is what the reference uses for
+``end_{j-K*m}`` with j < K*m (times are never negative); the back-to-back term
+of a stream's first buffer is masked to -inf.
+
+Round robin rows (K > 1) are then run through the reference scheduler one by
+one: their fair-share pass (:mod:`simulators.fairshare`) is event-driven over
+each row's own buffers, which this one pass over tensors does not vectorise
+(about 0.3 ms per row against microseconds for a split row).
 
 Static fusion's host post-work starts no earlier than the end of backward,
 ``B + D``, which is known only once every buffer is launched; since the
@@ -21,9 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulators.fairshare import fair_share_schedule
 from simulators.network import latency_bounded
-from simulators.system import SystemParams
+from simulators.system import SystemParams, schedule
 
 
 def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams) -> dict[str, np.ndarray]:
@@ -54,8 +57,6 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     # -inf = not written (a slot read clamps it to 0, a back-to-back read keeps -inf)
     hist = np.full(n * ring, -np.inf) if use_ring else None
     base = np.arange(n) * ring
-    rr_rows = k > 1
-    fair: list[tuple[np.ndarray, ...]] = []  # round robin: per buffer (launched rows, ready, latency part, work, size)
 
     last_end = np.full(n, -np.inf)  # the latest end so far (= end of the previous buffer under split)
     done = np.zeros(n)
@@ -69,10 +70,9 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     first_bucket = np.ones(n, dtype=bool)
     cap = first_cap.copy()
 
-    def emit(size: np.ndarray, disp: np.ndarray, launched: np.ndarray):
+    def emit(size: np.ndarray, disp: np.ndarray):
         """(start, end, done, the collective's own duration a + b*S) of a buffer of ``size``
-        bytes dispatched at ``disp``, every configuration; round robin rows' buffers are kept
-        for the fair-share pass (``launched``: the rows that emit this buffer)."""
+        bytes dispatched at ``disp``, every configuration (round robin rows are redone below)."""
         if use_ring:
             slot = np.maximum(hist.take(base + (nbuf - km) % ring), 0.0)
             prev = hist.take(base + (nbuf - k) % ring)
@@ -89,9 +89,6 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         if has_floor:  # the latency bound
             aj = latency_bounded(aj + bs, floor, floor_p) - bs
         end = np.maximum(start + (aj + bs), prev + gap + bs)
-        if any_rr:
-            link_streams = np.divide(b, b_link, out=k.astype(np.float64), where=b_link > 0)
-            fair.append((launched & rr_rows, ready, aj, bs + g_link * link_streams, size))
         return start, end, np.maximum(done, end) + h_post * size, aj + bs
 
     def dispatch(r):
@@ -109,7 +106,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         flush_dyn = (disp != cur_disp) | (cur + s > thr)
         flush = (cur > 0) & np.where(dyn, flush_dyn, cur >= cap)
         if flush.any():
-            start, end, dn, t_j = emit(cur, cur_disp, flush)
+            start, end, dn, t_j = emit(cur, cur_disp)
             busy += np.where(flush, np.maximum(end - np.maximum(start, last_end), 0.0), 0.0)
             if use_ring:
                 at = base + nbuf % ring
@@ -133,31 +130,24 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
         rounds += new_round
         prev_tick = np.where(new_round, tick, prev_tick)
 
-    start, end, dn, _ = emit(cur, cur_disp, np.ones(n, dtype=bool))
+    start, end, dn, _ = emit(cur, cur_disp)
     busy += np.maximum(end - np.maximum(start, last_end), 0.0)
-    if fair and rr_rows.any():
-        backward_end = float(ready_s[-1]) if len(ready_s) else 0.0
-        dn, busy = dn.copy(), busy.copy()
-        _fair_rows(fair, np.flatnonzero(rr_rows), k, m, b, b_link, h_post, dyn, backward_end + delay, dn, busy)
     if len(ready_s):
         post = h_post * float(np.sum(grad_bytes))
         dn = np.where(dyn, dn, np.maximum(dn, float(ready_s[-1]) + delay + post))
-    return {"comm_end_s": dn, "comm_busy_s": busy, "num_buffers": nbuf + 1, "rounds": rounds, "delay_s": delay}
+    out = {"comm_end_s": dn, "comm_busy_s": busy, "num_buffers": nbuf + 1, "rounds": rounds, "delay_s": delay}
+    if any_rr:
+        _round_robin_rows(ready_s, grad_bytes, p, np.flatnonzero(k > 1), out)
+    return out
 
 
-def _fair_rows(fair, rows, k, m, b, b_link, h_post, dyn, backward_end, dn, busy) -> None:
-    """Round robin rows: the buffers' ends from :func:`~simulators.fairshare.fair_share_schedule`
-    (the reference scheduler's pass, row by row), then the host post-work chain and the
-    busy time from them, written into ``dn`` and ``busy``."""
-    launched, ready, lat, work, size = (np.stack(x) for x in zip(*fair))
+def _round_robin_rows(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams, rows: np.ndarray,
+                      out: dict[str, np.ndarray]) -> None:
+    """Round robin rows (K > 1): the reference scheduler, row by row. Its fair-share pass
+    (:mod:`simulators.fairshare`) is event-driven over each row's own buffers, which the
+    one pass over tensors above does not vectorise; these rows cost about a millisecond each."""
+    ready, sizes = ready_s.tolist(), grad_bytes.tolist()
     for i in rows.tolist():
-        sel = launched[:, i]
-        starts, ends = fair_share_schedule(ready[sel, i].tolist(), lat[sel, i].tolist(), work[sel, i].tolist(),
-                                           int(k[i]), int(m[i]), b[i] / b_link[i] if b_link[i] > 0 else float(k[i]))
-        done = 0.0 if dyn[i] else float(backward_end[i])
-        total, latest = 0.0, -np.inf
-        for st, en, sz in zip(starts, ends, size[sel, i].tolist()):
-            total += max(0.0, en - (st if st > latest else latest))
-            latest = en if en > latest else latest
-            done = (done if done > en else en) + h_post[i] * sz
-        dn[i], busy[i] = done, total
+        buffers, rounds, busy, delay = schedule(ready, sizes, p.row(i))
+        out["comm_end_s"][i] = buffers[-1].done_s
+        out["comm_busy_s"][i], out["num_buffers"][i], out["rounds"][i], out["delay_s"][i] = busy, len(buffers), rounds, delay

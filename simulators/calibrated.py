@@ -9,7 +9,7 @@ send to one neighbour), so K streams move ``min(K*c, B)`` bytes/s per rank
     a(K) = 2(n-1)*alpha + K*launch                 (seconds)
     b(K) = 2(n-1) / (n * min(K*c, B))              (seconds per byte)
     g(K) = max(gap0 + gap_per_stream*K, 0)         (back-to-back gap per bucket)
-    g_rr(K) = max(rr_gap0 + rr_gap_per_stream*K, 0)   (round robin: link gap between collectives)
+    g_rr(K) = max(rr_gap0 + rr_gap_per_stream*K, 0)   (round robin: link time lost per collective)
     f(K) = 2(n-1)*small_step + K*small_per_stream  (latency bound: no collective is shorter)
 
 A collective of S bytes takes ``(t^p + f(K)^p)^(1/p)`` with ``t = a(K) + b(K)*S``:
@@ -85,7 +85,7 @@ class CalibratedParams:
     inflight_per_stream: int = 1
     gap0_s: float = 0.0
     gap_per_stream_s: float = 0.0
-    rr_gap0_s: float = 0.0  # round robin: the link's gap between collectives, g_rr(K) = rr_gap0 + rr_gap_per_stream*K
+    rr_gap0_s: float = 0.0  # round robin: link time lost per collective, g_rr(K) = rr_gap0 + rr_gap_per_stream*K
     rr_gap_per_stream_s: float = 0.0
     small_step_s: float = 0.0  # latency bound f(K) = 2(n-1)*small_step + K*small_per_stream (0: none measured)
     small_per_stream_s: float = 0.0
@@ -176,8 +176,9 @@ class CalibratedNetwork(NetworkModel):
         return np.full(k.shape, self.inflight_per_stream, dtype=np.int64), g
 
     def round_robin_gap(self, num_streams: ArrayLike) -> np.ndarray:
-        """``g_rr(K) = max(rr_gap0 + rr_gap_per_stream*K, 0)``: under round robin the link pays
-        this between two collectives (K streams contend for it), fitted from the DDP calibration run."""
+        """``g_rr(K) = max(rr_gap0 + rr_gap_per_stream*K, 0)``: under round robin the link loses
+        this much time per collective (K streams contend for it; :mod:`simulators.fairshare`),
+        fitted from the DDP calibration run."""
         return gap_model(num_streams, self.params.rr_gap0_s, self.params.rr_gap_per_stream_s)
 
     def extrapolation(self, knobs) -> list[dict]:

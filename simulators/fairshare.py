@@ -25,10 +25,17 @@ the rest of the link idle (seen on 3 hosts at 300 Mbit/s with a 120 Mbit/s cap,
 3 streams of 4 MiB buckets: 1073 ms live, 905 ms predicted by a first-come
 first-served link, 1047 ms by this model). With every stream busy to the end
 the link stays full and the last buffer ends when the total work does.
+
+The event loop (:func:`_fluid`) is plain Python over arrays; it runs compiled
+by numba where numba imports (about a microsecond per event instead of a few),
+interpreted otherwise, with the same arithmetic either way.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable, Sequence
+
+import numpy as np
 
 #: times closer than this are the same event (seconds)
 EPS = 1e-12
@@ -43,42 +50,84 @@ def fair_share_schedule(ready_s: Sequence[float], latency_s: Sequence[float], wo
     stream's rate; ``inflight``: collectives in flight per stream (m);
     ``link_streams``: the link's capacity in streams, ``R = min(K, B/c)``."""
     n = len(ready_s)
-    k, m = max(int(streams), 1), max(int(inflight), 1)
-    cap = float(link_streams)
-    start = [0.0] * n
-    end = [0.0] * n
-    left = [float(w) for w in work_s]
-    nxt = list(range(k))  # the next buffer of each stream not yet admitted
-    active: list[list[int]] = [[] for _ in range(k)]  # admitted, not ended, per stream
+    start, end = np.zeros(n), np.zeros(n)
+    if n:
+        _kernel()(np.asarray(ready_s, dtype=np.float64), np.asarray(latency_s, dtype=np.float64),
+                  np.asarray(work_s, dtype=np.float64), max(int(streams), 1), max(int(inflight), 1),
+                  float(link_streams), start, end)
+    return start.tolist(), end.tolist()
+
+
+def _fluid(ready, lat, work, k, m, cap, start, end):  # pragma: no cover - compiled by numba where it imports
+    """The event loop: writes ``start`` and ``end`` (see :func:`fair_share_schedule`)."""
+    n = ready.shape[0]
+    go = np.zeros(n)  # when buffer j's transfer may begin: its start + latency part
+    left = work.copy()
+    done_at = np.empty(n)  # what counts as transferred
+    for j in range(n):
+        done_at[j] = EPS * max(1.0, work[j])
+    nxt = np.arange(k)  # the next buffer of each stream not yet admitted
+    count = np.zeros(k, np.int64)  # admitted, not ended, per stream
+    moving = np.zeros(k, np.int64)  # collectives transferring, per stream
+    active = np.zeros(k * m, np.int64)
+    na = 0
     t = 0.0
     ended = 0
     while ended < n:
         for s in range(k):  # admit what is ready and has a slot, in buffer order
-            while nxt[s] < n and len(active[s]) < m and ready_s[nxt[s]] <= t + EPS:
-                j = nxt[s]
-                start[j] = max(float(ready_s[j]), t)
-                active[s].append(j)
-                nxt[s] += k
-        moving = [[j for j in active[s] if start[j] + latency_s[j] <= t + EPS] for s in range(k)]
-        busy = sum(1 for x in moving if x)
-        share = min(1.0, cap / busy) if busy else 0.0
-        nearest = float("inf")
+            j = nxt[s]
+            while j < n and count[s] < m and ready[j] <= t:
+                start[j] = t
+                go[j] = t + lat[j]
+                active[na] = j
+                na += 1
+                count[s] += 1
+                j += k
+            nxt[s] = j
+        busy = 0
         for s in range(k):
-            if nxt[s] < n and len(active[s]) < m:
-                nearest = min(nearest, float(ready_s[nxt[s]]))
-            for j in active[s]:
-                if j in moving[s]:
-                    nearest = min(nearest, t + left[j] * len(moving[s]) / share)
-                else:
-                    nearest = min(nearest, start[j] + latency_s[j])
-        step = max(nearest - t, 0.0)
+            moving[s] = 0
+        for i in range(na):
+            j = active[i]
+            if go[j] <= t:
+                if moving[j % k] == 0:
+                    busy += 1
+                moving[j % k] += 1
+        share = 0.0
+        if busy > 0:
+            share = cap / busy if cap < busy else 1.0
+        nearest = np.inf
         for s in range(k):
-            for j in moving[s]:
-                left[j] -= step * share / len(moving[s])
-        t += step
-        for s in range(k):
-            for j in [j for j in moving[s] if left[j] <= EPS * max(1.0, work_s[j])]:
-                end[j] = t
-                active[s].remove(j)
-                ended += 1
-    return start, end
+            j = nxt[s]
+            if j < n and count[s] < m and ready[j] < nearest:
+                nearest = ready[j]
+        for i in range(na):
+            j = active[i]
+            e = go[j] if go[j] > t else t + left[j] * moving[j % k] / share
+            if e < nearest:
+                nearest = e
+        step = nearest - t
+        keep = 0
+        for i in range(na):
+            j = active[i]
+            if go[j] <= t:
+                left[j] -= step * share / moving[j % k]
+                if left[j] <= done_at[j]:
+                    end[j] = nearest
+                    count[j % k] -= 1
+                    ended += 1
+                    continue
+            active[keep] = j
+            keep += 1
+        na = keep
+        t = nearest
+
+
+@functools.cache
+def _kernel() -> Callable:
+    """:func:`_fluid` compiled by numba (cached on disk), or as it is where numba does not import."""
+    try:
+        import numba
+    except ImportError:
+        return _fluid
+    return numba.njit(cache=True)(_fluid)

@@ -99,8 +99,8 @@ class NetworkModel(abc.ABC):
         return np.full(k.shape, int(self.inflight_per_stream), dtype=np.int64), np.full(k.shape, float(self.buffer_gap_s))
 
     def round_robin_gap(self, num_streams: ArrayLike) -> np.ndarray:
-        """Round robin with K streams: the link's idle time between two collectives
-        (``L_j`` in ``simulators.system``), per stream count; none unless calibrated."""
+        """Round robin with K streams: the link time lost per collective while the streams
+        share it (``g_rr`` in ``simulators.system``), per stream count; none unless calibrated."""
         return np.zeros(np.shape(num_streams))
 
     def extrapolation(self, knobs) -> list[dict]:

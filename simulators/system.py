@@ -89,25 +89,25 @@ FIFO model, m=1, g=h=0)::
     done_j  = max(done_{j-1}, end_j) + h_post*S_j       (done_{-1} = end of backward
                                                          B + D for static fusion, else 0)
 
-Round robin (K > 1) runs the same recurrences per stream, plus a link clock.
-With ``a = a(1)``, ``b = b(1)``, ``g = g(1)``, ``m = m(1)`` of one stream
-and ``bL = b(K)`` the link's cost per byte::
-
-    start_j = max(d_j + h_pre*S_j, end_{j-K*m})        (the stream's m slots)
-    L_j     = max(L_{j-1} + gL, start_j + a) + bL*S_j   (L_{-1} = -inf)
-    end_j   = max(start_j + a + b*S_j, end_{j-K} + g + b*S_j, L_j)
-
-The first two terms are one stream's own rate and its back-to-back order;
-``L_j`` is the link serving every buffer's bytes first-come first-served at
-the aggregate rate, so K busy streams together never exceed it; ``gL =
-g_rr(K)`` is what the link loses between two collectives while K streams
-contend for it (the network model's ``round_robin_gap``, 0 unless calibrated). Two equal
-buffers of S bytes ready at 0 on K = 2 streams (no latency) both end at
-``max(S/c, 2S/B)``; split ends the second at ``2S/min(2c, B)`` as well, the
-same total bytes at the aggregate rate. Per buffer the link clock is
-first-come first-served (an earlier buffer is not slowed by a later one),
-where a fair-shared link would slow both; the last buffer of a busy period
-ends at the same time in both.
+Round robin (K > 1): buffer j is ready at ``d_j + c + h_pre*S_j`` and goes
+onto stream ``j mod K``; the streams share the link max-min fairly
+(:mod:`simulators.fairshare`, a fluid model): with one stream's ``a = a(1)``,
+``b = b(1)``, ``m = m(1)`` and the link's ``b(K)``, the link holds ``R =
+b(1)/b(K)`` streams (``min(K, B/c)`` in the analytical model); a stream admits
+its buffers in order, at most ``m`` in flight; each pays its latency part
+``a`` off the link, then transfers ``b*S_j + R*g_rr(K)`` (its bytes at one
+stream's rate, plus the link time ``g_rr(K)`` the link loses per collective
+while K streams contend for it: the network model's ``round_robin_gap``, 0
+unless calibrated) at ``min(1, R/busy)`` of one stream's rate split over the
+stream's collectives in flight. Two equal buffers of S bytes ready at 0 on
+K = 2 streams (no latency) both end at ``max(S/c, 2S/B)``; split ends the second
+at ``2S/min(2c, B)`` as well, the same total bytes at the aggregate rate. A
+stream with more bytes than the others is held to its fair share while they
+are busy and then to its own cap, with the rest of the link idle: round robin's
+loss against split on unevenly loaded streams. The one-pass recurrences below
+run for round robin too (one stream's coefficients, stride K, ``g = g(1)``);
+their ends set only where a dynamic loop that waits for its collectives
+(``loop_waits``) ticks again, and the fair-share pass replaces them.
 
 A buffer waits for one of the stream's m slots (buffer j-m done); the link
 carries one buffer's bytes at a time, so its transfer ``b*S_j`` follows the
@@ -182,7 +182,7 @@ class SystemParams:
     host_post_s_per_byte: np.ndarray  # per gradient byte
     stride: np.ndarray  # int, streams a buffer index cycles over: K for round robin (K > 1), else 1
     link_b_s_per_byte: np.ndarray  # round robin: the link's cost per gradient byte, b(K); split: unused (0)
-    link_gap_s: np.ndarray  # round robin: the link's gap between collectives, g_rr(K); split: 0
+    link_gap_s: np.ndarray  # round robin: link time lost per collective, g_rr(K); split: 0
     a2_s: np.ndarray  # second algorithm (NCCL tree); inf = none
     b2_s_per_byte: np.ndarray
     bucket_cost_s: np.ndarray  # c, per buffer on the training thread

@@ -17,8 +17,8 @@ interpolated, not looked up).
 Round robin (``stream_mode``): the same two bucket caps are timed for a few
 K > 1 with buckets on successive streams (:data:`RR_STREAMS`). The simulator
 models round robin from the same parameters (one stream's coefficients, the
-link's aggregate rate; ``simulators.system``) plus one term these points fit
-(:func:`fit_round_robin_gap`): the link's gap between two collectives while
+link's aggregate rate shared fairly; ``simulators.fairshare``) plus one term these
+points fit (:func:`fit_round_robin_gap`): the link time lost per collective while
 K streams contend for it, ``g_rr(K) = rr_gap0 + rr_gap_per_stream*K`` (per K
 the gap that zeroes the mean relative error of the two caps, then least
 squares over K, as the split gap). :func:`round_robin_check` then reports the finished
@@ -176,7 +176,7 @@ def round_robin_check(records: Sequence[dict], cluster: ClusterSpec, workload=No
 
 def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=None,
                         g_max_s: float = 0.02) -> dict:
-    """Per round-robin K: the link gap g >= 0 (every other parameter of the calibration
+    """Per round-robin K: the link time g >= 0 lost per collective (every other parameter of the calibration
     unchanged) at which the mean relative error of the simulated step times of its
     points is 0; then ``g_rr(K) = rr_gap0 + rr_gap_per_stream*K`` by least squares over K
     (:func:`~commtune.probe.fit.fit_gap_model`). ``{"rr_gap0_s", "rr_gap_per_stream_s", "by_streams"}``."""
@@ -214,7 +214,7 @@ def apply_round_robin_gap(spec: ClusterSpec, extra: dict, fitted: dict) -> Clust
     fit["network"]["rr_gap0_s"] = float(fitted["rr_gap0_s"])
     fit["network"]["rr_gap_per_stream_s"] = float(fitted["rr_gap_per_stream_s"])
     fit["round_robin_gap"] = {"method": "DDP calibration run, round robin at K in RR_STREAMS, bucket caps 1 MiB "
-                                        "and 8 MiB: per K the link gap between collectives that zeroes the mean "
+                                        "and 8 MiB: per K the link time lost per collective that zeroes the mean "
                                         "relative error, then g_rr(K) = rr_gap0 + rr_gap_per_stream*K (least squares)",
                               "by_streams": {int(k): v for k, v in fitted["by_streams"].items()}}
     return dataclasses.replace(spec, meta={**spec.meta, "fit": fit})

@@ -296,7 +296,7 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
     if "round_robin_check" in fit:
         c = fit["round_robin_check"]
         nw = fit["network"]
-        lines.append(f"  round robin (DDP calibration points, fitted): link gap between collectives "
+        lines.append(f"  round robin (DDP calibration points, fitted): link time lost per collective "
                      f"{format_time(nw.get('rr_gap0_s', 0.0))} + {format_time(nw.get('rr_gap_per_stream_s', 0.0))}*K, "
                      f"{c['mape']:.1%} mean error; "
                      + ("beyond the measurement spread" if c["needed"] else "within the measurement spread"))
