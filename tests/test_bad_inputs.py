@@ -317,6 +317,7 @@ def test_wrap_refuses_a_binary_profile(scratch):
         wrap(torch.nn.Linear(2, 2), "binary.json")
 
 
+@pytest.mark.slow  # the grid's round-robin rows run one by one through the reference scheduler (~1 min here)
 def test_grid_memory_bound():
     """The bound on grid sizes comes from the memory one configuration takes:
     build and simulate a grid, measure the peak, and check BYTES_PER_CONFIG covers it;
