@@ -72,3 +72,9 @@ def busy_between(a: tuple[int, int] | None, b: tuple[int, int] | None, cores: in
 def cpu_bound(busy: float | None, cores: int | None) -> bool:
     """Whether ``busy`` of ``cores`` is at least :data:`CPU_BOUND_SHARE` of them."""
     return busy is not None and bool(cores) and busy >= CPU_BOUND_SHARE * cores
+
+
+def mean_busy_cores(results) -> float | None:
+    """The mean ``host_busy_cores`` of several timings of one configuration (passes); None when none has one."""
+    busy = [float(r["host_busy_cores"]) for r in results if r.get("host_busy_cores") is not None]
+    return sum(busy) / len(busy) if busy else None

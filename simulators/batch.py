@@ -146,7 +146,7 @@ def _round_robin_rows(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemPara
                       out: dict[str, np.ndarray]) -> None:
     """Round robin rows (K > 1): the reference scheduler, row by row. Its fair-share pass
     (:mod:`simulators.fairshare`) is event-driven over each row's own buffers, which the
-    one pass over tensors above does not vectorise; these rows cost about a millisecond each."""
+    one pass over tensors above does not vectorise (the module docstring)."""
     ready, sizes = ready_s.tolist(), grad_bytes.tolist()
     for i in rows.tolist():
         buffers, rounds, busy, delay = schedule(ready, sizes, p.row(i))

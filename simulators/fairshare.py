@@ -13,9 +13,9 @@ share until the cap binds. In units of one stream's full rate (a buffer's
 
 split evenly over the collectives of that stream that are in flight (at most
 ``m`` per stream, in buffer order: buffer j waits until its stream has a free
-slot). A collective first pays its latency part (``a(1)`` plus the round-robin
-per-collective cost) without using the link, then transfers its work at its
-share. Rates change only when a collective is admitted, leaves its latency part
+slot). A collective first pays its latency part ``a(1)`` without using the
+link, then transfers its work (its bytes, plus the link time the round-robin
+gap ``g_rr`` costs per collective; ``simulators.system``) at its share. Rates change only when a collective is admitted, leaves its latency part
 or ends, so the schedule is exact between those events.
 
 This is what makes round robin lose against split on unevenly loaded streams:
@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-#: times closer than this are the same event (seconds)
+#: a collective is done when this share of its work (at least this many seconds' worth) is left
 EPS = 1e-12
 
 

@@ -81,3 +81,10 @@ def test_validate_marks_cpu_bound_points():
     assert "1 of 3 configurations kept at least 85% of the host's cores busy" in text
     assert "cpu_bound_points" in summary
 
+
+
+def test_mean_busy_cores_over_passes():
+    from commtune.host_load import mean_busy_cores
+
+    assert mean_busy_cores([{"host_busy_cores": 1.0}, {"host_busy_cores": None}, {}, {"host_busy_cores": 0.5}]) == 0.75
+    assert mean_busy_cores([{}, {"host_busy_cores": None}]) is None

@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 from commtune.errors import CommtuneError
 from commtune.evaluators.base import Evaluator, register_evaluator
 from commtune.evaluators.simulator import SimulatorEvaluator
+from commtune.host_load import mean_busy_cores
 from commtune.knobs import Knobs
 from commtune.runtime import ddp_plan
 
@@ -303,8 +304,7 @@ class LiveEvaluator(Evaluator):
                 r["step_times_s"] = [t for x in rs for t in x["step_times_s"]]
                 if len(rs) > 1:
                     r["pass_medians_s"] = [float(statistics.median(x["step_times_s"])) for x in rs]
-                busy = [x["host_busy_cores"] for x in rs if x.get("host_busy_cores") is not None]
-                r["host_busy_cores"] = float(statistics.mean(busy)) if busy else None
+                r["host_busy_cores"] = mean_busy_cores(rs)
                 self.cache[k] = self._metrics(r)
                 self.partial.pop(k, None)
         return [dict(self.cache[k]) for k in keys]

@@ -102,6 +102,7 @@ def time_calib_configs(launch, configs: Sequence[Knobs], steps: int = 8, warmup:
     alternating order, one launch: slow drifts of the host load hit every configuration alike)."""
     import statistics
 
+    from commtune.host_load import mean_busy_cores
     from commtune.probe.ddp_step import time_ddp_configs
 
     w = workload or calib_workload()
@@ -113,11 +114,10 @@ def time_calib_configs(launch, configs: Sequence[Knobs], steps: int = 8, warmup:
     out = []
     for i, k in enumerate(configs):
         times = [t for r in pooled[i] for t in r["step_times_s"]]
-        busy = [r["host_busy_cores"] for r in pooled[i] if r.get("host_busy_cores") is not None]
         out.append({"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes, "stream_mode": k.stream_mode,
                     "step_time_s": statistics.median(times), "step_times_s": times,
                     "num_buckets": len(pooled[i][-1]["buckets"]),
-                    "host_busy_cores": float(np.mean(busy)) if busy else None})
+                    "host_busy_cores": mean_busy_cores(pooled[i])})
     return out
 
 
