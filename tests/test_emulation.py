@@ -148,7 +148,7 @@ def test_up_status_down_round_trip(clean):
         env = got.env_for(2, world_size=3, master_port=29511)
         assert env["MASTER_ADDR"] == "10.77.0.1" and env["GLOO_SOCKET_IFNAME"] == "eth0"
         assert env["COMMTUNE_PACING_BPS"] == str(int(50e6 / 8)) and os.path.exists(env["LD_PRELOAD"].split()[0])
-        assert got.launch_prefix(2) == ["ip", "netns", "exec", "ctt-host2"]
+        assert got.launch_prefix(2) == ["nice", "-n", "-10", "ip", "netns", "exec", "ctt-host2"]
         # nothing was added to the root namespace
         assert subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.count("\n") == root_links
         addr = subprocess.run(["ip", "netns", "exec", "ctt-host1", "ip", "-o", "-4", "addr", "show", "eth0"],

@@ -12,6 +12,9 @@ from commtune.errors import CommtuneError
 
 STATE_VERSION = 1
 PACING_ENV = "COMMTUNE_PACING_BPS"
+#: scheduling priority of everything run on an emulated host: the hosts stand for machines of their
+#: own, so another job on the emulating machine must not take their CPU time (``nice``, root only)
+HOST_NICE = -10
 IFNAME = "eth0"
 
 
@@ -61,8 +64,8 @@ class ClusterState:
         return self.hosts[host].address
 
     def launch_prefix(self, host: int) -> list[str]:
-        """argv prefix that runs a command inside ``host``'s namespace."""
-        return ["ip", "netns", "exec", self.hosts[host].netns]
+        """argv prefix that runs a command inside ``host``'s namespace, at :data:`HOST_NICE`."""
+        return ["nice", "-n", str(HOST_NICE), "ip", "netns", "exec", self.hosts[host].netns]
 
     def env_for(
         self,

@@ -16,6 +16,7 @@ from commtune.emulation import native
 from commtune.emulation.commands import in_netns, list_netns, require_root_and_tools, run_cmd
 from commtune.emulation.spec import EmulatedCluster
 from commtune.emulation.state import (
+    HOST_NICE,
     IFNAME,
     ClusterState,
     HostInfo,
@@ -52,7 +53,7 @@ def _shape(netns: str, dev: str, rate_Bps: float) -> None:
 def _start_delay_helper(binary: Path, spec: EmulatedCluster) -> int:
     """Start the NFQUEUE delay program for all host namespaces; return its pid once it is ready."""
     log = open(run_dir() / f"nfq-delay-{spec.prefix}.log", "ab")
-    argv = [str(binary), str(int(round(spec.latency_s * 1e9))), str(NFQUEUE_NUM), spec.prefix,
+    argv = ["nice", "-n", str(HOST_NICE), str(binary), str(int(round(spec.latency_s * 1e9))), str(NFQUEUE_NUM), spec.prefix,
             *[f"/run/netns/{spec.host_netns(i)}" for i in range(spec.hosts)]]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                             start_new_session=True)
