@@ -5,15 +5,16 @@ thousands of configurations cost about as much as one Python loop of numpy
 operations. Tests check it against the reference scheduler exactly.
 
 Pipelining (``m`` collectives in flight per stream) needs the ends of
-buffers j-K*m and j-K: a ring of the last ``max(K*m)`` buffer ends per
-configuration (K = 1 under split), indexed by buffer number modulo its length.
+buffers j-m and j-1: a ring of the last ``max(m)`` buffer ends per
+configuration, indexed by buffer number modulo its length.
 Slots not yet written hold 0, which is what the reference uses for
-``end_{j-K*m}`` with j < K*m (times are never negative); the back-to-back term
-of a stream's first buffer is masked to -inf.
+``end_{j-m}`` with j < m (times are never negative); the back-to-back term
+of the first buffer is masked to -inf.
 
-Round robin rows (K > 1) are then run through the reference scheduler one by
-one: their fair-share pass (:mod:`simulators.fairshare`) is event-driven over
-each row's own buffers, which this one pass over tensors does not vectorise
+Only split rows take the vectorised pass; round robin rows (K > 1) are run
+through the reference scheduler one by one: their fair-share pass
+(:mod:`simulators.fairshare`) is event-driven over each row's own buffers,
+which one pass over tensors does not vectorise
 (about 0.1 ms per row, most of it the reference's own pass over the tensors,
 against microseconds for a split row).
 
@@ -33,7 +34,24 @@ from simulators.system import SystemParams, schedule
 def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams) -> dict[str, np.ndarray]:
     """Return per-configuration ``comm_end_s`` (done of the last buffer),
     ``comm_busy_s``, ``num_buffers``, ``rounds`` (negotiation rounds) and
-    ``delay_s`` (what the buffers added to backward)."""
+    ``delay_s`` (what the buffers added to backward). Split rows (stride 1) go through
+    the vectorised pass, round robin rows (K > 1) through the reference scheduler."""
+    rr = np.flatnonzero(p.stride > 1)
+    if not len(rr):
+        return _vectorised(ready_s, grad_bytes, p)
+    n = len(p)
+    out = {"comm_end_s": np.zeros(n), "comm_busy_s": np.zeros(n), "num_buffers": np.zeros(n, dtype=np.int64),
+           "rounds": np.zeros(n, dtype=np.int64), "delay_s": np.zeros(n)}
+    split = np.flatnonzero(p.stride <= 1)
+    if len(split):
+        for key, val in _vectorised(ready_s, grad_bytes, p.take(split)).items():
+            out[key][split] = val
+    _round_robin_rows(ready_s, grad_bytes, p, rr, out)
+    return out
+
+
+def _vectorised(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams) -> dict[str, np.ndarray]:
+    """:func:`schedule_batch` for split rows: one pass over the tensors for every configuration."""
     n = len(p)
     dyn = p.dynamic
     period = p.period_s
@@ -41,7 +59,6 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     safe_period = np.where(has_period, period, 1.0)
     a, b, thr, first_cap, nego = p.a_s, p.b_s_per_byte, p.threshold, p.first_cap, p.nego_s
     m, gap, h_pre, h_post = p.inflight, p.gap_s, p.host_pre_s_per_byte, p.host_post_s_per_byte
-    k = p.stride
     a2, b2, cost, share, kappa = p.a2_s, p.b2_s_per_byte, p.bucket_cost_s, p.sm_share, p.gpu_s_per_byte
     floor, floor_p = p.floor_s, p.floor_p
     has_floor = bool((floor > 0).any())
@@ -50,16 +67,14 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     waits = p.loop_waits
     any_waits = bool(waits.any())
     origin = np.zeros(n)
-    any_rr = bool((k > 1).any())
-    km = k * m
-    ring = int(km.max()) if n else 1
+    ring = int(m.max()) if n else 1
     use_ring = ring > 1
     # ring of the last `ring` buffer ends, flat: configuration i, buffer j at i*ring + j % ring;
     # -inf = not written (a slot read clamps it to 0, a back-to-back read keeps -inf)
     hist = np.full(n * ring, -np.inf) if use_ring else None
     base = np.arange(n) * ring
 
-    last_end = np.full(n, -np.inf)  # the latest end so far (= end of the previous buffer under split)
+    last_end = np.full(n, -np.inf)  # the end of the previous buffer
     done = np.zeros(n)
     delay = np.zeros(n)
     busy = np.zeros(n)
@@ -73,10 +88,10 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
 
     def emit(size: np.ndarray, disp: np.ndarray):
         """(start, end, done, the collective's own duration a + b*S) of a buffer of ``size``
-        bytes dispatched at ``disp``, every configuration (round robin rows are redone below)."""
+        bytes dispatched at ``disp``, every configuration."""
         if use_ring:
-            slot = np.maximum(hist.take(base + (nbuf - km) % ring), 0.0)
-            prev = hist.take(base + (nbuf - k) % ring)
+            slot = np.maximum(hist.take(base + (nbuf - m) % ring), 0.0)
+            prev = hist.take(base + (nbuf - 1) % ring)
         else:
             slot = np.maximum(last_end, 0.0)
             prev = last_end
@@ -136,10 +151,7 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     if len(ready_s):
         post = h_post * float(np.sum(grad_bytes))
         dn = np.where(dyn, dn, np.maximum(dn, float(ready_s[-1]) + delay + post))
-    out = {"comm_end_s": dn, "comm_busy_s": busy, "num_buffers": nbuf + 1, "rounds": rounds, "delay_s": delay}
-    if any_rr:
-        _round_robin_rows(ready_s, grad_bytes, p, np.flatnonzero(k > 1), out)
-    return out
+    return {"comm_end_s": dn, "comm_busy_s": busy, "num_buffers": nbuf + 1, "rounds": rounds, "delay_s": delay}
 
 
 def _round_robin_rows(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams, rows: np.ndarray,

@@ -124,7 +124,7 @@ latest end so far).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -194,6 +194,10 @@ class SystemParams:
 
     def __len__(self) -> int:
         return len(self.dynamic)
+
+    def take(self, idx: np.ndarray) -> "SystemParams":
+        """The configurations at ``idx`` (an index array), in that order."""
+        return SystemParams(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     def row(self, i: int) -> tuple[float, ...]:
         return (
