@@ -36,13 +36,14 @@ def schedule_batch(ready_s: np.ndarray, grad_bytes: np.ndarray, p: SystemParams)
     ``comm_busy_s``, ``num_buffers``, ``rounds`` (negotiation rounds) and
     ``delay_s`` (what the buffers added to backward). Split rows (stride 1) go through
     the vectorised pass, round robin rows (K > 1) through the reference scheduler."""
-    rr = np.flatnonzero(p.stride > 1)
+    is_rr = p.stride > 1
+    rr = np.flatnonzero(is_rr)
     if not len(rr):
         return _vectorised(ready_s, grad_bytes, p)
     n = len(p)
     out = {"comm_end_s": np.zeros(n), "comm_busy_s": np.zeros(n), "num_buffers": np.zeros(n, dtype=np.int64),
            "rounds": np.zeros(n, dtype=np.int64), "delay_s": np.zeros(n)}
-    split = np.flatnonzero(p.stride <= 1)
+    split = np.flatnonzero(~is_rr)
     if len(split):
         for key, val in _vectorised(ready_s, grad_bytes, p.take(split)).items():
             out[key][split] = val

@@ -18,6 +18,11 @@ HOST_NICE = -10
 IFNAME = "eth0"
 
 
+def at_host_priority(argv: list[str]) -> list[str]:
+    """``argv`` run at :data:`HOST_NICE`."""
+    return ["nice", "-n", str(HOST_NICE), *argv]
+
+
 def run_dir() -> Path:
     """Where state and compiled helpers live: ``$COMMTUNE_RUN_DIR`` or ``/run/commtune``."""
     return Path(os.environ.get("COMMTUNE_RUN_DIR") or "/run/commtune")
@@ -65,7 +70,7 @@ class ClusterState:
 
     def launch_prefix(self, host: int) -> list[str]:
         """argv prefix that runs a command inside ``host``'s namespace, at :data:`HOST_NICE`."""
-        return ["nice", "-n", str(HOST_NICE), "ip", "netns", "exec", self.hosts[host].netns]
+        return at_host_priority(["ip", "netns", "exec", self.hosts[host].netns])
 
     def env_for(
         self,

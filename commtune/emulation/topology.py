@@ -16,10 +16,10 @@ from commtune.emulation import native
 from commtune.emulation.commands import in_netns, list_netns, require_root_and_tools, run_cmd
 from commtune.emulation.spec import EmulatedCluster
 from commtune.emulation.state import (
-    HOST_NICE,
     IFNAME,
     ClusterState,
     HostInfo,
+    at_host_priority,
     read_state,
     remove_state,
     run_dir,
@@ -53,8 +53,8 @@ def _shape(netns: str, dev: str, rate_Bps: float) -> None:
 def _start_delay_helper(binary: Path, spec: EmulatedCluster) -> int:
     """Start the NFQUEUE delay program for all host namespaces; return its pid once it is ready."""
     log = open(run_dir() / f"nfq-delay-{spec.prefix}.log", "ab")
-    argv = ["nice", "-n", str(HOST_NICE), str(binary), str(int(round(spec.latency_s * 1e9))), str(NFQUEUE_NUM), spec.prefix,
-            *[f"/run/netns/{spec.host_netns(i)}" for i in range(spec.hosts)]]
+    argv = at_host_priority([str(binary), str(int(round(spec.latency_s * 1e9))), str(NFQUEUE_NUM), spec.prefix,
+                             *[f"/run/netns/{spec.host_netns(i)}" for i in range(spec.hosts)]])
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                             start_new_session=True)
     log.close()
