@@ -18,8 +18,9 @@ error, MAPE, worst, Spearman, pick gap per shape and model; the load average
 Also: scale prediction (calibrate on ``--scale-from`` hosts, validate on
 ``--scale-to`` hosts of the same links, ``--scale-bw``/``--scale-per-stream``:
 ``validate`` resizes the calibration to the launch's hosts) and repeatability (a second default calibration of the
-first shape while a busy loop holds a core; both calibrations predict the
-same configurations, relative differences reported).
+first shape while a busy loop holds a core, and before it a second one on the quiet machine as the
+control for measurement noise alone; every calibration predicts the same configurations, relative
+differences to the first reported).
 
 Model mix (synthetic DDP models with sleep-based compute, forward 100 ms,
 backward 200 ms): conv-like (ResNet-50 layer sizes, many small tensors),
@@ -197,6 +198,10 @@ def markdown(results: dict) -> str:
         lines += ["", f"**Repeatability**: a second default calibration with a busy loop on one core "
                   f"({rep['probe_busy']['uptime_before']}) predicts {len(rep['rows'])} configurations "
                   f"within median {_pct(rep['median_diff'])}, max {_pct(rep['max_diff'])} of the first."]
+        if "quiet_max_diff" in rep:
+            lines[-1] += (f" A second quiet one (the control: measurement noise alone, "
+                          f"{rep['probe_quiet2']['uptime_before']}): median {_pct(rep['quiet_median_diff'])}, "
+                          f"max {_pct(rep['quiet_max_diff'])}.")
     return "\n".join(lines) + "\n"
 
 
@@ -290,33 +295,37 @@ def main() -> int:
             first = os.path.join(args.out, f"calib-{name}{sfx}.yaml")
             print(f"== repeatability: a second default calibration of {name} with a busy core [{uptime()}]")
             second = os.path.join(args.out, f"calib-{name}-busy{sfx}.yaml")
+            control = os.path.join(args.out, f"calib-{name}-quiet2{sfx}.yaml")
             rep = dict(results.get("repeat", {})) if args.reuse else {}
-            if not (args.reuse and os.path.exists(second) and os.path.exists(first)):
+            if not (args.reuse and all(os.path.exists(f) for f in (first, second, control))):
                 cluster_up(args.prefix, shape["hosts"], shape["bw"], shape.get("per_stream"), shape.get("latency"))
                 if not os.path.exists(first):
                     probe(args.prefix, first)
+                rep = {"probe_quiet2": probe(args.prefix, control)}
                 burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 try:
-                    rep = {"probe_busy": probe(args.prefix, second)}
+                    rep["probe_busy"] = probe(args.prefix, second)
                 finally:
                     burner.kill()
                     burner.wait()
                 cluster_down(args.prefix)
-            rep["first"], rep["busy"] = os.path.basename(first), os.path.basename(second)
+            rep["first"], rep["busy"], rep["quiet2"] = (os.path.basename(f) for f in (first, second, control))
             from commtune.probe.validate import held_out_configs
 
             rows = []
             for m, (model, scale) in MODELS.items():
                 configs = [k.to_dict() for k in held_out_configs(None, 12, seed=args.seed_base + 100, max_bucket_bytes=20 * 2**20)]
-                a = predictions(first, shape["hosts"], configs, model, scale)
-                b = predictions(second, shape["hosts"], configs, model, scale)
-                rows += [{"model": m, "knobs": k, "first_s": x, "busy_s": y, "diff": y / x - 1}
-                         for k, x, y in zip(configs, a, b)]
+                a, b, c = (predictions(f, shape["hosts"], configs, model, scale) for f in (first, second, control))
+                rows += [{"model": m, "knobs": k, "first_s": x, "busy_s": y, "diff": y / x - 1,
+                          "quiet2_s": z, "quiet_diff": z / x - 1} for k, x, y, z in zip(configs, a, b, c)]
             d = np.abs([r["diff"] for r in rows])
+            dq = np.abs([r["quiet_diff"] for r in rows])
             rep.update(rows=rows, max_diff=float(d.max()), median_diff=float(np.median(d)),
+                       quiet_max_diff=float(dq.max()), quiet_median_diff=float(np.median(dq)),
                        target_met=bool(d.max() <= TARGETS["repeat"]))
             results["repeat"] = rep
-            print(f"repeatability over {len(rows)} configurations: median |diff| {np.median(d):.2%}, max {d.max():.2%}")
+            print(f"repeatability over {len(rows)} configurations: busy core median |diff| {np.median(d):.2%}, "
+                  f"max {d.max():.2%}; second quiet calibration median {np.median(dq):.2%}, max {dq.max():.2%}")
             save()
     finally:
         for prefix in sorted(_UP):
