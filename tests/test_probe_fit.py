@@ -211,6 +211,39 @@ def test_ddp_gap_fit_recovers_the_gap_the_measurements_came_from():
     assert network_for(new).pipelining([3])[1][0] == pytest.approx(8e-4, rel=1e-5)  # interpolated
 
 
+def test_ddp_gap_fit_finds_gaps_beyond_its_first_bracket_and_warns_at_its_bound():
+    """A saturated host: per-bucket gaps of 24-44 ms (above the first 20 ms bracket) are found;
+    a difference no gap up to GAP_MAX_S explains is capped there, flagged and warned about."""
+    import dataclasses
+
+    from commtune.probe.ddp_calib import GAP_MAX_S, apply_ddp_gaps, calib_configs, calib_workload, fit_ddp_gaps
+    from simulators import Simulator
+
+    spec, extra = calibration(_synthetic_result(4, (1, 2, 4)), hosts=4)
+    extra["fit"]["network"]["inflight_per_stream"] = 2
+    spec = dataclasses.replace(spec, meta={**spec.meta, "fit": extra["fit"]})
+    w = calib_workload()
+    net = network_for(spec).replace(gap0_s=0.02, gap_per_stream_s=0.006)
+    records = [{"streams": k.num_streams, "bucket_bytes": k.fusion_threshold_bytes,
+                "step_time_s": Simulator(w, spec, network=net).run(k).step_time_s} for k in calib_configs([1, 2, 4])]
+    gaps = fit_ddp_gaps(records, spec, w)
+    for k in (1, 2, 4):
+        assert gaps[k]["gap_s"] == pytest.approx(0.02 + 0.006 * k, rel=1e-6) and not gaps[k]["at_bound"]
+    records[-2]["step_time_s"] += 1000.0  # K = 4, the small buckets: no gap explains it
+    gaps = fit_ddp_gaps(records, spec, w)
+    assert gaps[4]["gap_s"] == GAP_MAX_S and gaps[4]["at_bound"] and not gaps[2]["at_bound"]
+    apply_ddp_gaps(spec, extra, gaps, records)
+    assert any("K=4: even a gap of 1 s" in x for x in extra["fit"]["warnings"])
+
+
+def test_solve_rising_doubles_its_bracket_up_to_the_bound():
+    from commtune.probe.ddp_calib import solve_rising
+
+    assert solve_rising(lambda x: x, 5.0, 1.0, max_hi=8.0) == pytest.approx(5.0, abs=1e-9)
+    assert solve_rising(lambda x: x, 5.0, 1.0, max_hi=4.0) == 4.0
+    assert solve_rising(lambda x: x, 5.0, 1.0) == 1.0  # no bound given: the bracket is the bound
+
+
 def test_round_robin_gap_fit_recovers_the_link_gap_the_measurements_came_from():
     """Round-robin calibration points simulated with g_rr(K) = 1 ms + 0.25 ms*K: the fit
     finds each K's gap and the linear model; the check then reports ~0 error."""

@@ -42,7 +42,7 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec
 from commtune.knobs import DDP_DEFAULT, Knobs
-from commtune.units import MiB
+from commtune.units import MiB, format_time
 
 
 
@@ -53,12 +53,17 @@ def calib_workload(count: int = 16, tensor_bytes: int = MiB, backward_s: float =
     return synthetic_workload(ready, np.full(count, tensor_bytes // 4), forward_s=0.0, backward_s=backward_s)
 
 
-def solve_rising(f, target: float, hi: float, iters: int = 50) -> float:
-    """The x in [0, hi] at which ``f`` (rising in x) reaches ``target``: 0 when f(0) is
-    already there, ``hi`` when f(hi) is still below, else bisection (``iters`` halvings)."""
+def solve_rising(f, target: float, hi: float, iters: int = 50, max_hi: float | None = None) -> float:
+    """The x >= 0 at which ``f`` (rising in x) reaches ``target``: 0 when f(0) is already
+    there; else the bracket [0, hi] doubles while f(hi) is below ``target`` and hi < ``max_hi``
+    (default ``hi``: no doubling), ``max_hi`` when f is still below there (callers report
+    such a result as a warning), else bisection (``iters`` halvings)."""
     lo = 0.0
     if f(lo) >= target:
         return 0.0
+    top = hi if max_hi is None else max(hi, max_hi)
+    while f(hi) < target and hi < top:
+        lo, hi = hi, min(2 * hi, top)
     if f(hi) <= target:
         return hi
     for _ in range(iters):
@@ -121,11 +126,16 @@ def time_calib_configs(launch, configs: Sequence[Knobs], steps: int = 8, warmup:
     return out
 
 
+#: the first bracket of the gap / delay searches, and the most a per-bucket gap may be
+GAP_BRACKET_S, GAP_MAX_S = 0.02, 1.0
+
+
 def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
-                 g_max_s: float = 0.02) -> dict[int, dict]:
+                 g_max_s: float = GAP_MAX_S) -> dict[int, dict]:
     """Per K: the gap g >= 0 for which the simulated step-time difference between the
     small-bucket and the large-bucket configuration equals the measured one (the
-    calibrated network with a constant gap g; every other parameter unchanged)."""
+    calibrated network with a constant gap g; every other parameter unchanged);
+    ``at_bound`` when even ``g_max_s`` leaves the simulated difference below the measured one."""
     from simulators import Simulator
     from simulators.network import network_for
 
@@ -146,9 +156,9 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
             sim = Simulator(w, cluster, network=_with_gap(base_net, g))
             return sim.run(knobs[0]).step_time_s - sim.run(knobs[1]).step_time_s
 
-        g = solve_rising(diff, measured, g_max_s)
+        g = solve_rising(diff, measured, min(GAP_BRACKET_S, g_max_s), max_hi=g_max_s)
         out[k] = {"gap_s": float(g), "measured_diff_s": measured, "simulated_diff_at_0_s": diff(0.0),
-                  "small_bucket_bytes": small, "large_bucket_bytes": large}
+                  "small_bucket_bytes": small, "large_bucket_bytes": large, "at_bound": bool(g >= g_max_s)}
     return out
 
 
@@ -175,7 +185,7 @@ def round_robin_check(records: Sequence[dict], cluster: ClusterSpec, workload=No
 
 
 def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=None,
-                        g_max_s: float = 0.02) -> dict:
+                        g_max_s: float = GAP_MAX_S) -> dict:
     """Per round-robin K: the link time g >= 0 lost per collective (every other parameter of the calibration
     unchanged) at which the mean relative error of the simulated step times of its
     points is 0; then ``g_rr(K) = rr_gap0 + rr_gap_per_stream*K`` by least squares over K
@@ -202,8 +212,8 @@ def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=
             sim = Simulator(w, cluster, network=net.replace(rr_gap0_s=g, rr_gap_per_stream_s=0.0))
             return float(np.mean([sim.run(x).step_time_s for x in knobs] / measured - 1))
 
-        g = solve_rising(err, 0.0, g_max_s)
-        out[k] = {"gap_s": float(g), "error_at_0": err(0.0), "error_after": err(g)}
+        g = solve_rising(err, 0.0, min(GAP_BRACKET_S, g_max_s), max_hi=g_max_s)
+        out[k] = {"gap_s": float(g), "error_at_0": err(0.0), "error_after": err(g), "at_bound": bool(g >= g_max_s)}
     g0, g1 = fit_gap_model({k: v["gap_s"] for k, v in out.items()}) if out else (0.0, 0.0)
     return {"rr_gap0_s": g0, "rr_gap_per_stream_s": g1, "by_streams": out}
 
@@ -211,6 +221,7 @@ def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=
 def apply_round_robin_gap(spec: ClusterSpec, extra: dict, fitted: dict) -> ClusterSpec:
     """Write ``rr_gap_per_stream_s`` (:func:`fit_round_robin_gap`) into the calibration."""
     fit = extra["fit"]
+    _warn_at_bound(fit, "round robin", fitted["by_streams"])
     fit["network"]["rr_gap0_s"] = float(fitted["rr_gap0_s"])
     fit["network"]["rr_gap_per_stream_s"] = float(fitted["rr_gap_per_stream_s"])
     fit["round_robin_gap"] = {"method": "DDP calibration run, round robin at K in RR_STREAMS, bucket caps 1 MiB "
@@ -278,7 +289,12 @@ def time_tail(launch, cluster: ClusterSpec, steps: int = 10, warmup: int = 2) ->
     return [{**rec, "backward_s": backward}]
 
 
-def fit_last_bucket_delay(records: Sequence[dict], cluster: ClusterSpec, d_max_s: float = 0.1) -> dict:
+#: the most the end-of-backward delay may be
+LAST_BUCKET_DELAY_MAX_S = 0.1
+
+
+def fit_last_bucket_delay(records: Sequence[dict], cluster: ClusterSpec,
+                          d_max_s: float = LAST_BUCKET_DELAY_MAX_S) -> dict:
     """The delay ``d >= 0`` (``ClusterSpec.last_bucket_delay_s``) at which the simulated step
     time of the tail records (:func:`time_tail`) matches the measured one on average
     (bisection: the step time rises with d; everything else in the calibration unchanged).
@@ -303,12 +319,25 @@ def apply_last_bucket_delay(spec: ClusterSpec, extra: dict, records: Sequence[di
     if not records:
         return spec
     fitted = fit_last_bucket_delay(records, spec)
+    if fitted["delay_s"] >= LAST_BUCKET_DELAY_MAX_S:
+        extra["fit"]["warnings"].append(
+            f"the end-of-backward run took {format_time(fitted['measured_s'])}, more than even a "
+            f"{format_time(LAST_BUCKET_DELAY_MAX_S)} delay before the last bucket explains: the delay is capped there")
     extra["fit"]["last_bucket_delay"] = {
         "method": "DDP calibration run: 4 x 1 MiB tensors over the first half of backward, 2 MiB at its end, "
                   "1 stream, 1 MiB buckets; the delay before the last bucket's all-reduce that matches the step time",
         **fitted}
     extra["ddp_tail_measurements"] = list(records)
     return dataclasses.replace(spec, last_bucket_delay_s=fitted["delay_s"], meta={**spec.meta, "fit": extra["fit"]})
+
+
+def _warn_at_bound(fit: dict, mode: str, by_streams: dict) -> None:
+    """A warning in ``fit`` for the stream counts whose gap search ended at its bound."""
+    capped = sorted(int(k) for k, v in by_streams.items() if v.get("at_bound"))
+    if capped:
+        fit["warnings"].append(
+            f"DDP calibration ({mode}) at K={','.join(map(str, capped))}: even a gap of {format_time(GAP_MAX_S)} "
+            "per collective does not reproduce the measured step times (a saturated host?): capped there")
 
 
 def _with_gap(net, g: float):
@@ -335,6 +364,7 @@ def apply_ddp_gaps(spec: ClusterSpec, extra: dict, gaps: dict[int, dict], record
         return spec
     g0, g1 = fit_gap_model({k: v["gap_s"] for k, v in gaps.items()})
     fit["network"]["gap0_s"], fit["network"]["gap_per_stream_s"] = g0, g1
+    _warn_at_bound(fit, "split", gaps)
     fit["ddp_gap"] = {"method": "DDP calibration run: 16 x 1 MiB tensors over 50 ms of backward, bucket caps "
                                 "1 MiB vs 8 MiB; per K the gap so the simulated difference matches the measured one, "
                                 "then g(K) = gap0 + gap_per_stream*K by least squares",
