@@ -9,8 +9,8 @@ import pytest
 
 from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
-from commtune.probe.ddp_calib import (apply_last_bucket_delay, calib_knobs, fit_last_bucket_delay, tail_backward_s,
-                                      tail_workload)
+from commtune.probe.ddp_calib import (LAST_BUCKET_DELAY_MAX_S, apply_last_bucket_delay, calib_knobs,
+                                      fit_last_bucket_delay, tail_backward_s, tail_workload)
 from commtune.probe.probe import calibration
 from simulators import Simulator
 from simulators.bounds import step_lower_bound_s
@@ -87,6 +87,13 @@ def test_fit_clips_at_zero_and_at_its_bound():
     slow["step_time_s"] += 1.0
     assert fit_last_bucket_delay([slow], spec, d_max_s=0.1)["delay_s"] == 0.1
     assert fit_last_bucket_delay([], spec)["delay_s"] == 0.0
+    _, extra = calibration(_records(3, (1, 2, 4)), hosts=3)
+    capped = apply_last_bucket_delay(spec, extra, [slow])
+    assert capped.last_bucket_delay_s == LAST_BUCKET_DELAY_MAX_S
+    assert any("the delay is capped there" in w for w in extra["fit"]["warnings"])
+    _, extra = calibration(_records(3, (1, 2, 4)), hosts=3)
+    apply_last_bucket_delay(spec, extra, [_tail_record(spec, 0.006)])
+    assert not any("capped" in w for w in extra["fit"]["warnings"])
 
 
 def test_tail_backward_lets_the_early_buckets_finish_before_it_ends():

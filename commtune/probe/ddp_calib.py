@@ -126,7 +126,7 @@ def time_calib_configs(launch, configs: Sequence[Knobs], steps: int = 8, warmup:
     return out
 
 
-#: the first bracket of the gap / delay searches, and the most a per-bucket gap may be
+#: the gap searches' first bracket, and the most a per-collective gap may be
 GAP_BRACKET_S, GAP_MAX_S = 0.02, 1.0
 
 
