@@ -212,7 +212,7 @@ def test_ddp_gap_fit_recovers_the_gap_the_measurements_came_from():
 
 
 def test_ddp_gap_fit_finds_gaps_beyond_its_first_bracket_and_warns_at_its_bound():
-    """A saturated host: per-bucket gaps of 24-44 ms (above the first 20 ms bracket) are found;
+    """A saturated host: per-bucket gaps of 26-44 ms (above the first 20 ms bracket) are found;
     a difference no gap up to GAP_MAX_S explains is capped there, flagged and warned about."""
     import dataclasses
 
