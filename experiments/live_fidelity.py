@@ -199,8 +199,9 @@ def markdown(results: dict) -> str:
                   f"({rep['probe_busy']['uptime_before']}) predicts {len(rep['rows'])} configurations "
                   f"within median {_pct(rep['median_diff'])}, max {_pct(rep['max_diff'])} of the first."]
         if "quiet_max_diff" in rep:
-            lines[-1] += (f" A second quiet one (the control: measurement noise alone, "
-                          f"{rep['probe_quiet2']['uptime_before']}): median {_pct(rep['quiet_median_diff'])}, "
+            when = (rep.get("probe_quiet2") or {}).get("uptime_before")
+            lines[-1] += (f" A second quiet one (the control: measurement noise alone"
+                          f"{', ' + when if when else ''}): median {_pct(rep['quiet_median_diff'])}, "
                           f"max {_pct(rep['quiet_max_diff'])}.")
     return "\n".join(lines) + "\n"
 
