@@ -119,3 +119,41 @@ def test_api_validate_checks_drift_for_a_calibration_file(monkeypatch, tmp_path)
 
     api.validate(ClusterSpec(nodes=2, gpus_per_node=1), 2)  # a ClusterSpec keeps no DDP records
     assert seen == [path, None, None]
+
+
+def test_validation_stops_its_ranks_before_the_drift_check(monkeypatch):
+    """run_validation closes the live evaluator it made (its worker group's ranks exit) before the
+    drift check times the anchors on the same hosts; an evaluator passed in stays open."""
+    import commtune.evaluators.live as live
+    import commtune.probe.drift as drift
+    from commtune.cluster import ClusterSpec
+    from commtune.knobs import Knobs
+    from commtune.probe.ddp_calib import calib_workload
+    from commtune.probe.validate import run_validation
+
+    events = []
+
+    class FakeEvaluator:
+        workload = calib_workload()
+        profile = SimpleNamespace(name="fake")
+
+        def __init__(self, *a, **kw):
+            pass
+
+        def evaluate_many(self, configs):
+            events.append("timed")
+            return [{"step_time_s": 0.3, "step_times_s": [0.3, 0.31], "num_buffers": 2} for _ in configs]
+
+        def close(self):
+            events.append("closed")
+
+    monkeypatch.setattr(live, "LiveEvaluator", FakeEvaluator)
+    monkeypatch.setattr(drift, "drift_for", lambda launch, path: events.append("drift") or {})
+    launch = SimpleNamespace(hosts=2, world_size=2)
+    spec = ClusterSpec(nodes=2, gpus_per_node=1)
+    res = run_validation(launch, spec, [Knobs(), Knobs(num_streams=2)], drift_from="calib.yaml")
+    assert events == ["timed", "closed", "drift"] and len(res["rows"]) == 2
+
+    events.clear()
+    run_validation(launch, spec, [Knobs()], evaluator=FakeEvaluator())
+    assert events == ["timed"]  # the caller's evaluator: the caller closes it

@@ -150,7 +150,11 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
                                                         repeat_noisy=repeat_noisy))
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
     sim = Simulator(ev.workload, cluster, network=network)
-    live = ev.evaluate_many(configs)
+    try:
+        live = ev.evaluate_many(configs)
+    finally:
+        if evaluator is None:  # its ranks exit now, not after this process (nor beside the drift check's)
+            ev.close()
     rows = []
     for k, r in zip(configs, live):
         st = r["step_times_s"]
