@@ -19,8 +19,27 @@ IFNAME = "eth0"
 
 
 def at_host_priority(argv: list[str]) -> list[str]:
-    """``argv`` run at :data:`HOST_NICE`."""
+    """``argv`` run at :data:`HOST_NICE` (the process; see :func:`raise_session_priority` for its session)."""
     return ["nice", "-n", str(HOST_NICE), *argv]
+
+
+def raise_session_priority(pid: int) -> bool:
+    """Give the scheduler autogroup of ``pid``'s session the nice value :data:`HOST_NICE`.
+
+    With ``CONFIG_SCHED_AUTOGROUP`` on (``/proc/sys/kernel/sched_autogroup_enabled``), the
+    scheduler first shares the CPUs fairly between sessions, and a process's own nice value
+    only ranks it within its session. Every host process starts a session of its own
+    (``start_new_session``), so at nice −10 alone it still got no more CPU than another job's
+    session: the group's nice (``/proc/PID/autogroup``) is what counts. Returns whether it
+    was set; False without autogroup support or the right to raise priority (the process's
+    own nice still applies).
+    """
+    try:
+        with open(f"/proc/{int(pid)}/autogroup", "w") as fh:
+            fh.write(str(HOST_NICE))
+        return True
+    except OSError:
+        return False
 
 
 def run_dir() -> Path:
