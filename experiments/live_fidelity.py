@@ -27,6 +27,10 @@ backward 200 ms): conv-like (ResNet-50 layer sizes, many small tensors),
 transformer-like (GPT-2: one large embedding), few very large tensors (VGG-16:
 the fc layers). Needs root. Prints figures; not a timed test.
 
+A shape, a model and compute times no earlier run used (what a user checks first):
+``--extra-shape NAME=HOSTS:BW[:CAP[:LATENCY]]``, ``--extra-model NAME=ZOO:SCALE``,
+``--compute-ms FWD,BWD``, then ``--shapes NAME --models NAME,...``.
+
     PYTHONPATH=. python experiments/live_fidelity.py [--shapes a,b] [--tag T]
 """
 from __future__ import annotations
@@ -95,9 +99,14 @@ def probe(prefix: str, out: str) -> dict:
             "summary": summary}
 
 
+#: the synthetic models' forward and backward compute (ms); ``--compute-ms`` changes it
+COMPUTE_MS = (100.0, 200.0)
+
+
 def validate(prefix: str, calib: str, model: str, scale: float, seed: int, n: int, plot: str) -> dict:
     t0, before = time.time(), uptime()
     p = ct("validate", "--cluster", calib, "--emulated", "--prefix", prefix, "--model", model, "--scale", str(scale),
+           "--forward-ms", str(COMPUTE_MS[0]), "--backward-ms", str(COMPUTE_MS[1]),
            "--held-out", str(n), "--seed", str(seed), "--json", "--plot", plot, "--timeout", "900")
     res = json.loads(p.stdout[p.stdout.index("{"):])
     res.update(wall_s=time.time() - t0, uptime_before=before, uptime_after=uptime())
@@ -124,7 +133,8 @@ def predictions(calib, hosts: int, configs: list[dict], model: str, scale: float
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
     from simulators import Simulator
 
-    sim = Simulator(sim_workload(synthetic_profile(model, scale, 0.1, 0.2)), sim_cluster(calib, hosts, hosts))
+    fwd, bwd = (ms / 1e3 for ms in COMPUTE_MS)
+    sim = Simulator(sim_workload(synthetic_profile(model, scale, fwd, bwd)), sim_cluster(calib, hosts, hosts))
     return [sim.run(Knobs.from_dict(k)).step_time_s for k in configs]
 
 
@@ -167,7 +177,10 @@ def markdown(results: dict) -> str:
              f"Run {results.get('started', '?')} - {results.get('finished', '?')}; `experiments/live_fidelity.py`. "
              f"Targets: MAPE <= {t['mape']:.0%}, worst <= {t['worst']:.0%}, Spearman >= {t['spearman']}, "
              f"pick within {t['pick_gap']:.0%} of the live best; scale MAPE <= {t['scale_mape']:.0%}; "
-             f"repeatability within {t['repeat']:.0%}.", "",
+             f"repeatability within {t['repeat']:.0%}.",
+             "Models (synthetic, zoo layer sizes x element scale): "
+             + ", ".join(f"{m} = {z} x {sc:g}" for m, (z, sc) in results.get("models", MODELS).items())
+             + "; compute: forward {:g} ms, backward {:g} ms.".format(*results.get("compute_ms", (100, 200))), "",
              "| shape | model | points | MAPE | worst | Spearman | order kept (resolved pairs) | pick gap | median spread | drift | targets met | load (1 min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in results.get("shapes", {}).items():
@@ -206,8 +219,38 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_extra_shape(text: str) -> tuple[str, dict]:
+    """``NAME=HOSTS:BW[:CAP[:LATENCY]]`` (CAP may be empty) -> (name, shape)."""
+    name, _, spec = text.partition("=")
+    parts = spec.split(":")
+    if not name or not 2 <= len(parts) <= 4:
+        raise SystemExit(f"--extra-shape {text!r}: expected NAME=HOSTS:BW[:CAP[:LATENCY]], e.g. 5h=5:400mbit:150mbit:500us")
+    shape: dict = {"hosts": int(parts[0]), "bw": parts[1]}
+    if len(parts) > 2 and parts[2]:
+        shape["per_stream"] = parts[2]
+    if len(parts) > 3 and parts[3]:
+        shape["latency"] = parts[3]
+    return name, shape
+
+
+def parse_extra_model(text: str) -> tuple[str, tuple[str, float]]:
+    """``NAME=ZOO:SCALE`` -> (name, (zoo model, element scale))."""
+    name, _, spec = text.partition("=")
+    zoo, _, scale = spec.partition(":")
+    if not name or not zoo or not scale:
+        raise SystemExit(f"--extra-model {text!r}: expected NAME=ZOO:SCALE, e.g. bert=bert-base:0.045")
+    return name, (zoo, float(scale))
+
+
 def main() -> int:
+    global COMPUTE_MS
     ap = argparse.ArgumentParser()
+    ap.add_argument("--extra-shape", action="append", default=[], metavar="NAME=HOSTS:BW[:CAP[:LATENCY]]",
+                    help="a cluster shape beside the standard ones (select it with --shapes)")
+    ap.add_argument("--extra-model", action="append", default=[], metavar="NAME=ZOO:SCALE",
+                    help="a model beside the standard mix (select it with --models)")
+    ap.add_argument("--compute-ms", default=",".join(f"{x:g}" for x in COMPUTE_MS),
+                    help="forward,backward compute of the synthetic models in ms (default 100,200)")
     ap.add_argument("--out", default="experiments/results/live_fidelity")
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--models", default=",".join(MODELS))
@@ -226,6 +269,9 @@ def main() -> int:
                     help="offset of the held-out draws' seeds (a new value: configurations no earlier run saw)")
     ap.add_argument("--report", metavar="JSON", help="only print the markdown summary of a saved run")
     args = ap.parse_args()
+    SHAPES.update(parse_extra_shape(x) for x in args.extra_shape)
+    MODELS.update(parse_extra_model(x) for x in args.extra_model)
+    COMPUTE_MS = tuple(float(x) for x in args.compute_ms.split(","))
     if args.report:
         with open(args.report) as fh:
             print(markdown(json.load(fh)))
@@ -235,7 +281,7 @@ def main() -> int:
     sfx = f"-{args.tag}" if args.tag else ""  # every file of a run carries its tag
     path = os.path.join(args.out, f"live_fidelity{sfx}.json")
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "targets": TARGETS, "seed_base": args.seed_base,
-                     "shapes": {}, "models": MODELS}
+                     "shapes": {}, "models": MODELS, "compute_ms": list(COMPUTE_MS)}
     if os.path.exists(path):  # parts run separately land in one file (each part replaces its own entry)
         with open(path) as fh:
             old = json.load(fh)
