@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from commtune.emulation.state import ClusterState, raise_session_priority
+from commtune.emulation.state import ClusterState
 from commtune.errors import CommtuneError
 
 DEFAULT_MASTER_PORT = 29500
@@ -133,7 +133,6 @@ def run_on_hosts(
                                         start_new_session=True, errors="replace")
             except OSError as exc:
                 raise CommtuneError(f"rank {rank}: cannot start {full[0]}: {exc}") from None
-            raise_session_priority(proc.pid)
             r = _Running(rank, host, proc, time.monotonic())
             for stream, sink in ((proc.stdout, r.out), (proc.stderr, r.err)):
                 t = threading.Thread(target=_pump, args=(stream, sink, echo, f"[rank {rank}] "), daemon=True)

@@ -13,33 +13,20 @@ from commtune.errors import CommtuneError
 STATE_VERSION = 1
 PACING_ENV = "COMMTUNE_PACING_BPS"
 #: scheduling priority of everything run on an emulated host: the hosts stand for machines of their
-#: own, so another job on the emulating machine must not take their CPU time (``nice``, root only)
+#: own, so another job on the emulating machine must not take their CPU time (``nice``, root only).
+#: With the kernel's autogroup on (``/proc/sys/kernel/sched_autogroup_enabled``, sched(7)) a nice
+#: value only ranks a process within its session, and every host process starts its own
+#: (``start_new_session``): against another job's session it then gets an equal share. Raising the
+#: sessions' autogroup nice too was tried (2026-12-06, q18r / q18): no gain in repeatability with a
+#: busy core (the slowed points are CPU-bound ones, whatever their share), and two of four quiet
+#: calibrations came out with the slowest CPU-bound DDP points on record, so it is not done.
 HOST_NICE = -10
 IFNAME = "eth0"
 
 
 def at_host_priority(argv: list[str]) -> list[str]:
-    """``argv`` run at :data:`HOST_NICE` (the process; see :func:`raise_session_priority` for its session)."""
+    """``argv`` run at :data:`HOST_NICE`."""
     return ["nice", "-n", str(HOST_NICE), *argv]
-
-
-def raise_session_priority(pid: int) -> bool:
-    """Give the scheduler autogroup of ``pid``'s session the nice value :data:`HOST_NICE`.
-
-    With ``CONFIG_SCHED_AUTOGROUP`` on (``/proc/sys/kernel/sched_autogroup_enabled``), the
-    scheduler first shares the CPUs fairly between sessions, and a process's own nice value
-    only ranks it within its session. Every host process starts a session of its own
-    (``start_new_session``), so at nice −10 alone it still got no more CPU than another job's
-    session: the group's nice (``/proc/PID/autogroup``) is what counts. Returns whether it
-    was set; False without autogroup support or the right to raise priority (the process's
-    own nice still applies).
-    """
-    try:
-        with open(f"/proc/{int(pid)}/autogroup", "w") as fh:
-            fh.write(str(HOST_NICE))
-        return True
-    except OSError:
-        return False
 
 
 def run_dir() -> Path:

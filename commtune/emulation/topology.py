@@ -20,7 +20,6 @@ from commtune.emulation.state import (
     ClusterState,
     HostInfo,
     at_host_priority,
-    raise_session_priority,
     read_state,
     remove_state,
     run_dir,
@@ -58,7 +57,6 @@ def _start_delay_helper(binary: Path, spec: EmulatedCluster) -> int:
                              *[f"/run/netns/{spec.host_netns(i)}" for i in range(spec.hosts)]])
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                             start_new_session=True)
-    raise_session_priority(proc.pid)
     log.close()
     _HELPERS[proc.pid] = proc
     assert proc.stdout is not None
