@@ -126,14 +126,16 @@ def targets_met(s: dict) -> dict:
             "spearman": s["spearman"] >= TARGETS["spearman"], "pick_gap": s["pick_gap"] <= TARGETS["pick_gap"]}
 
 
-def predictions(calib, hosts: int, configs: list[dict], model: str, scale: float) -> list[float]:
-    """Simulated step times of ``configs`` on ``calib`` (a calibration file or ClusterSpec) at ``hosts`` hosts."""
+def predictions(calib, hosts: int, configs: list[dict], model: str, scale: float,
+                compute_ms: tuple[float, float] | None = None) -> list[float]:
+    """Simulated step times of ``configs`` on ``calib`` (a calibration file or ClusterSpec) at ``hosts`` hosts
+    (``compute_ms``: forward, backward; default :data:`COMPUTE_MS`)."""
     from commtune.knobs import Knobs
     from commtune.probe.validate import sim_cluster
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
     from simulators import Simulator
 
-    fwd, bwd = (ms / 1e3 for ms in COMPUTE_MS)
+    fwd, bwd = (ms / 1e3 for ms in (compute_ms or COMPUTE_MS))
     sim = Simulator(sim_workload(synthetic_profile(model, scale, fwd, bwd)), sim_cluster(calib, hosts, hosts))
     return [sim.run(Knobs.from_dict(k)).step_time_s for k in configs]
 

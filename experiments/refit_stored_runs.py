@@ -61,8 +61,9 @@ def main() -> int:
                 continue
             for m, res in models.items():
                 rows = res["rows"]
-                model, scale = MODELS.get(m, MODELS["conv"])
-                pred = np.array(predictions(new, hosts, [r["knobs"] for r in rows], model, scale))
+                model, scale = d.get("models", MODELS).get(m, MODELS["conv"])
+                pred = np.array(predictions(new, hosts, [r["knobs"] for r in rows], model, scale,
+                                            tuple(d.get("compute_ms", (100.0, 200.0)))))
                 meas = np.array([r["measured_s"] for r in rows])
                 was = np.array([r["predicted_s"] for r in rows]) / meas - 1
                 now = pred / meas - 1
