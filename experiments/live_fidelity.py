@@ -225,7 +225,7 @@ def parse_extra_shape(text: str) -> tuple[str, dict]:
     """``NAME=HOSTS:BW[:CAP[:LATENCY]]`` (CAP may be empty) -> (name, shape)."""
     name, _, spec = text.partition("=")
     parts = spec.split(":")
-    if not name or not 2 <= len(parts) <= 4:
+    if not name or not 2 <= len(parts) <= 4 or not parts[0].isdigit():
         raise SystemExit(f"--extra-shape {text!r}: expected NAME=HOSTS:BW[:CAP[:LATENCY]], e.g. 5h=5:400mbit:150mbit:500us")
     shape: dict = {"hosts": int(parts[0]), "bw": parts[1]}
     if len(parts) > 2 and parts[2]:
@@ -239,9 +239,13 @@ def parse_extra_model(text: str) -> tuple[str, tuple[str, float]]:
     """``NAME=ZOO:SCALE`` -> (name, (zoo model, element scale))."""
     name, _, spec = text.partition("=")
     zoo, _, scale = spec.partition(":")
-    if not name or not zoo or not scale:
-        raise SystemExit(f"--extra-model {text!r}: expected NAME=ZOO:SCALE, e.g. bert=bert-base:0.045")
-    return name, (zoo, float(scale))
+    try:
+        value = float(scale)
+    except ValueError:
+        value = 0.0
+    if not name or not zoo or not value > 0:
+        raise SystemExit(f"--extra-model {text!r}: expected NAME=ZOO:SCALE with SCALE > 0, e.g. bert=bert-base:0.045")
+    return name, (zoo, value)
 
 
 def main() -> int:
@@ -273,7 +277,12 @@ def main() -> int:
     args = ap.parse_args()
     SHAPES.update(parse_extra_shape(x) for x in args.extra_shape)
     MODELS.update(parse_extra_model(x) for x in args.extra_model)
-    COMPUTE_MS = tuple(float(x) for x in args.compute_ms.split(","))
+    try:
+        COMPUTE_MS = tuple(float(x) for x in args.compute_ms.split(","))
+    except ValueError:
+        COMPUTE_MS = ()
+    if len(COMPUTE_MS) != 2 or min(COMPUTE_MS) < 0:
+        raise SystemExit(f"--compute-ms {args.compute_ms!r}: expected FWD,BWD in ms (>= 0), e.g. 80,160")
     if args.report:
         with open(args.report) as fh:
             print(markdown(json.load(fh)))
