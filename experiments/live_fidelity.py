@@ -99,14 +99,15 @@ def probe(prefix: str, out: str) -> dict:
             "summary": summary}
 
 
-#: the synthetic models' forward and backward compute (ms); ``--compute-ms`` changes it
+#: the synthetic models' forward and backward compute (ms) of the standard runs (``--compute-ms``)
 COMPUTE_MS = (100.0, 200.0)
 
 
-def validate(prefix: str, calib: str, model: str, scale: float, seed: int, n: int, plot: str) -> dict:
+def validate(prefix: str, calib: str, model: str, scale: float, seed: int, n: int, plot: str,
+             compute_ms: tuple[float, float] = COMPUTE_MS) -> dict:
     t0, before = time.time(), uptime()
     p = ct("validate", "--cluster", calib, "--emulated", "--prefix", prefix, "--model", model, "--scale", str(scale),
-           "--forward-ms", str(COMPUTE_MS[0]), "--backward-ms", str(COMPUTE_MS[1]),
+           "--forward-ms", str(compute_ms[0]), "--backward-ms", str(compute_ms[1]),
            "--held-out", str(n), "--seed", str(seed), "--json", "--plot", plot, "--timeout", "900")
     res = json.loads(p.stdout[p.stdout.index("{"):])
     res.update(wall_s=time.time() - t0, uptime_before=before, uptime_after=uptime())
@@ -127,17 +128,24 @@ def targets_met(s: dict) -> dict:
 
 
 def predictions(calib, hosts: int, configs: list[dict], model: str, scale: float,
-                compute_ms: tuple[float, float] | None = None) -> list[float]:
+                compute_ms: tuple[float, float] = COMPUTE_MS) -> list[float]:
     """Simulated step times of ``configs`` on ``calib`` (a calibration file or ClusterSpec) at ``hosts`` hosts
-    (``compute_ms``: forward, backward; default :data:`COMPUTE_MS`)."""
+    (``compute_ms``: forward, backward)."""
     from commtune.knobs import Knobs
     from commtune.probe.validate import sim_cluster
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
     from simulators import Simulator
 
-    fwd, bwd = (ms / 1e3 for ms in (compute_ms or COMPUTE_MS))
+    fwd, bwd = (ms / 1e3 for ms in compute_ms)
     sim = Simulator(sim_workload(synthetic_profile(model, scale, fwd, bwd)), sim_cluster(calib, hosts, hosts))
     return [sim.run(Knobs.from_dict(k)).step_time_s for k in configs]
+
+
+def run_model(results: dict, name: str) -> tuple[str, float, tuple[float, float]]:
+    """Model ``name`` of a stored run: zoo model, element scale and the run's compute (ms); runs stored
+    before those were recorded used the standard mix and :data:`COMPUTE_MS`."""
+    model, scale = results.get("models", MODELS).get(name, MODELS["conv"])
+    return model, scale, tuple(results.get("compute_ms", COMPUTE_MS))
 
 
 def concordance(rows: list[dict]) -> tuple[float, int, int]:
@@ -182,7 +190,7 @@ def markdown(results: dict) -> str:
              f"repeatability within {t['repeat']:.0%}.",
              "Models (synthetic, zoo layer sizes x element scale): "
              + ", ".join(f"{m} = {z} x {sc:g}" for m, (z, sc) in results.get("models", MODELS).items())
-             + "; compute: forward {:g} ms, backward {:g} ms.".format(*results.get("compute_ms", (100, 200))), "",
+             + "; compute: forward {:g} ms, backward {:g} ms.".format(*results.get("compute_ms", COMPUTE_MS)), "",
              "| shape | model | points | MAPE | worst | Spearman | order kept (resolved pairs) | pick gap | median spread | drift | targets met | load (1 min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in results.get("shapes", {}).items():
@@ -226,7 +234,7 @@ def parse_extra_shape(text: str) -> tuple[str, dict]:
     name, _, spec = text.partition("=")
     parts = spec.split(":")
     if not name or not 2 <= len(parts) <= 4 or not parts[0].isdigit():
-        raise SystemExit(f"--extra-shape {text!r}: expected NAME=HOSTS:BW[:CAP[:LATENCY]], e.g. 5h=5:400mbit:150mbit:500us")
+        raise ValueError(f"--extra-shape {text!r}: expected NAME=HOSTS:BW[:CAP[:LATENCY]], e.g. 5h=5:400mbit:150mbit:500us")
     shape: dict = {"hosts": int(parts[0]), "bw": parts[1]}
     if len(parts) > 2 and parts[2]:
         shape["per_stream"] = parts[2]
@@ -244,12 +252,22 @@ def parse_extra_model(text: str) -> tuple[str, tuple[str, float]]:
     except ValueError:
         value = 0.0
     if not name or not zoo or not value > 0:
-        raise SystemExit(f"--extra-model {text!r}: expected NAME=ZOO:SCALE with SCALE > 0, e.g. bert=bert-base:0.045")
+        raise ValueError(f"--extra-model {text!r}: expected NAME=ZOO:SCALE with SCALE > 0, e.g. bert=bert-base:0.045")
     return name, (zoo, value)
 
 
+def parse_compute_ms(text: str) -> tuple[float, float]:
+    """``FWD,BWD`` in ms -> (forward, backward)."""
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or min(values) < 0:
+        raise ValueError(f"--compute-ms {text!r}: expected FWD,BWD in ms (>= 0), e.g. 80,160")
+    return values
+
+
 def main() -> int:
-    global COMPUTE_MS
     ap = argparse.ArgumentParser()
     ap.add_argument("--extra-shape", action="append", default=[], metavar="NAME=HOSTS:BW[:CAP[:LATENCY]]",
                     help="a cluster shape beside the standard ones (select it with --shapes)")
@@ -275,14 +293,13 @@ def main() -> int:
                     help="offset of the held-out draws' seeds (a new value: configurations no earlier run saw)")
     ap.add_argument("--report", metavar="JSON", help="only print the markdown summary of a saved run")
     args = ap.parse_args()
-    SHAPES.update(parse_extra_shape(x) for x in args.extra_shape)
-    MODELS.update(parse_extra_model(x) for x in args.extra_model)
     try:
-        COMPUTE_MS = tuple(float(x) for x in args.compute_ms.split(","))
-    except ValueError:
-        COMPUTE_MS = ()
-    if len(COMPUTE_MS) != 2 or min(COMPUTE_MS) < 0:
-        raise SystemExit(f"--compute-ms {args.compute_ms!r}: expected FWD,BWD in ms (>= 0), e.g. 80,160")
+        SHAPES.update(parse_extra_shape(x) for x in args.extra_shape)
+        MODELS.update(parse_extra_model(x) for x in args.extra_model)
+        compute = parse_compute_ms(args.compute_ms)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if args.report:
         with open(args.report) as fh:
             print(markdown(json.load(fh)))
@@ -292,7 +309,7 @@ def main() -> int:
     sfx = f"-{args.tag}" if args.tag else ""  # every file of a run carries its tag
     path = os.path.join(args.out, f"live_fidelity{sfx}.json")
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "targets": TARGETS, "seed_base": args.seed_base,
-                     "shapes": {}, "models": MODELS, "compute_ms": list(COMPUTE_MS)}
+                     "shapes": {}, "models": MODELS, "compute_ms": list(compute)}
     if os.path.exists(path):  # parts run separately land in one file (each part replaces its own entry)
         with open(path) as fh:
             old = json.load(fh)
@@ -321,7 +338,7 @@ def main() -> int:
                 for i, m in enumerate(args.models.split(",")):
                     model, scale = MODELS[m]
                     res = validate(args.prefix, calib, model, scale, seed=args.seed_base + i, n=args.held_out,
-                                   plot=os.path.join(args.out, f"live_fidelity-{name}-{m}{sfx}.png"))
+                                   plot=os.path.join(args.out, f"live_fidelity-{name}-{m}{sfx}.png"), compute_ms=compute)
                     res["targets_met"] = targets_met(res["summary"])
                     entry["models"][m] = res
                     show(f"{name} / {m}", res)
@@ -341,7 +358,7 @@ def main() -> int:
             cluster_up(args.prefix, args.scale_to, scale_shape["bw"], scale_shape["per_stream"])
             model, scale = MODELS["conv"]
             res = validate(args.prefix, calib, model, scale, seed=args.seed_base + 11, n=args.held_out,
-                           plot=os.path.join(args.out, f"live_fidelity-scale-{args.scale_to}h{sfx}.png"))
+                           plot=os.path.join(args.out, f"live_fidelity-scale-{args.scale_to}h{sfx}.png"), compute_ms=compute)
             res["scale_target_met"] = res["summary"]["mape"] <= TARGETS["scale_mape"]
             sc["validation"] = res
             show(f"scale {args.scale_from} -> {args.scale_to} hosts", res)
@@ -373,7 +390,7 @@ def main() -> int:
             rows = []
             for m, (model, scale) in MODELS.items():
                 configs = [k.to_dict() for k in held_out_configs(None, 12, seed=args.seed_base + 100, max_bucket_bytes=20 * 2**20)]
-                a, b, c = (predictions(f, shape["hosts"], configs, model, scale) for f in (first, second, control))
+                a, b, c = (predictions(f, shape["hosts"], configs, model, scale, compute) for f in (first, second, control))
                 rows += [{"model": m, "knobs": k, "first_s": x, "busy_s": y, "diff": y / x - 1,
                           "quiet2_s": z, "quiet_diff": z / x - 1} for k, x, y, z in zip(configs, a, b, c)]
             d = np.abs([r["diff"] for r in rows])

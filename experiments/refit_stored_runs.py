@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from live_fidelity import MODELS, predictions  # noqa: E402
+from live_fidelity import predictions, run_model  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "live_fidelity")
 
@@ -61,9 +61,7 @@ def main() -> int:
                 continue
             for m, res in models.items():
                 rows = res["rows"]
-                model, scale = d.get("models", MODELS).get(m, MODELS["conv"])
-                pred = np.array(predictions(new, hosts, [r["knobs"] for r in rows], model, scale,
-                                            tuple(d.get("compute_ms", (100.0, 200.0)))))
+                pred = np.array(predictions(new, hosts, [r["knobs"] for r in rows], *run_model(d, m)))
                 meas = np.array([r["measured_s"] for r in rows])
                 was = np.array([r["predicted_s"] for r in rows]) / meas - 1
                 now = pred / meas - 1

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
-from live_fidelity import MODELS, predictions  # noqa: E402
+from live_fidelity import MODELS, predictions, run_model  # noqa: E402
 from refit_stored_runs import RESULTS, run_items  # noqa: E402
 
 SHAPE = "4h-1g-cap300m"  # the repeatability shape
@@ -101,8 +101,7 @@ def fidelity(variant: str) -> np.ndarray:
             except Exception:  # an old file without the stored measurements (refit_stored_runs skips it too)
                 continue
             for m, res in models.items():
-                model, scale = MODELS.get(m, MODELS["conv"])
-                pred = np.array(predictions(spec, hosts, [r["knobs"] for r in res["rows"]], model, scale))
+                pred = np.array(predictions(spec, hosts, [r["knobs"] for r in res["rows"]], *run_model(d, m)))
                 errs += list(pred / np.array([r["measured_s"] for r in res["rows"]]) - 1)
     return np.array(errs)
 

@@ -1,20 +1,15 @@
 """experiments/live_fidelity.py's options for a shape, models and compute no earlier run used (no cluster needed)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import sys
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_experiment
 
 
 @pytest.fixture(scope="module")
 def lf():
-    spec = importlib.util.spec_from_file_location("live_fidelity", ROOT / "experiments" / "live_fidelity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_experiment("live_fidelity")
 
 
 def test_extra_shape_and_model_parse(lf):
@@ -27,14 +22,24 @@ def test_extra_shape_and_model_parse(lf):
 
 @pytest.mark.parametrize("bad", ["5h", "=5:1gbit", "5h=x:1gbit", "5h=5", "5h=5:1g:1m:1ms:extra"])
 def test_bad_extra_shape_names_itself(lf, bad):
-    with pytest.raises(SystemExit, match="--extra-shape .*expected NAME=HOSTS:BW"):
+    with pytest.raises(ValueError, match="--extra-shape .*expected NAME=HOSTS:BW"):
         lf.parse_extra_shape(bad)
 
 
 @pytest.mark.parametrize("bad", ["bert", "bert=bert-base", "bert=bert-base:zz", "bert=bert-base:0", "=gpt2:0.1"])
 def test_bad_extra_model_names_itself(lf, bad):
-    with pytest.raises(SystemExit, match="--extra-model .*expected NAME=ZOO:SCALE"):
+    with pytest.raises(ValueError, match="--extra-model .*expected NAME=ZOO:SCALE"):
         lf.parse_extra_model(bad)
+
+
+@pytest.mark.parametrize("argv", [["--extra-shape", "5h=x:1gbit"], ["--extra-model", "b=gpt2:0"],
+                                  ["--compute-ms", "80"], ["--compute-ms", "a,b"], ["--compute-ms=-1,2"]])
+def test_bad_option_is_one_line_and_exit_2(lf, monkeypatch, capsys, tmp_path, argv):
+    monkeypatch.setattr(sys, "argv", ["live_fidelity.py", *argv, "--out", str(tmp_path / "out")])
+    assert lf.main() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(argv[0].split("=")[0]) and "expected" in err
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_predictions_follow_the_compute_times(lf):
