@@ -35,6 +35,18 @@ def make_profile(precision: str = "amp", **knobs: Any) -> Profile:
     )
 
 
+def load_experiment(name: str):
+    """The module of ``experiments/NAME.py`` (experiments are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def parse_env(text: str) -> dict[str, str]:
     """KEY=VALUE lines and # comments only; anything else fails the test."""
     out: dict[str, str] = {}

@@ -5,20 +5,13 @@ ones stay within the issue's step-time target with the values ``devices.yaml`` s
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import load_experiment
 
 
 @pytest.fixture(scope="module")
 def pb():
-    spec = importlib.util.spec_from_file_location("published_benchmarks", ROOT / "experiments" / "published_benchmarks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("published_benchmarks")
 
 
 def test_shipped_v100_costs_reproduce_calibration_and_held_out_ddp_points(pb):
