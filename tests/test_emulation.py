@@ -283,6 +283,17 @@ def test_latency_rtt(clean):
 
 
 @needs_root
+@needs_latency
+def test_latency_keeps_the_link_rate(clean):
+    """Bulk TCP through the delay helper (batch verdicts release every due packet): the link rate holds."""
+    from commtune.emulation import emulated_cluster
+
+    with emulated_cluster(_spec(bw="200mbit", latency="1ms")) as state:
+        got = _best_rate_mbit(state, flows=4)
+    assert 175 <= got <= 205, got
+
+
+@needs_root
 def test_gloo_ranks_through_launcher(clean):
     """torch.distributed gloo ranks, launched per host, all-reduce through the shaped, paced links."""
     pytest.importorskip("torch")
