@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import subprocess
 import sys
 import tempfile
@@ -30,35 +29,14 @@ sys.path.insert(0, str(ROOT))
 SOURCE = "commtune/emulation/nfq_delay.c"
 
 
-def build(source: bytes, out: Path) -> Path:
-    """Compile a helper source as the package does (``-O2``, libnetfilter_queue)."""
-    src = out.with_suffix(".c")
-    src.write_bytes(source)
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(src), "-lnetfilter_queue", "-lnfnetlink"], check=True)
-    return out
-
-
-def start_helper(binary: Path, state) -> subprocess.Popen:
-    """Run ``binary`` on every host namespace of ``state`` as the cluster runs its own; wait for ``ready``."""
-    from commtune.emulation.state import at_host_priority
-
-    argv = at_host_priority([str(binary), str(int(round(state.latency_s * 1e9))), "0", state.prefix,
-                             *[f"/run/netns/{h.netns}" for h in state.hosts]])
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
-    ready, _, _ = select.select([proc.stdout], [], [], 10.0)
-    if not ready or proc.stdout.readline().strip() != b"ready":
-        proc.kill()
-        raise RuntimeError(f"{binary} did not start")
-    return proc
-
-
 def cpu_s(pid: int) -> float:
     f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
-    from commtune.emulation import EmulatedCluster, emulated_cluster
+    from commtune.emulation import EmulatedCluster, emulated_cluster, native
+    from commtune.emulation.topology import _kill, _start_delay_helper  # started and stopped as `cluster up/down` do
     from commtune.probe.ddp_calib import calib_knobs, time_calib_configs
     from commtune.probe.launch import LaunchSpec
     from commtune.units import MiB
@@ -76,25 +54,22 @@ def main() -> int:
                               capture_output=True, check=True).stdout
     configs = [calib_knobs(k, c * MiB) for k, c in ((8, 1), (6, 1), (4, 1), (8, 8), (1, 8), (1, 1))]
     with tempfile.TemporaryDirectory() as tmp:
-        helpers = {f"per-packet ({args.baseline_rev})": build(base_src, Path(tmp) / "nfq_delay-base"),
-                   "batch (this checkout)": build((ROOT / SOURCE).read_bytes(), Path(tmp) / "nfq_delay-batch")}
+        helpers = {f"per-packet ({args.baseline_rev})": native.nfq_delay(Path(tmp), source=base_src),
+                   "batch (this checkout)": native.nfq_delay(Path(tmp))}
         steps: dict[str, list[list[float]]] = {name: [] for name in helpers}
         cores: dict[str, list[float]] = {name: [] for name in helpers}
         spec = EmulatedCluster.parse(args.hosts, args.bw, None, args.latency, prefix=args.prefix)
         with emulated_cluster(spec) as state:
-            for pid in state.helper_pids:  # the cluster's own helper makes way for the two under test
-                os.kill(pid, 15)
-            time.sleep(0.5)
+            _kill(state.helper_pids)  # the cluster's own helper makes way for the two under test
             for r in range(args.rounds):
                 for name, binary in helpers.items():
-                    proc = start_helper(binary, state)
+                    pid = _start_delay_helper(binary, spec)
                     try:
-                        c0, t0 = cpu_s(proc.pid), time.monotonic()
+                        c0, t0 = cpu_s(pid), time.monotonic()
                         res = time_calib_configs(LaunchSpec(state=state), configs, steps=6, warmup=2, passes=2)
-                        cores[name].append((cpu_s(proc.pid) - c0) / (time.monotonic() - t0))
+                        cores[name].append((cpu_s(pid) - c0) / (time.monotonic() - t0))
                     finally:
-                        proc.terminate()
-                        proc.wait()
+                        _kill([pid])
                     steps[name].append([x["step_time_s"] for x in res])
                     print(f"round {r + 1} {name}: helper {cores[name][-1]:.2f} cores; "
                           + " ".join(f"{t * 1e3:.0f}" for t in steps[name][-1]) + " ms", file=sys.stderr, flush=True)

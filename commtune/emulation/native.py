@@ -17,12 +17,14 @@ def _source(name: str) -> bytes:
     return resources.files("commtune.emulation").joinpath(name).read_bytes()
 
 
-def compile_helper(source_name: str, out_dir: Path, *, shared: bool, libs: tuple[str, ...] = ()) -> Path:
-    """Compile ``source_name`` (package data) into ``out_dir``; reuse a build of identical source and flags."""
+def compile_helper(source_name: str, out_dir: Path, *, shared: bool, libs: tuple[str, ...] = (),
+                   source: bytes | None = None) -> Path:
+    """Compile ``source_name`` (package data; or the text ``source`` under that name, e.g. an older
+    revision of it) into ``out_dir``; reuse a build of identical source and flags."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise CommtuneError("the emulated cluster compiles small C helpers but no gcc/cc is on PATH; install: apt-get install -y gcc")
-    src = _source(source_name)
+    src = _source(source_name) if source is None else source
     flags = ["-O2", "-Wall", *(["-shared", "-fPIC"] if shared else [])]
     digest = hashlib.sha256(src + repr((flags, libs)).encode()).hexdigest()[:16]
     stem = Path(source_name).stem
@@ -50,6 +52,6 @@ def pacing_shim(out_dir: Path) -> Path:
     return compile_helper("pacing_shim.c", out_dir, shared=True, libs=("dl",))
 
 
-def nfq_delay(out_dir: Path) -> Path:
-    """The NFQUEUE delay program (holds each packet a fixed time)."""
-    return compile_helper("nfq_delay.c", out_dir, shared=False, libs=("netfilter_queue", "nfnetlink"))
+def nfq_delay(out_dir: Path, source: bytes | None = None) -> Path:
+    """The NFQUEUE delay program (holds each packet a fixed time); ``source``: another text of it."""
+    return compile_helper("nfq_delay.c", out_dir, shared=False, libs=("netfilter_queue", "nfnetlink"), source=source)
