@@ -7,7 +7,7 @@ measurement made at other times, so their spread is what no calibration made at 
 predict below. Printed per shape and configuration: the runs, the median step time, the median
 absolute deviation (MAD / median) and the range ((max - min) / median). Then, from the held-out
 points of every stored run, how often one live measurement's own passes (the same configuration,
-minutes apart) disagree by more than the worst-point target.
+minutes apart) are spread by more than the worst-point target.
 
     PYTHONPATH=. python experiments/noise_floor.py [RESULTS_DIR]
 """
@@ -22,7 +22,8 @@ import sys
 import numpy as np
 import yaml
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results", "live_fidelity")
+sys.path.insert(0, os.path.dirname(__file__))
+from refit_stored_runs import RESULTS  # noqa: E402
 #: a run's tag: q4 ... q18, u2, and variants (q14c, q15n0); untagged files are from before the runs
 TAG = re.compile(r"^[qu]\d+[a-z0-9]*$")
 #: the worst-point target of the fidelity issue
@@ -85,7 +86,10 @@ def spread_table(runs: list[dict]) -> list[dict]:
 
 def pass_disagreement(results: str = RESULTS, limit: float = WORST_TARGET) -> dict[str, dict]:
     """Per shape over every stored run's held-out points: how many were measured in two or more
-    passes, and how many of those had passes whose medians differ by more than ``limit``."""
+    passes, and how many of those had a pass spread (:func:`commtune.stats.relative_spread` of the
+    pass medians, as ``commtune validate`` reports it) above ``limit``."""
+    from commtune.stats import relative_spread
+
     out: dict[str, dict] = {}
     for path in sorted(glob.glob(os.path.join(results, "live_fidelity-*.json"))):
         with open(path) as fh:
@@ -98,7 +102,7 @@ def pass_disagreement(results: str = RESULTS, limit: float = WORST_TARGET) -> di
                     if len(pm) < 2:
                         continue
                     agg["points"] += 1
-                    agg["beyond"] += int(max(pm) / min(pm) - 1 > limit)
+                    agg["beyond"] += int(relative_spread(pm) > limit)
     return out
 
 
@@ -113,8 +117,8 @@ def main() -> int:
             print(f"| {r['mode']} | {r['streams']} | {r['bucket_bytes'] / 2**20:g} MiB | {r['n']} | "
                   f"{r['median_s'] * 1e3:.0f} ms | {r['mad']:.1%} | {r['range']:.1%} |")
         print()
-    print(f"## Held-out points whose own passes disagree by more than {WORST_TARGET:.0%}\n")
-    print("| shape | points measured in >= 2 passes | passes apart > 8 % |")
+    print(f"## Held-out points whose own passes are spread by more than {WORST_TARGET:.0%}\n")
+    print("| shape | points measured in >= 2 passes | pass spread > 8 % |")
     print("|---|---|---|")
     for shape, a in sorted(pass_disagreement(results).items()):
         if a["points"]:

@@ -40,7 +40,7 @@ def test_runs_counted_once_and_spread(nf, tmp_path):
 
 
 def test_pass_disagreement(nf, tmp_path):
-    rows = [{"pass_medians_s": [0.40, 0.45]},  # 12.5 % apart
+    rows = [{"pass_medians_s": [0.40, 0.45]},  # pass spread 0.05 / 0.425 = 11.8 %
             {"pass_medians_s": [0.40, 0.41]},
             {"pass_medians_s": [0.40]}]  # one pass: not counted
     (tmp_path / "live_fidelity-q1.json").write_text(json.dumps({"shapes": {"3h": {"models": {"conv": {"rows": rows}}}}}))
