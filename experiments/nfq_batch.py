@@ -49,9 +49,15 @@ def main() -> int:
     ap.add_argument("--latency", default="1ms")
     ap.add_argument("--prefix", default="nb")
     args = ap.parse_args()
-
-    base_src = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.baseline_rev}:{SOURCE}"],
-                              capture_output=True, check=True).stdout
+    if args.rounds < 1:
+        print(f"--rounds must be at least 1, got {args.rounds}", file=sys.stderr)
+        return 2
+    git = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.baseline_rev}:{SOURCE}"], capture_output=True)
+    if git.returncode != 0:
+        print(f"--baseline-rev {args.baseline_rev!r}: no {SOURCE} there ({git.stderr.decode().strip()[:200]})",
+              file=sys.stderr)
+        return 2
+    base_src = git.stdout
     configs = [calib_knobs(k, c * MiB) for k, c in ((8, 1), (6, 1), (4, 1), (8, 8), (1, 8), (1, 1))]
     with tempfile.TemporaryDirectory() as tmp:
         helpers = {f"per-packet ({args.baseline_rev})": native.nfq_delay(Path(tmp), source=base_src),

@@ -108,6 +108,9 @@ def pass_disagreement(results: str = RESULTS, limit: float = WORST_TARGET) -> di
 
 def main() -> int:
     results = sys.argv[1] if len(sys.argv) > 1 else RESULTS
+    if not os.path.isdir(results):
+        print(f"{results!r} is not a directory (expected the live_fidelity results, default {RESULTS})", file=sys.stderr)
+        return 2
     print("# The noise floor of live fidelity on the machine that made the stored runs\n")
     for shape, runs in sorted(calibration_runs(results).items()):
         print(f"## {shape}: {len(runs)} probes ({', '.join(r['tag'] for r in runs)})\n")

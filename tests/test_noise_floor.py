@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import yaml
@@ -45,3 +46,10 @@ def test_pass_disagreement(nf, tmp_path):
             {"pass_medians_s": [0.40]}]  # one pass: not counted
     (tmp_path / "live_fidelity-q1.json").write_text(json.dumps({"shapes": {"3h": {"models": {"conv": {"rows": rows}}}}}))
     assert nf.pass_disagreement(str(tmp_path)) == {"3h": {"points": 2, "beyond": 1}}
+
+
+def test_missing_results_dir_is_one_line(nf, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["noise_floor.py", str(tmp_path / "nope")])
+    assert nf.main() == 2
+    err = capsys.readouterr().err
+    assert "is not a directory" in err and len(err.strip().splitlines()) == 1
