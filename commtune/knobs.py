@@ -24,8 +24,10 @@ from commtune.units import MiB, format_size, parse_size
 class Knob:
     """Definition of one knob.
 
-    ``kind`` is ``"size"`` (bytes, int), ``"float"``, ``"int"``, ``"bool"`` or
-    ``"choice"``. ``low``/``high`` bound numeric kinds (inclusive); ``choices``
+    ``kind`` is ``"size"`` (bytes, int), ``"float"``, ``"int"``, ``"bool"``,
+    ``"choice"`` or ``"bool_or_int"`` (true, false or an integer in
+    ``[low, high]``, as FSDP2's ``reshard_after_forward`` takes; 0 and 1 read
+    as false and true). ``low``/``high`` bound numeric kinds (inclusive); ``choices``
     lists the values of a choice knob. ``applies_when`` names another knob and
     the values under which this one matters (e.g. cycle time only for the
     dynamic fusion policy).
@@ -64,6 +66,14 @@ class Knob:
                 raise CommtuneError(f"knob {self.name}: {value!r} is not a number; give {self.accepted()}") from None
             if not math.isfinite(v):
                 raise CommtuneError(f"knob {self.name}: {value!r} is not a finite number; give {self.accepted()}")
+        elif self.kind == "bool_or_int":
+            v = _bool_or_int(value)
+            if v is None:
+                raise CommtuneError(f"knob {self.name}: {value!r} is not true, false or an integer; give {self.accepted()}")
+            if isinstance(v, bool):
+                return v
+            if v in (0, 1):  # 0/1 read as false/true, as for bool knobs (and in batch arrays)
+                return bool(v)
         elif self.kind == "bool":
             if isinstance(value, bool):
                 v = value
@@ -89,6 +99,8 @@ class Knob:
             return "one of " + ", ".join(map(str, self.choices))
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "bool_or_int":
+            return f"true, false or an integer in [{self.show(self.low)}, {self.show(self.high)}]"
         what = {"size": "a size", "int": "an integer", "float": "a number"}[self.kind]
         return f"{what} in [{self.show(self.low)}, {self.show(self.high)}]"
 
@@ -96,10 +108,33 @@ class Knob:
         """Human-readable value with unit."""
         if self.kind == "size":
             return format_size(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
         if self.kind in ("float", "int") and self.unit:
             return f"{value:g} {self.unit}"
         return str(value)
 
+def _bool_or_int(value: Any) -> bool | int | None:
+    """true/false (also on/off, yes/no) or an integer; None when it is neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    text = str(value).strip().lower()
+    if text in ("true", "on", "yes"):
+        return True
+    if text in ("false", "off", "no"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+#: Values of ``sharding`` under which the sharded knobs apply.
+SHARDED = ("grad", "full", "hybrid")
 
 _KNOB_LIST = [
     Knob(
@@ -148,6 +183,47 @@ _KNOB_LIST = [
         "precision of gradients on the wire (fp16 compression halves the bytes of fp32 gradients)", flag="--wire-precision",
         choices=("fp32", "fp16"),
     ),
+    Knob(
+        "sharding", "choice", "", "none",
+        "data-parallel sharding: 'none' (all-reduce DP: PyTorch DDP, Horovod), 'grad' (gradients and optimizer "
+        "states sharded, parameters gathered once per step: ZeRO-1/2, FSDP SHARD_GRAD_OP), 'full' (parameters "
+        "too: FSDP2 fully_shard, ZeRO-3) or 'hybrid' (HSDP: full sharding inside a shard group, replicas across "
+        "groups)", flag="--sharding",
+        choices=("none", *SHARDED),
+    ),
+    Knob(
+        "shard_group_size", "int", "", 0,
+        "ranks per shard group under hybrid sharding (HSDP); 0 = the GPUs per node; must divide the world size",
+        flag="--shard-group-size", low=0, high=2**20, applies_when=("sharding", ("hybrid",)),
+    ),
+    Knob(
+        "unit_bytes", "size", "bytes", 0,
+        "parameter bytes (fp32, numel x 4) per sharding unit: consecutive layers in ready order grouped up to "
+        "this size share one all-gather and one reduce-scatter; 0 = one unit per model block (what FSDP users "
+        "wrap: one transformer block)", flag="--unit-bytes",
+        low=0, high=2**36, applies_when=("sharding", SHARDED),
+    ),
+    Knob(
+        "forward_prefetch", "int", "units", 1,
+        "units all-gathered ahead of forward compute (FSDP2 set_modules_to_forward_prefetch)",
+        flag="--forward-prefetch", low=0, high=4, applies_when=("sharding", SHARDED),
+    ),
+    Knob(
+        "backward_prefetch", "int", "units", 1,
+        "units re-gathered ahead of backward compute (FSDP2 set_modules_to_backward_prefetch)",
+        flag="--backward-prefetch", low=0, high=4, applies_when=("sharding", ("full", "hybrid")),
+    ),
+    Knob(
+        "reshard_after_forward", "bool_or_int", "", True,
+        "free each unit's gathered parameters after forward (re-gathered in backward): true, false, or an "
+        "intra-node group size to reshard to (FSDP2 takes an int)", flag="--reshard-after-forward",
+        low=2, high=64, applies_when=("sharding", ("full", "hybrid")),
+    ),
+    Knob(
+        "reduce_precision", "choice", "", "fp32",
+        "precision of the gradient reduce-scatter (FSDP2 MixedPrecisionPolicy reduce_dtype)",
+        flag="--reduce-precision", choices=("fp32", "bf16"), applies_when=("sharding", SHARDED),
+    ),
 ]
 
 KNOBS: dict[str, Knob] = {k.name: k for k in _KNOB_LIST}
@@ -166,6 +242,13 @@ class Knobs:
     negotiation: str = KNOBS["negotiation"].default
     hierarchical: bool = KNOBS["hierarchical"].default
     wire_precision: str = KNOBS["wire_precision"].default
+    sharding: str = KNOBS["sharding"].default
+    shard_group_size: int = KNOBS["shard_group_size"].default
+    unit_bytes: int = KNOBS["unit_bytes"].default
+    forward_prefetch: int = KNOBS["forward_prefetch"].default
+    backward_prefetch: int = KNOBS["backward_prefetch"].default
+    reshard_after_forward: bool | int = KNOBS["reshard_after_forward"].default
+    reduce_precision: str = KNOBS["reduce_precision"].default
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -184,6 +267,15 @@ class Knobs:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the sharded knobs when ``sharding`` is ``none``: what
+        fingerprints (study spaces) hash, so all-reduce studies keep their identity."""
+        d = self.to_dict()
+        if self.sharding == "none":
+            for name in SHARDING_KNOBS:
+                d.pop(name)
+        return d
 
     def active(self) -> dict[str, Any]:
         """The knobs that matter for this configuration (conditions applied)."""
@@ -216,3 +308,32 @@ HOROVOD_DEFAULT = Knobs(
 )
 
 BASELINES: dict[str, Knobs] = {"ddp_default": DDP_DEFAULT, "horovod_default": HOROVOD_DEFAULT}
+
+#: PyTorch FSDP2's defaults: ``fully_shard`` per transformer block (one unit per model block),
+#: ``reshard_after_forward=True``, one unit prefetched each way (FSDP2's implicit prefetch),
+#: fp32 reduction (no ``MixedPrecisionPolicy``) (torch/distributed/fsdp/_fully_shard/_fully_shard.py).
+FSDP2_DEFAULT = Knobs(
+    sharding="full", unit_bytes=0, forward_prefetch=1, backward_prefetch=1,
+    reshard_after_forward=True, reduce_precision="fp32",
+)
+
+#: DeepSpeed ZeRO-3's defaults: ``reduce_bucket_size`` and ``allgather_bucket_size`` of 5e8
+#: elements (counted here as fp32 bytes, 4 per element), ``overlap_comm`` on
+#: (deepspeed/runtime/zero/config.py ZERO_OPTIMIZATION defaults).
+ZERO3_DEFAULT = Knobs(
+    sharding="full", unit_bytes=int(5e8) * 4, forward_prefetch=1, backward_prefetch=1,
+    reshard_after_forward=True, reduce_precision="fp32",
+)
+
+#: DeepSpeed ZeRO-2's defaults: gradients and optimizer states sharded, 5e8-element buckets.
+ZERO2_DEFAULT = Knobs(sharding="grad", unit_bytes=int(5e8) * 4, forward_prefetch=1, reduce_precision="fp32")
+
+#: The sharded frameworks' defaults, beside :data:`BASELINES` (all-reduce DP).
+SHARDED_BASELINES: dict[str, Knobs] = {
+    "fsdp2_default": FSDP2_DEFAULT, "zero3_default": ZERO3_DEFAULT, "zero2_default": ZERO2_DEFAULT,
+}
+
+#: The knobs added with sharded data parallelism; at ``sharding: none`` they are left out of
+#: :meth:`Knobs.identity`, so fingerprints of all-reduce configurations stay what they were.
+SHARDING_KNOBS = ("sharding", "shard_group_size", "unit_bytes", "forward_prefetch", "backward_prefetch",
+                  "reshard_after_forward", "reduce_precision")

@@ -225,10 +225,18 @@ class KnobArrays:
     negotiation: np.ndarray
     hierarchical: np.ndarray
     wire_precision: np.ndarray
+    sharding: np.ndarray
+    shard_group_size: np.ndarray
+    unit_bytes: np.ndarray
+    forward_prefetch: np.ndarray
+    backward_prefetch: np.ndarray
+    reshard_after_forward: np.ndarray  # int: 0 = false, 1 = true, N >= 2 = reshard to N ranks
+    reduce_precision: np.ndarray
 
     @classmethod
     def from_knobs(cls, configs: Sequence[Knobs]) -> "KnobArrays":
         cols = {name: np.asarray([getattr(k, name) for k in configs]) for name in cls.__dataclass_fields__}
+        cols["reshard_after_forward"] = cols["reshard_after_forward"].astype(np.int64)
         return cls(**cols)
 
     @classmethod
@@ -240,6 +248,7 @@ class KnobArrays:
         for name in cls.__dataclass_fields__:
             value = columns.pop(name, getattr(default, name))
             cols[name] = np.broadcast_to(np.asarray(value), (n,))
+        cols["reshard_after_forward"] = cols["reshard_after_forward"].astype(np.int64)
         if columns:
             raise KeyError(f"unknown knob columns: {sorted(columns)}")
         return cls(**cols)

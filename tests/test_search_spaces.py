@@ -5,14 +5,14 @@ import pytest
 
 import search_spaces
 from commtune.errors import CommtuneError
-from commtune.knobs import KNOBS
+from commtune.knobs import KNOBS, SHARDING_KNOBS
 from commtune.search.space import load_space
 
 
 def test_bundled_spaces_load_and_respect_registry():
     assert set(search_spaces.names()) >= {"default", "ddp", "horovod"}
     default = load_space("default")
-    assert set(default.param_names) == set(KNOBS)  # every knob
+    assert set(default.param_names) == set(KNOBS) - set(SHARDING_KNOBS)  # every all-reduce knob
     ddp = load_space("ddp")
     assert ddp.base.fusion_policy == "static" and "fusion_policy" not in ddp.param_names
     assert {"fusion_threshold_bytes", "first_bucket_bytes", "num_streams", "wire_precision"} <= set(ddp.param_names)

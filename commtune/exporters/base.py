@@ -201,6 +201,15 @@ def header_lines(exporter: Exporter, profile: Profile) -> list[str]:
     return [one_line(line) for line in lines]
 
 
+def all_reduce_only(d: Draft, target: str) -> None:
+    """Record ``sharding`` for a target that only does all-reduce data parallelism."""
+    if d.active["sharding"] == "none":
+        d.apply("sharding", f"all-reduce data parallelism, {target}'s form")
+    else:
+        d.unsupported_knob("sharding", f"{target} replicates parameters and all-reduces gradients; sharded data "
+                                       "parallelism needs FSDP2, DeepSpeed ZeRO or Megatron's distributed optimizer")
+
+
 def inactive_knobs(draft: Draft) -> list[str]:
     return [k for k in KNOBS if k not in draft.active]
 

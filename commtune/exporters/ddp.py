@@ -2,7 +2,7 @@
 ``DistributedDataParallel(...)`` call (values from :mod:`commtune.runtime.ddp_plan`)."""
 from __future__ import annotations
 
-from commtune.exporters.base import Draft, JsonExporter
+from commtune.exporters.base import Draft, JsonExporter, all_reduce_only
 from commtune.runtime.ddp_plan import FIXED, plan_for
 from commtune.units import MiB
 
@@ -15,6 +15,7 @@ class DdpExporter(JsonExporter):
 
     def translate(self, d: Draft) -> None:
         a = d.active
+        all_reduce_only(d, "PyTorch DDP")
         plan = plan_for(d.profile.knobs)
         if a["fusion_policy"] == FIXED["fusion_policy"]:
             d.apply("fusion_policy", "DDP's only policy (static buckets in ready order)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from commtune.devices import PRECISIONS, grad_bytes_per_element
 from commtune.errors import CommtuneError
-from commtune.exporters.base import Draft, JsonExporter
+from commtune.exporters.base import Draft, JsonExporter, all_reduce_only
 
 
 class DeepSpeedExporter(JsonExporter):
@@ -17,6 +17,7 @@ class DeepSpeedExporter(JsonExporter):
 
     def translate(self, d: Draft) -> None:
         a = d.active
+        all_reduce_only(d, "DeepSpeed without ZeRO")
         precision = d.profile.model.get("precision")
         if precision not in PRECISIONS:
             raise CommtuneError(f"profile model precision {precision!r} is not one of {', '.join(PRECISIONS)}; "

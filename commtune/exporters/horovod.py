@@ -1,7 +1,7 @@
 """Horovod: environment variables read by ``hvd.init()`` (horovod/common/operations.cc)."""
 from __future__ import annotations
 
-from commtune.exporters.base import Draft, EnvExporter
+from commtune.exporters.base import Draft, EnvExporter, all_reduce_only
 
 
 class HorovodExporter(EnvExporter):
@@ -10,6 +10,7 @@ class HorovodExporter(EnvExporter):
 
     def translate(self, d: Draft) -> None:
         a = d.active
+        all_reduce_only(d, "Horovod")
         fp16_wire = a["wire_precision"] == "fp16"
         if a["fusion_policy"] == "dynamic":
             d.apply("fusion_policy", "Horovod's only policy (the background loop fuses ready tensors)")

@@ -15,7 +15,7 @@ only streams and the flat/hierarchical choice have NCCL counterparts:
 """
 from __future__ import annotations
 
-from commtune.exporters.base import Draft, EnvExporter
+from commtune.exporters.base import Draft, EnvExporter, all_reduce_only
 
 MAX_SOCKET_THREADS = 4  # more helper threads than this per connection rarely pays (AWS uses 2, GCP 4)
 
@@ -32,6 +32,7 @@ class NcclExporter(EnvExporter):
 
     def translate(self, d: Draft) -> None:
         a = d.active
+        all_reduce_only(d, "NCCL")
         framework = "a framework setting; NCCL only runs the all-reduce it is given"
         d.unsupported_knob("fusion_policy", f"gradient fusion is {framework}")
         d.unsupported_knob("fusion_threshold_bytes", f"the fusion threshold is {framework}")

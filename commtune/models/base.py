@@ -32,7 +32,10 @@ class Layer:
 
     ``fwd_flops``/``bwd_flops`` are per sample. ``fwd_time_s``/``bwd_time_s``
     are measured for the profile's ``measured_batch_size`` and override the
-    FLOP estimate when set.
+    FLOP estimate when set. ``block`` names the module this layer belongs to
+    that sharded data parallelism wraps as one unit (one transformer block, one
+    ResNet bottleneck); ``None`` for layers outside every block (embeddings,
+    heads), which FSDP2's root unit holds.
     """
 
     name: str
@@ -41,6 +44,7 @@ class Layer:
     bwd_flops: float = 0.0
     fwd_time_s: float | None = None
     bwd_time_s: float | None = None
+    block: str | None = None
 
 
 @dataclass(frozen=True)

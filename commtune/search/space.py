@@ -149,7 +149,7 @@ class SearchSpace:
         return [p.name for p in self.params]
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"base": self.base.to_dict(), "params": [[p.name, p.to_dict()] for p in self.params]},
+        blob = json.dumps({"base": self.base.identity(), "params": [[p.name, p.to_dict()] for p in self.params]},
                           sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
