@@ -46,7 +46,7 @@ def main() -> int:
     from commtune.knobs import DDP_DEFAULT
     from commtune.probe.ddp_step import time_ddp_configs
     from commtune.probe.launch import LaunchSpec
-    from commtune.probe.validate import sim_cluster
+    from commtune.validation import sim_cluster
     from simulators import Simulator
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

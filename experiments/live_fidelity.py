@@ -115,7 +115,7 @@ def validate(prefix: str, calib: str, model: str, scale: float, seed: int, n: in
 
 
 def show(name: str, res: dict) -> None:
-    from commtune.probe.validate import format_report
+    from commtune.validation import format_report
 
     print(f"-- {name}: {res['model']}, {len(res['rows'])} held-out configurations ({res['uptime_before']})")
     print(format_report(res))
@@ -132,8 +132,8 @@ def predictions(calib, hosts: int, configs: list[dict], model: str, scale: float
     """Simulated step times of ``configs`` on ``calib`` (a calibration file or ClusterSpec) at ``hosts`` hosts
     (``compute_ms``: forward, backward)."""
     from commtune.knobs import Knobs
-    from commtune.probe.validate import sim_cluster
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
+    from commtune.validation import sim_cluster
     from simulators import Simulator
 
     fwd, bwd = (ms / 1e3 for ms in compute_ms)
@@ -385,7 +385,7 @@ def main() -> int:
                     burner.wait()
                 cluster_down(args.prefix)
             rep["first"], rep["busy"], rep["quiet2"] = (os.path.basename(f) for f in (first, second, control))
-            from commtune.probe.validate import held_out_configs
+            from commtune.validation import held_out_configs
 
             rows = []
             for m, (model, scale) in MODELS.items():

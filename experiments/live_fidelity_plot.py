@@ -60,7 +60,7 @@ def run_live(args) -> dict:
     from commtune.emulation import EmulatedCluster, emulated_cluster
     from commtune.probe.launch import LaunchSpec
     from commtune.probe.probe import calibration, parse_sizes, run_probe, summary, write_calibration
-    from commtune.probe.validate import format_report, grid_configs, run_validation
+    from commtune.validation import format_report, grid_configs, run_validation
 
     MiB = 2**20
     name = "1gbit-300mbit-per-stream"
@@ -121,7 +121,7 @@ def main() -> int:
 def plot_and_summarise(results: dict, origin: str) -> None:
     from commtune.plots import new_figure, styled
     from commtune.plots.fidelity import draw_fidelity
-    from commtune.probe.validate import fidelity_points
+    from commtune.validation import fidelity_points
 
     points_all, table = [], []
     fig = new_figure(5.3 * len(results), 5.2)

@@ -48,8 +48,8 @@ def refit(calib_path: str):
 
 def main(paths: list[str], write: bool = True) -> int:
     from commtune.knobs import Knobs
-    from commtune.probe.validate import compare, sim_cluster
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
+    from commtune.validation import compare, sim_cluster
     from simulators import Simulator
 
     out = []

@@ -297,7 +297,7 @@ def test_resume_says_what_it_resumed_and_refuses_another_sampler(scratch, capsys
     assert studies() == before == {"one": 6}
     assert {k for k in _snapshot(scratch) if not k.startswith("s.db")} == files
     # without --study, another sampler or seed is a study of its own
-    from commtune.search.runner import study_name_for
+    from commtune.tuning import study_name_for
     from commtune.scenario import Scenario
     from commtune.models import load_model
     from commtune.cluster import make_cluster

@@ -12,7 +12,7 @@ from commtune.cli.profile_model_cmd import _shape
 from commtune.errors import CommtuneError
 from commtune.search import BACKENDS, PRUNERS, SAMPLERS
 from commtune.search.liveness import GRACE_S, HEARTBEAT_S
-from commtune.search.runner import DEFAULT_CONFIRM
+from commtune.tuning import DEFAULT_CONFIRM
 
 DEFAULT_TRIALS = 50
 DEFAULT_BW = "32gbit"
@@ -383,8 +383,8 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     from commtune.cli.common import scenario_from_args
-    from commtune.search.runner import default_storage, search_scenario, write_profile
     from commtune.search.space import load_space
+    from commtune.tuning import default_storage, search_scenario, write_profile
 
     _validate(args)
     space = load_space(args.space)

@@ -9,6 +9,8 @@ NCCL on CUDA) at several bucket caps, counts the buckets each cap gives with
 the simulator's own bucketing rule, and fits ``bucket_cost`` as the slope of
 step time over K and ``tensor_hook`` from the intercept above the no-DDP
 time. The costs belong in a cluster file (``bucket_cost``, ``tensor_hook``).
+A calibration, so it sits in the probe (above ``simulators``, whose bucketing
+rule it uses, and above ``commtune.models``, whose recorder drives the module).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from commtune.errors import CommtuneError
 from commtune.models.base import ModelProfile
+from commtune.models.record import RecordOptions, driving
 
 
 
@@ -61,7 +64,7 @@ def measure_ddp_costs(module: Any, profile: ModelProfile, example: Any, device: 
                       steps: int = 5, warmup: int = 2, caps_bytes: Sequence[int] | None = None) -> dict[str, Any]:
     """Time ``module`` (``loss(module(example)).backward()``) without and with
     DDP at ``caps_bytes`` (default :func:`default_caps`) and fit the costs
-    (module docstring). Called by ``commtune.models.record`` with torch loaded."""
+    (module docstring); torch must be installed."""
     import torch
     import torch.distributed as dist
 
@@ -101,3 +104,10 @@ def measure_ddp_costs(module: Any, profile: ModelProfile, example: Any, device: 
     buckets = bucket_counts(profile, caps)
     fit = fit_ddp_costs(no_ddp, step, buckets, profile.num_tensors)
     return {**fit, "no_ddp_s": no_ddp, "caps_bytes": caps, "buckets": buckets, "step_s": step}
+
+
+def measure_recorded(module: Any, profile: ModelProfile, options: RecordOptions) -> dict[str, Any]:
+    """:func:`measure_ddp_costs` of ``module`` as :func:`commtune.models.record.record_module`
+    recorded it into ``profile`` with ``options`` (same device, input shape, loss and step counts)."""
+    module, device, example, _, loss = driving(module, options)
+    return measure_ddp_costs(module, profile, example, device, loss, options.steps, options.warmup)

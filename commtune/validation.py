@@ -10,6 +10,10 @@ Reported: mean absolute percentage error, Spearman rank correlation, the
 simulator's pick and its gap to the live best, and whether that gap is within
 the run-to-run noise of the live measurements (the largest relative spread,
 (max - min) / median, of the timed steps of the two configurations).
+
+Orchestration: above what it compares and draws (:mod:`commtune.evaluators`,
+:mod:`commtune.probe`, ``simulators``, :mod:`commtune.plots`), below the API and the
+CLI. Layers: ``tests/test_architecture.py``.
 """
 from __future__ import annotations
 

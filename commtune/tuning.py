@@ -1,4 +1,9 @@
-"""One search for one scenario: objective + space + backend -> report + profile."""
+"""One search for one scenario: objective + space + backend -> report + profile.
+
+Orchestration: above :mod:`commtune.evaluators` (the objective, made by name) and
+:mod:`commtune.search` (space, storage, engines), below the API and the CLI
+(``commtune search``). Layers: ``tests/test_architecture.py``.
+"""
 from __future__ import annotations
 
 import dataclasses
