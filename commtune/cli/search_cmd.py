@@ -305,9 +305,10 @@ def _prepare_outputs(args: argparse.Namespace, paths: list[Path], storage: str) 
     from commtune.io import check_writable
 
     if args.storage:
-        from commtune.search.storage import check_storage
+        from commtune.search.storage import check_server, check_storage
 
         check_storage(storage)
+        check_server(storage)  # a server that refuses is found before --workdir is created
     write = not args.no_profile
     if write and args.output:
         if len(paths) > 1 and "{bw}" not in args.output and not Path(args.output).is_dir():

@@ -76,7 +76,7 @@ def _as_runs(obj: Any, where: str) -> list[list[float]]:
 def histories_from_json(path: str) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
     """Per-sampler runs and reference lines from a search-benchmark JSON file."""
     p = Path(path)
-    text = read_text(p)
+    text = read_text(p, "benchmark JSON")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
