@@ -513,6 +513,14 @@ def _print_report(r: dict) -> None:
         t.add_row("physical lower bound", format_time(r["lower_bound_s"]))
         t.add_row("distance to lower bound", f"+{r['gap_to_lower_bound']:.1%}")
     console.print(t)
+    from commtune.cli.notes import first_bucket_note
+    from commtune.knobs import Knobs
+    from commtune.runtime.ddp_plan import runtime_only
+
+    best = Knobs.from_dict(r["best"])
+    for line in [first_bucket_note(best), *runtime_only(best)]:
+        if line:
+            console.print(f"  note: {line}")
     for w in r.get("extrapolation", {}).get("warnings", []):
         console.print(f"[yellow]extrapolation warning:[/yellow] {w['message']}")
     if r.get("confirmed"):
