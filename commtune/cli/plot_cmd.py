@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 def _history_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", nargs="?", help="bench_search JSON file (or use --storage)")
     p.add_argument("--storage", help="Optuna storage: sqlite:///file.db, a journal .log file, or an RDB URL")
-    p.add_argument("--study", action="append", default=[], help="study name (repeatable; default: all studies)")
+    p.add_argument("--study", action="append", default=[], help="study name (repeatable; default: all studies, one curve each)")
     p.add_argument("--title", help="figure title")
     p.add_argument("--log-y", action="store_true", help="logarithmic step-time axis")
 
