@@ -207,6 +207,7 @@ CASES: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     ("profile-model-ext", ["profile-model", "x:y", "-o", "model.txt"], ("model.txt",), ()),
     ("profile-model-batch", ["profile-model", "x:y", "-o", "m.yaml", "--batch-size", "0"], ("0",), ()),
     ("profile-model-output-proc", ["profile-model", "x:y", "-o", "/proc/m.yaml"], ("/proc",), ()),
+    ("space-base-mapping", ["search", "--model", "resnet50", "--space", "base_map.yaml"], ("base", "ddp_default"), ()),
     ("export-output-proc-json", ["export", "good.json", "--format", "ddp", "-o", "/proc/t.json"],
      ("/proc", "not a place for files"), ()),
     # --- an optional dependency that is missing: the pip install line, before anything is created
@@ -242,6 +243,7 @@ def scratch(tmp_path, monkeypatch):
     (tmp_path / "nan_model.yaml").write_text("name: m\ntensors:\n  - {name: a, numel: .nan}\n")
     (tmp_path / "big_grid.yaml").write_text("knobs:\n  fusion_threshold_bytes: {low: 1, high: 1e9, log: true, "
                                             "grid: 100000000}\n")
+    (tmp_path / "base_map.yaml").write_text("base: {num_streams: 6}\nknobs:\n  num_streams: 2\n")
     (tmp_path / "calib.yaml").write_text("inter_bw: 1gbit\nnodes: 2\ngpus_per_node: 1\n")
     save_profile(make_profile(), tmp_path / "good.json")
     monkeypatch.chdir(tmp_path)
