@@ -151,6 +151,9 @@ def load_profile(path: str | os.PathLike):
 def wrap(model: Any, profile: Any, process_group: Any | None = None, **options: Any):
     """``DistributedDataParallel(model)`` with a profile (object or path) applied
     (:func:`commtune.runtime.wrap`; needs torch and an initialised process group)."""
+    from commtune.extras import require
+
+    require("torch", "commtune.wrap")
     from commtune.runtime.apply import wrap as _wrap
 
     return _wrap(model, profile, process_group, **options)

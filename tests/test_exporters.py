@@ -94,8 +94,12 @@ def test_ddp_static_profile():
     assert d["num_streams"] == 3
     assert d["comm_hook"].endswith("fp16_compress_hook")
     assert d["gradient_as_bucket_view"] is True
-    assert d["_unsupported"] == []
+    # K streams: written for commtune.runtime.wrap, but plain DistributedDataParallel cannot apply them
+    u = {x["knob"]: x["reason"] for x in d["_unsupported"]}
+    assert set(u) == {"num_streams", "stream_mode"} and "commtune.runtime.wrap" in u["num_streams"]
     assert any("_DEFAULT_FIRST_BUCKET_BYTES" in n and "private" in n for n in d["_notes"])
+    one = json.loads(export("ddp", fusion_policy="static", num_streams=1, wire_precision="fp16").text)
+    assert one["_unsupported"] == [] and one["num_streams"] == 1  # one stream: plain DDP applies everything
 
 
 def test_ddp_dynamic_profile_reports_dynamic_knobs():

@@ -60,11 +60,16 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     from commtune.models import load_model
 
     model = load_model(args.model, input_size=args.input_size)
-    cluster = make_cluster(
-        cluster=args.cluster, bw=args.bw, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+    return Scenario(model, cluster_from_args(args), batch_size=args.batch_size, precision=args.precision)
+
+
+def cluster_from_args(args: argparse.Namespace, bw: str | None = None):
+    """The cluster of the scenario flags; ``bw`` overrides ``--bw`` (what ``search --bw A,B`` does per bandwidth:
+    without --cluster, the preset of that link rate, else a custom cluster)."""
+    return make_cluster(
+        cluster=args.cluster, bw=args.bw if bw is None else bw, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
         per_stream=args.per_stream, latency=args.latency, intra=args.intra, device=args.device,
     )
-    return Scenario(model, cluster, batch_size=args.batch_size, precision=args.precision)
 
 
 def add_knob_args(p: argparse.ArgumentParser) -> None:

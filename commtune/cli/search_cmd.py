@@ -305,9 +305,10 @@ def _prepare_outputs(args: argparse.Namespace, paths: list[Path], storage: str) 
     from commtune.io import check_writable
 
     if args.storage:
-        from commtune.search.storage import check_storage
+        from commtune.search.storage import check_server, check_storage
 
         check_storage(storage)
+        check_server(storage)  # a server that refuses is found before --workdir is created
     write = not args.no_profile
     if write and args.output:
         if len(paths) > 1 and "{bw}" not in args.output and not Path(args.output).is_dir():
@@ -512,6 +513,14 @@ def _print_report(r: dict) -> None:
         t.add_row("physical lower bound", format_time(r["lower_bound_s"]))
         t.add_row("distance to lower bound", f"+{r['gap_to_lower_bound']:.1%}")
     console.print(t)
+    from commtune.cli.notes import first_bucket_note
+    from commtune.knobs import Knobs
+    from commtune.runtime.ddp_plan import runtime_only
+
+    best = Knobs.from_dict(r["best"])
+    for line in [first_bucket_note(best), *runtime_only(best)]:
+        if line:
+            console.print(f"  note: {line}")
     for w in r.get("extrapolation", {}).get("warnings", []):
         console.print(f"[yellow]extrapolation warning:[/yellow] {w['message']}")
     if r.get("confirmed"):

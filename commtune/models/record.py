@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from commtune.errors import CommtuneError, did_you_mean
+from commtune.io import check_regular_file
 from commtune.models.base import GradTensor, Layer, ModelProfile
 
 DEFAULT_IMAGE_SHAPE = (3, 224, 224)
@@ -105,8 +106,9 @@ def _is_file(module_part: str) -> bool:
 
 def _import_file(path_text: str) -> Any:
     path = Path(path_text)
-    if not path.is_file():
+    if not path.exists():
         raise CommtuneError(f"model factory file {path_text!r} does not exist")
+    check_regular_file(path, "model factory file")  # a FIFO, device or folder is refused before the import reads it
     name = f"_commtune_factory_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

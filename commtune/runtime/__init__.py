@@ -27,6 +27,8 @@ _WHERE = {
     "stream_groups": "hooks",
 }
 
+_TORCH_FREE = {"ddp_plan", "fingerprint"}  # the other modules import torch
+
 __all__ = sorted([*_WHERE, "load_profile"])
 
 
@@ -36,5 +38,9 @@ def __getattr__(name: str) -> Any:
 
         return load_profile
     if name in _WHERE:
+        if _WHERE[name] not in _TORCH_FREE:
+            from commtune.extras import require
+
+            require("torch", f"commtune.runtime.{name}")
         return getattr(importlib.import_module(f"commtune.runtime.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'commtune.runtime' has no attribute {name!r}")

@@ -407,7 +407,7 @@ def parse_space(data: Any, where: str, name: str | None = None) -> SearchSpace:
     base_name = data.get("base")
     if base_name is None:
         base = Knobs()
-    elif base_name in BASELINES:
+    elif isinstance(base_name, str) and base_name in BASELINES:
         base = BASELINES[base_name]
     else:
         raise CommtuneError(
