@@ -8,6 +8,7 @@ tutorials are the notebooks in ``notebooks/``, copied here and executed by myst-
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -49,6 +50,8 @@ autodoc_default_options = {"members": True, "undoc-members": False, "show-inheri
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 nitpicky = False
+# The runtime's modules import torch at the top; without the torch extra they are documented mocked.
+autodoc_mock_imports = [] if importlib.util.find_spec("torch") else ["torch"]
 
 # --- Tutorials: the notebooks of notebooks/, executed at build time -------------------------
 nb_execution_mode = os.environ.get("COMMTUNE_DOCS_EXECUTE", "force")
