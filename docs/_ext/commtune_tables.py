@@ -7,41 +7,57 @@ never hold a copy that can go stale.
 """
 from __future__ import annotations
 
+import re
+
 from docutils import nodes
-from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 
-def _cell(text: object) -> str:
-    """One table cell: a single line, pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+def _inline(text: object) -> list[nodes.Node]:
+    """One cell's text as inline nodes: ``code`` spans become literals, the rest plain text."""
+    parts = re.split(r"``(.+?)``", " ".join(str(text).split()))
+    return [nodes.literal(part, part) if i % 2 else nodes.Text(part) for i, part in enumerate(parts) if part]
 
 
-def _list_table(header: list[str], rows: list[list[str]], widths: str = "auto") -> list[str]:
-    lines = [".. list-table::", "   :header-rows: 1", f"   :widths: {widths}", ""]
-    for row in [header, *rows]:
-        lines.append(f"   * - {_cell(row[0])}")
-        lines.extend(f"     - {_cell(c)}" for c in row[1:])
-    return lines
+def _table(header: list[str], rows: list[list[str]], widths: list[int]) -> nodes.table:
+    """A docutils table built node by node (the same under the MyST and reST parsers)."""
+    table = nodes.table(classes=["commtune-generated"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    group.extend(nodes.colspec(colwidth=w) for w in widths)
+
+    def row(cells: list[str]) -> nodes.row:
+        r = nodes.row()
+        for cell in cells:
+            entry = nodes.entry()
+            entry += nodes.paragraph("", "", *_inline(cell))
+            r += entry
+        return r
+
+    thead = nodes.thead()
+    thead += row(header)
+    tbody = nodes.tbody()
+    tbody.extend(row(r) for r in rows)
+    group += thead
+    group += tbody
+    return table
 
 
 class _TableDirective(SphinxDirective):
     has_content = False
 
-    def lines(self) -> list[str]:
+    def tables(self) -> list[nodes.Node]:
         raise NotImplementedError
 
     def run(self) -> list[nodes.Node]:
-        container = nodes.container()
-        self.state.nested_parse(StringList(self.lines(), source="commtune_tables"), self.content_offset, container)
-        return container.children
+        return self.tables()
 
 
 class KnobsTable(_TableDirective):
     """Every knob: name, flag, kind, default, accepted values, when it applies, meaning."""
 
-    def lines(self) -> list[str]:
+    def tables(self) -> list[nodes.Node]:
         from commtune.knobs import BASELINES, KNOBS
 
         rows = []
@@ -49,18 +65,16 @@ class KnobsTable(_TableDirective):
             when = "always" if k.applies_when is None else f"``{k.applies_when[0]}`` = {', '.join(map(str, k.applies_when[1]))}"
             flag = f"``{k.flag}``" + (" / ``--flat``" if k.name == "hierarchical" else "")
             rows.append([f"``{k.name}``", flag, f"``{k.show(k.default)}``", k.accepted(), when, k.help])
-        out = _list_table(["knob", "flag", "default", "accepted", "applies when", "meaning"], rows,
-                          widths="14 12 8 16 12 38")
-        out += ["", "Baselines every search reports:", ""]
-        out += _list_table(["baseline", "knobs"],
-                           [[f"``{name}``", knobs.describe()] for name, knobs in BASELINES.items()], widths="15 85")
-        return out
+        baselines = [[f"``{name}``", knobs.describe()] for name, knobs in BASELINES.items()]
+        return [_table(["knob", "flag", "default", "accepted", "applies when", "meaning"], rows, [14, 12, 8, 16, 12, 38]),
+                nodes.paragraph("", "The baselines every search reports:"),
+                _table(["baseline", "knobs"], baselines, [15, 85])]
 
 
 class PresetsTable(_TableDirective):
     """Network presets (``--cluster NAME``), intra-node fabrics (``--intra``) and devices (``--device``)."""
 
-    def lines(self) -> list[str]:
+    def tables(self) -> list[nodes.Node]:
         from commtune.cluster import preset, preset_catalog, preset_names
         from commtune.devices import all_devices
         from commtune.units import format_bandwidth, format_time
@@ -72,14 +86,13 @@ class PresetsTable(_TableDirective):
             cap = format_bandwidth(c.per_stream_Bps) if c.per_stream_Bps else "none"
             nets.append([f"``{name}``", format_bandwidth(c.inter_bw_Bps), cap, format_time(c.inter_latency_s),
                          c.device, data["networks"][name]["description"]])
-        out = _list_table(["network", "link per node", "per-stream cap", "latency", "device", "description"], nets,
-                          widths="12 12 12 8 8 48")
         intra = [[f"``{n}``", d["bw"], d["latency"], d["description"]] for n, d in data["intra"].items()]
-        out += [""] + _list_table(["intra-node fabric", "bandwidth", "latency", "description"], intra, widths="15 12 10 63")
         devices = [[f"``{n}``", ", ".join(f"{k} {v:g}" for k, v in d.tflops.items()), d.description]
                    for n, d in all_devices().items()]
-        out += [""] + _list_table(["device", "effective TFLOP/s", "description"], devices, widths="10 35 55")
-        return out
+        return [_table(["network (``--cluster``)", "link per node", "per-stream cap", "latency", "device", "description"],
+                       nets, [14, 12, 12, 8, 8, 46]),
+                _table(["intra-node fabric (``--intra``)", "bandwidth", "latency", "description"], intra, [18, 12, 10, 60]),
+                _table(["device (``--device``)", "effective TFLOP/s", "description"], devices, [14, 34, 52])]
 
 
 class CliEpilog(SphinxDirective):
