@@ -1,5 +1,9 @@
 """commtune against published, hardware-stated measurements (issue 14).
 
+Claim: commtune agrees with public, hardware-stated measurements: PyTorch's DDP benchmark (ResNet-101 held out) and Horovod's 128/512-GPU scaling efficiency (held out), with the framework costs fitted on ResNet-50 only (simulated).
+Runs: ~2 s. Root: no.
+Writes: ``experiments/results/published_benchmarks.{md,json,png}``.
+
 Each point below is a public measurement with its hardware stated; the
 script reproduces its setting as far as commtune can express it (model from
 the zoo, cluster from the stated hardware, knobs from the stated framework

@@ -1,5 +1,9 @@
 """Target: a searched profile, loaded by the runtime, makes real DDP steps >= 2x faster than DDP's defaults.
 
+Claim: a searched profile, applied by ``commtune.runtime``, makes real DDP steps >= 2x faster than DDP's defaults on an emulated cluster.
+Runs: a few minutes (``--replot``: seconds). Root: yes (emulated cluster); ``--replot`` no.
+Writes: ``experiments/results/runtime_speedup.{md,png}`` and the launches in ``runtime_speedup/``.
+
 On the emulated cluster (4 hosts, 1 Gbit/s links, 300 Mbit/s per TCP stream;
 needs root), with the synthetic model of ``experiments/train_ddp.py`` (ResNet-50
 tensors scaled by 0.25 -> 24 MiB of gradients, 100 ms forward / 200 ms backward
