@@ -1,5 +1,9 @@
 """Live search overhead: one worker group per search against one launch per trial.
 
+Claim: a live search keeps one worker group for all its trials, so a trial costs little more than its own steps (against one launch per trial), and its best matches an exhaustive live grid's.
+Runs: minutes per mode (``--quick``: about a minute). Root: ``--emulated`` yes; ``--local`` / ``--ray`` no.
+Writes: ``experiments/results/bench_live_search_<local|emulated|ray>.{md,json}``.
+
 Per-trial overhead = a trial's wall time (the search sends the configuration ->
 the result is back) minus the ranks' measured warm-up and timed steps.
 

@@ -1,9 +1,17 @@
 """Benchmark the step simulator: ResNet-50 on 16x8 GPUs (vpc-32gbit).
 
+Claim: the simulator is fast enough to search exhaustively -- the batch engine
+evaluates >= 10,000 configurations/s and one configuration (``Simulator.run``)
+takes <= 200 us, on one core.
+Runs: ~5 s. Root: no.
+Writes: ``experiments/results/bench_simulator.{md,json,png}``.
+
 Prints configurations per second for the batch engine and microseconds per
 single evaluation (``Simulator.run``), each the best of several repeats, on
 one core (BLAS threads pinned to 1). ``--json`` prints
 ``{"batch_evals_per_s": ..., "single_eval_us": ...}``.
+
+    python experiments/bench_simulator.py [--stream-modes split] [--json]
 """
 from __future__ import annotations
 
@@ -17,11 +25,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+import _common as C  # noqa: E402
 from commtune.cluster import preset  # noqa: E402
 from commtune.knobs import Knobs  # noqa: E402
 from commtune.models import load_model  # noqa: E402
 from commtune.scenario import Scenario  # noqa: E402
 from simulators import KnobArrays  # noqa: E402
+
+#: the targets the simulator is held to (configurations/s of the batch engine, us per single run)
+TARGETS = {"batch_evals_per_s": 10_000, "single_eval_us": 200.0}
 
 
 def random_configs(n: int, seed: int = 0, stream_modes: tuple[str, ...] = ("split", "round_robin")) -> list[Knobs]:
@@ -68,11 +80,49 @@ def main() -> None:
     out = {"batch_evals_per_s": round(args.batch / batch_best), "single_eval_us": round(single_best * 1e6, 1),
            "model": "resnet50", "cluster": "vpc-32gbit 16x8", "batch_size": args.batch,
            "stream_modes": list(modes)}
+    out["targets"] = TARGETS
+    out["loadavg_1min"] = round(os.getloadavg()[0], 2)
+    write_results(out)
     if args.json:
         print(json.dumps(out))
     else:
         print(f"batch engine : {out['batch_evals_per_s']:,} configurations/s ({args.batch} per call)")
         print(f"single eval  : {out['single_eval_us']} us per configuration (Simulator.run)")
+
+
+def write_results(out: dict) -> None:
+    """``bench_simulator.{json,md,png}``: the figures against their targets."""
+    from commtune.plots import new_figure, styled
+
+    C.write_json("bench_simulator.json", out)
+    batch_ok = out["batch_evals_per_s"] >= TARGETS["batch_evals_per_s"]
+    single_ok = out["single_eval_us"] <= TARGETS["single_eval_us"]
+    rows = [{"what": f"batch engine ({out['batch_size']} configurations per call)",
+             "measured": f"{out['batch_evals_per_s']:,} configurations/s",
+             "target": f">= {TARGETS['batch_evals_per_s']:,}", "met": "yes" if batch_ok else "no"},
+            {"what": "one configuration (`Simulator.run`)", "measured": f"{out['single_eval_us']} us",
+             "target": f"<= {TARGETS['single_eval_us']:g} us", "met": "yes" if single_ok else "no"}]
+    C.write_md("bench_simulator.md", f"""# Simulator speed (ResNet-50, 16 x 8 GPUs, vpc-32gbit, one core)
+
+`python experiments/bench_simulator.py`; stream modes drawn: {", ".join(out["stream_modes"])}; best of the
+repeats; load average (1 min) at the end {out["loadavg_1min"]}. Figure: `bench_simulator.png`; data:
+`bench_simulator.json`.
+
+{C.md_table(rows, [("what", ""), ("measured", "measured"), ("target", "target"), ("met", "met")])}
+""")
+    fig = new_figure(8.0, 3.2)
+    with styled():
+        ax1, ax2 = fig.subplots(1, 2)
+        ax1.barh(["measured"], [out["batch_evals_per_s"]], color="C0")
+        ax1.axvline(TARGETS["batch_evals_per_s"], color="C3", ls="--", label="target (at least)")
+        ax1.set_xlabel("batch engine, configurations/s")
+        ax2.barh(["measured"], [out["single_eval_us"]], color="C1")
+        ax2.axvline(TARGETS["single_eval_us"], color="C3", ls="--", label="target (at most)")
+        ax2.set_xlabel("Simulator.run, us per configuration")
+        for ax in (ax1, ax2):
+            ax.legend(fontsize=8)
+        fig.suptitle(f"Simulator speed, one core (stream modes: {', '.join(out['stream_modes'])})")
+    C.save(fig, "bench_simulator.png")
 
 
 def _timed(fn) -> float:

@@ -1,5 +1,9 @@
 """Live fidelity of the calibrated simulator on held-out configurations, through the CLI defaults.
 
+Claim: the simulator, calibrated by ``commtune probe`` with its defaults, predicts real DDP steps on held-out configurations of emulated clusters (MAPE, worst point, rank order, pick gap per shape and model), also on more hosts than it was calibrated on, and repeatably.
+Runs: ~70 min for every shape, model, scale and repeat part (one shape 5-20 min). Root: yes (emulated cluster).
+Writes: ``experiments/results/live_fidelity/live_fidelity[-TAG].{md,json}``, ``calib-SHAPE[-TAG].yaml``, ``live_fidelity-SHAPE-MODEL[-TAG].png`` (one set per tagged run; ``--tag`` names it).
+
 For each emulated cluster shape (hosts, link rate, per-flow cap, latency):
 ``commtune cluster up``, ``commtune probe --emulated -o calib.yaml`` with its
 defaults (sizes, streams 1,2,3,4,6,8, absolute fit >= 1 MiB, the DDP

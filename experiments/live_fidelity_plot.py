@@ -1,5 +1,9 @@
 """Live fidelity of the calibrated simulator on the emulated cluster: plot + summary.
 
+Claim: the first live fidelity study: the calibrated simulator against 12 real DDP configurations on 4 emulated hosts, 1 Gbit/s with and without a 300 Mbit/s per-stream cap (superseded as the headline by ``live_fidelity.py``'s held-out runs).
+Runs: seconds from the stored JSON; ``--run`` a few minutes. Root: only with ``--run``.
+Writes: ``experiments/results/live_fidelity_plot.{md,csv,png}`` (from ``live_fidelity-split.json``).
+
 Two sources, in this order:
 
 1. ``--from FILE`` or, without ``--run``, the probe engineer's full run

@@ -1,5 +1,9 @@
 """Sampler comparison: how fast each search sampler finds a good configuration.
 
+Claim: the ``auto`` sampler reaches the exhaustive grid's optimum within 1 % in a few trials; plain TPE is the most consistent plain sampler; a replica of Horovod's autotune never gets within 1 % (simulated).
+Runs: minutes (5 samplers x 5 seeds x 60 trials, then bench_search.py; ``--reuse-bench``: seconds). Root: no.
+Writes: ``experiments/results/sampler_comparison.{md,json,csv,png}``, ``bench_search.json``, ``sampler_comparison_bench.png``.
+
 Two parts:
 
 1. per-trial histories from a benchmark on the search API

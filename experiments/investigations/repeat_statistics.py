@@ -11,7 +11,7 @@ calibrations gives the MAPE / bias over every live held-out point on record. Var
   statistic of each DDP calibration / tail record's steps;
 * ``k<=4``: the median, with the split records at K > 4 left out of the gap model's fit.
 
-    PYTHONPATH=. python experiments/repeat_statistics.py [VARIANT ...]
+    PYTHONPATH=. python experiments/investigations/repeat_statistics.py [VARIANT ...]
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ import tempfile
 import numpy as np
 import yaml
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the other investigations, then experiments/ (live_fidelity)
 from live_fidelity import MODELS, predictions, run_model  # noqa: E402
 from refit_stored_runs import RESULTS, run_items  # noqa: E402
 

@@ -12,7 +12,7 @@ Needs a running emulated cluster and a calibration of it (root):
 
     commtune cluster up --prefix dg --hosts 3 --bw 2gbit --latency 1ms
     commtune probe --emulated --prefix dg -o calib.yaml
-    PYTHONPATH=. python experiments/ddp_tail.py --prefix dg --cluster calib.yaml
+    PYTHONPATH=. python experiments/investigations/ddp_tail.py --prefix dg --cluster calib.yaml
     commtune cluster down --prefix dg
 
 Seen on 3 hosts (2 Gbit/s, 1 ms) with the q9 calibration, two runs: K = 1 missed +7.1 / +8.6 ms

@@ -9,7 +9,7 @@ absolute deviation (MAD / median) and the range ((max - min) / median). Then, fr
 points of every stored run, how often one live measurement's own passes (the same configuration,
 minutes apart) are spread by more than the worst-point target.
 
-    PYTHONPATH=. python experiments/noise_floor.py [RESULTS_DIR]
+    PYTHONPATH=. python experiments/investigations/noise_floor.py [RESULTS_DIR]
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import sys
 import numpy as np
 import yaml
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the other investigations, then experiments/ (live_fidelity)
 from refit_stored_runs import RESULTS  # noqa: E402
 #: a run's tag: q4 ... q18, u2, and variants (q14c, q15n0); untagged files are from before the runs
 TAG = re.compile(r"^[qu]\d+[a-z0-9]*$")

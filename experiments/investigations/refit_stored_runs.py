@@ -10,7 +10,7 @@ then the same over all points. A model change is checked here against every
 live point on record before a new live run; runs whose points were looked at
 while the change was made are not held out for it (say which in the notes).
 
-    PYTHONPATH=. python experiments/refit_stored_runs.py [TAG ...]
+    PYTHONPATH=. python experiments/investigations/refit_stored_runs.py [TAG ...]
 """
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the other investigations, then experiments/ (live_fidelity)
 from live_fidelity import predictions, run_model  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results", "live_fidelity")
+#: the stored runs of ``experiments/live_fidelity.py`` that the investigations read
+RESULTS = os.path.join(os.path.dirname(HERE), "results", "live_fidelity")
 
 
 def refitted(path: str):

@@ -10,9 +10,9 @@ pick gap before (this checkout's simulator without the gap; the run's
 recorded figure in brackets) and after, also per stream mode. The live
 measurements are unchanged; only the model differs.
 
-    PYTHONPATH=. python experiments/rr_gap_refit.py [RESULTS.json ...]
+    PYTHONPATH=. python experiments/investigations/rr_gap_refit.py [RESULTS.json ...]
 
-Without arguments: every saved run, written to ``results/live_fidelity/rr_gap_refit.json``.
+Without arguments: every saved run, written to ``experiments/investigations/results/rr_gap_refit.json``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ import sys
 
 import numpy as np
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "live_fidelity")
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: the stored runs of ``experiments/live_fidelity.py`` (read) and where this investigation writes
+RUNS = os.path.join(os.path.dirname(HERE), "results", "live_fidelity")
+OUT = os.path.join(HERE, "results")
 
 
 def _copy_fit(spec) -> dict:
@@ -99,11 +102,11 @@ def main(paths: list[str], write: bool = True) -> int:
     from commtune.io import atomic_write_text
 
     if write:
-        atomic_write_text(os.path.join(HERE, "rr_gap_refit.json"), json.dumps(out, indent=1, default=float))
+        atomic_write_text(os.path.join(OUT, "rr_gap_refit.json"), json.dumps(out, indent=1, default=float))
     return 0
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:] or [os.path.join(HERE, f) for f in sorted(os.listdir(HERE))
+    args = sys.argv[1:] or [os.path.join(RUNS, f) for f in sorted(os.listdir(RUNS))
                             if f.startswith("live_fidelity") and f.endswith(".json")]
     sys.exit(main(args, write=not sys.argv[1:]))  # the results file covers every saved run

@@ -1,6 +1,6 @@
 """Measure the emulated cluster: TCP throughput vs parallel flows, RTT vs injected latency.
 
-Run as root:  PYTHONPATH=. python experiments/emulated_cluster_check.py [--bw 1gbit] [--per-stream 300mbit]
+Run as root:  PYTHONPATH=. python experiments/investigations/emulated_cluster_check.py [--bw 1gbit] [--per-stream 300mbit]
 Uses its own namespace prefix ("ctx") and always tears the cluster down.
 """
 from __future__ import annotations

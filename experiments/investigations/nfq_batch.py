@@ -9,7 +9,7 @@ each, timing the DDP calibration configurations (:func:`commtune.probe.ddp_calib
 16 x 1 MiB tensors; split over K streams with 1 or 8 MiB buckets) under each. Printed: the helper's CPU
 use (cores) and, per configuration, the median step time over the rounds, its MAD and range.
 
-    PYTHONPATH=. python experiments/nfq_batch.py [--baseline-rev 059c7b6] [--rounds 5]   # root
+    PYTHONPATH=. python experiments/investigations/nfq_batch.py [--baseline-rev 059c7b6] [--rounds 5]   # root
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 SOURCE = "commtune/emulation/nfq_delay.c"
