@@ -3,7 +3,9 @@
 * :func:`load_profile` -- read and validate a profile (:func:`commtune.profiles.load_profile`);
 * :func:`wrap` -- ``DistributedDataParallel`` with the profile applied (bucket
   sizes, first bucket, K streams, wire precision), after checking the model
-  fingerprint and the world size;
+  fingerprint and the world size; a sharded profile goes to :func:`shard`;
+* :func:`shard` -- FSDP2 ``fully_shard`` per unit as the profile groups the
+  layers (prefetch, reshard after forward, reduce dtype, HSDP mesh);
 * :mod:`~commtune.runtime.ddp_plan` -- how knobs map onto DDP (torch-free);
 * :class:`AutoTuner` -- tune the knobs on the live job during its first steps
   (Optuna ask/tell on rank 0, broadcast, rebuild DDP), lock in the best, write a
@@ -25,6 +27,7 @@ _WHERE = {
     "module_fingerprint": "fingerprint", "module_profile": "fingerprint",
     "MultiStreamState": "hooks", "make_multistream_hook": "hooks", "multistream_hook": "hooks",
     "stream_groups": "hooks",
+    "shard": "shard", "plan_shard": "shard", "ShardPlan": "shard",
 }
 
 _TORCH_FREE = {"ddp_plan", "fingerprint"}  # the other modules import torch

@@ -86,8 +86,9 @@ def check_world_size(profile: Profile, process_group: Any | None = None, strict:
 
 def wrap(model: torch.nn.Module, profile: Profile | Knobs | str | os.PathLike, process_group: Any | None = None,
          *, stream_mode: str | None = None, strict: bool = False, check_fingerprint: bool = True,
-         hook_options: dict[str, Any] | None = None, **ddp_kwargs: Any) -> DistributedDataParallel:
-    """``DistributedDataParallel(model)`` with a tuned profile applied.
+         hook_options: dict[str, Any] | None = None, **ddp_kwargs: Any) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` with a tuned profile applied; a sharded
+    profile (``sharding`` grad / full / hybrid) goes to :func:`commtune.runtime.shard.shard` (FSDP2).
 
     ``profile``: a :class:`Profile`, a path to a profile file, or bare
     :class:`Knobs` (no model/world checks). ``stream_mode``: ``"split"`` or
@@ -108,6 +109,13 @@ def wrap(model: torch.nn.Module, profile: Profile | Knobs | str | os.PathLike, p
         knobs = profile
     else:
         raise CommtuneError(f"wrap() needs a Profile, a profile path or Knobs, got {type(profile).__name__}")
+    if knobs.sharding != "none":  # sharded data parallelism: FSDP2, not DDP
+        from commtune.runtime.shard import shard
+
+        if stream_mode is not None or hook_options or ddp_kwargs:
+            raise CommtuneError("stream_mode, hook_options and DDP keyword arguments apply to all-reduce data "
+                                f"parallelism; this profile's sharding is {knobs.sharding}")
+        return shard(model, profile, strict=strict, check_fingerprint=check_fingerprint)
     plan = plan_for(knobs, stream_mode)
     if plan.not_applied:
         warnings.warn("DDP cannot apply part of this profile; not applied: " + "; ".join(plan.not_applied),
