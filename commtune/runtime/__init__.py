@@ -21,7 +21,7 @@ from typing import Any
 
 _WHERE = {
     "AutoTuner": "tuner", "Config": "tuner", "DEFAULT_SPACE": "tuner", "TUNABLE": "tuner", "parse_space": "tuner",
-    "CommtuneWarning": "apply", "build_ddp": "apply", "check_model": "apply", "check_world_size": "apply",
+    "CommtuneWarning": "checks", "build_ddp": "apply", "check_model": "checks", "check_world_size": "checks",
     "wrap": "apply",
     "DDPPlan": "ddp_plan", "plan_for": "ddp_plan", "first_bucket_bytes": "ddp_plan", "STREAM_MODES": "ddp_plan",
     "module_fingerprint": "fingerprint", "module_profile": "fingerprint",

@@ -36,7 +36,7 @@ from commtune.models.base import ModelProfile
 from commtune.models.record import ROOT_LAYER
 from commtune.models.units import group_units
 from commtune.profiles import Profile, load_profile
-from commtune.runtime.apply import check_model, check_world_size
+from commtune.runtime.checks import check_model, check_world_size
 from commtune.runtime.fingerprint import module_profile
 
 _REDUCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
