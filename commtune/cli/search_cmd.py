@@ -393,7 +393,8 @@ def run(args: argparse.Namespace) -> int:
         space.check_grid_size(points=args.grid_points)
     from commtune.units import split_list
 
-    bws = split_list(args.bw or DEFAULT_BW, "--bw")
+    # --cluster without --bw keeps the cluster file's own link (its stem labels the run)
+    bws = split_list(args.bw, "--bw") if args.bw else [Path(args.cluster).stem] if args.cluster else [DEFAULT_BW]
     several = len(bws) > 1
     if several and args.study:
         raise CommtuneError("--study names one study; with several bandwidths leave it out (one study per bandwidth)")
@@ -416,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
                            (Path(args.cluster).stem if args.cluster else "local"))]
         scenarios.append((bws[0], scenario))
     for bw in bws if not args.live else []:
-        a = argparse.Namespace(**{**vars(args), "bw": bw})
+        a = argparse.Namespace(**{**vars(args), "bw": bw if args.bw or not args.cluster else None})
         scenarios.append((bw, scenario_from_args(a)))
     paths = [_profile_path(args, scenarios[0][1].model.name, bw, several) for bw, _ in scenarios]
     _prepare_outputs(args, paths, storage)
