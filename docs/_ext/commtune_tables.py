@@ -1,7 +1,7 @@
 """Sphinx directives that write tables from commtune's own registries at build time.
 
 ``{knobs-table}`` renders :data:`commtune.knobs.KNOBS` (and the two baselines),
-``{presets-table}`` the network, intra-node and device presets, ``{cli-epilog}``
+``{presets-table}`` the network, intra-node and device presets, ``{cli-description}`` and ``{cli-epilog}``
 the accepted ranges that end ``commtune --help``, so the pages
 never hold a copy that can go stale.
 """
@@ -99,16 +99,24 @@ class CliEpilog(SphinxDirective):
     """The epilog of ``commtune --help`` (accepted ranges), verbatim."""
 
     has_content = False
+    part = "epilog"
 
     def run(self) -> list[nodes.Node]:
         from commtune.cli import build_parser
 
-        text = build_parser().epilog or ""
+        text = getattr(build_parser(), self.part) or ""
         return [nodes.literal_block(text, text)]
+
+
+class CliDescription(CliEpilog):
+    """The opening of ``commtune --help`` (what commtune does, the main job), verbatim."""
+
+    part = "description"
 
 
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_directive("knobs-table", KnobsTable)
     app.add_directive("presets-table", PresetsTable)
     app.add_directive("cli-epilog", CliEpilog)
+    app.add_directive("cli-description", CliDescription)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
