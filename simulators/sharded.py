@@ -169,7 +169,8 @@ def unit_times(plan: UnitPlan, knobs: KnobArrays, params: ShardedParams, workloa
         a, b, f = network.shard_coeffs(op, k, grp)
         r = np.asarray(ranks, dtype=np.float64)
         w = jitter * np.sqrt(2.0 * np.log(np.maximum(r, 1.0))) if jitter > 0 else np.zeros(r.shape)
-        t = latency_bounded(a + w + b * size, np.where(f > 0, f + w, 0.0), sharp)
+        line = a + w + b * size
+        t = latency_bounded(line, np.where(f > 0, f + w, 0.0), sharp) if (f > 0).any() else line
         return np.where(r > 1, t, 0.0)
 
     numel = plan.numel[None, :]
