@@ -3,11 +3,14 @@
 From a model profile, a device, a batch size and a precision it derives the
 forward time, the backward time and, for each gradient tensor in the order
 backward produces it, the time (from the start of backward) at which it is
-ready and its element count.
+ready and its element count. For sharded data parallelism it also keeps
+the per-layer forward and backward times (forward order) and the model
+profile, whose layers :func:`commtune.models.units.group_units` groups into
+units.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +34,9 @@ class Workload:
     grad_bytes_per_element: int
     layer_backward: tuple[tuple[str, float, float], ...] = ()  # (layer, start_s, end_s) for traces
     optimizer_s: float = 0.0  # the optimizer step after the gradients are reduced
+    layer_forward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order
+    layer_backward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order
+    profile: ModelProfile | None = None  # the layers sharding groups into units
 
     @property
     def compute_s(self) -> float:
@@ -79,12 +85,16 @@ def build_workload(
             return layer.bwd_time_s * time_scale
         return layer.bwd_flops * batch_size / flops_per_s
 
-    forward_s = float(sum(fwd(layer) for layer in model.layers))
+    layer_fwd = [fwd(layer) for layer in model.layers]
+    forward_s = float(sum(layer_fwd))
+    layer_bwd = [0.0] * len(model.layers)
     t = 0.0
     ready, numel, names, spans = [], [], [], []
-    for layer in reversed(model.layers):
+    for idx in reversed(range(len(model.layers))):
+        layer = model.layers[idx]
         start = t
-        t += bwd(layer)
+        layer_bwd[idx] = bwd(layer)
+        t += layer_bwd[idx]
         spans.append((layer.name, start, t))
         for tensor in reversed(layer.tensors):
             ready.append(t)
@@ -104,6 +114,9 @@ def build_workload(
         grad_bytes_per_element=grad_bytes_per_element(precision),
         layer_backward=tuple(spans),
         optimizer_s=optimizer_time_s(model, dev) if optimizer else 0.0,
+        layer_forward_s=np.asarray(layer_fwd, dtype=np.float64),
+        layer_backward_s=np.asarray(layer_bwd, dtype=np.float64),
+        profile=model,
     )
 
 
