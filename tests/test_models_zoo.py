@@ -17,6 +17,8 @@ EXPECTED = {  # name: (tensors, params)
     "bert-large": (391, 335_141_888),
     "gpt2": (148, 124_439_808),
     "gpt2-medium": (292, 354_823_168),
+    "llama3.2-1b": (146, 1_235_814_400),  # published 1.23B, embeddings tied
+    "llama3-8b": (291, 8_030_261_248),  # published 8.03B
 }
 
 
