@@ -53,7 +53,7 @@ def add_scenario_args(p: argparse.ArgumentParser, model_required: bool = True) -
     g.add_argument("--per-stream", help="per-stream (per-flow) cap, e.g. 10gbit, or 'none'")
     g.add_argument("--latency", help="inter-node latency per collective step, e.g. 30us")
     g.add_argument("--intra", help="intra-node preset, e.g. nvlink-v100, pcie3")
-    g.add_argument("--device", help="GPU preset: V100, A100, H100, T4")
+    g.add_argument("--device", help="GPU preset: V100, V100-32GB, A100, A100-40GB, H100, T4, P100")
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
