@@ -3,7 +3,8 @@
 From a model profile, a device, a batch size and a precision it derives the
 forward time, the backward time and, for each gradient tensor in the order
 backward produces it, the time (from the start of backward) at which it is
-ready and its element count.
+ready and its element count. With activation checkpointing each block
+(:attr:`Layer.block`) runs its forward again just before its backward.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Workload:
     grad_bytes_per_element: int
     layer_backward: tuple[tuple[str, float, float], ...] = ()  # (layer, start_s, end_s) for traces
     optimizer_s: float = 0.0  # the optimizer step after the gradients are reduced
+    activation_checkpointing: bool = False  # backward_s includes each block's recomputed forward
 
     @property
     def compute_s(self) -> float:
@@ -57,11 +59,14 @@ def optimizer_time_s(model: ModelProfile, dev: Device) -> float:
 
 def build_workload(
     model: ModelProfile, device: Device | str = "V100", batch_size: int = 64, precision: str = "amp",
-    optimizer: bool = True,
+    optimizer: bool = True, activation_checkpointing: bool = False,
 ) -> Workload:
     """Time each layer (measured times if the profile has them, else FLOPs
     over the device's effective throughput) and lay out the backward pass;
-    ``optimizer`` adds the optimizer step (:func:`optimizer_time_s`)."""
+    ``optimizer`` adds the optimizer step (:func:`optimizer_time_s`);
+    ``activation_checkpointing`` recomputes each block's forward at the start
+    of its backward (a span ``<block> (recompute)``; layers outside blocks are
+    not recomputed)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CommtuneError(f"batch size must be a positive integer, got {batch_size!r}")
     dev = device if isinstance(device, Device) else get_device(device)
@@ -80,9 +85,17 @@ def build_workload(
         return layer.bwd_flops * batch_size / flops_per_s
 
     forward_s = float(sum(fwd(layer) for layer in model.layers))
+    recompute: dict[str, float] = {}
+    if activation_checkpointing:
+        for layer in model.layers:
+            if layer.block is not None:
+                recompute[layer.block] = recompute.get(layer.block, 0.0) + fwd(layer)
     t = 0.0
     ready, numel, names, spans = [], [], [], []
     for layer in reversed(model.layers):
+        if layer.block in recompute:  # the block's last layer in forward order: recompute it first
+            start, t = t, t + recompute.pop(layer.block)
+            spans.append((f"{layer.block} (recompute)", start, t))
         start = t
         t += bwd(layer)
         spans.append((layer.name, start, t))
@@ -104,6 +117,7 @@ def build_workload(
         grad_bytes_per_element=grad_bytes_per_element(precision),
         layer_backward=tuple(spans),
         optimizer_s=optimizer_time_s(model, dev) if optimizer else 0.0,
+        activation_checkpointing=activation_checkpointing,
     )
 
 

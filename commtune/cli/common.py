@@ -46,6 +46,8 @@ def add_scenario_args(p: argparse.ArgumentParser, model_required: bool = True) -
     g.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=64,
                    help="samples per GPU per step (default 64)")
     g.add_argument("--precision", choices=PRECISIONS, default="amp", help="compute precision (default amp)")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each model block's forward in backward (keeps only block inputs)")
     g.add_argument("--cluster", help="cluster preset name (see `commtune presets`) or cluster/calibration file")
     g.add_argument("--bw", help="inter-node bandwidth per node, e.g. 32gbit, 25Gbps, 4GB/s")
     g.add_argument("--nodes", type=ranged("nodes", "--nodes"), help="number of nodes (default 16)")
@@ -64,7 +66,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         cluster=args.cluster, bw=args.bw, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
         per_stream=args.per_stream, latency=args.latency, intra=args.intra, device=args.device,
     )
-    return Scenario(model, cluster, batch_size=args.batch_size, precision=args.precision)
+    return Scenario(model, cluster, batch_size=args.batch_size, precision=args.precision,
+                    activation_checkpointing=getattr(args, "activation_checkpointing", False))
 
 
 def add_knob_args(p: argparse.ArgumentParser) -> None:
