@@ -6,7 +6,9 @@ backward produces it, the time (from the start of backward) at which it is
 ready and its element count. For sharded data parallelism it also keeps
 the per-layer forward and backward times (forward order) and the model
 profile, whose layers :func:`commtune.models.units.group_units` groups into
-units.
+units. With activation checkpointing each block (:attr:`Layer.block`) runs
+its forward again just before its backward (charged to the backward of the
+block's last layer in forward order).
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ class Workload:
     layer_backward: tuple[tuple[str, float, float], ...] = ()  # (layer, start_s, end_s) for traces
     optimizer_s: float = 0.0  # the optimizer step after the gradients are reduced
     layer_forward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order
-    layer_backward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order
+    layer_backward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order, recompute included
     profile: ModelProfile | None = None  # the layers sharding groups into units
+    activation_checkpointing: bool = False  # backward_s includes each block's recomputed forward
 
     @property
     def compute_s(self) -> float:
@@ -63,11 +66,14 @@ def optimizer_time_s(model: ModelProfile, dev: Device) -> float:
 
 def build_workload(
     model: ModelProfile, device: Device | str = "V100", batch_size: int = 64, precision: str = "amp",
-    optimizer: bool = True,
+    optimizer: bool = True, activation_checkpointing: bool = False,
 ) -> Workload:
     """Time each layer (measured times if the profile has them, else FLOPs
     over the device's effective throughput) and lay out the backward pass;
-    ``optimizer`` adds the optimizer step (:func:`optimizer_time_s`)."""
+    ``optimizer`` adds the optimizer step (:func:`optimizer_time_s`);
+    ``activation_checkpointing`` recomputes each block's forward at the start
+    of its backward (a span ``<block> (recompute)``; layers outside blocks are
+    not recomputed)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CommtuneError(f"batch size must be a positive integer, got {batch_size!r}")
     dev = device if isinstance(device, Device) else get_device(device)
@@ -87,14 +93,24 @@ def build_workload(
 
     layer_fwd = [fwd(layer) for layer in model.layers]
     forward_s = float(sum(layer_fwd))
+    recompute: dict[str, float] = {}
+    if activation_checkpointing:
+        for layer, f in zip(model.layers, layer_fwd):
+            if layer.block is not None:
+                recompute[layer.block] = recompute.get(layer.block, 0.0) + f
     layer_bwd = [0.0] * len(model.layers)
     t = 0.0
     ready, numel, names, spans = [], [], [], []
     for idx in reversed(range(len(model.layers))):
         layer = model.layers[idx]
+        extra = 0.0
+        if layer.block in recompute:  # the block's last layer in forward order: recompute it first
+            extra = recompute.pop(layer.block)
+            start, t = t, t + extra
+            spans.append((f"{layer.block} (recompute)", start, t))
         start = t
-        layer_bwd[idx] = bwd(layer)
-        t += layer_bwd[idx]
+        layer_bwd[idx] = extra + bwd(layer)
+        t += bwd(layer)
         spans.append((layer.name, start, t))
         for tensor in reversed(layer.tensors):
             ready.append(t)
@@ -117,6 +133,7 @@ def build_workload(
         layer_forward_s=np.asarray(layer_fwd, dtype=np.float64),
         layer_backward_s=np.asarray(layer_bwd, dtype=np.float64),
         profile=model,
+        activation_checkpointing=activation_checkpointing,
     )
 
 
