@@ -72,3 +72,22 @@ def test_bad_sharding_input(argv, needles, scratch, capsys):
 def test_good_sharded_values_pass_the_checks(scratch, capsys):
     assert main([*SIM, "--sharding", "hybrid", "--shard-group-size", "16", "--reshard-after-forward", "8"]) == 0
     assert main([*SIM, "--sharding", "full", "--reshard-after-forward", "false", "--forward-prefetch", "4"]) == 0
+
+
+def test_export_help_lists_the_sharded_formats(capsys):
+    assert main(["export", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fsdp2: PyTorch FSDP2" in out and "megatron: Megatron-Core" in out
+
+
+def test_export_sharded_profile_to_fsdp2_file(scratch, capsys):
+    from commtune.models import load_model
+
+    p = make_profile(sharding="full", unit_bytes=2**36)
+    p.model["fingerprint"] = load_model("resnet50").fingerprint()
+    save_profile(p, scratch / "full.json")
+    assert main(["export", "full.json", "--format", "fsdp2", "-o", "fsdp2.json"]) == 0
+    import json
+
+    d = json.loads((scratch / "fsdp2.json").read_text())
+    assert len(d["units"]) == 1 and d["mesh"]["shape"] == [128]
