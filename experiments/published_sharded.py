@@ -166,8 +166,7 @@ def cluster_for(data: dict, point: dict, inter_gbit: float | None = None):
     return ClusterSpec(
         nodes=point["gpus"] // c["gpus_per_node"], gpus_per_node=c["gpus_per_node"], inter_bw_Bps=gbit * 1e9 / 8,
         per_stream_Bps=math.inf, inter_latency_s=NET_HOP_S, intra_bw_Bps=intra_bw, intra_latency_s=intra_lat,
-        launch_overhead_s=LAUNCH_S, nccl_tree=True, device=c["device"], name=point["cluster"],
-        **framework_defaults(c["device"]))
+        launch_overhead_s=LAUNCH_S, device=c["device"], name=point["cluster"], **framework_defaults(c["device"]))
 
 
 def knobs_for(data: dict, point: dict, **overrides):
@@ -178,15 +177,21 @@ def knobs_for(data: dict, point: dict, **overrides):
     return dataclasses.replace(FSDP2_DEFAULT, **{**base, **overrides})
 
 
+_WORKLOADS: dict[tuple, object] = {}
+
+
 def workload_for(data: dict, point: dict, batch: int | None = None):
-    """The point's per-GPU workload at the device preset's bf16 rate, and its FLOPs per step."""
+    """The point's per-GPU workload at the device preset's bf16 rate (cached per point and batch)."""
     from simulators import build_workload
 
-    model = build_model(data, point["model"], point["seq_len"])
-    device = data["clusters"][point["cluster"]]["device"]
-    w = build_workload(model, device, batch_size=batch or point["batch_per_gpu"], precision="bf16",
-                       activation_checkpointing=AC_RECOMPUTE[point["activation_checkpointing"]])
-    return w, model
+    key = (point["id"], batch)
+    if key not in _WORKLOADS:
+        model = build_model(data, point["model"], point["seq_len"])
+        device = data["clusters"][point["cluster"]]["device"]
+        _WORKLOADS[key] = build_workload(
+            model, device, batch_size=batch or point["batch_per_gpu"], precision="bf16",
+            activation_checkpointing=AC_RECOMPUTE[point["activation_checkpointing"]])
+    return _WORKLOADS[key]
 
 
 def with_compute_scale(w, k: float):
@@ -199,15 +204,17 @@ def with_compute_scale(w, k: float):
 
 def predict(data: dict, point: dict, k: float, inter_gbit: float | None = None, batch: int | None = None,
             **knobs) -> dict:
-    """Simulated step of ``point`` with compute scale ``k``: step time, tokens/s per GPU, exposed communication."""
+    """Simulated step of ``point`` with compute scale ``k``: step time, tokens/s per GPU, and the
+    communication left exposed beyond forward, backward and the sharded optimizer."""
     from simulators import Simulator
 
-    w, _ = workload_for(data, point, batch)
+    w = workload_for(data, point, batch)
     cluster = cluster_for(data, point, inter_gbit)
     r = Simulator(with_compute_scale(w, k), cluster).run(knobs_for(data, point, **knobs))
     b = batch or point["batch_per_gpu"]
     return {"step_time_s": r.step_time_s, "tokens_per_s_per_gpu": b * point["seq_len"] / r.step_time_s,
-            "compute_s": r.compute_time_s, "exposed_comm_s": r.exposed_comm_s, "units": r.num_buffers,
+            "compute_s": r.forward_s + r.backward_s + r.optimizer_s,
+            "exposed_comm_s": r.step_time_s - r.forward_s - r.backward_s - r.optimizer_s, "units": r.num_buffers,
             "scaling_efficiency": r.scaling_efficiency}
 
 
