@@ -30,6 +30,7 @@ def study_name_for(scenario, space, objective_name: str, sampler: str = "auto", 
         "model": scenario.model.fingerprint(), "cluster": scenario.cluster.to_dict(),
         "batch": scenario.batch_size, "precision": scenario.precision, "space": space.fingerprint(),
         "objective": objective_name, "sampler": sampler, "seed": seed,
+        **({"activation_checkpointing": True} if scenario.activation_checkpointing else {}),  # new key only when on
     }, sort_keys=True, default=str)
     h = hashlib.sha1(key.encode()).hexdigest()[:8]
     return f"{scenario.model.name}-{scenario.cluster.name}-{space.name}-{sampler}-seed{seed}-{h}"

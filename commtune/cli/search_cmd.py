@@ -419,6 +419,10 @@ def run(args: argparse.Namespace) -> int:
     for bw in bws if not args.live else []:
         a = argparse.Namespace(**{**vars(args), "bw": bw if args.bw or not args.cluster else None})
         scenarios.append((bw, scenario_from_args(a)))
+    from commtune.sharding_checks import check_space_sharding
+
+    for _, scenario in scenarios:
+        check_space_sharding(space, scenario.cluster)
     paths = [_profile_path(args, scenarios[0][1].model.name, bw, several) for bw, _ in scenarios]
     _prepare_outputs(args, paths, storage)
     show_progress = not args.quiet and not args.json and sys.stderr.isatty()

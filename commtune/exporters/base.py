@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from commtune import __version__
 from commtune.errors import CommtuneError
-from commtune.knobs import KNOBS
+from commtune.knobs import KNOBS, SHARDING_KNOBS
 from commtune.profiles import Profile
 from commtune.units import format_time
 
@@ -208,6 +208,9 @@ def all_reduce_only(d: Draft, target: str) -> None:
     else:
         d.unsupported_knob("sharding", f"{target} replicates parameters and all-reduces gradients; sharded data "
                                        "parallelism needs FSDP2, DeepSpeed ZeRO or Megatron's distributed optimizer")
+        for knob in SHARDING_KNOBS[1:]:
+            if knob in d.active:
+                d.unsupported_knob(knob, f"a knob of sharded data parallelism, which {target} does not do")
 
 
 def inactive_knobs(draft: Draft) -> list[str]:
