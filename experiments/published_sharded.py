@@ -3,7 +3,7 @@
 Claim: with one achieved compute rate (TFLOP/s per GPU) fitted per software stack on its
 calibration points, the sharded simulator predicts the held-out published FSDP / HSDP
 throughputs (other GPU counts, other model sizes) and every measured direction.
-Runs: ~10 s. Root: no.
+Runs: ~2 s. Root: no.
 Writes: ``experiments/results/published_sharded.{md,json,png}``.
 
 The measurements, their hardware, shapes, quotes and the calibration / held-out split are in
