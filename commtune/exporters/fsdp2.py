@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from commtune.exporters.base import Draft, JsonExporter
-from commtune.exporters.sharded import ProfileModel, all_reduce_knobs, profile_model, sharded_layout
+from commtune.exporters.sharded import ProfileModel, profile_model, sharded_layout
 
 #: FSDP2's unsharded-parameter dtype for each commtune compute precision (None: the parameters' own, fp32).
 PARAM_DTYPE = {"fp32": None, "amp": None, "fp16": "float16", "bf16": "bfloat16"}
@@ -32,7 +32,6 @@ class Fsdp2Exporter(JsonExporter):
         a = d.active
         pm = profile_model(d.profile)
         layout = sharded_layout(d, pm, "FSDP2")
-        all_reduce_knobs(d, "FSDP2", "FSDP2 runs all-gathers on one stream and reduce-scatters on another")
         if a["sharding"] == "hybrid":
             d.apply("sharding", "HSDP: fully_shard over a 2-D mesh (replicate, shard)")
             d.set("mesh.shape", [layout.replicas, layout.group], "shard_group_size",

@@ -20,7 +20,7 @@ import json
 from commtune.devices import PRECISIONS, grad_bytes_per_element
 from commtune.errors import CommtuneError
 from commtune.exporters.base import Draft, JsonExporter
-from commtune.exporters.sharded import all_reduce_knobs, profile_model, sharded_layout, unit_elements
+from commtune.exporters.sharded import profile_model, sharded_layout, unit_elements
 
 C = "ddp_config."
 
@@ -85,8 +85,6 @@ class MegatronExporter(JsonExporter):
         a = d.active
         pm = profile_model(d.profile)
         layout = sharded_layout(d, pm, "Megatron-Core")
-        all_reduce_knobs(d, "Megatron-Core", "Megatron-Core runs its gradient and parameter collectives on one "
-                                             "communication stream")
         unit_bytes = a["unit_bytes"]
         elements = unit_elements(unit_bytes) if unit_bytes else None
         if a["sharding"] == "grad":

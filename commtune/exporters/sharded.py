@@ -7,9 +7,9 @@
 - :func:`unit_elements`: ``unit_bytes`` counts fp32 bytes (numel x 4), so a
   unit holds ``unit_bytes // 4`` parameter elements, whatever the compute
   precision; frameworks that size buckets in elements get that number.
-- :func:`all_reduce_knobs`: the all-reduce DP knobs (fusion, cycle,
-  negotiation, streams, hierarchical, wire precision) that stay active under
-  sharding, recorded in one way for every sharded target.
+
+The all-reduce knobs (fusion, streams, hierarchical, wire precision) are
+inactive under sharding, so no sharded exporter sees them.
 """
 from __future__ import annotations
 
@@ -21,10 +21,6 @@ from commtune.models.base import ModelProfile
 from commtune.models.units import UNIT_BYTES_PER_ELEMENT, Unit, group_units
 from commtune.profiles import Profile
 from commtune.sharding_checks import ShardLayout, check_sharding
-
-#: The all-reduce fusion knobs: under sharding the unit (``unit_bytes``) is the fusion granularity.
-FUSION_KNOBS = ("fusion_policy", "fusion_threshold_bytes", "first_bucket_bytes", "cycle_time_ms")
-
 
 @dataclass(frozen=True)
 class ProfileModel:
@@ -69,34 +65,3 @@ def unit_elements(unit_bytes: int) -> int:
 
 def largest_unit_elements(pm: ProfileModel) -> int | None:
     return max(u.numel for u in pm.units) if pm.units else None
-
-
-def all_reduce_knobs(d: Draft, target: str, streams: str) -> None:
-    """Record the all-reduce DP knobs that stay active under sharding.
-
-    ``streams`` says how ``target`` places its collectives on streams (one
-    stream per collective kind, in every framework here)."""
-    a = d.active
-    for knob in FUSION_KNOBS:
-        if knob in a:
-            d.unsupported_knob(knob, f"{target} communicates per sharding unit (unit_bytes); the all-reduce "
-                                     "fusion knobs have no counterpart")
-    if "negotiation" in a:
-        d.unsupported_knob("negotiation", f"{target} does not negotiate readiness: every rank runs the same "
-                                          "collectives in the same order")
-    if a["num_streams"] == 1:
-        d.apply("num_streams", streams)
-        d.apply("stream_mode", "one stream: the stream mode has no effect")
-    else:
-        d.unsupported_knob("num_streams", f"{streams}; more streams have no setting")
-        d.unsupported_knob("stream_mode", f"{streams}; there is no choice of stream mode")
-    if a["hierarchical"]:
-        d.unsupported_knob("hierarchical", f"{target} issues flat collectives per unit (NCCL picks the algorithm); "
-                                           "the two-level form of sharded data parallelism is sharding: hybrid")
-    else:
-        d.apply("hierarchical", f"{target}'s flat collectives per unit")
-    if a["wire_precision"] == "fp16":
-        d.unsupported_knob("wire_precision", "under sharding the gradient wire precision is reduce_precision "
-                                             "(fp32 or bf16); fp16 compression of an all-reduce has no counterpart")
-    else:
-        d.apply("wire_precision", "gradients travel in reduce_precision under sharding")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from commtune.exporters.base import Draft
 from commtune.exporters.sharded import (
-    ProfileModel, all_reduce_knobs, largest_unit_elements, profile_model, sharded_layout, unit_elements,
+    ProfileModel, largest_unit_elements, profile_model, sharded_layout, unit_elements,
 )
 
 STAGE = {"grad": 2, "full": 3, "hybrid": 3}
@@ -32,7 +32,6 @@ def zero_stage(d: Draft) -> None:
     layout = sharded_layout(d, pm, "DeepSpeed ZeRO")
     stage = STAGE[a["sharding"]]
     z = "zero_optimization."
-    all_reduce_knobs(d, "DeepSpeed ZeRO", "DeepSpeed ZeRO reduces on one stream and gathers on another")
     d.set(z + "stage", stage, "sharding", {2: "ZeRO-2: gradients and optimizer states sharded",
                                            3: "ZeRO-3: parameters sharded too"}[stage])
     if a["sharding"] == "hybrid":
