@@ -116,3 +116,15 @@ def test_help_opens_with_what_commtune_does(capsys):
     intro = out.split("\n\n")[1]
     assert intro.startswith("commtune auto-tunes the communication knobs of data-parallel training")
     assert "commtune search --model resnet50 --bw 32gbit" in out and "one module per sub-command" not in out
+
+
+def test_simulate_labels_a_sharded_step_and_reports_memory(capsys):
+    from commtune.cli import main
+
+    assert main(["simulate", "--model", "llama3.2-1b", "--sharding", "full", "--unit-bytes", "256MiB"]) == 0
+    out = capsys.readouterr().out
+    assert "all-gathers and reduce-scatters" in out and "sharding units" in out
+    assert "fused buffers" not in out and "negotiation" not in out
+    assert "peak memory per GPU" in out and "of 16 GiB (V100)" in out
+    assert main(["simulate", "--model", "llama3.2-1b"]) == 0  # DDP: 1.24B parameters do not fit a V100
+    assert "DOES NOT FIT" in capsys.readouterr().out

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
         write_trace(args.trace, scenario.workload, result, knobs)
     if args.json:
-        out = {**result.to_dict(), "knobs": knobs.to_dict(), "model": scenario.model.name,
+        out = {**result.to_dict(), "peak_memory_bytes": int(scenario.memory(knobs).peak),
+               "device_memory_bytes": scenario.memory_limit_bytes(), "knobs": knobs.to_dict(), "model": scenario.model.name,
                "cluster": scenario.cluster.to_dict(), "batch_size": scenario.batch_size,
                "precision": scenario.precision, "extrapolation": flags}
         if args.trace:
@@ -45,23 +46,42 @@ def run(args: argparse.Namespace) -> int:
     framework = result.interference_s + scenario.cluster.step_overhead_s
     network = scenario.cluster.world_size > 1
     first = result.buffers[0].grad_bytes if result.buffers else None
+    sharded = knobs.sharding != "none"
+    what = "all-gathers and reduce-scatters" + (" and replica all-reduces" if knobs.sharding == "hybrid" else "")
     rows = [
         ("step time", f"{format_time(result.step_time_s)} = compute + exposed communication + framework costs"),
         ("compute (one GPU)", f"{format_time(result.compute_time_s)} = forward {format_time(result.forward_s)} + "
                               f"backward {format_time(result.backward_s)} + optimizer {format_time(result.optimizer_s)}"),
-        ("communication busy", f"{format_time(result.comm_time_s)} (the network carrying all-reduces)" if network
+        ("communication busy", f"{format_time(result.comm_time_s)} (the network carrying "
+                               f"{what if sharded else 'all-reduces'})" if network
          else f"{format_time(result.comm_time_s)} (one GPU: no network)"),
         ("exposed communication", f"{format_time(result.exposed_comm_s - framework)} " + (
+            f"({what} not hidden behind forward and backward)" if sharded and network else
             "(all-reduce not hidden behind backward)" if network else
             "(one GPU: the last buffer's fusion cycle and launch after backward; no network)")),
-        ("framework costs", f"{format_time(framework)} (gradient hooks, bucket launches, slowest rank, step "
-                            f"overhead{'' if network else '; no network'})"),
+        ("framework costs", f"{format_time(framework)} (slowest rank, collective launches, step overhead)" if sharded
+         else f"{format_time(framework)} (gradient hooks, bucket launches, slowest rank, step "
+              f"overhead{'' if network else '; no network'})"),
         ("scaling efficiency", f"{result.scaling_efficiency:.1%}"),
         ("throughput", f"{result.samples_per_s:,.0f} samples/s"),
-        ("fused buffers", f"{result.num_buffers} (mean {format_size(scenario.workload.total_grad_bytes / result.num_buffers)}"
-                          + (f", first {format_size(first)})" if first is not None else ")")),
-        ("negotiation", f"{format_time(result.negotiation_s)}, {result.negotiation_msgs_rank0} msgs at rank 0"),
     ]
+    if sharded:
+        rows.append(("sharding units", f"{result.num_buffers} (mean "
+                                       f"{format_size(scenario.model.num_params * 4 / result.num_buffers)} of fp32 "
+                                       f"parameters; one all-gather and one reduce-scatter each)"))
+    else:
+        rows += [
+            ("fused buffers", f"{result.num_buffers} (mean "
+                              f"{format_size(scenario.workload.total_grad_bytes / result.num_buffers)}"
+                              + (f", first {format_size(first)})" if first is not None else ")")),
+            ("negotiation", f"{format_time(result.negotiation_s)}, {result.negotiation_msgs_rank0} msgs at rank 0"),
+        ]
+    mem = scenario.memory(knobs)
+    limit = scenario.memory_limit_bytes()
+    rows.append(("peak memory per GPU", f"{format_size(mem.peak)} of {format_size(limit)} ({scenario.cluster.device})"
+                                        + ("" if mem.peak <= limit else ": DOES NOT FIT")
+                                        + f"; states {format_size(mem.params + mem.grads + mem.optimizer_states)}, "
+                                          f"activations {format_size(mem.activations)}"))
     note = first_bucket_note(knobs, first)
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
