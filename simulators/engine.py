@@ -17,8 +17,9 @@ import numpy as np
 from commtune.cluster import ClusterSpec
 from commtune.knobs import Knobs
 from simulators.batch import schedule_batch
+from simulators.kernels import NSCRATCH, kernels
 from simulators.network import NetworkModel, network_for
-from simulators.system import Buffer, KnobArrays, schedule, system_params
+from simulators.system import Buffer, KnobArrays, system_params, system_row, system_terms
 from simulators.workload import Workload
 
 METRICS = (
@@ -91,10 +92,9 @@ class Simulator:
             # the last buffer's all-reduce starts last_bucket_delay after backward (its last
             # gradient's dispatch); backward itself ends on time
             self._ready_arr[-1] += cluster.last_bucket_delay_s
-        self._ready = self._ready_arr.tolist()
         self._hooks_s = float(hooks[-1]) if len(hooks) else 0.0
         self._bytes = workload.grad_bytes.astype(np.float64)
-        self._bytes_list = self._bytes.tolist()
+        self._terms = system_terms(workload, self.network, cluster)
 
     def _finish(self, comm_end, busy, nbuf, rounds, nego_s, nego_msgs, delay) -> dict:
         """Step metrics from the schedule's outcome; floats or arrays (one entry per configuration)."""
@@ -118,10 +118,12 @@ class Simulator:
 
     def run(self, knobs: Knobs) -> StepResult:
         """Simulate one configuration, keeping the per-buffer schedule."""
-        params = system_params(KnobArrays.from_knobs([knobs]), self.workload, self.network, self.cluster)
-        row = params.row(0)
-        buffers, rounds, busy, delay = schedule(self._ready, self._bytes_list, row)
-        m = self._finish(buffers[-1].done_s, busy, len(buffers), rounds, row[4], row[5], delay)
+        row = system_row(knobs, self._terms)
+        buf = np.empty((NSCRATCH, len(self._bytes) + 1))
+        nb, rounds, busy, delay = kernels().schedule_row(self._ready_arr, self._bytes, np.array(row, dtype=np.float64), buf)
+        cols = buf[:7, :nb].tolist()
+        buffers = [Buffer(int(f), int(la), *rest) for f, la, *rest in zip(*cols)]
+        m = self._finish(buffers[-1].done_s, busy, nb, rounds, row[4], row[5], delay)
         return StepResult(
             step_time_s=float(m["step_time_s"]),
             compute_time_s=float(m["compute_time_s"]),
@@ -143,7 +145,7 @@ class Simulator:
         """Simulate many configurations at once; returns one array per metric."""
         if not isinstance(knobs, KnobArrays):
             knobs = KnobArrays.from_knobs(list(knobs))
-        params = system_params(knobs, self.workload, self.network, self.cluster)
+        params = system_params(knobs, self.workload, self.network, self.cluster, self._terms)
         out = schedule_batch(self._ready_arr, self._bytes, params)
         return self._finish(out["comm_end_s"], out["comm_busy_s"], out["num_buffers"], out["rounds"],
                             params.nego_s, params.nego_msgs, out["delay_s"])
