@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,6 +22,8 @@ from simulators.kernels import NSCRATCH, kernels
 from simulators.network import NetworkModel, network_for
 from simulators.system import Buffer, KnobArrays, system_params, system_row, system_terms
 from simulators.workload import Workload
+
+_new_buffer = functools.partial(tuple.__new__, Buffer)
 
 METRICS = (
     "step_time_s",
@@ -121,8 +124,8 @@ class Simulator:
         row = system_row(knobs, self._terms)
         buf = np.empty((NSCRATCH, len(self._bytes) + 1))
         nb, rounds, busy, delay = kernels().schedule_row(self._ready_arr, self._bytes, np.array(row, dtype=np.float64), buf)
-        cols = buf[:7, :nb].tolist()
-        buffers = [Buffer(int(f), int(la), *rest) for f, la, *rest in zip(*cols)]
+        # Buffer rows built by tuple.__new__ (C calls only): first, last as ints, then five floats
+        buffers = tuple(map(_new_buffer, zip(*buf[:2, :nb].astype(np.int64).tolist(), *buf[2:7, :nb].tolist())))
         m = self._finish(buffers[-1].done_s, busy, nb, rounds, row[4], row[5], delay)
         return StepResult(
             step_time_s=float(m["step_time_s"]),
@@ -138,7 +141,7 @@ class Simulator:
             backward_s=self.workload.backward_s,
             optimizer_s=self.workload.optimizer_s,
             interference_s=float(m["interference_s"]),
-            buffers=tuple(buffers),
+            buffers=buffers,
         )
 
     def run_batch(self, knobs: KnobArrays | Sequence[Knobs]) -> dict[str, np.ndarray]:
