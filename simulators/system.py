@@ -1,8 +1,11 @@
 """System layer: fusion, negotiation and streams.
 
 Turns knobs into the per-configuration numbers the schedulers need
-(:class:`SystemParams`) and holds the reference, one-configuration scheduler
-:func:`schedule` that the batch engine (``simulators.batch``) mirrors.
+(:class:`SystemParams`; :func:`system_row` for one configuration) and holds the
+reference, one-configuration scheduler :func:`schedule` in plain Python. What
+``Simulator.run`` and the batch engine run is its compiled twin
+(:func:`simulators.kernels.schedule_row`, the same arithmetic in the same
+order); tests hold the two equal.
 
 Fusion policies, both over gradients in ready order:
 
