@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
     else:
         for r in rows:
-            print(f"{r['model']:<10} {r['stream_modes']:<6} batch engine {r['batch_evals_per_s']:>10,} configurations/s "
-                  f"({args.batch} per call)   single {r['single_eval_us']:>6} us (Simulator.run)")
+            print(f"{r['model']:<10} {r['stream_modes']:<6} batch engine {r['batch_evals_per_s']:>10,} "
+                  f"configurations/s ({args.batch} per call)   single {r['single_eval_us']:>6} us (Simulator.run)")
         print(f"load average {out['load_avg_1_5_15']} on {out['cpus']} cores, nice {out['nice']}")
     return 0
 

@@ -123,7 +123,8 @@ class Simulator:
         """Simulate one configuration, keeping the per-buffer schedule."""
         row = system_row(knobs, self._terms)
         buf = np.empty((NSCRATCH, len(self._bytes) + 1))
-        nb, rounds, busy, delay = kernels().schedule_row(self._ready_arr, self._bytes, np.array(row, dtype=np.float64), buf)
+        prow = np.array(row, dtype=np.float64)
+        nb, rounds, busy, delay = kernels().schedule_row(self._ready_arr, self._bytes, prow, buf)
         # Buffer rows built by tuple.__new__ (C calls only): first, last as ints, then five floats
         buffers = tuple(map(_new_buffer, zip(*buf[:2, :nb].astype(np.int64).tolist(), *buf[2:7, :nb].tolist())))
         m = self._finish(buffers[-1].done_s, busy, nb, rounds, row[4], row[5], delay)
