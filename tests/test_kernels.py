@@ -115,6 +115,17 @@ def test_run_and_batch_equal_the_python_reference(name):
     np.testing.assert_allclose(mine, ref, rtol=1e-12, atol=1e-15)
 
 
+def test_a_row_holds_every_system_param():
+    from dataclasses import fields
+
+    from simulators.system import SystemParams
+
+    params = system_params(KnobArrays.from_knobs(random_knobs(np.random.default_rng(4), 5)), SIMS["vpc"].workload,
+                           SIMS["vpc"].network)
+    assert len(fields(SystemParams)) == kmod.NPARAM == params.matrix().shape[1] == len(params.row(0))
+    assert params.matrix()[3].tolist() == [float(x) for x in params.row(3)]
+
+
 def test_no_tensors_is_one_empty_buffer():
     sim = Simulator(synthetic_workload(np.zeros(0), np.zeros(0, dtype=np.int64), forward_s=0.01, backward_s=0.02), VPC)
     for k in (Knobs(), Knobs(stream_mode="round_robin", num_streams=4), Knobs(fusion_policy="static")):
