@@ -114,8 +114,8 @@ def search(model: Any = DEFAULT_MODEL, bw: str | None = DEFAULT_BW, *, trials: i
     """Tune the knobs of a scenario (``commtune search``'s defaults; the study is in
     memory unless ``storage`` is a URL or path)."""
     from commtune.search import SAMPLERS, backend_names
-    from commtune.search.runner import profile_from_report, search_scenario
     from commtune.search.space import load_space
+    from commtune.tuning import profile_from_report, search_scenario
 
     unknown = [k for k in scenario_options if k not in _SCENARIO_KEYS]
     if unknown:
@@ -151,6 +151,9 @@ def load_profile(path: str | os.PathLike):
 def wrap(model: Any, profile: Any, process_group: Any | None = None, **options: Any):
     """``DistributedDataParallel(model)`` with a profile (object or path) applied
     (:func:`commtune.runtime.wrap`; needs torch and an initialised process group)."""
+    from commtune.extras import require
+
+    require("torch", "commtune.wrap")
     from commtune.runtime.apply import wrap as _wrap
 
     return _wrap(model, profile, process_group, **options)
@@ -207,7 +210,7 @@ def validate(calibration: Any, ranks: Any = 2, *, model: Any = DEFAULT_MODEL, co
     LaunchSpec) and compare with the simulator of ``calibration`` (a ClusterSpec or calibration file);
     returns ``{"rows", "summary" (MAPE, Spearman, pick gap), ...}``. With a calibration *file* and
     ``drift_check``, also ``"drift"``: its DDP anchor points re-timed (``commtune.probe.drift``)."""
-    from commtune.probe.validate import grid_configs, run_validation
+    from commtune.validation import grid_configs, run_validation
 
     drift_from = calibration if drift_check and isinstance(calibration, (str, os.PathLike)) else None
     return run_validation(_launch(ranks, timeout_s), calibration, list(configs) if configs is not None else grid_configs(), model,

@@ -30,7 +30,8 @@ class Knob:
     as false and true). ``low``/``high`` bound numeric kinds (inclusive); ``choices``
     lists the values of a choice knob. ``applies_when`` names another knob and
     the values under which this one matters (e.g. cycle time only for the
-    dynamic fusion policy).
+    dynamic fusion policy, the all-reduce knobs only without sharding); a knob
+    matters only where its parent does too (parents come first in :data:`KNOBS`).
     """
 
     name: str
@@ -138,15 +139,23 @@ SHARDED = ("grad", "full", "hybrid")
 
 _KNOB_LIST = [
     Knob(
+        "sharding", "choice", "", "none",
+        "data-parallel sharding: 'none' (all-reduce DP: PyTorch DDP, Horovod), 'grad' (gradients and optimizer "
+        "states sharded, parameters gathered once per step: ZeRO-1/2, FSDP SHARD_GRAD_OP), 'full' (parameters "
+        "too: FSDP2 fully_shard, ZeRO-3) or 'hybrid' (HSDP: full sharding inside a shard group, replicas across "
+        "groups)", flag="--sharding",
+        choices=("none", *SHARDED),
+    ),
+    Knob(
         "fusion_policy", "choice", "", "dynamic",
         "how gradients are fused: 'dynamic' (Horovod: each cycle fuses what is ready, up to the "
         "threshold) or 'static' (PyTorch DDP: fixed buckets in ready order)", flag="--fusion-policy",
-        choices=("dynamic", "static"),
+        choices=("dynamic", "static"), applies_when=("sharding", ("none",)),
     ),
     Knob(
         "fusion_threshold_bytes", "size", "bytes", 128 * MiB,
         "fusion buffer size (dynamic) or bucket size cap (static); 0 disables fusion", flag="--fusion",
-        low=0, high=2**31,
+        low=0, high=2**31, applies_when=("sharding", ("none",)),
     ),
     Knob(
         "first_bucket_bytes", "size", "bytes", 1 * MiB,
@@ -161,13 +170,13 @@ _KNOB_LIST = [
     Knob(
         "num_streams", "int", "", 1,
         "concurrent communication streams (communicators); see stream_mode for how buffers use them", flag="--streams",
-        low=1, high=16,
+        low=1, high=16, applies_when=("sharding", ("none",)),
     ),
     Knob(
         "stream_mode", "choice", "", "split",
         "how K streams carry the fused buffers: 'split' (each buffer split evenly over the K streams) or "
         "'round_robin' (buffer j goes whole onto stream j mod K); no effect with one stream", flag="--stream-mode",
-        choices=("split", "round_robin"),
+        choices=("split", "round_robin"), applies_when=("sharding", ("none",)),
     ),
     Knob(
         "negotiation", "choice", "", "central",
@@ -177,19 +186,12 @@ _KNOB_LIST = [
     Knob(
         "hierarchical", "bool", "", False,
         "hierarchical all-reduce: intra-node reduce-scatter, inter-node all-reduce, intra-node all-gather", flag="--hierarchical",
+        applies_when=("sharding", ("none",)),
     ),
     Knob(
         "wire_precision", "choice", "", "fp32",
         "precision of gradients on the wire (fp16 compression halves the bytes of fp32 gradients)", flag="--wire-precision",
-        choices=("fp32", "fp16"),
-    ),
-    Knob(
-        "sharding", "choice", "", "none",
-        "data-parallel sharding: 'none' (all-reduce DP: PyTorch DDP, Horovod), 'grad' (gradients and optimizer "
-        "states sharded, parameters gathered once per step: ZeRO-1/2, FSDP SHARD_GRAD_OP), 'full' (parameters "
-        "too: FSDP2 fully_shard, ZeRO-3) or 'hybrid' (HSDP: full sharding inside a shard group, replicas across "
-        "groups)", flag="--sharding",
-        choices=("none", *SHARDED),
+        choices=("fp32", "fp16"), applies_when=("sharding", ("none",)),
     ),
     Knob(
         "shard_group_size", "int", "", 0,
@@ -280,10 +282,10 @@ class Knobs:
     def active(self) -> dict[str, Any]:
         """The knobs that matter for this configuration (conditions applied)."""
         out = {}
-        for name, value in self.to_dict().items():
+        for name in KNOBS:  # registry order: parents before children
             cond = KNOBS[name].applies_when
-            if cond is None or getattr(self, cond[0]) in cond[1]:
-                out[name] = value
+            if cond is None or cond[0] in out and getattr(self, cond[0]) in cond[1]:
+                out[name] = getattr(self, name)
         return out
 
     def describe(self) -> str:

@@ -1,5 +1,9 @@
 """Distributed search across emulated machines: shared PostgreSQL study, worker death, Ray cluster.
 
+Claim: distributed search holds up: 8 workers share one PostgreSQL study without duplicated trials, a killed worker's trial is retried, and a Ray cluster spreads trials over its nodes.
+Runs: several minutes. Root: yes (emulated machines, PostgreSQL).
+Writes: ``experiments/results/bench_distributed.{md,json}``.
+
 Needs root, ``ip``/``unshare`` and PostgreSQL server binaries (Debian package
 ``postgresql``). An emulated cluster (prefix ``db`` by default) gives every
 worker its own network namespace, hostname and PID namespace; PostgreSQL

@@ -1,10 +1,14 @@
 """Live search overhead: one worker group per search against one launch per trial.
 
+Claim: a live search keeps one worker group for all its trials, so a trial costs little more than its own steps (against one launch per trial), and its best matches an exhaustive live grid's.
+Runs: minutes per mode (``--quick``: about a minute). Root: ``--emulated`` yes; ``--local`` / ``--ray`` no.
+Writes: ``experiments/results/bench_live_search_<local|emulated|ray>.{md,json}``.
+
 Per-trial overhead = a trial's wall time (the search sends the configuration ->
 the result is back) minus the ranks' measured warm-up and timed steps.
 
 * ``after``: a ``--trials``-trial live search (Optuna, median pruner, the
-  product's path: :func:`commtune.search.runner.search_scenario`) on one
+  product's path: :func:`commtune.tuning.search_scenario`) on one
   persistent worker group; every measured trial's overhead, its median/p90,
   the group's start-up (once per search) and the search-level overhead
   ((search wall - start-up - all steps) / trials, sampler and storage included).
@@ -83,7 +87,7 @@ def after(launch, space, trials: int, state=None, sampler: str = "auto") -> dict
     from optuna.trial import TrialState
 
     from commtune.search.optuna_backend import open_study
-    from commtune.search.runner import search_scenario
+    from commtune.tuning import search_scenario
 
     sc, settings = _scenario(launch, ARGS.scale, ARGS.forward_ms / 1e3, ARGS.backward_ms / 1e3, state)
     with tempfile.TemporaryDirectory(prefix="ct-bench-live-") as d:
@@ -267,7 +271,7 @@ def run_ray(space) -> dict:
     from commtune.runtime import ray_group
     from commtune.search import SearchConfig
     from commtune.search.optuna_backend import open_study
-    from commtune.search.runner import search_scenario
+    from commtune.tuning import search_scenario
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     groups = []

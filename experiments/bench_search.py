@@ -1,5 +1,9 @@
 """Benchmark the search engines against the exhaustive grid optimum.
 
+Claim: every search sampler against the exhaustive grid optimum over 3 models x 3 bandwidths: trials to within 1 % and the gap after a budget (simulated; the table behind sampler_comparison's).
+Runs: minutes (``--quick``: seconds). Root: no.
+Writes: stdout (``--json``); the stored full run is ``experiments/results/bench_search_full.{md,json}``, its figure ``sampler_comparison_bench.png`` (sampler_comparison.py).
+
 For each model x bandwidth: the optimum of the exhaustive grid (batch
 simulator, ``--grid-points`` per numeric knob), then for each sampler over
 ``--seeds`` seeds: the median number of trials until the best-so-far is within

@@ -1,5 +1,9 @@
 """Fusion granularity sweeps: step time against fusion threshold / bucket size.
 
+Claim: the best fusion threshold / bucket size moves with the model and the bandwidth, so it has to be tuned (simulated).
+Runs: ~55 s. Root: no.
+Writes: ``experiments/results/fusion_sweep.{md,json,csv,png}``.
+
 ResNet-50, BERT-base and VGG-16 (batch 64/GPU, AMP, 16 x 8 V100) on the
 network presets at 10, 32 and 100 Gbit/s (``eth-10g``: 10 Gbit/s Ethernet,
 PCIe inside the node; ``vpc-32gbit``: 10 Gbit/s per stream; ``ib-100g``).

@@ -1,5 +1,9 @@
 """Live fidelity of the calibrated simulator on held-out configurations, through the CLI defaults.
 
+Claim: the simulator, calibrated by ``commtune probe`` with its defaults, predicts real DDP steps on held-out configurations of emulated clusters (MAPE, worst point, rank order, pick gap per shape and model), also on more hosts than it was calibrated on, and repeatably.
+Runs: ~70 min for every shape, model, scale and repeat part (one shape 5-20 min). Root: yes (emulated cluster).
+Writes: ``experiments/results/live_fidelity/live_fidelity[-TAG].{md,json}``, ``calib-SHAPE[-TAG].yaml``, ``live_fidelity-SHAPE-MODEL[-TAG].png`` (one set per tagged run; ``--tag`` names it).
+
 For each emulated cluster shape (hosts, link rate, per-flow cap, latency):
 ``commtune cluster up``, ``commtune probe --emulated -o calib.yaml`` with its
 defaults (sizes, streams 1,2,3,4,6,8, absolute fit >= 1 MiB, the DDP
@@ -115,7 +119,7 @@ def validate(prefix: str, calib: str, model: str, scale: float, seed: int, n: in
 
 
 def show(name: str, res: dict) -> None:
-    from commtune.probe.validate import format_report
+    from commtune.validation import format_report
 
     print(f"-- {name}: {res['model']}, {len(res['rows'])} held-out configurations ({res['uptime_before']})")
     print(format_report(res))
@@ -132,8 +136,8 @@ def predictions(calib, hosts: int, configs: list[dict], model: str, scale: float
     """Simulated step times of ``configs`` on ``calib`` (a calibration file or ClusterSpec) at ``hosts`` hosts
     (``compute_ms``: forward, backward)."""
     from commtune.knobs import Knobs
-    from commtune.probe.validate import sim_cluster
     from commtune.runtime.synthetic import sim_workload, synthetic_profile
+    from commtune.validation import sim_cluster
     from simulators import Simulator
 
     fwd, bwd = (ms / 1e3 for ms in compute_ms)
@@ -385,7 +389,7 @@ def main() -> int:
                     burner.wait()
                 cluster_down(args.prefix)
             rep["first"], rep["busy"], rep["quiet2"] = (os.path.basename(f) for f in (first, second, control))
-            from commtune.probe.validate import held_out_configs
+            from commtune.validation import held_out_configs
 
             rows = []
             for m, (model, scale) in MODELS.items():

@@ -1,5 +1,9 @@
 """Live fidelity of the calibrated simulator on the emulated cluster: plot + summary.
 
+Claim: the first live fidelity study: the calibrated simulator against 12 real DDP configurations on 4 emulated hosts, 1 Gbit/s with and without a 300 Mbit/s per-stream cap (superseded as the headline by ``live_fidelity.py``'s held-out runs).
+Runs: seconds from the stored JSON; ``--run`` a few minutes. Root: only with ``--run``.
+Writes: ``experiments/results/live_fidelity_plot.{md,csv,png}`` (from ``live_fidelity-split.json``).
+
 Two sources, in this order:
 
 1. ``--from FILE`` or, without ``--run``, the probe engineer's full run
@@ -60,7 +64,7 @@ def run_live(args) -> dict:
     from commtune.emulation import EmulatedCluster, emulated_cluster
     from commtune.probe.launch import LaunchSpec
     from commtune.probe.probe import calibration, parse_sizes, run_probe, summary, write_calibration
-    from commtune.probe.validate import format_report, grid_configs, run_validation
+    from commtune.validation import format_report, grid_configs, run_validation
 
     MiB = 2**20
     name = "1gbit-300mbit-per-stream"
@@ -121,7 +125,7 @@ def main() -> int:
 def plot_and_summarise(results: dict, origin: str) -> None:
     from commtune.plots import new_figure, styled
     from commtune.plots.fidelity import draw_fidelity
-    from commtune.probe.validate import fidelity_points
+    from commtune.validation import fidelity_points
 
     points_all, table = [], []
     fig = new_figure(5.3 * len(results), 5.2)

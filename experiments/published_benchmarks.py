@@ -1,5 +1,9 @@
 """commtune against published, hardware-stated measurements (issue 14).
 
+Claim: commtune agrees with public, hardware-stated measurements: PyTorch's DDP benchmark (ResNet-101 held out) and Horovod's 128/512-GPU scaling efficiency (held out), with the framework costs fitted on ResNet-50 only (simulated).
+Runs: ~2 s. Root: no.
+Writes: ``experiments/results/published_benchmarks.{md,json,png}``.
+
 Each point below is a public measurement with its hardware stated; the
 script reproduces its setting as far as commtune can express it (model from
 the zoo, cluster from the stated hardware, knobs from the stated framework
@@ -271,6 +275,40 @@ def table_md(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(groups: dict[str, list[dict]]):
+    """Predicted against measured, every point of every group: DDP step times (left), Horovod's
+    scaling efficiency (right); calibration points filled, held-out ones hollow, no-framework-cost crosses."""
+    from commtune.plots import new_figure, styled
+
+    panels = (("step_time_s", 1e3, "step time (ms)"), ("scaling_efficiency", 100.0, "scaling efficiency (%)"))
+    fig = new_figure(10.0, 4.6)
+    with styled():
+        axes = fig.subplots(1, 2)
+        for ax, (metric, scale, label) in zip(axes, panels):
+            values = []
+            for i, (name, rows) in enumerate(groups.items()):
+                pts = [r for r in rows if r["metric"] == metric]
+                if not pts:
+                    continue
+                me = [r["measured"] * scale for r in pts]
+                pr = [r["predicted"] * scale for r in pts]
+                values += me + pr
+                style = ({"marker": "x", "color": "0.5"} if name.startswith("no framework") else
+                         {"marker": "s", "facecolors": "none", "edgecolors": f"C{i}"} if name.startswith("held-out")
+                         else {"marker": "o", "color": f"C{i}"})
+                ax.scatter(me, pr, s=30, label=f"{name}: MAPE {summary(pts)['mape_pct']:.1f} %", **style)
+            lo, hi = min(values), max(values)
+            pad = (hi - lo) * 0.08 or hi * 0.05
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=1.0, label="y = x")
+            ax.set_xlabel(f"published measurement: {label}")
+            ax.set_ylabel(f"commtune: {label}")
+            ax.legend(fontsize=7, loc="upper left")
+        axes[0].set_title("PyTorch DDP benchmark (DGX-1 V100)")
+        axes[1].set_title("Horovod scaling (P100)")
+        fig.suptitle("commtune against published, hardware-stated measurements")
+    return _common.save(fig, "published_benchmarks.png")
+
+
 def main() -> None:
     fitted = calibrate()
     shipped = {k: framework_defaults("V100").get(k, 0.0) for k in FRAMEWORK_FIELDS}
@@ -334,8 +372,10 @@ def main() -> None:
         "sources": __doc__.split("Sources\n-------\n", 1)[1].strip(),
     }
     _common.write_json("published_benchmarks.json", result)
+    plot(groups)
     md = ["# commtune vs published measurements (`experiments/published_benchmarks.py`)", "",
-          "Framework costs fitted on the calibration points only; every other point is held out.", "",
+          "Framework costs fitted on the calibration points only; every other point is held out. "
+          "Figure: `published_benchmarks.png`; data: `published_benchmarks.json`.", "",
           "Calibrated V100 framework costs: " + ", ".join(f"`{k}={v:.4g}`" for k, v in fitted.items()), "",
           "SM share a collective holds (`comm_sm_share`, channels / SMs from `devices.yaml`, not fitted): "
           + ", ".join(f"{d} {v:.4g}" for d, v in shares.items()), "",

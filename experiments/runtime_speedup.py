@@ -1,5 +1,9 @@
 """Target: a searched profile, loaded by the runtime, makes real DDP steps >= 2x faster than DDP's defaults.
 
+Claim: a searched profile, applied by ``commtune.runtime``, makes real DDP steps >= 2x faster than DDP's defaults on an emulated cluster.
+Runs: a few minutes (``--replot``: seconds). Root: yes (emulated cluster); ``--replot`` no.
+Writes: ``experiments/results/runtime_speedup.{md,png}`` and the launches in ``runtime_speedup/``.
+
 On the emulated cluster (4 hosts, 1 Gbit/s links, 300 Mbit/s per TCP stream;
 needs root), with the synthetic model of ``experiments/train_ddp.py`` (ResNet-50
 tensors scaled by 0.25 -> 24 MiB of gradients, 100 ms forward / 200 ms backward
@@ -31,10 +35,14 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from commtune.units import MiB
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from commtune.io import atomic_write_text  # noqa: E402
+from commtune.units import MiB  # noqa: E402
+
 TRAIN = ROOT / "experiments" / "train_ddp.py"
 
 
@@ -56,7 +64,54 @@ def parse_args():
     ap.add_argument("--force-grid", action="store_true", help="use the run_batch grid even if `commtune search` exists")
     ap.add_argument("--workdir", default=str(ROOT / "experiments" / "results" / "runtime_speedup"))
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "runtime_speedup.md"))
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw the figure (--out with .png) from the launches stored in --workdir (no root)")
     return ap.parse_args()
+
+
+def plot(work: Path, png: Path) -> Path:
+    """The figure from the launches stored in ``work`` (``default-*.json``, ``profile-*.json``,
+    ``autotuner.json``): each launch's median step (p90 as the bar's whisker), then the AutoTuner's
+    configurations against both medians."""
+    from commtune.plots import new_figure, save_figure, styled
+
+    def runs(tag: str) -> list[dict]:
+        return [json.loads(f.read_text()) for f in sorted(work.glob(f"{tag}-*.json"))]
+
+    default, profile = runs("default"), runs("profile")
+    if not default or not profile:
+        raise SystemExit(f"{work}: no default-*.json / profile-*.json launches to plot (run without --replot first)")
+    tuner = work / "autotuner.json"
+    tuned = json.loads(tuner.read_text()) if tuner.exists() else None
+    fig = new_figure(11.0 if tuned else 5.5, 4.6)
+    with styled():
+        axes = fig.subplots(1, 2 if tuned else 1, squeeze=False)[0]
+        ax = axes[0]
+        x = np.arange(len(default))
+        for off, rs, label, color in ((-0.2, default, "DDP defaults", "C3"), (0.2, profile, "searched profile", "C0")):
+            med = np.array([r["median_s"] for r in rs]) * 1e3
+            p90 = np.array([r["p90_s"] for r in rs]) * 1e3
+            ax.bar(x + off, med, width=0.4, color=color, label=label,
+                   yerr=[np.zeros_like(med), p90 - med], capsize=3)
+        ax.set_xticks(x, [f"launch {i + 1}" for i in x])
+        ax.set_ylabel("step time, ms (median; whisker: p90)")
+        speedups = [a["median_s"] / b["median_s"] for a, b in zip(default, profile)]
+        ax.set_title(f"profile vs DDP defaults: {statistics.median(speedups):.2f}x (median of launches)")
+        ax.legend(fontsize=8)
+        if tuned:
+            ax = axes[1]
+            rows = tuned["tuning"]
+            ax.barh(np.arange(len(rows)), [h["median_s"] * 1e3 for h in rows], color="C2")
+            ax.set_yticks(np.arange(len(rows)), [h["config"].replace(", wire fp32", "") for h in rows], fontsize=7)
+            ax.invert_yaxis()
+            for value, label, color in ((statistics.median(r["median_s"] for r in default), "DDP defaults", "C3"),
+                                        (statistics.median(r["median_s"] for r in profile), "searched profile", "C0")):
+                ax.axvline(value * 1e3, color=color, ls="--", label=f"{label} (median)")
+            ax.set_xlabel("median step, ms")
+            ax.set_title("live AutoTuner: each configuration it timed")
+            ax.legend(fontsize=8, loc="lower right")
+        fig.suptitle("Real DDP steps on the emulated cluster (4 hosts, 1 Gbit/s, 300 Mbit/s per stream)")
+    return save_figure(fig, png)
 
 
 def write_inputs(args, work: Path) -> tuple[Path, Path]:
@@ -140,6 +195,9 @@ def launch(state, args, extra: list[str], tag: str, work: Path, timeout: float =
 
 def main() -> int:
     args = parse_args()
+    if args.replot:
+        print(f"wrote {plot(Path(args.workdir), Path(args.out).with_suffix('.png'))}")
+        return 0
     if os.geteuid() != 0:
         raise SystemExit("the emulated cluster needs root (network namespaces)")
     from commtune.emulation import EmulatedCluster, emulated_cluster
@@ -205,7 +263,9 @@ def main() -> int:
         lines += ["", f"Locked in: {tuned['config']}; afterwards median {tuned['median_s'] * 1e3:.0f} ms "
                       f"(p90 {tuned['p90_s'] * 1e3:.0f}) = {statistics.median(d) / tuned['median_s']:.2f}x "
                       "DDP defaults (median of the default launches).", ""]
-    Path(args.out).write_text("\n".join(lines))
+    lines += [f"Figure: `{Path(args.out).with_suffix('.png').name}`; launches: `{work.name}/`.", ""]
+    atomic_write_text(args.out, "\n".join(lines))
+    plot(work, Path(args.out).with_suffix(".png"))
     print("\n".join(lines))
     return 0
 

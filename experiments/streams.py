@@ -1,5 +1,9 @@
 """Benefit of 1-8 communication streams, with and without a per-stream cap.
 
+Claim: more communication streams help only while a per-stream cap binds (up to ceil(link / cap) streams), and not at all without one (simulated).
+Runs: ~50 s. Root: no.
+Writes: ``experiments/results/streams.{md,json,csv,png}``.
+
 Cluster: 16 x 8 V100 on the 32 Gbit/s VPC preset, once with its 10 Gbit/s
 per-stream cap (the seed's "single NCCL stream ~10 Gbit/s") and once with the
 cap lifted (one flow can fill the link). For K = 1..8 streams:

@@ -13,6 +13,11 @@ shrinks them) with emulated compute (forward/backward sleep ``--forward``/
 model profile file (``--model file.yaml``, e.g. written by ``--save-model``), or
 ``--model cnn``: a real small CNN on random images. Synthetic data, SGD.
 Rank 0 prints step times (median, p90) and with ``--json`` writes them.
+
+With ``--tune`` the AutoTuner stays in the loop after it locks a configuration in:
+every step, tuned or timed, runs under ``tuner.timed_step()`` on the tuner's current
+model, so a step time that drifts past ``(1 + --drift)`` x the locked-in time starts a
+new tuning round (:class:`commtune.runtime.AutoTuner`) -- the loop to copy into a real job.
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ def parse_args(argv=None):
     ap.add_argument("--strict", action="store_true", help="world size mismatch is an error")
     ap.add_argument("--tune", action="store_true", help="tune online with the AutoTuner first")
     ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--drift", type=float, default=0.2,
+                    help="with --tune: re-tune when the locked-in step time grows by this fraction (0: never)")
     ap.add_argument("--profile-out", help="with --tune: where to write the tuned profile")
     ap.add_argument("--save-model", help="write the synthetic model's profile (for commtune search) and exit")
     ap.add_argument("--json", help="rank 0 writes step times here")
@@ -77,6 +84,32 @@ def build(args):
     return SyntheticModel(prof), (lambda: torch.randn(args.batch, 16)), prof.name
 
 
+def timed_steps(train_step, n: int, *, model=None, tuner=None) -> tuple[list[float], object]:
+    """Run ``n`` training steps and time each (the slowest rank's, an all-reduce MAX).
+
+    With ``tuner`` every step runs under ``tuner.timed_step()`` on the tuner's current
+    model, also after lock-in: the tuner keeps watching the step time and re-tunes on
+    drift, and a wrapper it rebuilt is the one the next step uses. Without, ``model``
+    runs every step. Returns the step times and the model of the last step.
+    """
+    import torch
+    import torch.distributed as dist
+
+    times = []
+    for _ in range(n):
+        dist.barrier()
+        t0 = time.perf_counter()
+        if tuner is None:
+            train_step(model)
+        else:
+            with tuner.timed_step() as model:
+                train_step(model)
+        dt = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+        dist.all_reduce(dt, op=dist.ReduceOp.MAX)
+        times.append(float(dt.item()))
+    return times, model
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.save_model:
@@ -103,16 +136,16 @@ def main(argv=None) -> int:
         model(x).float().pow(2).mean().backward()
         opt.step()
 
-    tuner = None
+    tuner, model = None, None
     try:
         if args.tune:
             initial = [args.profile] if args.profile else []
             tuner = rt.AutoTuner(module, trials=args.trials, initial=initial, profile_out=args.profile_out,
+                                 drift=args.drift or None,
                                  model_info={"name": name, "batch_size": args.batch, "precision": "fp32"})
             while tuner.tuning:
                 with tuner.timed_step() as model:
                     train_step(model)
-            model = tuner.model
         elif args.profile:
             model = rt.wrap(module, args.profile, stream_mode=args.stream_mode, strict=args.strict)
         else:
@@ -120,22 +153,17 @@ def main(argv=None) -> int:
     except CommtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         os._exit(2)
-    times = []
-    for i in range(args.warmup + args.steps):
-        dist.barrier()
-        t0 = time.perf_counter()
-        train_step(model)
-        dt = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
-        dist.all_reduce(dt, op=dist.ReduceOp.MAX)  # the slowest rank's step
-        if i >= args.warmup:
-            times.append(float(dt.item()))
+    times, model = timed_steps(train_step, args.warmup + args.steps, model=model, tuner=tuner)
+    times = times[args.warmup:]
     if rank == 0:
         plan = getattr(model, "commtune_plan", None)
         res = {"label": args.label, "model": name, "world_size": world,
                "config": plan.describe() if plan else "DDP defaults (25 MiB buckets, 1 stream, fp32)",
                "median_s": statistics.median(times), "p90_s": quantile(times, 0.9), "times_s": times}
         if tuner is not None:
-            res["tuning"] = [{"config": h["describe"], "median_s": h["median_s"]} for h in tuner.history]
+            res["tuning"] = [{"config": h["describe"], "median_s": h["median_s"], "round": h["round"]}
+                             for h in tuner.history]
+            res["tuning_rounds"] = tuner.round  # > 1: the step time drifted after lock-in and it re-tuned
         print(f"{args.label or name}: {res['config']}: median {res['median_s'] * 1e3:.1f} ms, "
               f"p90 {res['p90_s'] * 1e3:.1f} ms over {len(times)} steps ({world} ranks)", flush=True)
         if args.json:

@@ -1,5 +1,9 @@
 """Can tuned communication make a 32 Gbit/s VPC match 100 Gbit/s InfiniBand?
 
+Claim: tuned communication makes ResNet-50 on 16 x 8 V100 over the 32 Gbit/s VPC as fast as 100 Gbit/s InfiniBand with DDP's defaults (simulated; the seed's story).
+Runs: ~15 s. Root: no.
+Writes: ``experiments/results/vpc_vs_ib.{md,json,csv,png}`` (+ ``vpc_vs_ib_timeline_{default,tuned}.png``).
+
 The seed (AIACC DAWNBench write-up) trained ResNet-50 on 128 V100 (16 x 8) over
 a 32 Gbit/s VPC whose single NCCL stream reaches ~10 Gbit/s, and beat the
 previous record set on 100 Gbit/s InfiniBand. Here, in the simulator:

@@ -214,7 +214,7 @@ if LIVE:
     from commtune.emulation import EmulatedCluster, emulated_cluster
     from commtune.probe.launch import LaunchSpec
     from commtune.probe.probe import format_table, summary
-    from commtune.probe.validate import format_report, grid_configs
+    from commtune.validation import format_report, grid_configs
 
     spec = EmulatedCluster.parse(4, "1gbit", "300mbit", prefix="ctn")
     with emulated_cluster(spec, replace=True) as state:

@@ -36,12 +36,13 @@ def make_profile(precision: str = "amp", **knobs: Any) -> Profile:
 
 
 def load_experiment(name: str):
-    """The module of ``experiments/NAME.py`` (experiments are scripts, not a package)."""
+    """The module of ``experiments/NAME.py`` (experiments are scripts, not a package);
+    ``NAME`` may name a subfolder: ``investigations/noise_floor``."""
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "experiments" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(Path(name).name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

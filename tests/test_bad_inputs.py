@@ -207,6 +207,15 @@ CASES: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     ("profile-model-ext", ["profile-model", "x:y", "-o", "model.txt"], ("model.txt",), ()),
     ("profile-model-batch", ["profile-model", "x:y", "-o", "m.yaml", "--batch-size", "0"], ("0",), ()),
     ("profile-model-output-proc", ["profile-model", "x:y", "-o", "/proc/m.yaml"], ("/proc",), ()),
+    ("space-base-mapping", ["search", "--model", "resnet50", "--space", "base_map.yaml"], ("base", "ddp_default"), ()),
+    ("export-output-proc-json", ["export", "good.json", "--format", "ddp", "-o", "/proc/t.json"],
+     ("/proc", "not a place for files"), ()),
+    # --- an optional dependency that is missing: the pip install line, before anything is created
+    ("storage-pg-no-driver", ["search", "--model", "resnet50", "--storage", "postgresql://u@localhost/db",
+                              "--trials", "2"], ("psycopg", "pip install 'commtune[postgres]'"), ("psycopg",)),
+    ("probe-no-torch", ["probe", "--ranks", "2"], ("torch", "pip install 'commtune[torch]'"), ("torch",)),
+    ("validate-no-torch", ["validate", "--cluster", "calib.yaml", "--ranks", "2"],
+     ("torch", "pip install 'commtune[torch]'"), ("torch",)),
 ]
 
 
@@ -234,6 +243,7 @@ def scratch(tmp_path, monkeypatch):
     (tmp_path / "nan_model.yaml").write_text("name: m\ntensors:\n  - {name: a, numel: .nan}\n")
     (tmp_path / "big_grid.yaml").write_text("knobs:\n  fusion_threshold_bytes: {low: 1, high: 1e9, log: true, "
                                             "grid: 100000000}\n")
+    (tmp_path / "base_map.yaml").write_text("base: {num_streams: 6}\nknobs:\n  num_streams: 2\n")
     (tmp_path / "calib.yaml").write_text("inter_bw: 1gbit\nnodes: 2\ngpus_per_node: 1\n")
     save_profile(make_profile(), tmp_path / "good.json")
     monkeypatch.chdir(tmp_path)
@@ -297,7 +307,7 @@ def test_resume_says_what_it_resumed_and_refuses_another_sampler(scratch, capsys
     assert studies() == before == {"one": 6}
     assert {k for k in _snapshot(scratch) if not k.startswith("s.db")} == files
     # without --study, another sampler or seed is a study of its own
-    from commtune.search.runner import study_name_for
+    from commtune.tuning import study_name_for
     from commtune.scenario import Scenario
     from commtune.models import load_model
     from commtune.cluster import make_cluster
@@ -386,3 +396,156 @@ def test_help_lists_the_ranges(capsys):
     for r in RANGES.values():
         assert f"{r.flags}" in out and r.describe() in out
     assert "--cycle-ms" in out and "[0 ms, 1000 ms]" in out
+
+
+# --- files that are not regular files (issue 28 §5) ------------------------------------------
+# Each command that reads a file gets a FIFO, a folder, /dev/zero, /dev/urandom and an oversize
+# (sparse) file in its place. All cases run in ONE child process under a timeout, with its address
+# space capped, so a reader that blocks (FIFO) or reads forever (/dev/zero) fails the test instead
+# of hanging or exhausting the machine.
+
+SPECIAL_KINDS = ("fifo", "dir", "zero", "urandom", "big")
+#: (id, argv with {f} for the file, suffix the file gets)
+FILE_READERS: list[tuple[str, list[str], str]] = [
+    ("show", ["show", "{f}"], ".json"),
+    ("export", ["export", "{f}", "--format", "ddp"], ".json"),
+    ("simulate-cluster", ["simulate", "--model", "resnet50", "--cluster", "{f}"], ".yaml"),
+    ("simulate-model", ["simulate", "--model", "{f}"], ".yaml"),
+    ("models-file", ["models", "{f}"], ".yaml"),
+    ("validate-calib", ["validate", "--cluster", "{f}", "--ranks", "2"], ".yaml"),
+    ("probe-refit", ["probe", "--refit", "{f}"], ".yaml"),
+    ("search-space", ["search", "--model", "resnet50", "--space", "{f}", "--trials", "1"], ".yaml"),
+    ("search-storage", ["search", "--model", "resnet50", "--storage", "sqlite:///{f}", "--trials", "1"], ".db"),
+    ("search-model-factory", ["search", "--objective", "live", "--space", "ddp",
+                              "--model-factory", "{f}:make", "--trials", "1"], ".py"),
+    ("plot-history-json", ["plot", "history", "{f}", "-o", "h.png"], ".json"),
+    ("plot-history-storage", ["plot", "history", "--storage", "sqlite:///{f}", "-o", "h.png"], ".db"),
+    ("plot-fidelity", ["plot", "fidelity", "{f}", "-o", "f.png"], ".csv"),
+    ("plot-sweep-space", ["plot", "sweep", "--model", "resnet50", "--space", "{f}", "-o", "s.png"], ".yaml"),
+    ("profile-model-factory", ["profile-model", "{f}:make", "-o", "m.yaml"], ".py"),
+]
+
+_DRIVER = r"""
+import io, json, sys, time, contextlib, resource
+resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))  # a reader that grows without bound fails here
+from commtune.cli import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    t0 = time.monotonic()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException as exc:  # a traceback is a failure the test reports
+            code = f"raised {type(exc).__name__}: {exc}"
+    out.append({"code": code, "err": err.getvalue(), "s": time.monotonic() - t0})
+print(json.dumps(out))
+"""
+
+
+def _special(root: Path, kind: str, suffix: str) -> str:
+    if kind == "zero":
+        return "/dev/zero"
+    if kind == "urandom":
+        return "/dev/urandom"
+    p = root / f"{kind}{suffix}"
+    if not os.path.lexists(p):
+        if kind == "fifo":
+            os.mkfifo(p)
+        elif kind == "dir":
+            p.mkdir()
+        else:  # sparse: 17 MiB over the 16 MiB every reader takes, no disk used
+            with open(p, "wb") as fh:
+                fh.truncate(17 * 2**20)
+    return str(p)
+
+
+def _listing(root: Path) -> dict[str, tuple]:
+    return {str(p.relative_to(root)): (p.lstat().st_mode, p.lstat().st_size, p.lstat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+def test_file_arguments_that_are_not_regular_files(tmp_path):
+    import subprocess
+
+    cases, argvs = [], []
+    for rid, argv, suffix in FILE_READERS:
+        for kind in SPECIAL_KINDS:
+            f = _special(tmp_path, kind, suffix)
+            cases.append((f"{rid}/{kind}", f))
+            argvs.append([a.replace("{f}", f) for a in argv])
+    before = _listing(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(argvs)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    bad = []
+    for (cid, f), r in zip(cases, results):
+        lines = [line for line in r["err"].splitlines() if line.strip()]
+        kind = cid.split("/")[1]
+        want = "MiB" if kind == "big" else None
+        if r["code"] != 2 or len(lines) != 1 or "Traceback" in r["err"] or f not in lines[0] \
+                or (want and want not in lines[0] and "not an SQLite database" not in lines[0]) or r["s"] > 10:
+            bad.append(f"{cid}: exit {r['code']}, {r['s']:.1f} s, stderr {r['err']!r}")
+    assert not bad, "\n".join(bad)
+    assert _listing(tmp_path) == before, "files were created or changed"
+    assert len(results) == len(FILE_READERS) * len(SPECIAL_KINDS)
+
+
+def test_outputs_that_are_not_regular_files_are_refused(tmp_path, monkeypatch):
+    from commtune.errors import CommtuneError
+    from commtune.io import atomic_write_text, check_writable
+
+    fifo, folder = tmp_path / "out.json", tmp_path / "d.json"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    for p, kind in ((fifo, "FIFO"), (folder, "folder")):
+        with pytest.raises(CommtuneError, match=kind):
+            check_writable(p, "export")
+        with pytest.raises(CommtuneError, match=kind):
+            atomic_write_text(p, "{}")  # the rename would have replaced it
+    assert fifo.is_fifo() and folder.is_dir() and sorted(os.listdir(tmp_path)) == ["d.json", "out.json"]
+
+
+def test_read_text_reads_at_most_its_limit(tmp_path):
+    from commtune.errors import CommtuneError
+    from commtune.io import MAX_TEXT_BYTES, read_text
+
+    p = tmp_path / "a.yaml"
+    p.write_text("x" * 100)
+    assert read_text(p, "cluster file", max_bytes=100) == "x" * 100
+    with pytest.raises(CommtuneError, match=r"cannot read cluster file '.*a.yaml': .* MiB is more than"):
+        read_text(p, "cluster file", max_bytes=99)
+    assert MAX_TEXT_BYTES == 16 * 2**20
+    with pytest.raises(CommtuneError, match="No such file"):
+        read_text(tmp_path / "missing.yaml")
+
+
+def test_missing_torch_in_the_api_is_the_install_line(monkeypatch):
+    import commtune
+    import commtune.runtime as rt
+    from commtune.errors import CommtuneError
+
+    for name in [m for m in sys.modules if m == "torch" or m.startswith("torch.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for m in ("commtune.runtime.apply", "commtune.runtime.tuner", "commtune.runtime.hooks"):
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    with pytest.raises(CommtuneError, match=r"commtune\.wrap needs .*'torch'.*pip install 'commtune\[torch\]'"):
+        commtune.wrap(object(), "p.json")
+    with pytest.raises(CommtuneError, match=r"pip install 'commtune\[torch\]'"):
+        rt.wrap  # noqa: B018 -- the lazy attribute is where the import happens
+    assert rt.plan_for is not None  # torch-free parts stay usable
+
+
+def test_storage_server_that_refuses_creates_no_workdir(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("psycopg")
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", "--model", "resnet50", "--storage", "postgresql://u@127.0.0.1:1/db", "--trials", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "127.0.0.1" in err
+    assert os.listdir(tmp_path) == []  # no profiles/ before the refusal

@@ -24,8 +24,11 @@ def test_writes_both_mixes_with_the_load(bench, monkeypatch, tmp_path, capsys):
     assert all(r["batch_evals_per_s"] > 0 and r["single_eval_us"] > 0 for r in stored["rows"])
     assert stored["batch_evals_per_s"] == stored["rows"][0]["batch_evals_per_s"]  # the headline: first model, both
     assert len(stored["load_avg_1_5_15"]) == 3 and stored["batch_size"] == 64
+    assert stored["sharded_batch_evals_per_s"] > 0 and stored["sharded_single_eval_us"] > 0
+    assert stored["targets"] == {"batch_evals_per_s": 200_000, "single_eval_us": 50.0}
     md = (tmp_path / "bench_simulator.md").read_text()
-    assert "| resnet50 | both |" in md and "| resnet50 | split |" in md and "load average" in md
+    assert "| resnet50 | both |" in md and "| resnet50 | split |" in md and "| sharded |" in md
+    assert "load average" in md and (tmp_path / "bench_simulator.png").stat().st_size > 0
 
 
 def test_configurations_draw_the_asked_stream_modes(bench):
@@ -33,6 +36,7 @@ def test_configurations_draw_the_asked_stream_modes(bench):
     assert both == {"split", "round_robin"}
     assert {k.stream_mode for k in bench.random_configs(200, stream_modes=("split",))} == {"split"}
     assert all(k.sharding == "none" for k in bench.random_configs(50))
+    assert {k.sharding for k in bench.random_sharded_configs(100)} == {"grad", "full", "hybrid"}
 
 
 @pytest.mark.parametrize("argv, flag", [(["--batch", "0"], "--batch"), (["--repeats", "x"], "--repeats"),

@@ -158,7 +158,7 @@ def test_calibration_warns_on_a_poor_fit():
 
 
 def test_search_report_carries_extrapolation_flags():
-    from commtune.search.runner import extrapolation_report
+    from commtune.tuning import extrapolation_report
 
     net = CalibratedNetwork(PARAMS, 4, dataclasses.replace(RANGE, streams=(1, 2), link_saturated=False))
 

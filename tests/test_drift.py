@@ -108,7 +108,7 @@ def test_validate_cli_has_the_opt_out():
 
 def test_api_validate_checks_drift_for_a_calibration_file(monkeypatch, tmp_path):
     import commtune.api as api
-    import commtune.probe.validate as validate
+    import commtune.validation as validate
 
     seen = []
     monkeypatch.setattr(validate, "run_validation", lambda *a, **kw: seen.append(kw["drift_from"]) or {})
@@ -129,7 +129,7 @@ def test_validation_stops_its_ranks_before_the_drift_check(monkeypatch):
     from commtune.cluster import ClusterSpec
     from commtune.knobs import Knobs
     from commtune.probe.ddp_calib import calib_workload
-    from commtune.probe.validate import run_validation
+    from commtune.validation import run_validation
 
     events = []
 

@@ -28,7 +28,7 @@ def unsupported(result) -> dict:
 # --- registry -------------------------------------------------------------
 
 def test_registry_names_and_unknown_format():
-    assert list(EXPORTERS) == ["ddp", "horovod", "nccl", "deepspeed", "json"]
+    assert list(EXPORTERS) == ["ddp", "horovod", "nccl", "deepspeed", "fsdp2", "megatron", "json"]
     for name, cls in EXPORTERS.items():
         assert cls.name == name and cls.description and cls.suffix in (".env", ".json")
     with pytest.raises(CommtuneError, match="unknown export format 'horovd'.*did you mean 'horovod'.*ddp, horovod"):
@@ -94,8 +94,12 @@ def test_ddp_static_profile():
     assert d["num_streams"] == 3
     assert d["comm_hook"].endswith("fp16_compress_hook")
     assert d["gradient_as_bucket_view"] is True
-    assert d["_unsupported"] == []
+    # K streams: written for commtune.runtime.wrap, but plain DistributedDataParallel cannot apply them
+    u = {x["knob"]: x["reason"] for x in d["_unsupported"]}
+    assert set(u) == {"num_streams", "stream_mode"} and "commtune.runtime.wrap" in u["num_streams"]
     assert any("_DEFAULT_FIRST_BUCKET_BYTES" in n and "private" in n for n in d["_notes"])
+    one = json.loads(export("ddp", fusion_policy="static", num_streams=1, wire_precision="fp16").text)
+    assert one["_unsupported"] == [] and one["num_streams"] == 1  # one stream: plain DDP applies everything
 
 
 def test_ddp_dynamic_profile_reports_dynamic_knobs():
@@ -175,8 +179,8 @@ CONFIGS = [dict(zip(("fusion_policy", "negotiation", "hierarchical", "wire_preci
                                       ("fp32", "fp16"), (1, 4))]
 
 
-@pytest.mark.parametrize("fmt", list(EXPORTERS))
-def test_every_active_knob_is_applied_or_reported(fmt):
+@pytest.mark.parametrize("fmt", [f for f in EXPORTERS if f != "fsdp2"])  # fsdp2 refuses sharding none
+def test_every_active_knob_is_applied_or_reported(fmt):  # sharded configs: tests/test_sharded_exporters.py
     for cfg in CONFIGS:
         p = make_profile(**cfg)
         r = get_exporter(fmt).export(p)

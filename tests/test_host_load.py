@@ -67,7 +67,7 @@ def test_busy_between_two_samples_and_the_cpu_bound_share():
 
 def test_validate_marks_cpu_bound_points():
     """A point timed with the host's cores busy is marked in the report; the summary counts it."""
-    from commtune.probe.validate import compare, format_report
+    from commtune.validation import compare, format_report
 
     def row(name, busy):
         return {"config": name, "measured_s": 1.0, "predicted_s": 0.95, "spread": 0.05, "pass_spread": 0.0,

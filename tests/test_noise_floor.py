@@ -1,4 +1,4 @@
-"""experiments/noise_floor.py: grouping of stored calibrations and the spread formulas (no cluster)."""
+"""experiments/investigations/noise_floor.py: grouping of stored calibrations and the spread formulas (no cluster)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from conftest import load_experiment
 
 @pytest.fixture(scope="module")
 def nf():
-    return load_experiment("noise_floor")
+    return load_experiment("investigations/noise_floor")
 
 
 def _calib(path, created, times):

@@ -126,7 +126,7 @@ def test_fidelity_stats_rank_ties_like_validate():
     import math
 
     from commtune.plots.fidelity import error_stats
-    from commtune.probe.validate import compare
+    from commtune.validation import compare
 
     pred, meas = [1.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]
     st = error_stats([{"predicted_s": p, "measured_s": m} for p, m in zip(pred, meas)])

@@ -155,7 +155,7 @@ def test_missing_torch_message(monkeypatch) -> None:
 
 
 def test_ddp_costs_fit_and_cli(factory_file: Path, tmp_path: Path, capsys) -> None:
-    from commtune.models.ddp_costs import fit_ddp_costs
+    from commtune.probe.ddp_costs import fit_ddp_costs
 
     # closed form: step = base + T*hook + K*cost
     fit = fit_ddp_costs(0.1, [0.1 + 10 * 2e-6 + k * 5e-5 for k in (3, 12, 40)], [3, 12, 40], 10)

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from commtune.cluster import make_cluster
 from commtune.profiles import load_profile
 from commtune.cli import main as run_cli
 
@@ -216,3 +217,12 @@ def test_storage_survives_pickling(tmp_path, kind):
     again = optuna.load_study(study_name="p", storage=copy)
     again.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     assert len(_complete(url, "p")) == 3
+
+
+def test_cluster_file_without_bw_keeps_its_link(tmp_path, capsys):
+    calib = Path(__file__).resolve().parent.parent / "experiments" / "results" / "calib-1gbit.yaml"
+    d = _json(capsys, [*BASE, "--cluster", str(calib), "--trials", "3",
+                       "--workdir", str(tmp_path), "--json"])
+    prof = load_profile(d["profile_path"])
+    assert prof.cluster.to_dict() == make_cluster(cluster=str(calib)).to_dict()  # not replaced by 32 Gbit/s
+    assert d["profile_path"] == str(tmp_path / "resnet50-calib-1gbit.json")

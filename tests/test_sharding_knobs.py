@@ -68,3 +68,11 @@ def test_units_greedy_in_ready_order():
     assert sum(u.numel for u in units) == m.num_params
     one = group_units(m, 2**36)
     assert len(one) == 1 and one[0].layers == (0, 1, 2, 3, 4)
+
+
+def test_all_reduce_knobs_only_matter_without_sharding():
+    ar = {"fusion_policy", "fusion_threshold_bytes", "first_bucket_bytes", "cycle_time_ms", "num_streams",
+          "stream_mode", "negotiation", "hierarchical", "wire_precision"}
+    assert ar <= set(Knobs(fusion_policy="dynamic").active()) | {"first_bucket_bytes"}
+    assert not ar & set(FSDP2_DEFAULT.active())  # children of inactive parents are inactive too
+    assert list(KNOBS)[0] == "sharding"  # parents before children

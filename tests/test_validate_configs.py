@@ -7,7 +7,7 @@ import pytest
 
 from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
-from commtune.probe.validate import compare, held_out_configs, parse_configs
+from commtune.validation import compare, held_out_configs, parse_configs
 
 MiB = 2**20
 

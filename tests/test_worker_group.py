@@ -211,7 +211,7 @@ def test_live_search_of_the_users_model_writes_a_profile_wrap_accepts(tmp_path, 
     from commtune.cli import main as run_cli
     from commtune.models.record import build_module
     from commtune.profiles import load_profile
-    from commtune.runtime.apply import check_model
+    from commtune.runtime.checks import check_model
 
     src = tmp_path / "mymodels.py"
     src.write_text("from torch import nn\n\ndef make_model():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), "

@@ -30,6 +30,20 @@ COMMANDS = [
 ]
 
 
+#: What ``commtune --help`` opens with (the user's view; the module docstring is the developer's).
+DESCRIPTION = """\
+commtune auto-tunes the communication knobs of data-parallel training (bucket / fusion size, streams,
+negotiation, hierarchical all-reduce, wire precision) on a simulator of one training step or live on a
+cluster, and writes a profile that PyTorch DDP (through commtune.runtime), Horovod, NCCL and DeepSpeed use.
+
+The main job:
+  commtune search --model resnet50 --bw 32gbit       # tune; writes profiles/resnet50-32gbit.json
+  commtune show profiles/resnet50-32gbit.json         # what was found, against the defaults
+  commtune export profiles/resnet50-32gbit.json --format ddp   # or horovod | nccl | deepspeed | json
+Your own model: `commtune profile-model MODULE:FACTORY -o model.yaml`, then `search --model model.yaml`;
+apply the profile in training with commtune.runtime.wrap(model, PROFILE)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error message (no usage dump)."""
 
@@ -42,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     from commtune.limits import ranges_help
 
     knob_ranges = "".join(f"\n  {k.flag:<48} {k.accepted()}" for k in KNOBS.values() if k.kind in ("size", "int", "float"))
-    parser = _Parser(prog="commtune", description=__doc__.splitlines()[0],
+    parser = _Parser(prog="commtune", description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Bad input gets one line on stderr and exit status 2. Accepted ranges:\n" + ranges_help()
                             + knob_ranges)

@@ -11,7 +11,7 @@ import argparse
 
 import numpy as np
 
-from commtune.cli.common import add_knob_args, add_scenario_args, knobs_from_args, scenario_from_args
+from commtune.cli.common import add_knob_args, add_scenario_args, cluster_from_args, knobs_from_args, scenario_from_args
 from commtune.errors import CommtuneError
 from commtune.io import check_writable
 from commtune.limits import RANGES
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 def _history_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", nargs="?", help="bench_search JSON file (or use --storage)")
     p.add_argument("--storage", help="Optuna storage: sqlite:///file.db, a journal .log file, or an RDB URL")
-    p.add_argument("--study", action="append", default=[], help="study name (repeatable; default: all studies)")
+    p.add_argument("--study", action="append", default=[], help="study name (repeatable; default: all studies, one curve each)")
     p.add_argument("--title", help="figure title")
     p.add_argument("--log-y", action="store_true", help="logarithmic step-time axis")
 
@@ -112,7 +112,10 @@ def _timeline_figure(args: argparse.Namespace):
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     add_scenario_args(p)
-    p.add_argument("--bws", default=DEFAULT_BWS, help=f"comma-separated link rates (default {DEFAULT_BWS})")
+    p.add_argument("--bws", default=DEFAULT_BWS,
+                   help=f"comma-separated link rates (default {DEFAULT_BWS}); each is what `search --bw` means: "
+                        "the preset of that rate (its per-stream cap and GPU) or a custom cluster; with --cluster, "
+                        "that cluster's link rate is replaced and its per-stream cap kept")
     p.add_argument("--space", default="default",
                    help="search space of the grid: a bundled name (default: both fusion policies; horovod; ddp) "
                         "or a YAML file")
@@ -129,19 +132,25 @@ def _sweep_figure(args: argparse.Namespace):
         raise CommtuneError("plot sweep takes --bws (a list), not --bw")
     if args.csv:
         check_writable(args.csv, "--csv")
-    bws = [parse_bandwidth(b, what="--bws") for b in split_list(args.bws, "--bws")]
+    texts = split_list(args.bws, "--bws")
+    bws = [parse_bandwidth(b, what="--bws") for b in texts]
     if len(bws) < 2:
         raise CommtuneError("--bws needs at least two bandwidths, e.g. 10gbit,32gbit,100gbit")
-    if args.cluster is None:
-        args.cluster = "vpc-32gbit"
-    scenario = scenario_from_args(args)
     if args.grid_points is not None and args.grid_points < 2:
         raise CommtuneError(f"--grid-points must be at least 2, got {args.grid_points}")
-    rows = sweep_data(scenario, bws, space=args.space, points=args.grid_points)
+    cluster_for = None
+    if args.cluster is None:  # the meaning of `search --bw A,B`: each link rate picks its preset (and GPU)
+        clusters = {bw: cluster_from_args(args, bw=text) for bw, text in zip(bws, texts)}  # bad flags fail here
+        cluster_for = clusters.__getitem__
+        how = "the preset of each link rate, as search --bw"
+    scenario = scenario_from_args(args)
+    if args.cluster is not None:
+        how = f"{scenario.cluster.name} with varied link rate, its per-stream cap kept"
+    rows = sweep_data(scenario, bws, space=args.space, points=args.grid_points, cluster_for=cluster_for)
     if args.csv:
         write_csv(rows, args.csv)
     return plot_sweep(rows, title=f"{scenario.model.name} on {scenario.cluster.nodes}x{scenario.cluster.gpus_per_node} GPUs "
-                                  f"({scenario.cluster.name} with varied link rate)")
+                                  f"({how})")
 
 
 def _fidelity_arguments(p: argparse.ArgumentParser) -> None:

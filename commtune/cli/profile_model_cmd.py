@@ -44,7 +44,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from commtune.models import profile_file
-    from commtune.models.record import RecordOptions, profile_factory
+    from commtune.models.record import RecordOptions, build_module, record_module
 
     if not profile_file.is_profile_path(args.output):
         raise CommtuneError(f"-o {args.output}: use a .yaml, .yml or .json file name")
@@ -53,8 +53,14 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.output, "model profile")
     options = RecordOptions(batch_size=args.batch_size, input_shape=args.input_shape,
                             seq_len=args.seq_len, vocab=args.vocab, device=args.device,
-                            steps=args.steps, warmup=args.warmup, name=args.name, ddp_costs=args.ddp_costs)
-    profile = profile_factory(args.factory, options)
+                            steps=args.steps, warmup=args.warmup, name=args.name)
+    options.check()
+    module = build_module(args.factory)
+    profile = record_module(module, options)
+    if args.ddp_costs:
+        from commtune.probe.ddp_costs import measure_recorded
+
+        profile.meta["ddp_costs"] = measure_recorded(module, profile, options)
     profile_file.save(profile, args.output)
     fwd = sum(layer.fwd_time_s or 0.0 for layer in profile.layers)
     bwd = sum(layer.bwd_time_s or 0.0 for layer in profile.layers)

@@ -12,7 +12,7 @@ from commtune.cli.profile_model_cmd import _shape
 from commtune.errors import CommtuneError
 from commtune.search import BACKENDS, PRUNERS, SAMPLERS
 from commtune.search.liveness import GRACE_S, HEARTBEAT_S
-from commtune.search.runner import DEFAULT_CONFIRM
+from commtune.tuning import DEFAULT_CONFIRM
 
 DEFAULT_TRIALS = 50
 DEFAULT_BW = "32gbit"
@@ -305,9 +305,10 @@ def _prepare_outputs(args: argparse.Namespace, paths: list[Path], storage: str) 
     from commtune.io import check_writable
 
     if args.storage:
-        from commtune.search.storage import check_storage
+        from commtune.search.storage import check_server, check_storage
 
         check_storage(storage)
+        check_server(storage)  # a server that refuses is found before --workdir is created
     write = not args.no_profile
     if write and args.output:
         if len(paths) > 1 and "{bw}" not in args.output and not Path(args.output).is_dir():
@@ -383,8 +384,8 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     from commtune.cli.common import scenario_from_args
-    from commtune.search.runner import default_storage, search_scenario, write_profile
     from commtune.search.space import load_space
+    from commtune.tuning import default_storage, search_scenario, write_profile
 
     _validate(args)
     space = load_space(args.space)
@@ -392,7 +393,8 @@ def run(args: argparse.Namespace) -> int:
         space.check_grid_size(points=args.grid_points)
     from commtune.units import split_list
 
-    bws = split_list(args.bw or DEFAULT_BW, "--bw")
+    # --cluster without --bw keeps the cluster file's own link (its stem labels the run)
+    bws = split_list(args.bw, "--bw") if args.bw else [Path(args.cluster).stem] if args.cluster else [DEFAULT_BW]
     several = len(bws) > 1
     if several and args.study:
         raise CommtuneError("--study names one study; with several bandwidths leave it out (one study per bandwidth)")
@@ -415,8 +417,12 @@ def run(args: argparse.Namespace) -> int:
                            (Path(args.cluster).stem if args.cluster else "local"))]
         scenarios.append((bws[0], scenario))
     for bw in bws if not args.live else []:
-        a = argparse.Namespace(**{**vars(args), "bw": bw})
+        a = argparse.Namespace(**{**vars(args), "bw": bw if args.bw or not args.cluster else None})
         scenarios.append((bw, scenario_from_args(a)))
+    from commtune.sharding_checks import check_space_sharding
+
+    for _, scenario in scenarios:
+        check_space_sharding(space, scenario.cluster)
     paths = [_profile_path(args, scenarios[0][1].model.name, bw, several) for bw, _ in scenarios]
     _prepare_outputs(args, paths, storage)
     show_progress = not args.quiet and not args.json and sys.stderr.isatty()
@@ -512,6 +518,14 @@ def _print_report(r: dict) -> None:
         t.add_row("physical lower bound", format_time(r["lower_bound_s"]))
         t.add_row("distance to lower bound", f"+{r['gap_to_lower_bound']:.1%}")
     console.print(t)
+    from commtune.cli.notes import first_bucket_note
+    from commtune.knobs import Knobs
+    from commtune.runtime.ddp_plan import runtime_only
+
+    best = Knobs.from_dict(r["best"])
+    for line in [first_bucket_note(best), *runtime_only(best)]:
+        if line:
+            console.print(f"  note: {line}")
     for w in r.get("extrapolation", {}).get("warnings", []):
         console.print(f"[yellow]extrapolation warning:[/yellow] {w['message']}")
     if r.get("confirmed"):

@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from commtune.io import check_writable
     from commtune.plots import check_output_path
     from commtune.probe.probe import parse_streams
-    from commtune.probe.validate import format_report, grid_configs, held_out_configs, parse_configs, plot, run_validation
     from commtune.units import parse_size, split_list
+    from commtune.validation import format_report, grid_configs, held_out_configs, parse_configs, plot, run_validation
 
     if args.plot:
         check_output_path(args.plot)  # before minutes of live steps, not after

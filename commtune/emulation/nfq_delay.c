@@ -10,7 +10,7 @@
  * TAG is only there so that the cleanup code can recognise its own helpers in /proc.
  * One verdict per packet cost a third of a core on 3 hosts x 2 Gbit/s x 1 ms;
  * the batch verdicts cost a fifth, and the emulated hosts' DDP steps that share
- * the cores with it vary less (experiments/results/nfq_batch.md).
+ * the cores with it vary less (experiments/investigations/results/nfq_batch.md).
  * Prints "ready" on stdout once every queue is bound. SIGTERM/SIGINT release
  * all held packets and exit.
  */

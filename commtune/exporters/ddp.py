@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from commtune.exporters.base import Draft, JsonExporter, all_reduce_only
-from commtune.runtime.ddp_plan import FIXED, plan_for
+from commtune.runtime.ddp_plan import FIXED, plan_for, runtime_only
 from commtune.units import MiB
 
 FP16_HOOK = "torch.distributed.algorithms.ddp_comm_hooks.default_hooks.fp16_compress_hook"
@@ -15,7 +15,8 @@ class DdpExporter(JsonExporter):
 
     def translate(self, d: Draft) -> None:
         a = d.active
-        all_reduce_only(d, "PyTorch DDP")
+        if not all_reduce_only(d, "PyTorch DDP"):
+            return
         plan = plan_for(d.profile.knobs)
         if a["fusion_policy"] == FIXED["fusion_policy"]:
             d.apply("fusion_policy", "DDP's only policy (static buckets in ready order)")
@@ -28,12 +29,21 @@ class DdpExporter(JsonExporter):
             d.set("first_bucket_bytes", plan.first_bucket_bytes, "first_bucket_bytes",
                   "assign torch.distributed._DEFAULT_FIRST_BUCKET_BYTES (private, read when DDP is constructed; "
                   "default 1 MiB) before wrapping the model")
-        d.set("num_streams", plan.num_streams, "num_streams",
-              "commtune.runtime runs one process group per stream; plain DDP uses a single NCCL stream "
-              "and ignores this")
-        d.set("stream_mode", plan.stream_mode, "stream_mode",
-              "commtune.runtime: 'split' spreads each bucket over the process groups, 'round_robin' sends bucket b "
-              "whole on group b mod num_streams; plain DDP ignores it")
+        streams = "commtune.runtime runs one process group per stream; plain DDP uses a single NCCL stream and ignores this"
+        mode = ("commtune.runtime: 'split' spreads each bucket over the process groups, 'round_robin' sends bucket b "
+                "whole on group b mod num_streams; plain DDP ignores it")
+        if plan.num_streams > 1:  # kept for commtune.runtime.wrap, unsupported by plain DistributedDataParallel
+            d.set("num_streams", plan.num_streams, comment=streams)
+            d.set("stream_mode", plan.stream_mode, comment=mode)
+            reason = runtime_only(d.profile.knobs)[0].split(": ", 1)[1]
+            d.unsupported_knob("num_streams", reason)
+            if "stream_mode" in a:
+                d.unsupported_knob("stream_mode", "plain DDP has one stream; only commtune.runtime.wrap spreads "
+                                                  "buckets over several")
+        else:
+            d.set("num_streams", plan.num_streams, "num_streams", "one stream: what plain DDP does")
+            if "stream_mode" in a:
+                d.apply("stream_mode", "one stream: the mode has no effect")
         if "cycle_time_ms" in a:
             d.unsupported_knob("cycle_time_ms", "DDP launches a bucket as soon as it is full; there is no "
                                                 "background cycle")

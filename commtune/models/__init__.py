@@ -2,6 +2,11 @@
 
 ``load_model(spec)`` is the one entry point the rest of commtune uses: ``spec``
 is a zoo name (see :func:`model_names`) or a path to a profile file.
+
+Layer: just above the foundation modules, below ``simulators`` (whose workload is
+built from a :class:`ModelProfile`); nothing here imports the simulator. Fitting DDP's
+per-bucket costs of a recorded module is a calibration: :mod:`commtune.probe.ddp_costs`.
+Layers: ``tests/test_architecture.py``.
 """
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from commtune.errors import CommtuneError, did_you_mean
+from commtune.io import check_regular_file
 from commtune.models.base import GradTensor, Layer, ModelProfile
 
 DEFAULT_IMAGE_SHAPE = (3, 224, 224)
@@ -58,7 +59,6 @@ class RecordOptions:
     steps: int = 5
     warmup: int = 2
     name: str | None = None  # profile name; default: the module's class name
-    ddp_costs: bool = False  # also fit DDP's per-tensor/per-bucket costs (commtune.models.ddp_costs)
 
     def check(self) -> None:
         for key, low in (("batch_size", 1), ("steps", 1), ("warmup", 0)):
@@ -106,8 +106,9 @@ def _is_file(module_part: str) -> bool:
 
 def _import_file(path_text: str) -> Any:
     path = Path(path_text)
-    if not path.is_file():
+    if not path.exists():
         raise CommtuneError(f"model factory file {path_text!r} does not exist")
+    check_regular_file(path, "model factory file")  # a FIFO, device or folder is refused before the import reads it
     name = f"_commtune_factory_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -157,13 +158,22 @@ def profile_factory(spec: str, options: RecordOptions) -> ModelProfile:
     return record_module(build_module(spec), options)
 
 
-def record_module(module: Any, options: RecordOptions) -> ModelProfile:
-    """Run ``warmup + steps`` forward/backward steps and return the measured profile."""
+def driving(module: Any, options: RecordOptions) -> tuple[Any, Any, Any, str, Callable[[Any], Any]]:
+    """What :func:`record_module` drives ``module`` with: ``(module, device, example, input_desc, loss)``,
+    the module moved to ``options.device`` in train mode, the synthetic input, its description and the
+    scalar loss of an output (also for measurements of the same module elsewhere, e.g. the probe's DDP costs)."""
     torch = import_torch()
     options.check()
     device = _device(torch, options.device)
     module = module.to(device).train()
     example, input_desc = _make_input(torch, module, options, device)
+    return module, device, example, input_desc, lambda out: _scalar_loss(torch, out)
+
+
+def record_module(module: Any, options: RecordOptions) -> ModelProfile:
+    """Run ``warmup + steps`` forward/backward steps and return the measured profile."""
+    torch = import_torch()
+    module, device, example, input_desc, _ = driving(module, options)
     recorder = _Recorder(torch, module, device.type == "cuda")
     try:
         for step in range(options.warmup + options.steps):
@@ -174,7 +184,7 @@ def record_module(module: Any, options: RecordOptions) -> ModelProfile:
     if not layers:
         raise CommtuneError("the model has no parameter that received a gradient")
     optimizer_s = _time_optimizer(torch, module, options.steps, device.type == "cuda")
-    profile = ModelProfile(
+    return ModelProfile(
         name=options.name or type(module).__name__,
         layers=tuple(layers),
         input_desc=input_desc,
@@ -183,12 +193,6 @@ def record_module(module: Any, options: RecordOptions) -> ModelProfile:
         meta={"source": "record", "ready_order": recorder.ready_order,
               "unused": recorder.unused(), "steps": options.steps, "optimizer_s": optimizer_s},
     )
-    if options.ddp_costs:
-        from commtune.models.ddp_costs import measure_ddp_costs
-
-        profile.meta["ddp_costs"] = measure_ddp_costs(module, profile, example, device,
-                                                      lambda out: _scalar_loss(torch, out), options.steps, options.warmup)
-    return profile
 
 
 def _time_optimizer(torch: Any, module: Any, steps: int, cuda: bool) -> float:

@@ -41,7 +41,7 @@ def _value(row: dict, what: str, where: str) -> float:
 def load_points(path: str) -> list[dict]:
     """``[{predicted_s, measured_s, label}]`` from a CSV or JSON file."""
     p = Path(path)
-    text = read_text(p)
+    text = read_text(p, "points file")
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)

@@ -76,7 +76,7 @@ def _as_runs(obj: Any, where: str) -> list[list[float]]:
 def histories_from_json(path: str) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
     """Per-sampler runs and reference lines from a search-benchmark JSON file."""
     p = Path(path)
-    text = read_text(p)
+    text = read_text(p, "benchmark JSON")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -109,7 +109,9 @@ def histories_from_json(path: str) -> tuple[dict[str, list[list[float]]], dict[s
 
 
 def histories_from_storage(storage: str, studies: list[str]) -> dict[str, list[list[float]]]:
-    """Per-sampler runs from the studies of an Optuna storage."""
+    """One curve per study of an Optuna storage (``studies``, default all), labelled
+    by study name and sampler: studies are never merged into one curve (a
+    storage may hold unrelated studies)."""
     import optuna
 
     from commtune.search.storage import check_storage
@@ -147,8 +149,9 @@ def histories_from_storage(storage: str, studies: list[str]) -> dict[str, list[l
         values = [t.value if t.state == optuna.trial.TrialState.COMPLETE else None for t in trials]
         if not any(v is not None for v in values):
             raise CommtuneError(f"study {name!r} has no complete trials")
-        label = str(study.user_attrs.get("sampler") or name)
-        runs.setdefault(label, []).append([math.nan if v is None else float(v) for v in values])
+        sampler = study.user_attrs.get("sampler")
+        label = f"{name} ({sampler})" if sampler and str(sampler) != name else name
+        runs[label] = [[math.nan if v is None else float(v) for v in values]]  # one curve per study, never merged
     return runs
 
 

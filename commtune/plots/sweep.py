@@ -1,8 +1,11 @@
 """``sweep``: best knobs and scaling efficiency against inter-node bandwidth.
 
-For each bandwidth the scenario's cluster (``--cluster``, default the
-vpc-32gbit preset with its 10 Gbit/s per-stream cap; ``--per-stream none``
-lifts the cap) gets that link rate, and an exhaustive grid over the knob
+For each bandwidth, ``cluster_for(bw)`` gives the cluster: ``commtune plot
+sweep`` passes what ``search --bw`` would build (the preset of that link rate,
+with its per-stream cap and GPU, else a custom cluster), or with ``--cluster``
+that cluster with the link rate replaced (its per-stream cap kept;
+``--per-stream none`` lifts it); without ``cluster_for`` the scenario's
+cluster gets each link rate. An exhaustive grid over the knob
 space (:mod:`commtune.plots.gridsearch` over a ``search_spaces`` space,
 one ``run_batch`` call) finds the
 best configuration. The figure shows step time and scaling efficiency of the
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,10 +26,13 @@ from commtune.units import MiB
 DEFAULT_BWS = "5gbit,10gbit,16gbit,25gbit,32gbit,50gbit,100gbit,200gbit"
 
 
-def sweep_data(scenario, bws_Bps: list[float], space: str = "default", points: int | None = None) -> list[dict]:
+def sweep_data(scenario, bws_Bps: list[float], space: str = "default", points: int | None = None,
+               cluster_for: Callable[[float], Any] | None = None) -> list[dict]:
     """One row per bandwidth: defaults, tuned optimum (its knobs) and lower bound.
 
-    ``space``/``points``: the grid, as :func:`commtune.plots.gridsearch.knob_grid`."""
+    ``space``/``points``: the grid, as :func:`commtune.plots.gridsearch.knob_grid`;
+    ``cluster_for``: the ClusterSpec of one bandwidth (default: the scenario's
+    cluster with that link rate)."""
     from commtune.plots.gridsearch import grid_best, knob_grid
     from commtune.scenario import Scenario
     from simulators.bounds import step_lower_bound_s
@@ -40,13 +47,14 @@ def sweep_data(scenario, bws_Bps: list[float], space: str = "default", points: i
     arrays = knob_grid(sp, points=points)
     rows = []
     for bw in sorted(bws_Bps):
-        cluster = dataclasses.replace(scenario.cluster, inter_bw_Bps=float(bw))
+        cluster = (cluster_for(bw) if cluster_for is not None
+                   else dataclasses.replace(scenario.cluster, inter_bw_Bps=float(bw)))
         sc = Scenario(scenario.model, cluster, scenario.batch_size, scenario.precision)
         sim = sc.simulator
         best, m = grid_best(sim, arrays)
         ddp, hvd = sim.run(DDP_DEFAULT), sim.run(HOROVOD_DEFAULT)
         rows.append({
-            "bw_gbit": bw * 8 / 1e9,
+            "bw_gbit": bw * 8 / 1e9, "cluster": cluster.name, "device": cluster.device,
             "per_stream_gbit": None if math.isinf(cluster.per_stream_Bps) else cluster.per_stream_Bps * 8 / 1e9,
             "ddp_default_step_s": ddp.step_time_s, "horovod_default_step_s": hvd.step_time_s,
             "tuned_step_s": m["step_time_s"],
@@ -88,7 +96,8 @@ def plot_sweep(rows: list[dict], title: str | None = None):
         for key, label, c, mk, ls in series:
             ax1.plot(bw, [r[key] * 1e3 for r in rows], marker=mk, color=c, ls=ls, label=label)
         ax1.plot(bw, [r["lower_bound_s"] * 1e3 for r in rows], color="0.3", ls=":", label="lower bound (any knobs)")
-        ax1.axhline(rows[0]["compute_s"] * 1e3, color="0.6", lw=1, label="compute only (fwd+bwd)")
+        ax1.plot(bw, [r["compute_s"] * 1e3 for r in rows], color="0.6", lw=1,
+                 label="compute only (fwd+bwd+optimizer)")
         ax1.set_ylabel("step time (ms)")
         ax1.set_yscale("log")
         plain_log_axis(ax1.yaxis)
@@ -122,8 +131,10 @@ def plot_sweep(rows: list[dict], title: str | None = None):
         ax3.xaxis.set_major_locator(FixedLocator(bw))
         ax3.xaxis.set_minor_locator(NullLocator())
         ax3.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        caps = {r["per_stream_gbit"] for r in rows}
         cap = rows[0]["per_stream_gbit"]
         ax3.set_xlabel("inter-node bandwidth per node (Gbit/s, log scale)"
-                       + (f"; per-stream cap {cap:g} Gbit/s" if cap else "; no per-stream cap"))
+                       + ("; per-stream cap of each preset" if len(caps) > 1 else
+                          f"; per-stream cap {cap:g} Gbit/s" if cap else "; no per-stream cap"))
         fig.suptitle(title or "Tuned vs default communication against bandwidth")
     return fig

@@ -90,6 +90,9 @@ class LaunchSpec:
         if self.engine not in ("gloo", "nccl"):
             raise CommtuneError(f"launched ranks use torch.distributed (gloo or nccl), not {self.engine!r}; "
                                 "run MPI under mpiexec")
+        from commtune.extras import require
+
+        require("torch", "launched ranks (probe, validate, live search)")  # before any rank or cluster starts
 
     @property
     def world_size(self) -> int:

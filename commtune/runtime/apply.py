@@ -19,12 +19,8 @@ from commtune.errors import CommtuneError
 from commtune.knobs import Knobs
 from commtune.profiles import Profile, load_profile
 from commtune.runtime.ddp_plan import DDPPlan, construct_ddp, plan_for
-from commtune.runtime.fingerprint import describe_model, module_profile
+from commtune.runtime.checks import CommtuneWarning, check_model, check_world_size
 from commtune.runtime.hooks import MultiStreamState, multistream_hook, stream_groups
-
-
-class CommtuneWarning(UserWarning):
-    """A profile applied only in part, or to a job it was not tuned for."""
 
 
 def build_ddp(module: torch.nn.Module, plan: DDPPlan, process_group: Any | None = None,
@@ -55,39 +51,11 @@ def build_ddp(module: torch.nn.Module, plan: DDPPlan, process_group: Any | None 
     return ddp
 
 
-def check_model(module: torch.nn.Module, profile: Profile) -> None:
-    """CommtuneError naming both models when ``module`` is not the profile's model."""
-    live = module_profile(module)
-    want = profile.model
-    if live.fingerprint() == want.get("fingerprint"):
-        return
-    raise CommtuneError(
-        "profile does not match the model: profile is for "
-        + describe_model(str(want.get("name")), want.get("num_tensors", "?"), want.get("num_params", "?"),
-                         str(want.get("fingerprint")))
-        + ", the module is "
-        + describe_model(live.name, live.num_tensors, live.num_params, live.fingerprint())
-        + " (gradient tensor sizes in ready order differ)"
-    )
-
-
-def check_world_size(profile: Profile, process_group: Any | None = None, strict: bool = False) -> None:
-    world = dist.get_world_size(process_group)
-    c = profile.cluster
-    if world == c.world_size:
-        return
-    msg = (f"profile was tuned for world size {c.world_size} ({c.nodes} nodes x {c.gpus_per_node} per node, "
-           f"cluster {c.name!r}) but this job has {world} ranks")
-    if strict:
-        raise CommtuneError(msg)
-    warnings.warn(msg + "; the knobs may not be the best here (strict=True makes this an error)",
-                  CommtuneWarning, stacklevel=3)
-
-
 def wrap(model: torch.nn.Module, profile: Profile | Knobs | str | os.PathLike, process_group: Any | None = None,
          *, stream_mode: str | None = None, strict: bool = False, check_fingerprint: bool = True,
-         hook_options: dict[str, Any] | None = None, **ddp_kwargs: Any) -> DistributedDataParallel:
-    """``DistributedDataParallel(model)`` with a tuned profile applied.
+         hook_options: dict[str, Any] | None = None, **ddp_kwargs: Any) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` with a tuned profile applied; a sharded
+    profile (``sharding`` grad / full / hybrid) goes to :func:`commtune.runtime.shard.shard` (FSDP2).
 
     ``profile``: a :class:`Profile`, a path to a profile file, or bare
     :class:`Knobs` (no model/world checks). ``stream_mode``: ``"split"`` or
@@ -108,6 +76,13 @@ def wrap(model: torch.nn.Module, profile: Profile | Knobs | str | os.PathLike, p
         knobs = profile
     else:
         raise CommtuneError(f"wrap() needs a Profile, a profile path or Knobs, got {type(profile).__name__}")
+    if knobs.sharding != "none":  # sharded data parallelism: FSDP2, not DDP
+        from commtune.runtime.shard import shard
+
+        if stream_mode is not None or hook_options or ddp_kwargs:
+            raise CommtuneError("stream_mode, hook_options and DDP keyword arguments apply to all-reduce data "
+                                f"parallelism; this profile's sharding is {knobs.sharding}")
+        return shard(model, profile, strict=strict, check_fingerprint=check_fingerprint)
     plan = plan_for(knobs, stream_mode)
     if plan.not_applied:
         warnings.warn("DDP cannot apply part of this profile; not applied: " + "; ".join(plan.not_applied),

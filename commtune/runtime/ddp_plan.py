@@ -86,6 +86,17 @@ def plan_for(knobs: Knobs, stream_mode: str | None = None) -> DDPPlan:
     )
 
 
+def runtime_only(knobs: Knobs) -> list[str]:
+    """What plain ``DistributedDataParallel(...)`` cannot apply but
+    :func:`commtune.runtime.wrap` does, one line each (empty: plain DDP applies
+    every knob it can)."""
+    if knobs.num_streams <= 1:
+        return []
+    how = "each bucket split over them" if knobs.stream_mode == "split" else "bucket b on stream b mod K"
+    return [f"num_streams={knobs.num_streams} ({how}): plain DDP sends each bucket on one stream; only "
+            f"commtune.runtime.wrap applies it (one process group per stream, through a comm hook)"]
+
+
 def applicable(knobs: Knobs) -> bool:
     """Can DDP apply ``knobs`` exactly (static fusion, flat all-reduce)?"""
     return all(getattr(knobs, k) == v for k, v in FIXED.items())

@@ -2,8 +2,8 @@
 
 Small interface, Ray Tune style:
 
-* an *evaluator* (:mod:`commtune.evaluators`): knobs in, metrics out
-  (the simulator, live DDP; a registry);
+* an *objective*: knobs in, metrics out, such as an evaluator of
+  :mod:`commtune.evaluators` (the simulator, live DDP), seen only through its interface;
 * a *space* (:mod:`commtune.search.space`): what to vary;
 * a *backend* (a registry, :func:`get_backend`): :mod:`~commtune.search.optuna_backend`
   (default), :mod:`~commtune.search.ray_backend`, :mod:`~commtune.search.grid_backend`,
@@ -11,8 +11,11 @@ Small interface, Ray Tune style:
   each exposes ``run(config: SearchConfig) -> SearchResult`` and sees the
   evaluator only through its interface.
 
-:func:`commtune.search.runner.search` ties them to a scenario and writes the
-profile.
+Layer: below the runtime, the probe and the evaluators, so that the space grammar,
+the samplers and the study storage they share sit under all of them; search imports
+only the foundation modules, ``simulators`` and ``search_spaces``. Tying an
+evaluator, a space and an engine to a scenario (report, profile) is orchestration
+above both: :func:`commtune.tuning.search_scenario`. Layers: ``tests/test_architecture.py``.
 """
 from __future__ import annotations
 

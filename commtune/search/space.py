@@ -27,7 +27,7 @@ import yaml
 import search_spaces
 from commtune.errors import CommtuneError, did_you_mean
 from commtune.io import read_text
-from commtune.knobs import BASELINES, KNOBS, Knobs
+from commtune.knobs import BASELINES, KNOBS, SHARDED_BASELINES, Knobs
 from commtune.limits import RANGES, check_count
 
 _SPEC_KEYS = {"value", "choices", "low", "high", "log", "step", "grid"}
@@ -358,7 +358,7 @@ def parse_param(where: str, name: str, spec: Any) -> tuple[Param | None, Any]:
         if len(parsed) == 1:
             return None, parsed[0]
         return Param(name, "choice", choices=tuple(parsed)), None
-    if knob.kind in ("bool", "choice"):
+    if knob.kind in ("bool", "choice", "bool_or_int"):
         raise bad(f"a {knob.kind} knob takes choices or a fixed value, not a range")
     if "low" not in spec or "high" not in spec:
         raise bad("a range needs both low and high (or give choices or a fixed value)")
@@ -405,14 +405,15 @@ def parse_space(data: Any, where: str, name: str | None = None) -> SearchSpace:
         key = sorted(map(str, unknown))[0]
         raise CommtuneError(f"{where}: unknown top-level key {key!r}; keys are: name, description, base, knobs")
     base_name = data.get("base")
+    bases = {**BASELINES, **SHARDED_BASELINES}
     if base_name is None:
         base = Knobs()
-    elif base_name in BASELINES:
-        base = BASELINES[base_name]
+    elif isinstance(base_name, str) and base_name in bases:
+        base = bases[base_name]
     else:
         raise CommtuneError(
-            f"{where}: unknown base {base_name!r}{did_you_mean(str(base_name), list(BASELINES))}; "
-            f"bases are: {', '.join(BASELINES)}"
+            f"{where}: unknown base {base_name!r}{did_you_mean(str(base_name), list(bases))}; "
+            f"bases are: {', '.join(bases)}"
         )
     knobs = data.get("knobs")
     if not isinstance(knobs, dict) or not knobs:
@@ -472,7 +473,7 @@ def _load_yaml(text: str, where: str) -> Any:
 
 
 def load_space(name_or_file: str | os.PathLike) -> SearchSpace:
-    """A bundled space by name (``default``, ``ddp``, ``horovod``) or a YAML file."""
+    """A bundled space by name (``default``, ``ddp``, ``horovod``, ``fsdp``, ``hsdp``, ``zero``) or a YAML file."""
     spec = str(name_or_file)
     bundled = search_spaces.names()
     if spec in bundled:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from commtune.errors import CommtuneError
+from commtune.io import special_kind
 from commtune.search.liveness import GRACE_S, HEARTBEAT_S, MAX_RETRY
 
 
@@ -75,13 +76,14 @@ def check_storage(url: str, must_exist: bool = False) -> str:
         path = Path(u[len("journal://"):] if u.startswith("journal://") else u[len("sqlite:///"):])
         if not str(path) or str(path) == ".":
             raise CommtuneError(f"unusable storage {url!r}: no file path; {_FIX}")
+        kind = special_kind(path)
+        if kind:  # a folder, FIFO or device: SQLite or the journal would block on it or read it forever
+            raise CommtuneError(f"unusable storage {shown!r}: {str(path)!r} is {kind}, not a regular file; {_FIX}")
         if must_exist and not path.is_file():
             raise CommtuneError(f"storage {shown!r}: file {str(path)!r} does not exist; give the storage the search wrote")
         if not path.parent.is_dir():
             raise CommtuneError(f"unusable storage {shown!r}: folder {str(path.parent)!r} does not exist; create it or "
                                 f"{_FIX}")
-        if path.is_dir():
-            raise CommtuneError(f"unusable storage {shown!r}: {str(path)!r} is a folder; {_FIX}")
         if u.startswith("sqlite:///") and path.is_file() and path.stat().st_size > 0:
             with open(path, "rb") as fh:
                 if fh.read(16) != b"SQLite format 3\x00":
@@ -91,10 +93,37 @@ def check_storage(url: str, must_exist: bool = False) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        make_url(u).get_dialect()
+        dialect = make_url(u).get_dialect()
     except Exception as exc:  # noqa: BLE001 -- unknown scheme, missing driver module, malformed URL
         raise CommtuneError(f"unusable storage {shown!r}: {_one_line(exc)}; {_FIX}") from None
+    try:
+        dialect.import_dbapi()  # the driver itself: get_dialect() alone does not import it
+    except ImportError:
+        raise CommtuneError(_missing_driver(u)) from None
     return u
+
+
+def check_server(url: str, timeout_s: float = 10.0) -> None:
+    """Connect once to an RDB server storage (PostgreSQL, MySQL) and close, so
+    an unreachable or refusing server is one CommtuneError line before any
+    folder or file is made; files and ``memory`` are left alone. Creates no
+    table."""
+    u = normalise(url)
+    if u == "memory" or u.startswith(("journal://", "sqlite:")):
+        return
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": int(timeout_s)} if u.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(u, connect_args=connect_args)
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+    except ImportError:
+        raise CommtuneError(_missing_driver(u)) from None
+    except Exception as exc:  # noqa: BLE001 -- any failure is the server's or the URL's
+        raise CommtuneError(f"unusable storage {display(u)!r}: {_one_line(exc)}") from None
 
 
 def display(url: str) -> str:
