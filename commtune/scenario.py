@@ -45,6 +45,12 @@ class Scenario:
                            precision=self.precision, optimizer=optimizer,
                            activation_checkpointing=self.activation_checkpointing)
 
+    def memory_limit_bytes(self) -> int:
+        """The memory of one GPU of the cluster's device (``devices.yaml``); configurations above it do not fit."""
+        from commtune.devices import device_memory_bytes
+
+        return device_memory_bytes(self.cluster.device)
+
     def describe(self) -> str:
         ckpt = ", activation checkpointing" if self.activation_checkpointing else ""
         return (

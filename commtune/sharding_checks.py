@@ -13,6 +13,11 @@ before any simulation, search or export writes a file:
 
 Every problem is one :class:`~commtune.errors.CommtuneError` line naming the
 value and what is accepted.
+
+The search's choice of sharding lives here too: :func:`sharding_spaces` names
+the spaces ``search --sharding`` searches (``auto``: all-reduce DP while the
+model fits unsharded, else ZeRO-2/3, FSDP and HSDP), and :func:`check_fits`
+refuses, in one line, a model that does not fit even fully sharded.
 """
 from __future__ import annotations
 
@@ -120,3 +125,77 @@ def check_space_sharding(space: "SearchSpace", cluster: "ClusterSpec") -> None:
 
 
 __all__ = ["ShardLayout", "check_sharding", "check_space_sharding", "shard_layout"]
+
+
+#: The space ``search --sharding VALUE`` searches (``grad`` pins the zero space's sharding).
+SHARDING_SPACE = {"none": "default", "grad": "zero", "full": "fsdp", "hybrid": "hsdp"}
+#: The choices of ``search --sharding``.
+SHARDING_CHOICES = ("auto", *SHARDING_SPACE)
+
+#: The leanest sharded configuration: what must fit for any sharding to fit.
+LEANEST = Knobs(sharding="full", unit_bytes=0, forward_prefetch=0, backward_prefetch=0,
+                reshard_after_forward=True, reduce_precision="bf16")
+
+
+def fits_unsharded(scenario: Any) -> bool:
+    """Whether PyTorch DDP's defaults fit the device's memory."""
+    from commtune.knobs import DDP_DEFAULT
+
+    return scenario.memory(DDP_DEFAULT).peak <= scenario.memory_limit_bytes()
+
+
+def check_fits(scenario: Any) -> None:
+    """One CommtuneError line when the model does not fit a GPU even fully sharded."""
+    from commtune.units import format_size
+
+    m = scenario.memory(LEANEST)
+    limit = scenario.memory_limit_bytes()
+    if m.peak <= limit:
+        return
+    c = scenario.cluster
+    raise CommtuneError(
+        f"{scenario.model.name} needs {format_size(m.peak)} per GPU even fully sharded over {c.world_size} GPUs "
+        f"(activations {format_size(m.activations)} at batch {scenario.batch_size}, model states "
+        f"{format_size(m.params + m.grads + m.optimizer_states)}); the {c.device} has {format_size(limit)}: "
+        f"use --activation-checkpointing, a smaller --batch-size or --input-size, more GPUs, or --device with "
+        f"more memory")
+
+
+def sharding_spaces(scenario: Any, sharding: str) -> list[tuple[str, "SearchSpace"]]:
+    """``(sharding, space)`` pairs ``search --sharding`` searches on ``scenario`` (best one wins)."""
+    from commtune.search.space import load_space
+
+    if sharding not in SHARDING_CHOICES:
+        raise CommtuneError(f"--sharding {sharding!r}: give one of {', '.join(SHARDING_CHOICES)}")
+    if sharding == "auto":
+        if fits_unsharded(scenario):
+            return [("none", load_space("default"))]
+        check_fits(scenario)
+        wanted = ["grad", "full"] + (["hybrid"] if scenario.cluster.nodes > 1 else [])
+    else:
+        if sharding != "none":
+            check_fits(scenario)
+        wanted = [sharding]
+    out = []
+    for name in wanted:
+        space = load_space(SHARDING_SPACE[name])
+        if name == "grad":
+            space = space.pinned("sharding", "grad")
+        if name == "hybrid":
+            space = _divisible_groups(space, scenario.cluster)
+        out.append((name, space))
+    return out
+
+
+def _divisible_groups(space: "SearchSpace", cluster: "ClusterSpec") -> "SearchSpace":
+    """The hsdp space with only the shard group sizes that divide this world size."""
+    from dataclasses import replace
+
+    params = []
+    for p in space.params:
+        if p.name == "shard_group_size":
+            keep = tuple(g for g in p.choices if (g or cluster.gpus_per_node) <= cluster.world_size
+                         and cluster.world_size % (g or cluster.gpus_per_node) == 0)
+            p = replace(p, choices=keep)
+        params.append(p)
+    return replace(space, params=tuple(params))

@@ -43,8 +43,8 @@ def add_scenario_args(p: argparse.ArgumentParser, model_required: bool = True) -
     g.add_argument("--model", required=model_required, help="zoo model name (see `commtune models`) or a model profile file")
     g.add_argument("--input-size", type=ranged("input_size", "--input-size"),
                    help="image side or sequence length (default: the model's)")
-    g.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=64,
-                   help="samples per GPU per step (default 64)")
+    g.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=None,
+                   help="samples per GPU per step (default: the model's, 64; 1 sequence for the Llama models)")
     g.add_argument("--precision", choices=PRECISIONS, default="amp", help="compute precision (default amp)")
     g.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each model block's forward in backward (keeps only block inputs)")
@@ -62,7 +62,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     from commtune.models import load_model
 
     model = load_model(args.model, input_size=args.input_size)
-    return Scenario(model, cluster_from_args(args), batch_size=args.batch_size, precision=args.precision,
+    batch = args.batch_size or model.meta.get("default_batch_size", 64)
+    return Scenario(model, cluster_from_args(args), batch_size=batch, precision=args.precision,
                     activation_checkpointing=getattr(args, "activation_checkpointing", False))
 
 

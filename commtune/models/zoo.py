@@ -376,6 +376,8 @@ class ZooEntry:
     description: str
     min_input_size: int = 1
     max_input_size: int | None = None
+    #: Samples per GPU when ``--batch-size`` is not given (decoders: sequences, as torchtitan's local batch).
+    default_batch_size: int = 64
 
     def build(self, input_size: int | None = None) -> ModelProfile:
         """The profile for ``input_size`` (image side or sequence length; default if None)."""
@@ -383,7 +385,8 @@ class ZooEntry:
         self._check_size(size)
         desc = f"{size}x{size} image" if self.family == "image" else f"sequence length {size}"
         return ModelProfile(name=self.name, layers=tuple(self.builder(size)), input_desc=desc,
-                            meta={"family": self.family, "input_size": size, "source": "zoo"})
+                            meta={"family": self.family, "input_size": size, "source": "zoo",
+                                  "default_batch_size": self.default_batch_size})
 
     def _check_size(self, size: int) -> None:
         upper = self.max_input_size
@@ -412,9 +415,9 @@ def _image(name: str, builder: Callable[[int], list[Layer]], description: str) -
 
 
 def _text(name: str, builder: Callable, cfg: _TransformerConfig, default: int,
-          description: str) -> ZooEntry:
+          description: str, batch_size: int = 64) -> ZooEntry:
     return ZooEntry(name, "text", default, lambda seq: builder(cfg, seq), description,
-                    max_input_size=cfg.max_positions)
+                    max_input_size=cfg.max_positions, default_batch_size=batch_size)
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in (
@@ -428,9 +431,9 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     _text("gpt2", _gpt2, _GPT2, 1024, "HF GPT2Model 124M (LM head tied, not counted)"),
     _text("gpt2-medium", _gpt2, _GPT2_MEDIUM, 1024, "HF GPT2Model 355M (LM head tied)"),
     _text("llama3.2-1b", _llama, _LLAMA32_1B, 4096,
-          "HF LlamaForCausalLM Llama-3.2-1B (GQA, SwiGLU, tied embeddings, with loss)"),
+          "HF LlamaForCausalLM Llama-3.2-1B (GQA, SwiGLU, tied embeddings, with loss)", batch_size=1),
     _text("llama3-8b", _llama, _LLAMA3_8B, 4096,
-          "HF LlamaForCausalLM Meta-Llama-3-8B (GQA, SwiGLU, untied LM head, with loss)"),
+          "HF LlamaForCausalLM Meta-Llama-3-8B (GQA, SwiGLU, untied LM head, with loss)", batch_size=1),
 )}
 
 # Extra spellings; lookup also ignores case, '-' and '_'.

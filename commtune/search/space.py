@@ -284,6 +284,17 @@ class SearchSpace:
         shown = f"{n:,}" + (f" ({points} points per numeric range)" if points is not None else "")
         return check_count("grid_configs", n, f"grid of space {self.name!r}:", shown)
 
+    def pinned(self, name: str, value: Any) -> "SearchSpace":
+        """This space with knob ``name`` fixed to ``value`` (params that then no longer apply are dropped)."""
+        value = KNOBS[name].parse(value)
+        p = self.params[self.param_names.index(name)] if name in self.param_names else None
+        if p is not None and (value not in p.choices if p.kind == "choice" else not p.low <= value <= p.high):
+            raise CommtuneError(f"space {self.name!r} does not search {name} {KNOBS[name].show(value)}")
+        base = Knobs.from_dict({name: value}, base=self.base)
+        params = tuple(p for p in self.params if p.name != name
+                       and (p.condition is None or p.condition[0] != name or value in p.condition[1]))
+        return replace(self, base=base, params=params, fixed={**self.fixed, name: value})
+
     def rebased(self, base: Knobs) -> "SearchSpace":
         """This space over another base configuration (the file's fixed knobs still apply)."""
         return replace(self, base=Knobs.from_dict(self.fixed, base=base))
