@@ -8,9 +8,10 @@ README list them. A value outside its range (or NaN/inf) is one
 The work bounds come from memory and time on a small machine: a grid or
 screening configuration costs about :data:`BYTES_PER_CONFIG` bytes of Python
 rows plus batch arrays (measured by ``tests/test_bad_inputs.py::
-test_grid_memory_bound``) and the batch simulator evaluates ~150,000
-configurations/s (README), so :data:`MAX_CONFIGS` configurations need at most
-~1.5 GB and ~10 s per scenario.
+test_grid_memory_bound``) and the batch simulator evaluates ~200,000 or more
+all-reduce configurations/s with both stream modes on one core
+(``experiments/results/bench_simulator.md``), so :data:`MAX_CONFIGS`
+configurations need at most ~1.5 GB and ~5 s of simulation per scenario.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -17,10 +18,13 @@ import numpy as np
 from commtune.cluster import ClusterSpec
 from commtune.knobs import Knobs
 from simulators.batch import schedule_batch
+from simulators.kernels import NSCRATCH, kernels
 from simulators.network import NetworkModel, network_for
 from simulators.sharded import Collective, UnitPlan, schedule_sharded, sharded_batch, sharded_params, unit_times
-from simulators.system import Buffer, KnobArrays, schedule, system_params
+from simulators.system import Buffer, KnobArrays, system_params, system_row, system_terms
 from simulators.workload import Workload
+
+_new_buffer = functools.partial(tuple.__new__, Buffer)
 
 METRICS = (
     "step_time_s",
@@ -100,10 +104,9 @@ class Simulator:
             # the last buffer's all-reduce starts last_bucket_delay after backward (its last
             # gradient's dispatch); backward itself ends on time
             self._ready_arr[-1] += cluster.last_bucket_delay_s
-        self._ready = self._ready_arr.tolist()
         self._hooks_s = float(hooks[-1]) if len(hooks) else 0.0
         self._bytes = workload.grad_bytes.astype(np.float64)
-        self._bytes_list = self._bytes.tolist()
+        self._terms = system_terms(workload, self.network, cluster)
         self._layer_fwd = workload.layer_forward_s * self._stretch
         self._layer_bwd = workload.layer_backward_s * self._stretch
         self._plans: dict[int, UnitPlan] = {}
@@ -194,10 +197,13 @@ class Simulator:
         """Simulate one configuration, keeping the per-buffer (sharded: per-collective) schedule."""
         if knobs.sharding != "none":
             return self._run_sharded(knobs)
-        params = system_params(KnobArrays.from_knobs([knobs]), self.workload, self.network, self.cluster)
-        row = params.row(0)
-        buffers, rounds, busy, delay = schedule(self._ready, self._bytes_list, row)
-        m = self._finish(buffers[-1].done_s, busy, len(buffers), rounds, row[4], row[5], delay)
+        row = system_row(knobs, self._terms)
+        buf = np.empty((NSCRATCH, len(self._bytes) + 1))
+        prow = np.array(row, dtype=np.float64)
+        nb, rounds, busy, delay = kernels().schedule_row(self._ready_arr, self._bytes, prow, buf)
+        # Buffer rows built by tuple.__new__ (C calls only): first, last as ints, then five floats
+        buffers = tuple(map(_new_buffer, zip(*buf[:2, :nb].astype(np.int64).tolist(), *buf[2:7, :nb].tolist())))
+        m = self._finish(buffers[-1].done_s, busy, nb, rounds, row[4], row[5], delay)
         return StepResult(
             step_time_s=float(m["step_time_s"]),
             compute_time_s=float(m["compute_time_s"]),
@@ -212,7 +218,7 @@ class Simulator:
             backward_s=self.workload.backward_s,
             optimizer_s=self.workload.optimizer_s,
             interference_s=float(m["interference_s"]),
-            buffers=tuple(buffers),
+            buffers=buffers,
         )
 
     def run_batch(self, knobs: KnobArrays | Sequence[Knobs]) -> dict[str, np.ndarray]:
@@ -235,7 +241,7 @@ class Simulator:
 
     def _batch_allreduce(self, knobs: KnobArrays) -> dict[str, np.ndarray]:
         """:meth:`run_batch` of all-reduce (``sharding: none``) rows."""
-        params = system_params(knobs, self.workload, self.network, self.cluster)
+        params = system_params(knobs, self.workload, self.network, self.cluster, self._terms)
         out = schedule_batch(self._ready_arr, self._bytes, params)
         return self._finish(out["comm_end_s"], out["comm_busy_s"], out["num_buffers"], out["rounds"],
                             params.nego_s, params.nego_msgs, out["delay_s"])

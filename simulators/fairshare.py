@@ -26,19 +26,17 @@ the rest of the link idle (seen on 3 hosts at 300 Mbit/s with a 120 Mbit/s cap,
 first-served link, 1047 ms by this model). With every stream busy to the end
 the link stays full and the last buffer ends when the total work does.
 
-The event loop (:func:`_fluid`) is plain Python over arrays; it runs compiled
-by numba where numba imports (about a microsecond per event instead of a few),
+The event loop (:func:`simulators.kernels.fluid`) is plain Python over arrays; it runs
+compiled by numba where numba imports (about a microsecond per event instead of a few),
 interpreted otherwise, with the same arithmetic either way.
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-#: a collective is done when this share of its work (at least this many seconds' worth) is left
-EPS = 1e-12
+from simulators.kernels import kernels
 
 
 def fair_share_schedule(ready_s: Sequence[float], latency_s: Sequence[float], work_s: Sequence[float],
@@ -52,82 +50,7 @@ def fair_share_schedule(ready_s: Sequence[float], latency_s: Sequence[float], wo
     n = len(ready_s)
     start, end = np.zeros(n), np.zeros(n)
     if n:
-        _kernel()(np.asarray(ready_s, dtype=np.float64), np.asarray(latency_s, dtype=np.float64),
-                  np.asarray(work_s, dtype=np.float64), max(int(streams), 1), max(int(inflight), 1),
-                  float(link_streams), start, end)
+        kernels().fluid(np.asarray(ready_s, dtype=np.float64), np.asarray(latency_s, dtype=np.float64),
+                        np.asarray(work_s, dtype=np.float64), max(int(streams), 1), max(int(inflight), 1),
+                        float(link_streams), start, end)
     return start.tolist(), end.tolist()
-
-
-def _fluid(ready, lat, work, k, m, cap, start, end):  # pragma: no cover - compiled by numba where it imports
-    """The event loop: writes ``start`` and ``end`` (see :func:`fair_share_schedule`)."""
-    n = ready.shape[0]
-    go = np.zeros(n)  # when buffer j's transfer may begin: its start + latency part
-    left = work.copy()
-    done_at = np.empty(n)  # what counts as transferred
-    for j in range(n):
-        done_at[j] = EPS * max(1.0, work[j])
-    nxt = np.arange(k)  # the next buffer of each stream not yet admitted
-    count = np.zeros(k, np.int64)  # admitted, not ended, per stream
-    moving = np.zeros(k, np.int64)  # collectives transferring, per stream
-    active = np.zeros(k * m, np.int64)
-    na = 0
-    t = 0.0
-    ended = 0
-    while ended < n:
-        for s in range(k):  # admit what is ready and has a slot, in buffer order
-            j = nxt[s]
-            while j < n and count[s] < m and ready[j] <= t:
-                start[j] = t
-                go[j] = t + lat[j]
-                active[na] = j
-                na += 1
-                count[s] += 1
-                j += k
-            nxt[s] = j
-        busy = 0
-        for s in range(k):
-            moving[s] = 0
-        for i in range(na):
-            j = active[i]
-            if go[j] <= t:
-                if moving[j % k] == 0:
-                    busy += 1
-                moving[j % k] += 1
-        share = 0.0
-        if busy > 0:
-            share = cap / busy if cap < busy else 1.0
-        nearest = np.inf
-        for s in range(k):
-            j = nxt[s]
-            if j < n and count[s] < m and ready[j] < nearest:
-                nearest = ready[j]
-        for i in range(na):
-            j = active[i]
-            e = go[j] if go[j] > t else t + left[j] * moving[j % k] / share
-            if e < nearest:
-                nearest = e
-        step = nearest - t
-        keep = 0
-        for i in range(na):
-            j = active[i]
-            if go[j] <= t:
-                left[j] -= step * share / moving[j % k]
-                if left[j] <= done_at[j]:
-                    end[j] = nearest
-                    count[j % k] -= 1
-                    ended += 1
-                    continue
-            active[keep] = j
-            keep += 1
-        na = keep
-        t = nearest
-
-
-@functools.cache
-def _kernel() -> Callable:
-    """:func:`_fluid` compiled by numba (cached on disk), or as it is where numba does not import."""
-    try:
-        import numba
-    except ImportError:
-        return _fluid
-    return numba.njit(cache=True)(_fluid)

@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from commtune.cluster import ClusterSpec
+from simulators.kernels import latency_bounded_scalar  # noqa: F401 (defined with the compiled code that calls it)
 
 ArrayLike = np.ndarray | float | int | bool
 
@@ -52,17 +53,6 @@ def latency_bounded(line_s: ArrayLike, floor_s: ArrayLike, sharpness: ArrayLike 
     safe_p = np.where(finite, p, 1.0)
     soft = hi * (1.0 + (lo / safe_hi) ** safe_p) ** (1.0 / safe_p)
     return np.where(f > 0, np.where(finite, soft, hi), t)
-
-
-def latency_bounded_scalar(line_s: float, floor_s: float, sharpness: float = math.inf) -> float:
-    """:func:`latency_bounded` of one collective, in plain floats: the reference scheduler
-    calls it per buffer, where numpy on scalars cost half of a calibrated ``Simulator.run``."""
-    if not floor_s > 0:
-        return line_s
-    hi, lo = (line_s, floor_s) if line_s >= floor_s else (floor_s, line_s)
-    if math.isinf(sharpness) or not hi > 0:
-        return hi
-    return hi * (1.0 + (lo / hi) ** sharpness) ** (1.0 / sharpness)
 
 
 def ring_allreduce_time(size_bytes: float, ranks: int, alpha_s: float, bw_Bps: float) -> float:

@@ -1,8 +1,11 @@
 """System layer: fusion, negotiation and streams.
 
 Turns knobs into the per-configuration numbers the schedulers need
-(:class:`SystemParams`) and holds the reference, one-configuration scheduler
-:func:`schedule` that the batch engine (``simulators.batch``) mirrors.
+(:class:`SystemParams`; :func:`system_row` for one configuration) and holds the
+reference, one-configuration scheduler :func:`schedule` in plain Python. What
+``Simulator.run`` and the batch engine run is its compiled twin
+(:func:`simulators.kernels.schedule_row`, the same arithmetic in the same
+order); tests hold the two equal.
 
 Fusion policies, both over gradients in ready order:
 
@@ -199,7 +202,13 @@ class SystemParams:
         """The configurations at ``idx`` (an index array), in that order."""
         return SystemParams(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
+    def matrix(self) -> np.ndarray:
+        """Every configuration as a row of floats in :meth:`row`'s order (booleans and counts
+        as floats): what the compiled scheduler (:mod:`simulators.kernels`) reads."""
+        return np.column_stack([np.asarray(getattr(self, f.name), dtype=np.float64) for f in fields(self)])
+
     def row(self, i: int) -> tuple[float, ...]:
+        """Configuration ``i`` in plain Python numbers, for :func:`schedule`."""
         return (
             bool(self.dynamic[i]), float(self.threshold[i]), float(self.first_cap[i]), float(self.period_s[i]),
             float(self.nego_s[i]), float(self.nego_msgs[i]), float(self.a_s[i]), float(self.b_s_per_byte[i]),
@@ -279,6 +288,7 @@ class NetworkTable:
     a2_s: np.ndarray  # (K, 2), the alternative algorithm (inf = none)
     b2_s_per_byte: np.ndarray  # (K, 2)
     floor_s: np.ndarray  # (K,), the latency bound f(K)
+    rr_gap_s: np.ndarray  # (K,), round robin's link time lost per collective, g_rr(K)
 
     @classmethod
     def build(cls, network: NetworkModel) -> "NetworkTable":
@@ -288,7 +298,8 @@ class NetworkTable:
         a2, b2 = network.alt_coeffs(ks[:, None], hs)
         m, gap = network.pipelining(ks)
         f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
-        return cls(f(a), f(b), np.asarray(m, dtype=np.int64), f(gap), f(a2), f(b2), f(network.min_collective_s(ks)))
+        return cls(f(a), f(b), np.asarray(m, dtype=np.int64), f(gap), f(a2), f(b2), f(network.min_collective_s(ks)),
+                   f(network.round_robin_gap(ks)))
 
     def lookup(self, num_streams, hierarchical) -> tuple[np.ndarray, ...]:
         """``(a, b, m, gap, a2, b2, floor)`` per configuration."""
@@ -313,37 +324,75 @@ def sync_wait_s(jitter_s: float, n: int) -> float:
     return jitter_s * math.sqrt(2.0 * math.log(n)) if n > 1 and jitter_s > 0 else 0.0
 
 
+class SystemTerms(NamedTuple):
+    """What :func:`system_params` and :func:`system_row` take from the workload, the network
+    model and the cluster (nothing here depends on the knobs)."""
+
+    grad_bpe: int  # gradient bytes per element
+    table: NetworkTable
+    wait_s: float  # the sync wait added to every collective's latency part
+    nego_s: tuple[float, float]  # one negotiation round: (central, decentralized)
+    nego_msgs: tuple[float, float]  # messages at the busiest rank per round: (central, decentralized)
+    host_pre_s_per_byte: float
+    host_post_s_per_byte: float
+    bucket_cost_s: float
+    sm_share: float
+    gpu_s_per_byte: float  # per gradient byte before the wire ratio
+    loop_waits: bool
+    floor_p: float
+
+
+def system_terms(workload: Workload, network: NetworkModel, cluster: ClusterSpec | None = None) -> SystemTerms:
+    """The :class:`SystemTerms` of a workload on a network; host costs from ``cluster`` (else the
+    network's cluster, else none)."""
+    host = cluster if cluster is not None else getattr(network, "cluster", None)
+    lat = network.control_latency_s()
+    msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
+    cached = bool(getattr(host, "response_cache", False))
+    n = network.world_size
+    return SystemTerms(
+        grad_bpe=workload.grad_bytes_per_element,
+        table=network_table(network),
+        wait_s=sync_wait_s(float(getattr(host, "collective_jitter_s", 0.0)), n),
+        nego_s=tuple(float(negotiation_time_s(c, n, lat, msg_s, cached)) for c in (True, False)),
+        nego_msgs=tuple(float(negotiation_messages_rank0(c, n, cached)) for c in (True, False)),
+        host_pre_s_per_byte=float(getattr(host, "host_pre_s_per_byte", 0.0)),
+        host_post_s_per_byte=float(getattr(host, "host_post_s_per_byte", 0.0)),
+        bucket_cost_s=float(getattr(host, "bucket_cost_s", 0.0)),
+        sm_share=float(getattr(host, "comm_sm_share", 0.0)),
+        gpu_s_per_byte=float(getattr(host, "comm_gpu_s_per_byte", 0.0)),
+        loop_waits=bool(getattr(host, "loop_waits", False)),
+        floor_p=float(getattr(network, "bound_sharpness", math.inf)),
+    )
+
+
 def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
-                  cluster: ClusterSpec | None = None) -> SystemParams:
+                  cluster: ClusterSpec | None = None, terms: SystemTerms | None = None) -> SystemParams:
     """Derive :class:`SystemParams` for every configuration in ``knobs``.
 
     Pipelining (m, g) comes from the network model; host costs per byte from
-    ``cluster`` (else the network's cluster, else none)."""
-    gbpe = workload.grad_bytes_per_element
+    ``cluster`` (else the network's cluster, else none); ``terms``: their
+    :func:`system_terms`, where the caller keeps them."""
+    t = terms if terms is not None else system_terms(workload, network, cluster)
+    gbpe = t.grad_bpe
     ratio = wire_bytes_per_element(knobs.wire_precision, gbpe) / gbpe
     dynamic = knobs.fusion_policy == "dynamic"
     central = knobs.negotiation == "central"
-    lat = network.control_latency_s()
-    table = network_table(network)
+    table = t.table
     a, b, m, gap, a2, b2, floor = table.lookup(knobs.num_streams, knobs.hierarchical)
-    host = cluster if cluster is not None else getattr(network, "cluster", None)
-    wait = sync_wait_s(float(getattr(host, "collective_jitter_s", 0.0)), network.world_size)
+    wait = t.wait_s
     a, a2 = a + wait, a2 + wait
     # Round robin: each buffer on one stream (the one-stream coefficients),
     # the link at the K-stream rate b(K). K = 1 is the split schedule.
     rr = (np.asarray(knobs.stream_mode) == "round_robin") & (np.asarray(knobs.num_streams) > 1)
     link_b = np.where(rr, b, 0.0)
-    link_gap = np.where(rr, network.round_robin_gap(knobs.num_streams), 0.0)
+    link_gap = np.where(rr, table.rr_gap_s[np.asarray(knobs.num_streams, dtype=np.int64) - 1], 0.0)
     if rr.any():
         one = table.lookup(np.ones_like(knobs.num_streams), knobs.hierarchical)
         one = (one[0] + wait, *one[1:4], one[4] + wait, *one[5:])
         a, b, m, gap, a2, b2, floor = (np.where(rr, x1, x) for x1, x in zip(one, (a, b, m, gap, a2, b2, floor)))
-    msg_s = getattr(getattr(network, "cluster", None), "coord_msg_s", 0.0)
-    cached = bool(getattr(host, "response_cache", False))
-    nego = np.where(dynamic, negotiation_time_s(central, network.world_size, lat, msg_s, cached), 0.0)
-    msgs = np.where(dynamic, negotiation_messages_rank0(central, network.world_size, cached), 0)
-    h_pre = float(getattr(host, "host_pre_s_per_byte", 0.0))
-    h_post = float(getattr(host, "host_post_s_per_byte", 0.0))
+    nego = np.where(dynamic, np.where(central, *t.nego_s), 0.0)
+    msgs = np.where(dynamic, np.where(central, *t.nego_msgs), 0.0)
     thr = knobs.fusion_threshold_bytes.astype(np.float64)
     # The dynamic threshold counts wire bytes (Horovod compresses first);
     # static buckets count gradient bytes (DDP buckets the parameters).
@@ -359,19 +408,52 @@ def system_params(knobs: KnobArrays, workload: Workload, network: NetworkModel,
         b_s_per_byte=np.broadcast_to(b * ratio, thr.shape).astype(np.float64),
         inflight=np.broadcast_to(m, thr.shape).astype(np.int64),
         gap_s=np.broadcast_to(gap, thr.shape).astype(np.float64),
-        host_pre_s_per_byte=np.full(thr.shape, h_pre),
-        host_post_s_per_byte=np.full(thr.shape, h_post),
+        host_pre_s_per_byte=np.full(thr.shape, t.host_pre_s_per_byte),
+        host_post_s_per_byte=np.full(thr.shape, t.host_post_s_per_byte),
         stride=np.broadcast_to(np.where(rr, knobs.num_streams, 1), thr.shape).astype(np.int64),
         link_b_s_per_byte=np.broadcast_to(link_b * ratio, thr.shape).astype(np.float64),
         link_gap_s=np.broadcast_to(link_gap, thr.shape).astype(np.float64),
         a2_s=np.asarray(a2, dtype=np.float64),
         b2_s_per_byte=np.asarray(b2 * ratio, dtype=np.float64),
-        bucket_cost_s=np.full(thr.shape, float(getattr(host, "bucket_cost_s", 0.0))),
-        sm_share=np.full(thr.shape, float(getattr(host, "comm_sm_share", 0.0))),
-        gpu_s_per_byte=np.asarray(float(getattr(host, "comm_gpu_s_per_byte", 0.0)) * ratio, dtype=np.float64),
-        loop_waits=dynamic & bool(getattr(host, "loop_waits", False)),
+        bucket_cost_s=np.full(thr.shape, t.bucket_cost_s),
+        sm_share=np.full(thr.shape, t.sm_share),
+        gpu_s_per_byte=np.asarray(t.gpu_s_per_byte * ratio, dtype=np.float64),
+        loop_waits=dynamic & t.loop_waits,
         floor_s=np.broadcast_to(np.where(floor > 0, floor + wait, 0.0), thr.shape).astype(np.float64),
-        floor_p=np.full(thr.shape, float(getattr(network, "bound_sharpness", math.inf))),
+        floor_p=np.full(thr.shape, t.floor_p),
+    )
+
+
+def system_row(knobs: Knobs, terms: SystemTerms) -> tuple[float, ...]:
+    """:func:`system_params` of one configuration as its :meth:`SystemParams.row`, in plain
+    Python numbers: the same formulas without numpy's per-call cost (``Simulator.run``);
+    tests hold the two equal."""
+    t = terms
+    gbpe = t.grad_bpe
+    ratio = (min(2, gbpe) if knobs.wire_precision == "fp16" else gbpe) / gbpe
+    dynamic = knobs.fusion_policy == "dynamic"
+    central = knobs.negotiation == "central"
+    k, h = int(knobs.num_streams), int(bool(knobs.hierarchical))
+    rr = knobs.stream_mode == "round_robin" and k > 1
+    tab = t.table
+    i = k - 1
+    link_b = float(tab.b_s_per_byte[i, h]) if rr else 0.0
+    link_gap = float(tab.rr_gap_s[i]) if rr else 0.0
+    if rr:  # one stream's coefficients
+        i = 0
+    a, b = float(tab.a_s[i, h]) + t.wait_s, float(tab.b_s_per_byte[i, h])
+    a2, b2 = float(tab.a2_s[i, h]) + t.wait_s, float(tab.b2_s_per_byte[i, h])
+    m, gap, floor = int(tab.inflight[i]), float(tab.gap_s[i]), float(tab.floor_s[i])
+    c = 0 if central else 1
+    nego = t.nego_s[c] if dynamic else 0.0
+    thr = float(knobs.fusion_threshold_bytes)
+    return (
+        dynamic, thr / ratio if dynamic else thr, float(knobs.first_bucket_bytes),
+        max(float(knobs.cycle_time_ms) * 1e-3, nego) if dynamic else 0.0,
+        nego, t.nego_msgs[c] if dynamic else 0.0, a, b * ratio, m, gap,
+        t.host_pre_s_per_byte, t.host_post_s_per_byte, k if rr else 1, link_b * ratio, link_gap,
+        a2, b2 * ratio, t.bucket_cost_s, t.sm_share, t.gpu_s_per_byte * ratio,
+        dynamic and t.loop_waits, floor + t.wait_s if floor > 0 else 0.0, t.floor_p,
     )
 
 
