@@ -110,6 +110,12 @@ class ProbePlan:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ProbePlan":
+        """The plan of :meth:`to_dict` (extra keys, as the worker's result has, ignored)."""
+        return cls(**{f.name: tuple(d[f.name]) if isinstance(d[f.name], list) else d[f.name]
+                      for f in dataclasses.fields(cls)})
+
     def describe(self) -> str:
         """One line: sizes, streams, iterations, what was dropped, estimate against budget."""
         sizes = ",".join(format_size(s) for s in self.sizes)
