@@ -1,5 +1,6 @@
-"""`commtune probe`: measure all-reduce time against message size and streams,
-print an nccl-tests style table and write a calibration file for the simulator."""
+"""`commtune probe`: measure all-reduce, all-gather and reduce-scatter time against
+message size and streams within a time budget, print nccl-tests style tables and
+write a calibration file for the simulator."""
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,7 @@ def launch_from_args(args: argparse.Namespace, engine: str = "gloo"):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("probe", help="measure all-reduce vs size and streams; write a calibration file",
+    p = sub.add_parser("probe", help="measure all-reduce, all-gather, reduce-scatter vs size and streams; write a calibration file",
                        description=__doc__)
     p.add_argument("--engine", choices=("gloo", "nccl", "mpi"), default="gloo",
                    help="torch.distributed gloo (CPU) or nccl (GPU), or MPI (mpi4py, run under mpiexec)")

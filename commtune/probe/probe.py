@@ -1,4 +1,5 @@
-"""``commtune probe``: measure all-reduce against size and streams, fit, write a calibration file.
+"""``commtune probe``: measure all-reduce (and all-gather, reduce-scatter) against size and streams, fit,
+write a calibration file.
 
 Entry points: :func:`parse_sizes`, :func:`run_probe` (launch ranks or run as
 one rank under torchrun/mpiexec), :func:`calibration` (records -> ClusterSpec +
