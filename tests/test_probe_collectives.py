@@ -171,6 +171,9 @@ def test_estimate_link_recovers_the_pilot_link():
     est = estimate_link(recs, n)
     assert est.per_flow_Bps == pytest.approx(c) and est.link_Bps == pytest.approx(B)
     assert est.alpha_s == pytest.approx(alpha + 4096 / (n * c))  # the small message's own transfer included
+    ag = [{**r, "time_s": r["time_s"] / 2} for r in recs]  # an all-gather: n-1 steps
+    one = estimate_link(ag, n, steps_per_peer=1)
+    assert (one.per_flow_Bps, one.link_Bps, one.alpha_s) == pytest.approx((est.per_flow_Bps, est.link_Bps, est.alpha_s))
     with pytest.raises(ValueError):
         estimate_link([], n)
 
@@ -183,6 +186,21 @@ def test_estimate_counts_every_run():
     assert one == pytest.approx(runs * ((2e-3 + MiB / 1e6) + 2e-3))
     assert estimate_probe_s(link, 2, [MiB], [1], 4, 1, ["allreduce", "allgather"], [], 8, []) == pytest.approx(
         one + runs * ((1e-3 + MiB / 2e6) + 2e-3))
+
+
+def test_a_collective_slower_than_the_ring_formula_is_estimated_from_its_own_pilot():
+    ar = LinkEstimate(1e-4, 1e9 / 8, 1e9 / 8)
+    slow_ag = LinkEstimate(1e-4, 0.2e9 / 8, 0.2e9 / 8)  # gloo's all-gather on loopback: ~5x below the ring
+    args = dict(sizes=[4096, MiB, 64 * MiB], streams=[1, 2], iters=5, warmup=1, collectives=["allreduce", "allgather"],
+                burst_sizes=[], burst_count=8, host_sizes=[])
+    same = estimate_probe_s(ar, 4, **args)
+    slower = estimate_probe_s(ar, 4, **args, links={"allgather": slow_ag})
+    only_ag = estimate_probe_s(ar, 4, **{**args, "collectives": ["allgather"]}, links={"allgather": slow_ag})
+    only_ag_ring = estimate_probe_s(ar, 4, **{**args, "collectives": ["allgather"]})
+    assert slower - same == pytest.approx(only_ag - only_ag_ring) and only_ag > 4 * only_ag_ring
+    as_ring = plan_probe(ar, 4, 1.1 * same, **args)
+    assert as_ring.fits and not as_ring.dropped
+    assert plan_probe(ar, 4, 1.1 * same, **args, links={"allgather": slow_ag}).dropped  # its own pilot: cut to fit
 
 
 def test_a_fast_link_keeps_the_plan_as_asked():

@@ -2,8 +2,10 @@
 
 The probe's default sizes reach the link rate on a fast link (64 MiB); on a slow one
 the same sizes take minutes per point. So the probe first times a pilot (a 4 KiB and
-a 1 MiB all-reduce on one stream and on the most streams asked), estimates the ring
-step latency and the rates from it (:func:`estimate_link`), and :func:`plan_probe`
+a 1 MiB collective of each kind asked, on one stream and on the most streams asked:
+gloo's all-gather is slower than the ring formula makes it from the all-reduce),
+estimates each collective's ring step latency and rates from it
+(:func:`estimate_link`), and :func:`plan_probe`
 estimates every point's time (the ring formula, the passes, warmups and a worst-case
 repeat of a noisy point) and shrinks the plan until it fits the budget:
 
@@ -64,17 +66,18 @@ class LinkEstimate:
                 "link_Bps": None if math.isinf(self.link_Bps) else self.link_Bps}
 
 
-def estimate_link(records: Iterable[Mapping], ranks: int) -> LinkEstimate:
-    """A :class:`LinkEstimate` from pilot all-reduce records: per stream count the line
-    through its smallest and largest size gives the rate ``2(n-1)/(n*b)``; the fewest
-    streams give the per-flow rate (divided by their count), the most the link rate
-    (at least the per-flow rate); the smallest size of one stream the latency."""
+def estimate_link(records: Iterable[Mapping], ranks: int, steps_per_peer: int = 2) -> LinkEstimate:
+    """A :class:`LinkEstimate` from pilot records of a collective of ``steps_per_peer``
+    ring steps per peer (2: all-reduce): per stream count the line through its smallest
+    and largest size gives the rate ``s(n-1)/(n*b)``; the fewest streams give the per-flow
+    rate (divided by their count), the most the link rate (at least the per-flow rate);
+    the smallest size of one stream the latency."""
     by_k: dict[int, dict[float, float]] = {}
     for r in records:
         by_k.setdefault(int(r["streams"]), {})[float(r["size_bytes"])] = float(r["time_s"])
     if not by_k or ranks < 2:
-        raise ValueError("the pilot needs all-reduce records of two sizes on at least two ranks")
-    steps = 2 * (ranks - 1)
+        raise ValueError("the pilot needs records of two sizes on at least two ranks")
+    steps = steps_per_peer * (ranks - 1)
 
     def rate(k: int) -> float:
         pts = by_k[k]
@@ -136,14 +139,18 @@ def point_runs(iters: int, warmup: int, passes: int = PASSES) -> int:
 
 def estimate_probe_s(link: LinkEstimate, ranks: int, sizes: Sequence[int], streams: Sequence[int], iters: int,
                      warmup: int, collectives: Sequence[str], burst_sizes: Sequence[int], burst_count: int,
-                     host_sizes: Sequence[int], steps: Mapping[str, int] | None = None) -> float:
-    """Estimated seconds of a probe: every point's collective (and its barrier) times its runs."""
+                     host_sizes: Sequence[int], steps: Mapping[str, int] | None = None,
+                     links: Mapping[str, LinkEstimate] | None = None) -> float:
+    """Estimated seconds of a probe: every point's collective (and its barrier) times its runs.
+    ``link``: the all-reduce's estimate (bursts, barriers, and every collective not in ``links``)."""
     steps = {**STEPS_PER_PEER, **(steps or {})}
+    links = links or {}
     runs = point_runs(iters, warmup)
     barrier = link.collective_s(2, 0.0, 1, ranks)
     total = 0.0
     for c in collectives:
-        total += runs * sum(link.collective_s(steps[c], s, k, ranks) + barrier for k in streams for s in sizes)
+        lc = links.get(c, link)
+        total += runs * sum(lc.collective_s(steps[c], s, k, ranks) + barrier for k in streams for s in sizes)
     total += runs * sum(burst_count * link.collective_s(2, s, k, ranks) + barrier for k in streams for s in burst_sizes)
     total += (iters + warmup) * sum(2 * s / HOST_Bps + barrier for s in host_sizes)
     return total
@@ -152,15 +159,16 @@ def estimate_probe_s(link: LinkEstimate, ranks: int, sizes: Sequence[int], strea
 def plan_probe(link: LinkEstimate, ranks: int, budget_s: float, sizes: Sequence[int], streams: Sequence[int],
                iters: int, warmup: int, collectives: Sequence[str], burst_sizes: Sequence[int] = (),
                burst_count: int = 8, host_sizes: Sequence[int] = (), min_fit_size: int = 2**20,
-               steps: Mapping[str, int] | None = None) -> ProbePlan:
-    """The largest plan within ``budget_s`` seconds, cut in the order of the module docstring."""
+               steps: Mapping[str, int] | None = None, links: Mapping[str, LinkEstimate] | None = None) -> ProbePlan:
+    """The largest plan within ``budget_s`` seconds, cut in the order of the module docstring
+    (``links``: per-collective estimates, as :func:`estimate_probe_s`)."""
     sizes, bursts = sorted(int(s) for s in sizes), sorted(int(s) for s in burst_sizes)
     asked_iters = int(iters)
     dropped: list[str] = []
 
     def estimate() -> float:
         return estimate_probe_s(link, ranks, sizes, streams, iters, warmup, collectives, bursts, burst_count,
-                                host_sizes, steps)
+                                host_sizes, steps, links)
 
     def fitted() -> list[int]:
         return [s for s in sizes if s >= min_fit_size]
@@ -193,18 +201,25 @@ def plan_probe(link: LinkEstimate, ranks: int, budget_s: float, sizes: Sequence[
 
 
 def planned_task(comm, task: dict, progress=None, steps: Mapping[str, int] | None = None) -> tuple[dict, dict]:
-    """Run the pilot on every rank and plan the task within ``task["budget_s"]`` (less the
-    pilot's time); the task with the planned sizes and iterations, and the plan (with the
-    pilot's records and link estimate) for the result."""
+    """Run the pilot on every rank (each collective of the task) and plan the task within
+    ``task["budget_s"]`` (less the pilot's time); the task with the planned sizes and
+    iterations, and the plan (with the pilot's records and link estimates) for the result."""
+    from commtune.probe.allreduce import MEASURE
+
+    steps_all = {**STEPS_PER_PEER, **(steps or {})}
+    collectives = list(task.get("collectives") or ["allreduce"])
     t0 = time.perf_counter()
     pilot_streams = sorted({1, max(task["streams"])})
-    pilot = measure_allreduce(comm, PILOT_SIZES, pilot_streams, PILOT_ITERS, 1, progress)
+    pilot = {c: (measure_allreduce if c == "allreduce" else MEASURE[c])(comm, PILOT_SIZES, pilot_streams, PILOT_ITERS,
+                                                                       1, progress)
+             for c in collectives}
     elapsed = comm.max([time.perf_counter() - t0])[0]
-    link = estimate_link(pilot, comm.world)
-    plan = plan_probe(link, comm.world, float(task["budget_s"]) - elapsed, task["sizes"], task["streams"],
-                      int(task["iters"]), int(task["warmup"]), task.get("collectives") or ["allreduce"],
-                      task.get("burst_sizes") or (), int(task.get("burst_count", 8)), task.get("host_sizes") or (),
-                      int(task.get("min_fit_size", 2**20)), steps)
+    links = {c: estimate_link(recs, comm.world, steps_all[c]) for c, recs in pilot.items()}
+    plan = plan_probe(links["allreduce"], comm.world, float(task["budget_s"]) - elapsed, task["sizes"], task["streams"],
+                      int(task["iters"]), int(task["warmup"]), collectives, task.get("burst_sizes") or (),
+                      int(task.get("burst_count", 8)), task.get("host_sizes") or (),
+                      int(task.get("min_fit_size", 2**20)), steps, links)
     planned = {**task, "sizes": list(plan.sizes), "iters": plan.iters, "burst_sizes": list(plan.burst_sizes)}
     return planned, {**plan.to_dict(), "budget_s": float(task["budget_s"]), "pilot_s": elapsed,
-                     "link_estimate": link.to_dict(), "pilot_records": pilot}
+                     "link_estimates": {c: v.to_dict() for c, v in links.items()},
+                     "pilot_records": [{**r, "collective": c} for c, recs in pilot.items() for r in recs]}
