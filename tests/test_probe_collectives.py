@@ -13,8 +13,8 @@ from commtune.cluster import load_cluster_file
 from commtune.errors import CommtuneError
 from commtune.probe.comm import shard_slices
 from commtune.probe.fit import fit_collective
-from commtune.probe.plan import (MIN_ITERS, LinkEstimate, ProbePlan, estimate_link, estimate_probe_s, plan_probe,
-                                 point_runs)
+from commtune.probe.plan import (MIN_ITERS, PILOT_ITERS, PILOT_SIZES, PLAN_SHARE, LinkEstimate, ProbePlan, estimate_link,
+                                 estimate_probe_s, plan_probe, point_runs)
 from commtune.probe.probe import (DEFAULT_BUDGET_S, DEFAULT_STREAMS, calibration, parse_collectives, parse_sizes,
                                   write_calibration)
 from commtune.probe.refit import refit_calibration
@@ -216,8 +216,11 @@ def test_a_fast_link_keeps_the_plan_as_asked():
 def test_default_plan_fits_five_minutes_on_any_link_of_100mbit_per_flow(per_flow_mbit, streams_to_link, ranks):
     c = per_flow_mbit * 1e6 / 8
     link = LinkEstimate(1e-3, c, c * streams_to_link)  # 1 ms per ring step: a slow, far link
-    plan = plan_probe(link, ranks, DEFAULT_BUDGET_S, steps=GLOO, **DEFAULTS)
-    assert plan.fits and plan.estimate_s <= DEFAULT_BUDGET_S
+    pilot = estimate_probe_s(link, ranks, PILOT_SIZES, [1, max(DEFAULTS["streams"])], PILOT_ITERS, 1,
+                             DEFAULTS["collectives"], [], 8, [], GLOO)
+    budget = PLAN_SHARE * (DEFAULT_BUDGET_S - pilot)  # as planned_task plans it
+    plan = plan_probe(link, ranks, budget, steps=GLOO, **DEFAULTS)
+    assert plan.fits and pilot + plan.estimate_s <= PLAN_SHARE * DEFAULT_BUDGET_S
     assert plan.estimate_s == pytest.approx(estimate_probe_s(link, ranks, plan.sizes, plan.streams, plan.iters,
                                                              plan.warmup, plan.collectives, plan.burst_sizes,
                                                              plan.burst_count, plan.host_sizes, GLOO))
