@@ -33,13 +33,25 @@ and message sizes measured, whether the link rate was reached), and
 configuration asks beyond it: modelled extrapolations (a linear term past the
 largest size, another world size) and unmodelled ones (more streams than
 probed with the link never saturated, hierarchical all-reduce, which the probe
-does not measure). The control latency (negotiation) is measured separately
+does not measure). Sharded collectives (:meth:`CalibratedNetwork.shard_coeffs`)
+use the probe's own fit where the file has one (below); else they are derived
+from the same per-host parameters, with the ring's step count:
+all-gather and reduce-scatter over a group of G ranks take ``G-1`` steps
+(``a = (G-1)*alpha + K*launch``, ``b = (G-1)/(G*min(K*c, B))``,
+``f = (G-1)*small_step + K*small_per_stream``) and HSDP's all-reduce of the
+S/G shard across ``r = n/G`` groups ``2(r-1)`` steps (``b`` divided by G). The
+assumption, until part 2 probes them: an all-gather step costs what an
+all-reduce step costs (one send to the ring neighbour per step, the same
+per-flow cap), and every rank is a host as in the calibration (no
+intra-node links). The control latency (negotiation) is measured separately
 from a small all-reduce and never 0.
 
-All-gather and reduce-scatter, where the probe measured them, have their own fit
-in the same form (:class:`CollectiveParams`, with the collective's ring step count:
-``n-1``, or ``2(n-1)`` for gloo's reduce-scatter, an all-reduce):
-:meth:`CalibratedNetwork.allgather_time` and :meth:`CalibratedNetwork.reduce_scatter_time`.
+All-gather and reduce-scatter, where ``commtune probe`` measured them, have their
+own fit in the same form (:class:`CollectiveParams`: ``s(G-1)`` ring steps, ``s = 1``,
+or 2 for gloo's reduce-scatter, an all-reduce of the full buffer), and
+:meth:`CalibratedNetwork.shard_coeffs` (so ``allgather_time``, ``reduce_scatter_time``
+and the sharded simulator) uses it over a group of G ranks: the calibrated model
+follows what the backend does, while the analytical model stays NCCL's ring.
 """
 from __future__ import annotations
 
@@ -49,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators.network import CALIBRATED_BUILDER, ArrayLike, NetworkModel, latency_bounded, stream_rate
+from simulators.network import CALIBRATED_BUILDER, SHARD_OPS, ArrayLike, NetworkModel, latency_bounded, stream_rate
 
 #: control latency used when the probe measured none (a latency fit of 0 s must not make negotiation free)
 MIN_CONTROL_LATENCY_S = 5e-6
@@ -162,6 +174,16 @@ class CollectiveParams:
         if not self.link_Bps > 0 or not self.per_flow_Bps > 0:
             raise ValueError(f"link and per-flow rates must be positive, got {self.link_Bps!r}, {self.per_flow_Bps!r}")
 
+    def coeffs(self, num_streams: ArrayLike, group: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, f)`` over groups of ``group`` ranks (0 for a group of one), broadcast."""
+        k, g = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(group, dtype=np.float64))
+        steps = int(self.steps_per_peer) * (g - 1)
+        alone = g <= 1
+        a = steps * self.alpha_s + k * self.launch_s
+        b = steps / (np.where(alone, 1.0, g) * stream_rate(k, self.per_flow_Bps, self.link_Bps))
+        f = np.maximum(steps * self.small_step_s + k * self.small_per_stream_s, 0.0)
+        return np.where(alone, 0.0, a), np.where(alone, 0.0, b), np.where(alone, 0.0, f)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):
@@ -186,28 +208,17 @@ class CollectiveModel:
         self.world_size = int(world_size)
         self.bound_sharpness = float(params.bound_sharpness)
 
-    def _steps(self) -> int:
-        return int(self.params.steps_per_peer) * (self.world_size - 1)
-
     def coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike = False) -> tuple[np.ndarray, np.ndarray]:
-        k = np.asarray(num_streams, dtype=np.float64)
-        if self.world_size <= 1:
-            return np.zeros_like(k), np.zeros_like(k)
-        p, steps = self.params, self._steps()
-        rate = stream_rate(k, p.per_flow_Bps, p.link_Bps)
-        return steps * p.alpha_s + k * p.launch_s, steps / (self.world_size * rate)
+        a, b, _ = self.params.coeffs(num_streams, self.world_size)
+        return a, b
 
     def min_collective_s(self, num_streams: ArrayLike) -> np.ndarray:
-        k = np.asarray(num_streams, dtype=np.float64)
-        if self.world_size <= 1:
-            return np.zeros(k.shape)
-        return np.maximum(self._steps() * self.params.small_step_s + k * self.params.small_per_stream_s, 0.0)
+        return self.params.coeffs(num_streams, self.world_size)[2]
 
     def time_s(self, size_bytes: ArrayLike, num_streams: ArrayLike) -> np.ndarray:
         """Seconds for ``size_bytes`` (full buffer) split over ``num_streams`` streams."""
-        a, b = self.coeffs(num_streams)
-        return latency_bounded(a + b * np.asarray(size_bytes, dtype=np.float64), self.min_collective_s(num_streams),
-                               self.bound_sharpness)
+        a, b, f = self.params.coeffs(num_streams, self.world_size)
+        return latency_bounded(a + b * np.asarray(size_bytes, dtype=np.float64), f, self.bound_sharpness)
 
 
 class CalibratedNetwork(NetworkModel):
@@ -225,26 +236,6 @@ class CalibratedNetwork(NetworkModel):
         self.buffer_gap_s = float(gap_model(1, params.gap0_s, params.gap_per_stream_s))
         self.bound_sharpness = float(params.bound_sharpness)
         self.collectives = dict(collectives or {})
-
-    def allgather_time(self, size_bytes: ArrayLike, num_streams: ArrayLike) -> np.ndarray:
-        """All-gather of ``size_bytes`` (the full buffer; each rank holds 1/n) over K streams:
-        the probe's measured fit (:class:`CollectiveParams`)."""
-        return self._collective_time("allgather", size_bytes, num_streams)
-
-    def reduce_scatter_time(self, size_bytes: ArrayLike, num_streams: ArrayLike) -> np.ndarray:
-        """Reduce-scatter of ``size_bytes`` (the full buffer) over K streams: the probe's
-        measured fit (gloo's is an all-reduce, and the fit follows it)."""
-        return self._collective_time("reduce_scatter", size_bytes, num_streams)
-
-    def _collective_time(self, name: str, size_bytes: ArrayLike, num_streams: ArrayLike) -> np.ndarray:
-        params = self.collectives.get(name)
-        if params is not None:
-            return CollectiveModel(params, self.world_size).time_s(size_bytes, num_streams)
-        physical = getattr(super(), f"{name}_time", None)  # the ring derivation, where the network model has one
-        if physical is None:
-            raise ValueError(f"this calibration has no measured {name} (probe it with `commtune probe --collectives "
-                             f"allreduce,{name}`) and the network model derives none")
-        return physical(size_bytes, num_streams)
 
     def replace(self, **fields) -> "CalibratedNetwork":
         """A copy with some :class:`CalibratedParams` fields changed."""
@@ -267,6 +258,26 @@ class CalibratedNetwork(NetworkModel):
         p = self.params
         steps = 2 * (n - 1)
         return steps * p.alpha_s + k * p.launch_s, steps / (n * self.rate_Bps(k))
+
+    def shard_coeffs(self, op: str, num_streams: ArrayLike, group: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sharded collectives: the probe's measured fit of ``op`` where the calibration has
+        one, else derived from the fitted all-reduce parameters (module docstring)."""
+        k, grp = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(group, dtype=np.float64))
+        if op in self.collectives:
+            return self.collectives[op].coeffs(k, grp)
+        p = self.params
+        if op in ("allgather", "reduce_scatter"):
+            ranks, steps, per_byte = grp, grp - 1, 1.0
+        elif op == "replica_allreduce":
+            ranks = self.world_size / grp
+            steps, per_byte = 2 * (ranks - 1), 1.0 / grp
+        else:
+            raise ValueError(f"unknown sharded collective {op!r}; one of {', '.join(SHARD_OPS)}")
+        alone = ranks <= 1
+        a = steps * p.alpha_s + k * p.launch_s
+        b = steps / (ranks * self.rate_Bps(k)) * per_byte
+        f = np.maximum(steps * p.small_step_s + k * p.small_per_stream_s, 0.0)
+        return np.where(alone, 0.0, a), np.where(alone, 0.0, b), np.where(alone, 0.0, f)
 
     def min_collective_s(self, num_streams: ArrayLike) -> np.ndarray:
         """``f(K) = 2(n-1)*small_step + K*small_per_stream``: the latency bound (module docstring)."""

@@ -21,7 +21,7 @@ from commtune.probe.refit import refit_calibration
 from simulators.calibrated import CalibratedNetwork, CalibratedParams, CollectiveModel, CollectiveParams
 from simulators.network import network_for
 
-MiB = 2**20
+KiB, MiB = 2**10, 2**20
 FIT_SIZES = (4096, MiB, 4 * MiB, 16 * MiB, 64 * MiB)
 HELD_OUT = (2 * MiB, 8 * MiB, 32 * MiB, 128 * MiB)
 
@@ -119,20 +119,31 @@ def test_calibration_file_gains_the_collectives_and_keeps_the_all_reduce_keys(tm
     write_calibration(str(path), spec, new)
     net = network_for(load_cluster_file(path))
     assert isinstance(net, CalibratedNetwork)
-    for model, fn in ((ag, net.allgather_time), (rs, net.reduce_scatter_time)):
-        assert float(fn(8 * MiB, 3)) == pytest.approx(float(model.time_s(8 * MiB, 3)), rel=1e-6)
+    p = new["fit"]["network"]["bound_sharpness"]
+    for name, model, fn in (("allgather", ag, net.allgather_time), ("reduce_scatter", rs, net.reduce_scatter_time)):
+        stored = CollectiveParams.from_dict(new["fit"]["collectives"][name]["params"])
+        assert stored.bound_sharpness == (math.inf if p is None else p)  # the all-reduce's: the simulator's
+        for size, k in ((8 * MiB, 3), (64 * KiB, 1), (128 * MiB, 2)):
+            assert fn(size, k) == pytest.approx(float(CollectiveModel(stored, n).time_s(size, k)), rel=1e-12)
+            assert fn(size, k) == pytest.approx(float(model.time_s(size, k)), rel=0.02)
+        # over a shard group of 2 (HSDP), by the ring step count
+        a, b, f = net.shard_coeffs(name, 2, 2)
+        a2, b2, f2 = stored.coeffs(2, 2)
+        assert (float(a), float(b), float(f)) == (float(a2), float(b2), float(f2))
     # re-fit from the stored measurements gives the same collective fits
     _, again = refit_calibration(path)
     assert again["fit"]["collectives"] == new["fit"]["collectives"]
 
 
-def test_no_measured_collective_is_a_clear_error():
-    net = CalibratedNetwork(CalibratedParams(1e9, math.inf, 1e-4, 0.0, 1e-4), 4)
-    if hasattr(super(CalibratedNetwork, net), "allgather_time"):  # the physical derivation exists: it is used
-        assert float(net.allgather_time(MiB, 1)) > 0
-        return
-    with pytest.raises(ValueError, match="no measured allgather"):
-        net.allgather_time(MiB, 1)
+def test_a_measured_collective_replaces_the_derived_one_and_only_that_one():
+    params = CalibratedParams(1e9, math.inf, 1e-4, 0.0, 1e-4)
+    derived = CalibratedNetwork(params, 4)
+    slow = CollectiveParams(1, link_Bps=2e8, per_flow_Bps=math.inf, alpha_s=3e-4, launch_s=0.0)
+    measured = CalibratedNetwork(params, 4, collectives={"allgather": slow})
+    assert measured.allgather_time(16 * MiB, 1) == pytest.approx(3 * 3e-4 + 3 / 4 * 16 * MiB / 2e8)
+    assert derived.allgather_time(16 * MiB, 1) == pytest.approx(3 * 1e-4 + 3 / 4 * 16 * MiB / 1e9)
+    assert measured.reduce_scatter_time(16 * MiB, 1) == derived.reduce_scatter_time(16 * MiB, 1)
+    assert measured.replace(alpha_s=2e-4).collectives == {"allgather": slow}
 
 
 def test_parse_collectives():

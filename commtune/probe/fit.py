@@ -436,14 +436,15 @@ def fit_pipelining(bursts: Iterable[Mapping], fits: Mapping[int, LinearFit],
 # --------------------------------------------------------------------------- all-gather and reduce-scatter
 
 def fit_collective(records: Sequence[Mapping], ranks: int, steps_per_peer: int, min_size: float = 0,
-                   weighting: str = "relative"):
+                   weighting: str = "relative", sharpness: float | None = None):
     """``(CollectiveParams, quality)`` of one sharded collective from its probe records, in
     the all-reduce's form with ``s(n-1)`` ring steps (``s = steps_per_peer``): per-K lines
     on the sizes at or above ``min_size`` (every size when fewer than two are), the rates
     ``min(K*c, B)`` and ``a(K) = s(n-1)*alpha + K*launch`` (:func:`derive_link`,
     :func:`refit_latency`), the latency bound of the smallest size below ``min_size``
-    (:func:`fit_latency_bound`) and the soft roofline's sharpness (:func:`fit_bound_sharpness`).
-    ``quality`` as :func:`model_quality` over the fitted records."""
+    (:func:`fit_latency_bound`) and the soft roofline's sharpness (``sharpness``: the
+    all-reduce's, which the simulator applies to every collective; None: fitted,
+    :func:`fit_bound_sharpness`). ``quality`` as :func:`model_quality` over the fitted records."""
     from simulators.calibrated import CollectiveModel, CollectiveParams
 
     fits = fit_measurements(records, ranks, min_size=min_size, weighting=weighting)
@@ -455,5 +456,6 @@ def fit_collective(records: Sequence[Mapping], ranks: int, steps_per_peer: int, 
     small_step, small_per_stream, _ = fit_latency_bound(records, ranks, min_size, steps_per_peer)
     params = CollectiveParams(steps_per_peer, link.link_Bps, link.per_stream_Bps, link.alpha_s, link.launch_s,
                               small_step, small_per_stream)
-    params = dataclasses.replace(params, bound_sharpness=fit_bound_sharpness(records, CollectiveModel(params, ranks)))
+    p = fit_bound_sharpness(records, CollectiveModel(params, ranks)) if sharpness is None else float(sharpness)
+    params = dataclasses.replace(params, bound_sharpness=p)
     return params, model_quality(records, CollectiveModel(params, ranks), min_size=min_size)

@@ -296,7 +296,7 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
     }
     if result.get("collectives"):
         extra["fit"]["collectives"] = collective_fits(result["collectives"], n, str(result.get("engine") or "gloo"),
-                                                      min_fit_size, weighting, warnings)
+                                                      min_fit_size, weighting, warnings, params.bound_sharpness)
         extra["collective_measurements"] = {
             c: [{**r, "busbw_Bps": busbw_collective(c, r["size_bytes"], r["time_s"], n)} for r in recs]
             for c, recs in result["collectives"].items()}
@@ -314,10 +314,11 @@ def busbw_collective(collective: str, size_bytes: float, time_s: float, ranks: i
 
 
 def collective_fits(measured: dict, ranks: int, engine: str, min_fit_size: int, weighting: str,
-                    warnings: list[str]) -> dict:
+                    warnings: list[str], sharpness: float = math.inf) -> dict:
     """``fit.collectives``: per sharded collective its :class:`~simulators.calibrated.CollectiveParams`
-    (``params``, read by :func:`~simulators.calibrated.calibrated_network`), the ring steps per peer
-    it was fitted with (gloo's reduce-scatter is an all-reduce: 2) and the quality; a poor fit
+    (``params``, read by :func:`~simulators.calibrated.calibrated_network`; the ring steps per peer
+    it was fitted with, gloo's reduce-scatter being an all-reduce: 2; the all-reduce's soft-roofline
+    ``sharpness``, which the simulator applies to every collective) and the quality; a poor fit
     adds to ``warnings``."""
     from commtune.probe.comm import REDUCE_SCATTER_STEPS
     from commtune.probe.fit import fit_collective
@@ -326,7 +327,8 @@ def collective_fits(measured: dict, ranks: int, engine: str, min_fit_size: int, 
     for name, records in measured.items():
         steps = REDUCE_SCATTER_STEPS.get(engine, 1) if name == "reduce_scatter" else 1
         try:
-            params, quality = fit_collective(records, ranks, steps, min_size=min_fit_size, weighting=weighting)
+            params, quality = fit_collective(records, ranks, steps, min_size=min_fit_size, weighting=weighting,
+                                             sharpness=sharpness)
         except CommtuneError as e:
             warnings.append(f"{name}: not fitted ({e})")
             continue
