@@ -205,8 +205,8 @@ class ClusterSpec:
         meta = {}
         for key, value in d.items():
             if key in ("format", "description", "fit", "measurements", "burst_measurements", "host_measurements",
-                       "ddp_calibration_measurements", "ddp_tail_measurements",
-                       "provenance", "intra"):
+                       "ddp_calibration_measurements", "ddp_tail_measurements", "collective_measurements",
+                       "pilot_measurements", "provenance", "intra"):
                 meta[key] = value
                 continue
             if key in aliases:

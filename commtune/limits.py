@@ -112,6 +112,7 @@ _R = [
     Range("heatmap_points", "plot heatmap --points", 2, 400, integer=True),
     Range("timeout", "--timeout, --live-timeout", 0.0, 7 * 86400.0, low_open=True, unit="s"),
     Range("iterations", "probe --iters, --burst-count", 1, 10_000, integer=True),
+    Range("probe_budget", "probe --budget", 0.0, 86400.0, unit="s", why="0 runs the sizes as given"),
     Range("warmup", "--warmup", 0, 1000, integer=True),
     Range("ranks", "--ranks", 2, 256, integer=True),
     Range("concurrency", "--concurrency", 1, 256, integer=True),

@@ -34,7 +34,8 @@ configuration asks beyond it: modelled extrapolations (a linear term past the
 largest size, another world size) and unmodelled ones (more streams than
 probed with the link never saturated, hierarchical all-reduce, which the probe
 does not measure). Sharded collectives (:meth:`CalibratedNetwork.shard_coeffs`)
-are derived from the same per-host parameters, with the ring's step count:
+use the probe's own fit where the file has one (below); else they are derived
+from the same per-host parameters, with the ring's step count:
 all-gather and reduce-scatter over a group of G ranks take ``G-1`` steps
 (``a = (G-1)*alpha + K*launch``, ``b = (G-1)/(G*min(K*c, B))``,
 ``f = (G-1)*small_step + K*small_per_stream``) and HSDP's all-reduce of the
@@ -44,6 +45,13 @@ all-reduce step costs (one send to the ring neighbour per step, the same
 per-flow cap), and every rank is a host as in the calibration (no
 intra-node links). The control latency (negotiation) is measured separately
 from a small all-reduce and never 0.
+
+All-gather and reduce-scatter, where ``commtune probe`` measured them, have their
+own fit in the same form (:class:`CollectiveParams`: ``s(G-1)`` ring steps, ``s = 1``,
+or 2 for gloo's reduce-scatter, an all-reduce of the full buffer), and
+:meth:`CalibratedNetwork.shard_coeffs` (so ``allgather_time``, ``reduce_scatter_time``
+and the sharded simulator) uses it over a group of G ranks: the calibrated model
+follows what the backend does, while the analytical model stays NCCL's ring.
 """
 from __future__ import annotations
 
@@ -53,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators.network import CALIBRATED_BUILDER, SHARD_OPS, ArrayLike, NetworkModel, stream_rate
+from simulators.network import CALIBRATED_BUILDER, SHARD_OPS, ArrayLike, NetworkModel, latency_bounded, stream_rate
 
 #: control latency used when the probe measured none (a latency fit of 0 s must not make negotiation free)
 MIN_CONTROL_LATENCY_S = 5e-6
@@ -134,11 +142,90 @@ def latency_bound(num_streams: ArrayLike, world_size: int, small_step_s: float, 
     return np.maximum(2 * (world_size - 1) * small_step_s + k * small_per_stream_s, 0.0)
 
 
+#: the sharded collectives a calibration file may hold fits for (``fit.collectives``)
+SHARDED_COLLECTIVES = ("allgather", "reduce_scatter")
+
+
+@dataclass(frozen=True)
+class CollectiveParams:
+    """A sharded collective's fit (``commtune probe``): the all-reduce's form with
+    ``s(n-1)`` ring steps, ``s = steps_per_peer`` (1: a ring all-gather or reduce-scatter;
+    2: gloo's reduce-scatter, an all-reduce of the full buffer)::
+
+        a(K) = s(n-1)*alpha + K*launch
+        b(K) = s(n-1) / (n * min(K*c, B))
+        f(K) = s(n-1)*small_step + K*small_per_stream
+
+    and ``S`` bytes (the full, unsharded buffer) over K streams take
+    ``(t^p + f(K)^p)^(1/p)``, ``t = a(K) + b(K)*S``."""
+
+    steps_per_peer: int
+    link_Bps: float  # math.inf = never reached
+    per_flow_Bps: float  # math.inf = no per-flow cap
+    alpha_s: float
+    launch_s: float
+    small_step_s: float = 0.0
+    small_per_stream_s: float = 0.0
+    bound_sharpness: float = math.inf
+
+    def __post_init__(self) -> None:
+        if int(self.steps_per_peer) not in (1, 2):
+            raise ValueError(f"steps_per_peer must be 1 or 2, got {self.steps_per_peer!r}")
+        if not self.link_Bps > 0 or not self.per_flow_Bps > 0:
+            raise ValueError(f"link and per-flow rates must be positive, got {self.link_Bps!r}, {self.per_flow_Bps!r}")
+
+    def coeffs(self, num_streams: ArrayLike, group: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, f)`` over groups of ``group`` ranks (0 for a group of one), broadcast."""
+        k, g = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(group, dtype=np.float64))
+        steps = int(self.steps_per_peer) * (g - 1)
+        alone = g <= 1
+        a = steps * self.alpha_s + k * self.launch_s
+        b = steps / (np.where(alone, 1.0, g) * stream_rate(k, self.per_flow_Bps, self.link_Bps))
+        f = np.maximum(steps * self.small_step_s + k * self.small_per_stream_s, 0.0)
+        return np.where(alone, 0.0, a), np.where(alone, 0.0, b), np.where(alone, 0.0, f)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):
+            d[key] = None if math.isinf(d[key]) else float(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CollectiveParams":
+        d = dict(d)
+        for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):
+            d[key] = math.inf if d.get(key) is None else float(d[key])
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+class CollectiveModel:
+    """A :class:`CollectiveParams` at ``world_size`` ranks: ``coeffs``, ``min_collective_s`` and
+    ``bound_sharpness`` as :class:`CalibratedNetwork` has them for the all-reduce (the probe's
+    fit uses the same functions on both), and :meth:`time_s`."""
+
+    def __init__(self, params: CollectiveParams, world_size: int):
+        self.params = params
+        self.world_size = int(world_size)
+        self.bound_sharpness = float(params.bound_sharpness)
+
+    def coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike = False) -> tuple[np.ndarray, np.ndarray]:
+        a, b, _ = self.params.coeffs(num_streams, self.world_size)
+        return a, b
+
+    def min_collective_s(self, num_streams: ArrayLike) -> np.ndarray:
+        return self.params.coeffs(num_streams, self.world_size)[2]
+
+    def time_s(self, size_bytes: ArrayLike, num_streams: ArrayLike) -> np.ndarray:
+        """Seconds for ``size_bytes`` (full buffer) split over ``num_streams`` streams."""
+        a, b, f = self.params.coeffs(num_streams, self.world_size)
+        return latency_bounded(a + b * np.asarray(size_bytes, dtype=np.float64), f, self.bound_sharpness)
+
+
 class CalibratedNetwork(NetworkModel):
     """The network a calibration file describes, at ``world_size`` ranks (any size)."""
 
     def __init__(self, params: CalibratedParams, world_size: int, calibrated: CalibratedRange | None = None,
-                 ranks_per_node: int = 1):
+                 ranks_per_node: int = 1, collectives: dict[str, CollectiveParams] | None = None):
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size!r}")
         self.params = params
@@ -148,11 +235,12 @@ class CalibratedNetwork(NetworkModel):
         self.inflight_per_stream = int(params.inflight_per_stream)
         self.buffer_gap_s = float(gap_model(1, params.gap0_s, params.gap_per_stream_s))
         self.bound_sharpness = float(params.bound_sharpness)
+        self.collectives = dict(collectives or {})
 
     def replace(self, **fields) -> "CalibratedNetwork":
         """A copy with some :class:`CalibratedParams` fields changed."""
         return CalibratedNetwork(dataclasses.replace(self.params, **fields), self.world_size, self.calibrated,
-                                 self.ranks_per_node)
+                                 self.ranks_per_node, self.collectives)
 
     def control_latency_s(self) -> float:
         return self.params.control_latency_s
@@ -172,8 +260,11 @@ class CalibratedNetwork(NetworkModel):
         return steps * p.alpha_s + k * p.launch_s, steps / (n * self.rate_Bps(k))
 
     def shard_coeffs(self, op: str, num_streams: ArrayLike, group: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The sharded collectives from the fitted parameters (module docstring)."""
+        """The sharded collectives: the probe's measured fit of ``op`` where the calibration has
+        one, else derived from the fitted all-reduce parameters (module docstring)."""
         k, grp = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(group, dtype=np.float64))
+        if op in self.collectives:
+            return self.collectives[op].coeffs(k, grp)
         p = self.params
         if op in ("allgather", "reduce_scatter"):
             ranks, steps, per_byte = grp, grp - 1, 1.0
@@ -255,10 +346,13 @@ def unmodelled(flags: list[dict]) -> list[dict]:
 
 
 def calibrated_network(fit: dict, world_size: int, ranks_per_node: int = 1) -> CalibratedNetwork:
-    """The network of a calibration file's ``fit`` section (``network`` + ``calibrated``), at ``world_size``."""
+    """The network of a calibration file's ``fit`` section (``network`` + ``calibrated``, and the
+    sharded collectives' ``collectives.<name>.params`` where probed), at ``world_size``."""
+    collectives = {name: CollectiveParams.from_dict(c["params"]) for name, c in (fit.get("collectives") or {}).items()
+                   if name in SHARDED_COLLECTIVES}
     return CalibratedNetwork(CalibratedParams.from_dict(fit["network"]), world_size,
                              CalibratedRange.from_dict(fit["calibrated"]) if fit.get("calibrated") else None,
-                             ranks_per_node)
+                             ranks_per_node, collectives)
 
 
 CALIBRATED_BUILDER.append(calibrated_network)  # network_for builds calibration files through it

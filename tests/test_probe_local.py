@@ -117,9 +117,13 @@ def test_mpi_probe_under_mpiexec(tmp_path):
                         "--sizes", "4KB:1MB", "--streams", "1,2", "--iters", "2", "--fit-min-size", "0", "-o", str(out)],
                        capture_output=True, text=True, env=env, timeout=90)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.count("busbw(GB/s)") == 2  # only rank 0 prints
+    assert p.stdout.count("busbw(GB/s)") == 2 * 3  # only rank 0 prints: a block per stream count and collective
     spec = load_cluster_file(out)
     assert spec.meta["fit"]["engine"] == "mpi" and spec.meta["fit"]["world_size"] == 2
+    # MPI's all-gather and reduce-scatter (Iallgather, Ireduce_scatter_block): ring steps n-1 each
+    assert {c: f["params"]["steps_per_peer"] for c, f in spec.meta["fit"]["collectives"].items()} == \
+        {"allgather": 1, "reduce_scatter": 1}
+    assert len(spec.meta["collective_measurements"]["reduce_scatter"]) == 2 * 5
     assert isinstance(network_for(spec), CalibratedNetwork)
     # pipelining and host work were measured, fitted and read back
     fit = spec.meta["fit"]

@@ -1,5 +1,6 @@
-"""`commtune probe`: measure all-reduce time against message size and streams,
-print an nccl-tests style table and write a calibration file for the simulator."""
+"""`commtune probe`: measure all-reduce, all-gather and reduce-scatter time against
+message size and streams within a time budget, print nccl-tests style tables and
+write a calibration file for the simulator."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import sys
 
 from commtune.cli.common import ranged
 from commtune.errors import CommtuneError
-from commtune.probe.probe import DEFAULT_SIZES, DEFAULT_STREAMS, DEFAULT_WEIGHTING
+from commtune.probe.probe import COLLECTIVES, DEFAULT_BUDGET_S, DEFAULT_SIZES, DEFAULT_STREAMS, DEFAULT_WEIGHTING
 
 
 def add_launch_args(p: argparse.ArgumentParser) -> None:
@@ -61,7 +62,7 @@ def launch_from_args(args: argparse.Namespace, engine: str = "gloo"):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("probe", help="measure all-reduce vs size and streams; write a calibration file",
+    p = sub.add_parser("probe", help="measure all-reduce, all-gather, reduce-scatter vs size and streams; write a calibration file",
                        description=__doc__)
     p.add_argument("--engine", choices=("gloo", "nccl", "mpi"), default="gloo",
                    help="torch.distributed gloo (CPU) or nccl (GPU), or MPI (mpi4py, run under mpiexec)")
@@ -89,6 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host-sizes", default="1MB,4MB,16MB,64MB",
                    help="sizes at which to time DDP's host work around a bucket (divide, copy back) to fit its cost "
                         "per byte; 'none' to skip (default 1MB,4MB,16MB,64MB)")
+    p.add_argument("--collectives", default=",".join(COLLECTIVES),
+                   help=f"collectives to time at every size and stream count (default {','.join(COLLECTIVES)}; "
+                        "allreduce is always one): the sharded ones calibrate FSDP / ZeRO steps")
+    p.add_argument("--budget", type=ranged("probe_budget", "--budget"), default=DEFAULT_BUDGET_S,
+                   help=f"seconds the probe may take (default {DEFAULT_BUDGET_S:g}): a pilot all-reduce first, then "
+                        "the largest sizes, burst sizes and iterations are cut until the estimate fits (the plan is "
+                        "printed); 0 runs the sizes as given")
     p.add_argument("-o", "--output", metavar="FILE", help="write the calibration file (YAML, or JSON by suffix)")
     p.add_argument("--json", action="store_true", help="print the raw result as JSON instead of the table")
     p.add_argument("--refit", metavar="CALIB", help="run nothing: re-fit the measurements stored in a calibration file "
@@ -99,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from commtune.probe.comm import env_has_rank, mpi_world_size
-    from commtune.probe.probe import parse_sizes, parse_streams, run_probe_here
+    from commtune.probe.probe import parse_collectives, parse_sizes, parse_streams, run_probe_here
     from commtune.units import parse_size
 
     if args.refit:
@@ -112,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         burst_sizes=[] if args.burst_sizes.strip().lower() in none else parse_sizes(args.burst_sizes, what="--burst-sizes"),
         burst_count=args.burst_count,
         host_sizes=[] if args.host_sizes.strip().lower() in none else parse_sizes(args.host_sizes, what="--host-sizes"),
+        collectives=parse_collectives(args.collectives),
+        budget_s=args.budget or None,
+        min_fit_size=min_fit,
     )
     if extra_kw["burst_sizes"] and args.burst_count < 2:
         raise CommtuneError(f"--burst-count must be at least 2, got {args.burst_count}")
@@ -174,7 +185,7 @@ def _probe_and_write(args, launch, sizes, streams, min_fit, extra_kw) -> int:
     """Probe on launched ranks, then (unless opted out) the DDP calibration run, then write."""
     from commtune.probe.probe import run_probe
 
-    print(f"probing all-reduce on {launch.describe()} ({args.engine}) ...", file=sys.stderr)
+    print(f"probing {', '.join(extra_kw['collectives'])} on {launch.describe()} ({args.engine}) ...", file=sys.stderr)
     result = run_probe(launch, sizes, streams, args.iters, args.warmup, **extra_kw)
     return _finish(args, result, launch.hosts, launch.describe(), min_fit, launch if args.ddp_calibration else None)
 
@@ -184,6 +195,10 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launc
 
     if result.get("rank", 0) != 0:
         return 0
+    if result.get("plan"):
+        from commtune.probe.plan import ProbePlan
+
+        print(ProbePlan.from_dict(result["plan"]).describe(), file=sys.stderr)
     n = result["world_size"]
     spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
@@ -196,7 +211,9 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launc
         spec = calibrate_ddp(ddp_launch, spec, extra, steps=args.ddp_steps)
     elif args.ddp_calibration and args.engine != "mpi":
         extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
-    return _report_and_write(args, spec, extra, format_table(result["records"], n) + "\n" + summary(spec, extra),
+    tables = [format_table(result["records"], n)] + [format_table(recs, n, c) for c, recs in
+                                                      (result.get("collectives") or {}).items()]
+    return _report_and_write(args, spec, extra, "\n".join(tables) + "\n" + summary(spec, extra),
                              f"calibration written to {args.output} (use: commtune simulate --cluster {args.output})")
 
 

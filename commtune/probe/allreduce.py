@@ -1,4 +1,5 @@
-"""The measurement every probe rank runs: all-reduce time against size and streams."""
+"""The measurement every probe rank runs: all-reduce, all-gather and reduce-scatter
+time against size and streams (plus bursts and the host work around a DDP bucket)."""
 from __future__ import annotations
 
 import statistics
@@ -47,8 +48,49 @@ def measure_allreduce(
             for k, numel, times, medians in _sweep(comm, sizes, streams, make_run, warmup, iters, progress)]
 
 
+#: the sharded collectives the probe measures (besides ``allreduce``)
+SHARDED_COLLECTIVES = ("allgather", "reduce_scatter")
+
+
+def measure_allgather(comm, sizes: Sequence[int], streams: Sequence[int], iters: int = 5, warmup: int = 1,
+                      progress: Progress | None = None) -> list[dict]:
+    """Time all-gathers of each full (unsharded) size ``S`` split over each stream count:
+    every rank holds ``S/n`` per part and gathers the other shards into the part's
+    full buffer (part i on stream i). Sizes are rounded up to whole shards
+    (``size_bytes`` is what was moved). Timed and returned as :func:`measure_allreduce`."""
+    return _measure_sharded(comm, "allgather", sizes, streams, iters, warmup, progress)
+
+
+def measure_reduce_scatter(comm, sizes: Sequence[int], streams: Sequence[int], iters: int = 5, warmup: int = 1,
+                           progress: Progress | None = None) -> list[dict]:
+    """Time reduce-scatters of each full size ``S`` split over each stream count: every rank
+    reduces the part's full buffer and keeps its ``S/n`` shard (gloo: an all-reduce of the
+    full part, :mod:`commtune.probe.comm`). Timed and returned as :func:`measure_allreduce`."""
+    return _measure_sharded(comm, "reduce_scatter", sizes, streams, iters, warmup, progress)
+
+
+def _measure_sharded(comm, collective: str, sizes: Sequence[int], streams: Sequence[int], iters: int, warmup: int,
+                     progress: Progress | None) -> list[dict]:
+    op = {"allgather": comm.allgather_parts, "reduce_scatter": comm.reduce_scatter_parts}[collective]
+
+    def make_run(numel: int, k: int, groups, buffers: dict):
+        if numel not in buffers:
+            buffers[numel] = comm.buffer(numel)
+        parts = comm.shard_parts(buffers[numel], k)
+        return lambda: op(parts, groups)
+
+    return [{"collective": collective, "streams": int(k), "size_bytes": int(numel * ELEMENT_BYTES), "count": int(numel),
+             "time_s": statistics.median(medians), "pass_medians_s": medians, "mean_s": statistics.fmean(times),
+             "min_s": min(times), "iters": len(times)}
+            for k, numel, times, medians in _sweep(comm, sizes, streams, make_run, warmup, iters, progress,
+                                                   multiple=comm.world)]
+
+
+MEASURE = {"allgather": measure_allgather, "reduce_scatter": measure_reduce_scatter}
+
+
 def _sweep(comm, sizes: Sequence[int], streams: Sequence[int], make_run, warmup: int, iters: int,
-           progress: Progress | None, passes: int = PASSES):
+           progress: Progress | None, passes: int = PASSES, multiple: int = 1):
     """For each stream count K and size: ``make_run(numel, K, groups, buffers)`` builds
     the collective to time (``buffers``: a dict shared by all points, to reuse buffers).
 
@@ -58,11 +100,13 @@ def _sweep(comm, sizes: Sequence[int], streams: Sequence[int], make_run, warmup:
     point whose pass medians still differ by more than :data:`NOISY_SPREAD`
     gets one more pass. Returns ``(K, numel, per-iteration slowest-rank times,
     per-pass medians)`` per point, K-major (the same on every rank: decisions
-    use the all-reduced times).
+    use the all-reduced times). ``multiple``: element counts are rounded up to a
+    multiple of it, at least ``K * multiple`` (the world size: whole shards per stream).
     """
     progress = progress or Progress(comm.rank)
     groups_all = comm.stream_groups(max(streams))
-    points = [(k, max(k, -(-int(size) // ELEMENT_BYTES))) for k in streams for size in sizes]
+    points = [(k, max(k * multiple, -(-(-(-int(size) // ELEMENT_BYTES)) // multiple) * multiple))
+              for k in streams for size in sizes]
     buffers: dict = {}
     runs = {p: make_run(p[1], p[0], groups_all[:p[0]], buffers) for p in points}
     passes = max(1, min(passes, iters))

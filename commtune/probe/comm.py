@@ -4,8 +4,17 @@
 :class:`MPIComm` wraps mpi4py. Both offer the few operations the probe needs:
 ``stream_groups(K)`` (K independent communicators: ``new_group`` /
 ``Comm.Dup``), ``allreduce_parts(parts, groups)`` (one non-blocking all-reduce
-per part, part i on group i, then wait for all), ``barrier`` and an
-element-wise ``max`` of a float list across ranks.
+per part, part i on group i, then wait for all), ``allgather_parts`` and
+``reduce_scatter_parts`` (the same for the sharded collectives, on the
+``(full, shard)`` pairs of ``shard_parts``), ``barrier`` and an element-wise
+``max`` of a float list across ranks.
+
+The sharded collectives are what the backend implements: gloo's
+``reduce_scatter_tensor`` is an all-reduce of the full buffer, of which each
+rank keeps its chunk (pytorch/pytorch PR #118911; the list form
+``reduce_scatter`` of PR #149869 runs one all-reduce per rank), NCCL and MPI
+run ring / tree algorithms. The probe times them as they are and the fit
+records the step count (:data:`REDUCE_SCATTER_STEPS`).
 
 Rank/world come from the environment torchrun and our launchers set (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or from MPI.COMM_WORLD.
@@ -20,6 +29,27 @@ from typing import Any, Sequence
 from commtune.errors import CommtuneError
 
 ENGINES = ("gloo", "nccl", "mpi")
+
+#: ring steps of a reduce-scatter per peer, by engine: gloo's is an all-reduce (2(n-1) steps,
+#: see the module docstring), NCCL's and MPI's a ring of n-1 steps; an all-gather takes n-1
+REDUCE_SCATTER_STEPS = {"gloo": 2, "nccl": 1, "mpi": 1}
+
+
+def shard_slices(numel: int, world: int, k: int) -> list[tuple[int, int]]:
+    """``k`` contiguous ``(start, stop)`` element ranges covering ``numel`` elements, each a
+    multiple of ``world`` long (every rank's shard of a part is ``(stop - start) / world``),
+    as equal as that allows; ``numel`` must be a multiple of ``world`` and at least
+    ``world * k``."""
+    if world < 1 or k < 1 or numel % world or numel // world < k:
+        raise ValueError(f"cannot split {numel} elements into {k} parts of whole shards over {world} ranks")
+    rows = numel // world
+    base, extra = divmod(rows, k)
+    out, start = [], 0
+    for i in range(k):
+        stop = start + (base + (1 if i < extra else 0)) * world
+        out.append((start, stop))
+        start = stop
+    return out
 
 
 def env_has_rank() -> bool:
@@ -79,6 +109,28 @@ class TorchComm:
     def sync(self) -> None:
         if self.engine == "nccl":
             self.torch.cuda.synchronize()
+
+    def shard_parts(self, buf, k: int) -> list[tuple[Any, Any]]:
+        """``(full, shard)`` per stream: ``full`` a view of part i of ``buf`` (:func:`shard_slices`),
+        ``shard`` this rank's 1/n of it (its own tensor)."""
+        return [(buf[a:b], self.torch.ones((b - a) // self.world, dtype=buf.dtype, device=self.device))
+                for a, b in shard_slices(buf.numel(), self.world, k)]
+
+    def allgather_parts(self, parts: Sequence[tuple[Any, Any]], groups: Sequence[Any]) -> None:
+        """All-gather every part's shards into its full view, part i on group i; wait for all."""
+        works = [self.dist.all_gather_into_tensor(full, shard, group=g, async_op=True)
+                 for (full, shard), g in zip(parts, groups)]
+        for w in works:
+            w.wait()
+        self.sync()
+
+    def reduce_scatter_parts(self, parts: Sequence[tuple[Any, Any]], groups: Sequence[Any]) -> None:
+        """Reduce-scatter every part's full view into its shard (sum), part i on group i; wait for all."""
+        works = [self.dist.reduce_scatter_tensor(shard, full, group=g, async_op=True)
+                 for (full, shard), g in zip(parts, groups)]
+        for w in works:
+            w.wait()
+        self.sync()
 
     def allreduce_parts(self, parts: Sequence[Any], groups: Sequence[Any]) -> None:
         works = [self.dist.all_reduce(p, group=g, async_op=True) for p, g in zip(parts, groups)]
@@ -151,6 +203,19 @@ class MPIComm:
 
     def split(self, buf, k: int) -> list[Any]:
         return self.np.array_split(buf, k)
+
+    def shard_parts(self, buf, k: int) -> list[tuple[Any, Any]]:
+        """As :meth:`TorchComm.shard_parts`: views of ``buf`` and this rank's shard arrays."""
+        return [(buf[a:b], self.np.ones((b - a) // self.world, dtype=buf.dtype))
+                for a, b in shard_slices(buf.size, self.world, k)]
+
+    def allgather_parts(self, parts: Sequence[tuple[Any, Any]], groups: Sequence[Any]) -> None:
+        reqs = [g.Iallgather(shard, full) for (full, shard), g in zip(parts, groups)]
+        self.MPI.Request.Waitall(reqs)
+
+    def reduce_scatter_parts(self, parts: Sequence[tuple[Any, Any]], groups: Sequence[Any]) -> None:
+        reqs = [g.Ireduce_scatter_block(full, shard, op=self.MPI.SUM) for (full, shard), g in zip(parts, groups)]
+        self.MPI.Request.Waitall(reqs)
 
     def allreduce_parts(self, parts: Sequence[Any], groups: Sequence[Any]) -> None:
         reqs = [g.Iallreduce(self.MPI.IN_PLACE, p, op=self.MPI.SUM) for p, g in zip(parts, groups)]

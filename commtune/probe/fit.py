@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from commtune.errors import CommtuneError
 from simulators.network import latency_bounded
 
 
@@ -153,15 +154,16 @@ def fit_rates(rates: Mapping[int, float]) -> tuple[float, float, bool, float]:
     return B, c, saturated, math.sqrt(l)
 
 
-def derive_link(fits: Mapping[int, LinearFit], ranks: int) -> LinkParams:
+def derive_link(fits: Mapping[int, LinearFit], ranks: int, steps_per_peer: int = 2) -> LinkParams:
     """Latency per ring step, launch cost per stream, link rate B and per-flow cap c
     from the per-K fits: ``R_K = 2(n-1)/(n*b_K)`` fitted by ``min(K*c, B)``
     (:func:`fit_rates`), ``a_K = 2(n-1)*alpha + K*launch`` (least squares over K,
-    both clamped at 0)."""
+    both clamped at 0). ``steps_per_peer``: the collective's ring steps per peer
+    (2 for an all-reduce, 1 for an all-gather: ``s(n-1)`` in place of ``2(n-1)``)."""
     if ranks < 2:
         raise ValueError("need at least two ranks")
     ks = sorted(fits)
-    steps = 2 * (ranks - 1)
+    steps = steps_per_peer * (ranks - 1)
     rates = {k: steps / (ranks * fits[k].b_s_per_byte) if fits[k].b_s_per_byte > 0 else math.inf for k in ks}
     finite = {k: v for k, v in rates.items() if math.isfinite(v)}
     # every slope 0 (time did not grow with size: noise swamped the transfer): no rate known
@@ -178,12 +180,14 @@ def derive_link(fits: Mapping[int, LinearFit], ranks: int) -> LinkParams:
     return LinkParams(alpha, launch, float(link), per_stream, rates, saturated, rms)
 
 
-def refit_latency(records: Iterable[Mapping], link: LinkParams, ranks: int, min_size: float = 0) -> LinkParams:
+def refit_latency(records: Iterable[Mapping], link: LinkParams, ranks: int, min_size: float = 0,
+                  steps_per_peer: int = 2) -> LinkParams:
     """Second stage: with the rates fixed by the model (``b(K)`` from ``min(K*c, B)``), each
     probed K's intercept is the median of ``t - b(K)*S`` over its fitted records (robust to one
     slow size, and every size counts, not only the largest as in the absolute-weighted slope
-    fit); then ``a_K = 2(n-1)*alpha + K*launch`` by least squares over K (both >= 0)."""
-    steps = 2 * (ranks - 1)
+    fit); then ``a_K = 2(n-1)*alpha + K*launch`` by least squares over K (both >= 0);
+    ``steps_per_peer`` as :func:`derive_link`."""
+    steps = steps_per_peer * (ranks - 1)
     by_k: dict[int, list[float]] = {}
     for r in records:
         if r["size_bytes"] >= min_size:
@@ -206,13 +210,15 @@ def refit_latency(records: Iterable[Mapping], link: LinkParams, ranks: int, min_
     return dataclasses.replace(link, alpha_s=max(float(intercept), 0.0) / steps, launch_s=max(float(slope), 0.0))
 
 
-def fit_latency_bound(records: Iterable[Mapping], ranks: int, max_size: float) -> tuple[float, float, dict[int, float]]:
+def fit_latency_bound(records: Iterable[Mapping], ranks: int, max_size: float,
+                      steps_per_peer: int = 2) -> tuple[float, float, dict[int, float]]:
     """The latency bound ``f(K) = 2(n-1)*small_step + K*small_per_stream`` from the records
     below ``max_size`` (the probe's small message): per K the fastest iteration of the
     smallest size (``min_s``, else ``time_s``: a bound, so the best case; a busy core only
     ever slows a small message down), then non-negative least squares on relative error
     over K. Returns
-    ``(small_step_s, small_per_stream_s, {K: measured})``; ``(0, 0, {})`` when none was measured."""
+    ``(small_step_s, small_per_stream_s, {K: measured})``; ``(0, 0, {})`` when none was measured.
+    ``steps_per_peer`` as :func:`derive_link`."""
     small = [r for r in records if float(r["size_bytes"]) < max_size]
     if not small or ranks < 2:
         return 0.0, 0.0, {}
@@ -224,7 +230,7 @@ def fit_latency_bound(records: Iterable[Mapping], ranks: int, max_size: float) -
     measured = {k: float(min(v)) for k, v in sorted(by_k.items())}
     ks = np.array(list(measured), dtype=np.float64)
     t = np.array(list(measured.values()))
-    steps = 2.0 * (ranks - 1)
+    steps = float(steps_per_peer * (ranks - 1))
     w = 1.0 / t  # relative error
     cols = np.stack([np.full_like(ks, steps), ks], axis=1)
     if len(ks) > 1:
@@ -425,3 +431,31 @@ def fit_pipelining(bursts: Iterable[Mapping], fits: Mapping[int, LinearFit],
                      for s, c, t in pts]
                  for k, pts in sorted(by_k.items())}
     return PipelineFit(m, gaps, {c: results[c][1] for c in candidates}, residuals)
+
+
+# --------------------------------------------------------------------------- all-gather and reduce-scatter
+
+def fit_collective(records: Sequence[Mapping], ranks: int, steps_per_peer: int, min_size: float = 0,
+                   weighting: str = "relative", sharpness: float | None = None):
+    """``(CollectiveParams, quality)`` of one sharded collective from its probe records, in
+    the all-reduce's form with ``s(n-1)`` ring steps (``s = steps_per_peer``): per-K lines
+    on the sizes at or above ``min_size`` (every size when fewer than two are), the rates
+    ``min(K*c, B)`` and ``a(K) = s(n-1)*alpha + K*launch`` (:func:`derive_link`,
+    :func:`refit_latency`), the latency bound of the smallest size below ``min_size``
+    (:func:`fit_latency_bound`) and the soft roofline's sharpness (``sharpness``: the
+    all-reduce's, which the simulator applies to every collective; None: fitted,
+    :func:`fit_bound_sharpness`). ``quality`` as :func:`model_quality` over the fitted records."""
+    from simulators.calibrated import CollectiveModel, CollectiveParams
+
+    fits = fit_measurements(records, ranks, min_size=min_size, weighting=weighting)
+    if not fits:
+        fits, min_size = fit_measurements(records, ranks, weighting=weighting), 0
+    if not fits:
+        raise CommtuneError("need at least two message sizes per stream count to fit t = a + b*S")
+    link = refit_latency(records, derive_link(fits, ranks, steps_per_peer), ranks, min_size, steps_per_peer)
+    small_step, small_per_stream, _ = fit_latency_bound(records, ranks, min_size, steps_per_peer)
+    params = CollectiveParams(steps_per_peer, link.link_Bps, link.per_stream_Bps, link.alpha_s, link.launch_s,
+                              small_step, small_per_stream)
+    p = fit_bound_sharpness(records, CollectiveModel(params, ranks)) if sharpness is None else float(sharpness)
+    params = dataclasses.replace(params, bound_sharpness=p)
+    return params, model_quality(records, CollectiveModel(params, ranks), min_size=min_size)

@@ -1,4 +1,5 @@
-"""``commtune probe``: measure all-reduce against size and streams, fit, write a calibration file.
+"""``commtune probe``: measure all-reduce (and all-gather, reduce-scatter) against size and streams, fit,
+write a calibration file.
 
 Entry points: :func:`parse_sizes`, :func:`run_probe` (launch ranks or run as
 one rank under torchrun/mpiexec), :func:`calibration` (records -> ClusterSpec +
@@ -15,6 +16,7 @@ from typing import Sequence
 from commtune import __version__
 from commtune.cluster import ClusterSpec, save_cluster_file
 from commtune.errors import CommtuneError
+from commtune.probe.allreduce import SHARDED_COLLECTIVES
 from commtune.probe.fit import (algbw, busbw, derive_link, fit_bound_sharpness, fit_gap_model, fit_host,
                                 fit_latency_bound, fit_measurements, fit_pipelining, model_quality, refit_latency)
 from commtune.units import parse_size, split_list
@@ -73,55 +75,90 @@ def parse_streams(text: str | Sequence[int]) -> list[int]:
     return ks
 
 
+#: the collectives ``commtune probe`` measures (``--collectives``); the all-reduce is always one
+COLLECTIVES = ("allreduce",) + SHARDED_COLLECTIVES
+#: the probe's default time budget (``--budget``), seconds: the pilot and every planned point
+DEFAULT_BUDGET_S = 300.0
+
+
+def parse_collectives(text: str | Sequence[str]) -> list[str]:
+    """``"allreduce,allgather"`` -> the collectives in :data:`COLLECTIVES` order; must include allreduce."""
+    names = split_list(text, "--collectives") if isinstance(text, str) else [str(x) for x in text]
+    bad = [c for c in names if c not in COLLECTIVES]
+    if bad or not names:
+        raise CommtuneError(f"--collectives {','.join(names) or repr(text)}: {', '.join(bad) or 'empty'} is not "
+                            f"one of {', '.join(COLLECTIVES)}")
+    if "allreduce" not in names:
+        raise CommtuneError(f"--collectives {','.join(names)}: must include allreduce (the network model is fitted from it)")
+    return [c for c in COLLECTIVES if c in names]
+
+
 def probe_task(sizes: Sequence[int], streams: Sequence[int], iters: int, warmup: int,
-               burst_sizes: Sequence[int] = (), burst_count: int = 8, host_sizes: Sequence[int] = ()) -> dict:
+               burst_sizes: Sequence[int] = (), burst_count: int = 8, host_sizes: Sequence[int] = (),
+               collectives: Sequence[str] = ("allreduce",), budget_s: float | None = None,
+               min_fit_size: int = 2**20) -> dict:
     if iters < 1 or warmup < 0:
         raise CommtuneError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     if burst_sizes and burst_count < 2:
         raise CommtuneError(f"--burst-count must be at least 2, got {burst_count}")
     return {"kind": "allreduce", "sizes": [int(s) for s in sizes], "streams": [int(k) for k in streams],
             "iters": int(iters), "warmup": int(warmup), "burst_sizes": [int(s) for s in burst_sizes],
-            "burst_count": int(burst_count), "host_sizes": [int(s) for s in host_sizes]}
+            "burst_count": int(burst_count), "host_sizes": [int(s) for s in host_sizes],
+            "collectives": parse_collectives(collectives), "budget_s": float(budget_s) if budget_s else None,
+            "min_fit_size": int(min_fit_size)}
 
 
 def run_probe(launch, sizes: Sequence[int], streams: Sequence[int], iters: int = 5, warmup: int = 1,
-              burst_sizes: Sequence[int] = (), burst_count: int = 8, host_sizes: Sequence[int] = ()) -> dict:
+              burst_sizes: Sequence[int] = (), burst_count: int = 8, host_sizes: Sequence[int] = (),
+              collectives: Sequence[str] = ("allreduce",), budget_s: float | None = None,
+              min_fit_size: int = 2**20) -> dict:
     """Launch the probe on the ranks of ``launch`` (a :class:`LaunchSpec`); rank 0's result.
 
     ``burst_sizes``: also time ``burst_count`` back-to-back all-reduces of each
     size per stream count (fits the pipelining: collectives in flight per
     stream and the back-to-back gap). ``host_sizes``: also time the host work
     around a DDP bucket (divide, copy back) at each size (fits the host cost
-    per byte). Both are skipped when empty. ``host_busy_cores`` in the result: how busy
-    this machine was before the ranks started (:mod:`commtune.host_load`)."""
+    per byte). Both are skipped when empty. ``collectives``: also time
+    all-gather / reduce-scatter at the same sizes and streams (``collectives`` in
+    the result). ``budget_s``: plan the run to fit (:mod:`commtune.probe.plan`;
+    ``plan`` in the result), ``min_fit_size`` the smallest size the fit uses.
+    ``host_busy_cores`` in the result: how busy this machine was before the ranks
+    started (:mod:`commtune.host_load`)."""
     from commtune.host_load import busy_cores
     from commtune.probe.launch import run_task
 
     busy = busy_cores()  # the ranks run on this machine: is another job using it?
-    result = run_task(launch, probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes))
+    result = run_task(launch, probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes,
+                                         collectives, budget_s, min_fit_size))
     return {**result, "host_busy_cores": busy}
 
 
 def run_probe_here(engine: str, sizes: Sequence[int], streams: Sequence[int], iters: int, warmup: int,
                    timeout_s: float = 300.0, burst_sizes: Sequence[int] = (), burst_count: int = 8,
-                   host_sizes: Sequence[int] = ()) -> dict:
+                   host_sizes: Sequence[int] = (), collectives: Sequence[str] = ("allreduce",),
+                   budget_s: float | None = None, min_fit_size: int = 2**20) -> dict:
     """Run as one rank of a job started by torchrun (env) or mpiexec (MPI); every rank returns the result."""
     from commtune.probe.worker import run_task
 
-    return run_task({**probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes),
+    return run_task({**probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes, collectives,
+                                  budget_s, min_fit_size),
                      "engine": engine, "timeout_s": timeout_s})
 
 
-def format_table(records: Sequence[dict], ranks: int) -> str:
-    """nccl-tests style table, one block per stream count."""
+def format_table(records: Sequence[dict], ranks: int, collective: str = "allreduce") -> str:
+    """nccl-tests style table, one block per stream count (a sharded ``collective``'s
+    blocks are headed by its name; sizes are the full buffer)."""
     lines = []
+    what = "" if collective == "allreduce" else f"{collective}, "
     for k in sorted({r["streams"] for r in records}):
-        lines.append(f"# streams: {k}  (message split over {k} concurrent communicator{'s' if k > 1 else ''}), {ranks} ranks")
+        lines.append(f"# {what}streams: {k}  (message split over {k} concurrent communicator{'s' if k > 1 else ''}), "
+                     f"{ranks} ranks")
         lines.append(f"#{'size':>12} {'count':>12} {'type':>6} {'time(us)':>11} {'algbw(GB/s)':>12} {'busbw(GB/s)':>12}")
         for r in sorted((r for r in records if r["streams"] == k), key=lambda r: r["size_bytes"]):
             t = r["time_s"]
             lines.append(f" {r['size_bytes']:>12} {r['count']:>12} {'float':>6} {t * 1e6:>11.1f} "
-                         f"{algbw(r['size_bytes'], t) / 1e9:>12.4f} {busbw(r['size_bytes'], t, ranks) / 1e9:>12.4f}")
+                         f"{algbw(r['size_bytes'], t) / 1e9:>12.4f} "
+                         f"{busbw_collective(collective, r['size_bytes'], t, ranks) / 1e9:>12.4f}")
     return "\n".join(lines)
 
 
@@ -257,8 +294,50 @@ def calibration(result: dict, hosts: int, ranks_per_host: int | None = None, min
             **({"host_busy_cores": result["host_busy_cores"]} if result.get("host_busy_cores") is not None else {}),
         },
     }
+    if result.get("collectives"):
+        extra["fit"]["collectives"] = collective_fits(result["collectives"], n, str(result.get("engine") or "gloo"),
+                                                      min_fit_size, weighting, warnings, params.bound_sharpness)
+        extra["collective_measurements"] = {
+            c: [{**r, "busbw_Bps": busbw_collective(c, r["size_bytes"], r["time_s"], n)} for r in recs]
+            for c, recs in result["collectives"].items()}
+    if result.get("plan"):
+        extra["provenance"]["plan"] = {k: v for k, v in result["plan"].items() if k != "pilot_records"}
+        extra["pilot_measurements"] = list(result["plan"].get("pilot_records") or [])
     spec = dataclasses.replace(base, **fields, meta={"fit": extra["fit"]})  # the simulator reads meta["fit"]
     return spec, extra
+
+
+def busbw_collective(collective: str, size_bytes: float, time_s: float, ranks: int) -> float:
+    """Bus bandwidth (nccl-tests): all-reduce ``algbw * 2(n-1)/n``, all-gather and
+    reduce-scatter ``algbw * (n-1)/n`` (``algbw = S/t``, ``S`` the full buffer)."""
+    return busbw(size_bytes, time_s, ranks) if collective == "allreduce" else algbw(size_bytes, time_s) * (ranks - 1) / ranks
+
+
+def collective_fits(measured: dict, ranks: int, engine: str, min_fit_size: int, weighting: str,
+                    warnings: list[str], sharpness: float = math.inf) -> dict:
+    """``fit.collectives``: per sharded collective its :class:`~simulators.calibrated.CollectiveParams`
+    (``params``, read by :func:`~simulators.calibrated.calibrated_network`; the ring steps per peer
+    it was fitted with, gloo's reduce-scatter being an all-reduce: 2; the all-reduce's soft-roofline
+    ``sharpness``, which the simulator applies to every collective) and the quality; a poor fit
+    adds to ``warnings``."""
+    from commtune.probe.comm import REDUCE_SCATTER_STEPS
+    from commtune.probe.fit import fit_collective
+
+    out = {}
+    for name, records in measured.items():
+        steps = REDUCE_SCATTER_STEPS.get(engine, 1) if name == "reduce_scatter" else 1
+        try:
+            params, quality = fit_collective(records, ranks, steps, min_size=min_fit_size, weighting=weighting,
+                                             sharpness=sharpness)
+        except CommtuneError as e:
+            warnings.append(f"{name}: not fitted ({e})")
+            continue
+        if quality["r2"] < R2_WARN:
+            warnings.append(f"{name}: poor fit: R^2 {quality['r2']:.3f} < {R2_WARN}")
+        out[name] = {"params": params.to_dict(), "quality": quality,
+                     "streams": sorted({int(r["streams"]) for r in records}),
+                     "sizes_bytes": sorted({int(r["size_bytes"]) for r in records})}
+    return out
 
 
 def write_calibration(path: str, spec: ClusterSpec, extra: dict) -> None:
@@ -288,6 +367,14 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
     for k, f in fit["per_stream_fits"].items():
         lines.append(f"  K={k}: a = {format_time(f['a_s'])}, 1/b = {format_bandwidth(1 / f['b_s_per_byte']) if f['b_s_per_byte'] > 0 else 'inf'} "
                      f"(R^2 {f['r2']:.5f}, max rel. residual {f['max_rel_residual']:.1%}, {f['n_points']} sizes)")
+    for name, c in (fit.get("collectives") or {}).items():
+        cp, cq = c["params"], c["quality"]
+        cap_c = format_bandwidth(cp["per_flow_Bps"]) if cp["per_flow_Bps"] else "none seen"
+        link_c = format_bandwidth(cp["link_Bps"]) if cp["link_Bps"] else "not reached"
+        lines.append(f"  {name} ({cp['steps_per_peer']}(n-1) ring steps): link {link_c}, per-flow cap {cap_c}, "
+                     f"alpha {format_time(cp['alpha_s'])}/step, launch {format_time(cp['launch_s'])}/stream; "
+                     f"R^2 {cq['r2']:.4f}, MAPE {cq['mape']:.1%}, worst {cq['max_rel_residual']:.1%} "
+                     f"({cq['n_points']} records)")
     if "host" in fit:
         h = fit["host"]
         lines.append(f"host work per byte: before all-reduce {h['pre_s_per_byte'] * 1e9:.3f} ns/B, "

@@ -1,7 +1,7 @@
 """Re-fit a calibration file from the raw measurements it stores, with this version's model.
 
 A calibration file keeps what the probe measured (``measurements``,
-``burst_measurements``, ``host_measurements``) and the DDP calibration run's
+``burst_measurements``, ``host_measurements``, ``collective_measurements``) and the DDP calibration run's
 step times (``ddp_calibration_measurements``, ``ddp_tail_measurements``). When the network model changes,
 an old calibration is brought up to date without re-running anything:
 ``commtune probe --refit OLD.yaml -o NEW.yaml``. The fit settings (minimum fit
@@ -32,8 +32,14 @@ def refit_calibration(path: str | os.PathLike, name: str | None = None) -> tuple
     result = {"world_size": int(fit.get("world_size") or doc["nodes"] * doc.get("gpus_per_node", 1)),
               "records": records, "engine": fit.get("engine"),
               "bursts": doc.get("burst_measurements") or [], "host": doc.get("host_measurements") or []}
+    collectives = doc.get("collective_measurements")
+    if isinstance(collectives, dict) and collectives:
+        result["collectives"] = {c: [{k: v for k, v in r.items() if k not in _RECORD_EXTRAS} for r in recs]
+                                 for c, recs in collectives.items()}
     prov = doc.get("provenance") or {}
     result["host_busy_cores"] = prov.get("host_busy_cores")
+    if isinstance(prov.get("plan"), dict):
+        result["plan"] = {**prov["plan"], "pilot_records": doc.get("pilot_measurements") or []}
     spec, extra = calibration(result, hosts=int(doc["nodes"]), ranks_per_host=int(doc.get("gpus_per_node", 1)),
                               min_fit_size=int(fit.get("min_fit_size_bytes", DEFAULT_FIT_MIN_SIZE)),
                               name=name or str(doc.get("name", "calibrated")), source=str(prov.get("source", "")),

@@ -1,6 +1,7 @@
 """What each launched rank runs: ``python -m commtune.probe.worker TASK.json``.
 
-The task file says what to do (``kind``: ``allreduce`` for the probe, ``ddp``
+The task file says what to do (``kind``: ``allreduce`` for the probe, with its
+``collectives`` and ``budget_s`` (:mod:`commtune.probe.plan`), ``ddp``
 for DDP step timing) and where rank 0 writes its result (``out``, JSON).
 A rank whose collective fails because a *peer* died waits a moment before
 exiting, so the launcher sees the rank that failed first and names it.
@@ -32,11 +33,23 @@ def run_task(task: dict) -> dict:
     progress = Progress(comm.rank)
     try:
         if task["kind"] == "allreduce":
-            from commtune.probe.allreduce import measure_allreduce
+            from commtune.probe.allreduce import MEASURE, measure_allreduce
+            from commtune.probe.comm import REDUCE_SCATTER_STEPS
 
+            plan = None
+            if task.get("budget_s"):
+                from commtune.probe.plan import planned_task
+
+                task, plan = planned_task(comm, task, progress, {"reduce_scatter": REDUCE_SCATTER_STEPS[comm.engine]})
             records = measure_allreduce(comm, task["sizes"], task["streams"], int(task["iters"]), int(task["warmup"]), progress)
             result = {"world_size": comm.world, "engine": comm.engine, "records": records,
                       "ranks_per_host": ranks_per_host(comm)}
+            if plan is not None:
+                result["plan"] = plan
+            sharded = [c for c in task.get("collectives") or () if c != "allreduce"]
+            if sharded:
+                result["collectives"] = {c: MEASURE[c](comm, task["sizes"], task["streams"], int(task["iters"]),
+                                                       int(task["warmup"]), progress) for c in sharded}
             if task.get("burst_sizes"):
                 from commtune.probe.allreduce import measure_bursts
 
