@@ -193,3 +193,46 @@ def test_multi_fidelity_confirms_sharded_configurations_live(tmp_path, capsys):
     rows = d["confirmed"]
     assert len(rows) == 2 and all(Knobs.from_dict(r["knobs"]).sharding == "full" for r in rows)
     assert all(r["measured_step_time_s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_live_fsdp_search_of_the_users_model_gives_a_profile_shard_plans(tmp_path, capsys):
+    from commtune.models.record import build_module
+    from commtune.profiles import load_profile
+    from commtune.runtime.checks import check_model
+    from commtune.runtime.shard import plan_shard
+
+    src = tmp_path / "mydecoder.py"
+    src.write_text("import torch\nfrom torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                   "        super().__init__()\n        self.inp = nn.Linear(8, 32)\n"
+                   "        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(32, 32), nn.ReLU()) for _ in range(4))\n"
+                   "        self.head = nn.Linear(32, 4)\n\n    def forward(self, x):\n        x = self.inp(x)\n"
+                   "        for block in self.layers:\n            x = block(x)\n        return self.head(x)\n\n"
+                   "def make_model():\n    return Net()\n")
+    f = tmp_path / "fsdpuser.yaml"
+    f.write_text("name: fsdpuser\nknobs:\n  sharding: full\n  unit_bytes: {choices: [0, 4KiB]}\n"
+                 "  forward_prefetch: {low: 1, high: 2}\n  reshard_after_forward: {choices: [true, false]}\n")
+    spec = f"{src}:make_model"
+    d = _run_json(capsys, ["search", "--objective", "live", "--model-factory", spec, "--input-shape", "8",
+                           "--batch-size", "4", "--ranks", "2", "--space", str(f), "--trials", "3", "--live-steps", "2",
+                           "--pruner", "none", "--workdir", str(tmp_path / "w"), "--json", "--quiet"])
+    assert d["trials"] == 3 and d["measured"]["live"]["model_factory"] == spec
+    assert d["measured"]["num_units"] >= 2  # FSDP2 units of the user's model, not DDP buckets
+    prof = load_profile(d["profile_path"])
+    assert prof.knobs.sharding == "full"
+    model = build_module(spec)
+    check_model(model, prof)  # the user's model's fingerprint
+    assert len(plan_shard(model, prof.knobs, 2).units) == d["measured"]["num_units"]  # shard() applies it as measured
+    assert set(d["measured"]["baselines"]) == {"ddp_default", "fsdp2_default"}  # measured on the same ranks
+
+
+def test_autotuner_refuses_sharded_knobs_with_one_line():
+    pytest.importorskip("torch")
+    from commtune.runtime.tuner import _as_config, parse_space
+
+    with pytest.raises(CommtuneError, match="'unit_bytes' is a sharded knob.*--space fsdp"):
+        parse_space({"unit_bytes": [0, 2**20]})
+    for item in (FSDP2_DEFAULT, {"sharding": "full"}):
+        with pytest.raises(CommtuneError, match="sharded.*commtune.runtime.shard"):
+            _as_config(item, DDP_DEFAULT)
+    assert _as_config(DDP_DEFAULT, DDP_DEFAULT).knobs == DDP_DEFAULT
