@@ -367,5 +367,5 @@ class LiveEvaluator(Evaluator):
 
 @register_evaluator("live")
 def _live(scenario, settings: LiveSettings | None = None, **options) -> Evaluator:
-    """Measured DDP steps of the scenario's model; options: ``settings=LiveSettings(...)``."""
+    """Measured DDP or FSDP2 steps of the scenario's model; options: ``settings=LiveSettings(...)``."""
     return LiveEvaluator(scenario.model, settings, scenario=scenario, **options)
