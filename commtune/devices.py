@@ -12,6 +12,7 @@ from importlib import resources
 import yaml
 
 from commtune.errors import CommtuneError, did_you_mean
+from commtune.units import parse_size
 
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")
 
@@ -21,6 +22,7 @@ class Device:
     name: str
     description: str
     tflops: dict[str, float]
+    memory_bytes: int = 0  # the GPU's memory capacity (devices.yaml ``memory``)
     framework: dict = field(default_factory=dict, compare=False, hash=False)
     optimizer: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -48,9 +50,15 @@ def all_devices() -> dict[str, Device]:
     data = yaml.safe_load(resources.files("commtune.data").joinpath("devices.yaml").read_text())
     return {
         name: Device(name, d["description"], {k: float(v) for k, v in d["tflops"].items()},
+                     parse_size(d["memory"], what=f"devices.yaml {name}: memory", allow_zero=False),
                      dict(d.get("framework") or {}), dict(d.get("optimizer") or {}))
         for name, d in data.items()
     }
+
+
+def device_memory_bytes(name: str) -> int:
+    """The memory capacity of device ``name`` in bytes (e.g. H100: 80 GiB)."""
+    return get_device(name).memory_bytes
 
 
 def framework_defaults(device: str) -> dict:

@@ -109,6 +109,7 @@ def model_summary(scenario) -> dict[str, Any]:
         "name": m.name, "fingerprint": m.fingerprint(), "num_tensors": m.num_tensors,
         "num_params": m.num_params, "batch_size": scenario.batch_size, "precision": scenario.precision,
         "input_size": m.meta.get("input_size") if m.meta else None,
+        **({"activation_checkpointing": True} if scenario.activation_checkpointing else {}),
     }
 
 

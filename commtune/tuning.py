@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from commtune.errors import CommtuneError
 from commtune.evaluators.base import make_evaluator
-from commtune.knobs import BASELINES, KNOBS, Knobs
+from commtune.knobs import BASELINES, KNOBS, SHARDED_BASELINES, Knobs
 from commtune.profiles import Profile, model_summary, provenance, save_profile
 from commtune.search import SearchConfig, SearchResult, run_backend
 from commtune.search.storage import normalise, open_storage, portable
@@ -30,6 +31,7 @@ def study_name_for(scenario, space, objective_name: str, sampler: str = "auto", 
         "model": scenario.model.fingerprint(), "cluster": scenario.cluster.to_dict(),
         "batch": scenario.batch_size, "precision": scenario.precision, "space": space.fingerprint(),
         "objective": objective_name, "sampler": sampler, "seed": seed,
+        **({"activation_checkpointing": True} if scenario.activation_checkpointing else {}),  # new key only when on
     }, sort_keys=True, default=str)
     h = hashlib.sha1(key.encode()).hexdigest()[:8]
     return f"{scenario.model.name}-{scenario.cluster.name}-{space.name}-{sampler}-seed{seed}-{h}"
@@ -246,11 +248,16 @@ def confirm_live(live, candidates: list[tuple[Knobs, float]]) -> list[dict]:
 def make_report(scenario, space, objective, result: SearchResult, config: SearchConfig) -> dict[str, Any]:
     best = result.best_metrics
     step = float(best["step_time_s"])
+    sharded = result.best_knobs.sharding != "none" or space.base.sharding != "none" or "sharding" in space.param_names
+    # each framework's defaults, simulated (also for live searches: the measured ones are in "measured");
+    # one that does not fit the GPU's memory has no step time (None)
     baselines = {}
-    for name, knobs in BASELINES.items():  # simulated (also for live searches: the measured ones are in "measured")
+    frameworks = {"ddp_default": BASELINES["ddp_default"], **SHARDED_BASELINES} if sharded else BASELINES
+    for name, knobs in frameworks.items():
         t = float(objective.evaluate(knobs)["step_time_s"])
-        baselines[name] = {"step_time_s": t, "speedup": t / step}
-    lb = objective.lower_bound_s()
+        baselines[name] = {"step_time_s": t, "speedup": t / step} if math.isfinite(t) else \
+            {"step_time_s": None, "speedup": None}
+    lb = None if sharded else objective.lower_bound_s()  # the bound covers all-reduce DP only
     report: dict[str, Any] = {
         "model": scenario.model.name,
         "cluster": scenario.cluster.name,
@@ -278,6 +285,10 @@ def make_report(scenario, space, objective, result: SearchResult, config: Search
         "extrapolation": extrapolation_report(objective, result.best_knobs),
         **result.extra,
     }
+    if "peak_memory_bytes" in best:
+        report["peak_memory_bytes"] = int(best["peak_memory_bytes"])
+        report["device_memory_bytes"] = int(getattr(objective, "memory_limit_bytes", 0)) or None
+        report["infeasible_evaluations"] = int(getattr(objective, "infeasible", 0))
     return report
 
 

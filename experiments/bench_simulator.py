@@ -9,13 +9,17 @@ Writes: ``experiments/results/bench_simulator.{md,json,png}``.
 Prints configurations per second for the batch engine and microseconds per
 single evaluation (``Simulator.run``), each the best of several repeats, on
 one core (BLAS threads pinned to 1). ``--json`` prints
-``{"batch_evals_per_s": ..., "single_eval_us": ...}``.
+``{"batch_evals_per_s": ..., "single_eval_us": ...}``. The sharded rows
+(``sharded_*``) time the per-unit timeline (:mod:`simulators.sharded`) on
+GPT-2 wrapped per transformer block (13 units), 4x8 GPUs, random
+``grad``/``full``/``hybrid`` configurations over 5 ``unit_bytes`` values.
 
     python experiments/bench_simulator.py [--stream-modes split] [--json]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -51,6 +55,39 @@ def random_configs(n: int, seed: int = 0, stream_modes: tuple[str, ...] = ("spli
     ) for _ in range(n)]
 
 
+def random_sharded_configs(n: int, seed: int = 0) -> list[Knobs]:
+    rng = np.random.default_rng(seed)
+    return [Knobs(
+        sharding=str(rng.choice(["grad", "full", "hybrid"])),
+        unit_bytes=int(rng.choice([0, 2**20, 4 * 2**20, 16 * 2**20, 64 * 2**20])),
+        forward_prefetch=int(rng.integers(0, 5)), backward_prefetch=int(rng.integers(0, 5)),
+        reshard_after_forward=[True, False, 2][int(rng.integers(0, 3))],
+        reduce_precision=str(rng.choice(["fp32", "bf16"])),
+        num_streams=int(rng.integers(1, 5)),
+    ) for _ in range(n)]
+
+
+def sharded_simulator():
+    """GPT-2 with one unit per transformer block (``h.N``) on vpc-32gbit 4x8."""
+    model = load_model("gpt2")
+    layers = tuple(dataclasses.replace(layer, block=".".join(layer.name.split(".")[:2]))
+                   if layer.name.startswith("h.") else layer for layer in model.layers)
+    return Scenario(dataclasses.replace(model, layers=layers), preset("vpc-32gbit", nodes=4, gpus_per_node=8),
+                    batch_size=8).simulator
+
+
+def _rates(sim, configs, repeats: int) -> tuple[float, float]:
+    """(configurations/s of run_batch, microseconds per Simulator.run), best of ``repeats``."""
+    arrays = KnobArrays.from_knobs(configs)
+    sim.run_batch(arrays)  # warm-up (and numba compilation)
+    batch_best = min(_timed(lambda: sim.run_batch(arrays)) for _ in range(repeats))
+    singles = configs[:500]
+    for k in singles[:50]:
+        sim.run(k)
+    single_best = min(_timed(lambda: [sim.run(k) for k in singles]) for _ in range(repeats)) / len(singles)
+    return len(configs) / batch_best, single_best * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
@@ -67,19 +104,14 @@ def main() -> None:
 
     sim = Scenario(load_model("resnet50"), preset("vpc-32gbit", nodes=16, gpus_per_node=8)).simulator
     modes = tuple(args.stream_modes.split(","))
-    configs = random_configs(args.batch, stream_modes=modes)
-    arrays = KnobArrays.from_knobs(configs)
-    sim.run_batch(arrays)  # warm-up
-    batch_best = min(_timed(lambda: sim.run_batch(arrays)) for _ in range(args.repeats))
+    batch_rate, single_us = _rates(sim, random_configs(args.batch, stream_modes=modes), args.repeats)
+    sharded_rate, sharded_us = _rates(sharded_simulator(), random_sharded_configs(args.batch), args.repeats)
 
-    singles = configs[:500]
-    for k in singles[:50]:
-        sim.run(k)
-    single_best = min(_timed(lambda: [sim.run(k) for k in singles]) for _ in range(args.repeats)) / len(singles)
-
-    out = {"batch_evals_per_s": round(args.batch / batch_best), "single_eval_us": round(single_best * 1e6, 1),
+    out = {"batch_evals_per_s": round(batch_rate), "single_eval_us": round(single_us, 1),
            "model": "resnet50", "cluster": "vpc-32gbit 16x8", "batch_size": args.batch,
-           "stream_modes": list(modes)}
+           "stream_modes": list(modes),
+           "sharded_batch_evals_per_s": round(sharded_rate), "sharded_single_eval_us": round(sharded_us, 1),
+           "sharded_model": "gpt2 (13 units)", "sharded_cluster": "vpc-32gbit 4x8"}
     out["targets"] = TARGETS
     out["loadavg_1min"] = round(os.getloadavg()[0], 2)
     write_results(out)
@@ -88,6 +120,8 @@ def main() -> None:
     else:
         print(f"batch engine : {out['batch_evals_per_s']:,} configurations/s ({args.batch} per call)")
         print(f"single eval  : {out['single_eval_us']} us per configuration (Simulator.run)")
+        print(f"sharded batch: {out['sharded_batch_evals_per_s']:,} configurations/s ({args.batch} per call)")
+        print(f"sharded eval : {out['sharded_single_eval_us']} us per configuration (Simulator.run)")
 
 
 def write_results(out: dict) -> None:
@@ -101,7 +135,14 @@ def write_results(out: dict) -> None:
              "measured": f"{out['batch_evals_per_s']:,} configurations/s",
              "target": f">= {TARGETS['batch_evals_per_s']:,}", "met": "yes" if batch_ok else "no"},
             {"what": "one configuration (`Simulator.run`)", "measured": f"{out['single_eval_us']} us",
-             "target": f"<= {TARGETS['single_eval_us']:g} us", "met": "yes" if single_ok else "no"}]
+             "target": f"<= {TARGETS['single_eval_us']:g} us", "met": "yes" if single_ok else "no"},
+            {"what": f"sharded batch ({out['sharded_model']}, {out['sharded_cluster']})",
+             "measured": f"{out['sharded_batch_evals_per_s']:,} configurations/s",
+             "target": f">= {TARGETS['batch_evals_per_s']:,}",
+             "met": "yes" if out["sharded_batch_evals_per_s"] >= TARGETS["batch_evals_per_s"] else "no"},
+            {"what": "one sharded configuration (`Simulator.run`)", "measured": f"{out['sharded_single_eval_us']} us",
+             "target": f"<= {TARGETS['single_eval_us']:g} us",
+             "met": "yes" if out["sharded_single_eval_us"] <= TARGETS["single_eval_us"] else "no"}]
     C.write_md("bench_simulator.md", f"""# Simulator speed (ResNet-50, 16 x 8 GPUs, vpc-32gbit, one core)
 
 `python experiments/bench_simulator.py`; stream modes drawn: {", ".join(out["stream_modes"])}; best of the

@@ -3,7 +3,9 @@ registry :data:`commtune.knobs.KNOBS`).
 
 * ``default.yaml`` -- every knob;
 * ``ddp.yaml`` -- what PyTorch DDP plus commtune's runtime can apply;
-* ``horovod.yaml`` -- what Horovod exposes.
+* ``horovod.yaml`` -- what Horovod exposes;
+* ``fsdp.yaml`` / ``hsdp.yaml`` -- what PyTorch FSDP2 applies (full / hybrid sharding);
+* ``zero.yaml`` -- what DeepSpeed ZeRO-2/3 exposes.
 
 Load with :func:`commtune.search.space.load_space` (a name from here or a
 path to your own file); the format is documented in ``default.yaml``.

@@ -2,8 +2,9 @@
 
 Layered like ASTRA-sim: :mod:`~simulators.workload` (gradient readiness
 timeline) -> :mod:`~simulators.system` (fusion, negotiation, streams) ->
-:mod:`~simulators.network` (collective cost over links). :class:`Simulator`
-ties them together; :func:`~simulators.batch.schedule_batch` evaluates many
+:mod:`~simulators.network` (collective cost over links); sharded data
+parallelism (FSDP2, HSDP, ZeRO) has its per-unit timeline in
+:mod:`~simulators.sharded`. :class:`Simulator` ties them together; :func:`~simulators.batch.schedule_batch` evaluates many
 configurations at once.
 """
 from simulators.engine import METRICS, Simulator, StepResult

@@ -33,7 +33,16 @@ and message sizes measured, whether the link rate was reached), and
 configuration asks beyond it: modelled extrapolations (a linear term past the
 largest size, another world size) and unmodelled ones (more streams than
 probed with the link never saturated, hierarchical all-reduce, which the probe
-does not measure). The control latency (negotiation) is measured separately
+does not measure). Sharded collectives (:meth:`CalibratedNetwork.shard_coeffs`)
+are derived from the same per-host parameters, with the ring's step count:
+all-gather and reduce-scatter over a group of G ranks take ``G-1`` steps
+(``a = (G-1)*alpha + K*launch``, ``b = (G-1)/(G*min(K*c, B))``,
+``f = (G-1)*small_step + K*small_per_stream``) and HSDP's all-reduce of the
+S/G shard across ``r = n/G`` groups ``2(r-1)`` steps (``b`` divided by G). The
+assumption, until part 2 probes them: an all-gather step costs what an
+all-reduce step costs (one send to the ring neighbour per step, the same
+per-flow cap), and every rank is a host as in the calibration (no
+intra-node links). The control latency (negotiation) is measured separately
 from a small all-reduce and never 0.
 """
 from __future__ import annotations
@@ -44,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators.network import CALIBRATED_BUILDER, ArrayLike, NetworkModel, stream_rate
+from simulators.network import CALIBRATED_BUILDER, SHARD_OPS, ArrayLike, NetworkModel, stream_rate
 
 #: control latency used when the probe measured none (a latency fit of 0 s must not make negotiation free)
 MIN_CONTROL_LATENCY_S = 5e-6
@@ -161,6 +170,23 @@ class CalibratedNetwork(NetworkModel):
         p = self.params
         steps = 2 * (n - 1)
         return steps * p.alpha_s + k * p.launch_s, steps / (n * self.rate_Bps(k))
+
+    def shard_coeffs(self, op: str, num_streams: ArrayLike, group: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sharded collectives from the fitted parameters (module docstring)."""
+        k, grp = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(group, dtype=np.float64))
+        p = self.params
+        if op in ("allgather", "reduce_scatter"):
+            ranks, steps, per_byte = grp, grp - 1, 1.0
+        elif op == "replica_allreduce":
+            ranks = self.world_size / grp
+            steps, per_byte = 2 * (ranks - 1), 1.0 / grp
+        else:
+            raise ValueError(f"unknown sharded collective {op!r}; one of {', '.join(SHARD_OPS)}")
+        alone = ranks <= 1
+        a = steps * p.alpha_s + k * p.launch_s
+        b = steps / (ranks * self.rate_Bps(k)) * per_byte
+        f = np.maximum(steps * p.small_step_s + k * p.small_per_stream_s, 0.0)
+        return np.where(alone, 0.0, a), np.where(alone, 0.0, b), np.where(alone, 0.0, f)
 
     def min_collective_s(self, num_streams: ArrayLike) -> np.ndarray:
         """``f(K) = 2(n-1)*small_step + K*small_per_stream``: the latency bound (module docstring)."""

@@ -72,6 +72,19 @@ def ring_allreduce_time(size_bytes: float, ranks: int, alpha_s: float, bw_Bps: f
     return 2 * (ranks - 1) * (alpha_s + size_bytes / (ranks * bw_Bps))
 
 
+def ring_allgather_time(size_bytes: float, ranks: int, alpha_s: float, bw_Bps: float) -> float:
+    """Ring all-gather (and reduce-scatter) of an ``S``-byte buffer (the full, unsharded
+    bytes): ``(n-1)*alpha + (n-1)/n * S/B``, half of the ring all-reduce's steps."""
+    if ranks <= 1:
+        return 0.0
+    return (ranks - 1) * alpha_s + (ranks - 1) / ranks * size_bytes / bw_Bps
+
+
+#: the sharded collectives of :meth:`NetworkModel.shard_coeffs`: all-gather and reduce-scatter
+#: inside a shard group, and HSDP's all-reduce of each rank's 1/G shard across the groups
+SHARD_OPS = ("allgather", "reduce_scatter", "replica_allreduce")
+
+
 class NetworkModel(abc.ABC):
     """One interface for every network backend."""
 
@@ -121,6 +134,33 @@ class NetworkModel(abc.ABC):
         k, _ = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(hierarchical))
         return np.full(k.shape, np.inf), np.full(k.shape, np.inf)
 
+    def shard_coeffs(self, op: str, num_streams: ArrayLike, group: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, f)`` of a sharded collective (``op`` one of :data:`SHARD_OPS`) over shard
+        groups of ``group`` ranks (consecutive ranks, node-major; ``group`` divides the world
+        size), each split over ``num_streams`` streams: the collective of a unit of ``S`` full
+        (unsharded) bytes takes ``latency_bounded(a + b*S, f)``. ``replica_allreduce`` is the
+        all-reduce of the ``S/group`` shard across the ``world/group`` groups (``b`` counts full
+        bytes). Arguments broadcast like :meth:`coeffs`."""
+        raise NotImplementedError(f"{type(self).__name__} does not model sharded collectives")
+
+    def _shard_time(self, op: str, size_bytes: float, num_streams: int, group: int | None) -> float:
+        a, b, f = self.shard_coeffs(op, num_streams, self.world_size if group is None else group)
+        return float(latency_bounded(a + b * size_bytes, f, self.bound_sharpness))
+
+    def allgather_time(self, size_bytes: float, num_streams: int = 1, group: int | None = None) -> float:
+        """All-gather of a unit of ``size_bytes`` full bytes inside groups of ``group`` ranks
+        (default the world)."""
+        return self._shard_time("allgather", size_bytes, num_streams, group)
+
+    def reduce_scatter_time(self, size_bytes: float, num_streams: int = 1, group: int | None = None) -> float:
+        """Reduce-scatter of ``size_bytes`` full gradient bytes inside groups of ``group`` ranks."""
+        return self._shard_time("reduce_scatter", size_bytes, num_streams, group)
+
+    def replica_allreduce_time(self, size_bytes: float, num_streams: int = 1, group: int | None = None) -> float:
+        """HSDP: the all-reduce of one rank's ``size_bytes/group`` shard across the
+        ``world/group`` shard groups (0 with one group)."""
+        return self._shard_time("replica_allreduce", size_bytes, num_streams, group)
+
     def allreduce_time(self, size_bytes: float, num_streams: int = 1, hierarchical: bool = False) -> float:
         """The all-reduce time of one buffer: the faster of the two algorithms, at least
         :meth:`min_collective_s`."""
@@ -156,6 +196,20 @@ class AnalyticalNetwork(NetworkModel):
     inter-node rings (one per local rank) each reduce S/g, so the NIC carries
     g*K flows and each ring gets r = min(K*c, B/g):
     ``2(N-1)(alpha + S/(g*N*r))``.
+
+    Sharded collectives (:meth:`shard_coeffs`), the same ring machinery with
+    ``(G-1)`` steps instead of ``2(n-1)``: a group of G consecutive ranks spans
+    ``N_G = ceil(G/g)`` nodes and its ring crosses a node boundary ``N_G-1``
+    times, so all-gather and reduce-scatter of S full bytes take
+    ``a = (G-N_G)*alpha_i + (N_G-1)*alpha + K*launch``, ``b = (G-1)/(G*R)``
+    with R = min(K*c, B_inter, B_intra) across nodes and R = B_intra inside
+    one (every group's ring is on its own nodes: G divides n, and a group
+    larger than a node holds whole nodes). HSDP's all-reduce of the S/G shard
+    across the ``r = n/G`` groups: a ring over r ranks with ``min(r, N)``
+    nodes, so ``2(min(r,N)-1)`` inter-node and ``2(r-min(r,N))`` intra-node
+    steps; each node's NIC carries ``min(G, g)`` such rings at once (one per
+    local shard position), each at ``min(K*c, B/min(G, g))``:
+    ``b = 2(r-1)/(r*R) / G`` per full byte (R = B_intra on one node).
     """
 
     def __init__(self, cluster: ClusterSpec):
@@ -191,6 +245,34 @@ class AnalyticalNetwork(NetworkModel):
         a_hier = 2 * (g - 1) * c.intra_latency_s + 2 * (N - 1) * c.inter_latency_s + launch
         b_hier = 2 * (g - 1) / (g * c.intra_bw_Bps) + 2 * (N - 1) / (g * N * ring_rate)
         return np.where(hier, a_hier, a_flat), np.where(hier, b_hier, b_flat)
+
+    def shard_coeffs(self, op: str, num_streams: ArrayLike, group: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = self.cluster
+        k, grp = np.broadcast_arrays(np.asarray(num_streams, dtype=np.float64), np.asarray(group, dtype=np.int64))
+        n, N, g = c.world_size, c.nodes, c.gpus_per_node
+        launch = k * c.launch_overhead_s
+        cross_rate = np.minimum(stream_rate(k, c.per_stream_Bps, c.inter_bw_Bps), c.intra_bw_Bps)
+        if op in ("allgather", "reduce_scatter"):
+            G = grp.astype(np.float64)
+            nodes = np.ceil(grp / g)
+            rate = np.where(nodes > 1, cross_rate, c.intra_bw_Bps)
+            a = (G - nodes) * c.intra_latency_s + (nodes - 1) * c.inter_latency_s + launch
+            b = (G - 1) / (G * rate)
+            alone = grp <= 1
+        elif op == "replica_allreduce":
+            G = grp.astype(np.float64)
+            r = n / G
+            nodes = np.minimum(r, N)
+            flows = np.minimum(G, g)
+            rate = np.minimum(stream_rate(k, c.per_stream_Bps, c.inter_bw_Bps / flows), c.intra_bw_Bps)
+            rate = np.where(N > 1, rate, c.intra_bw_Bps)
+            a = 2 * (r - nodes) * c.intra_latency_s + 2 * (nodes - 1) * c.inter_latency_s + launch
+            b = 2 * (r - 1) / (r * rate) / G
+            alone = r <= 1
+        else:
+            raise ValueError(f"unknown sharded collective {op!r}; one of {', '.join(SHARD_OPS)}")
+        zero = np.zeros(k.shape)
+        return np.where(alone, 0.0, a), np.where(alone, 0.0, b), zero
 
     def alt_coeffs(self, num_streams: ArrayLike, hierarchical: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         c = self.cluster

@@ -256,6 +256,10 @@ class KnobArrays:
     def __len__(self) -> int:
         return len(self.num_streams)
 
+    def take(self, idx: np.ndarray) -> "KnobArrays":
+        """The configurations at ``idx`` (an index array), in that order."""
+        return KnobArrays(**{name: getattr(self, name)[idx] for name in self.__dataclass_fields__})
+
     def knobs(self, i: int) -> Knobs:
         """The configuration at row ``i`` as a :class:`Knobs`."""
         return Knobs(**{name: getattr(self, name)[i].item() for name in self.__dataclass_fields__})

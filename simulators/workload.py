@@ -3,11 +3,16 @@
 From a model profile, a device, a batch size and a precision it derives the
 forward time, the backward time and, for each gradient tensor in the order
 backward produces it, the time (from the start of backward) at which it is
-ready and its element count.
+ready and its element count. For sharded data parallelism it also keeps
+the per-layer forward and backward times (forward order) and the model
+profile, whose layers :func:`commtune.models.units.group_units` groups into
+units. With activation checkpointing each block (:attr:`Layer.block`) runs
+its forward again just before its backward (charged to the backward of the
+block's last layer in forward order).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +36,10 @@ class Workload:
     grad_bytes_per_element: int
     layer_backward: tuple[tuple[str, float, float], ...] = ()  # (layer, start_s, end_s) for traces
     optimizer_s: float = 0.0  # the optimizer step after the gradients are reduced
+    layer_forward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order
+    layer_backward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order, recompute included
+    profile: ModelProfile | None = None  # the layers sharding groups into units
+    activation_checkpointing: bool = False  # backward_s includes each block's recomputed forward
 
     @property
     def compute_s(self) -> float:
@@ -57,11 +66,14 @@ def optimizer_time_s(model: ModelProfile, dev: Device) -> float:
 
 def build_workload(
     model: ModelProfile, device: Device | str = "V100", batch_size: int = 64, precision: str = "amp",
-    optimizer: bool = True,
+    optimizer: bool = True, activation_checkpointing: bool = False,
 ) -> Workload:
     """Time each layer (measured times if the profile has them, else FLOPs
     over the device's effective throughput) and lay out the backward pass;
-    ``optimizer`` adds the optimizer step (:func:`optimizer_time_s`)."""
+    ``optimizer`` adds the optimizer step (:func:`optimizer_time_s`);
+    ``activation_checkpointing`` recomputes each block's forward at the start
+    of its backward (a span ``<block> (recompute)``; layers outside blocks are
+    not recomputed)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CommtuneError(f"batch size must be a positive integer, got {batch_size!r}")
     dev = device if isinstance(device, Device) else get_device(device)
@@ -79,11 +91,25 @@ def build_workload(
             return layer.bwd_time_s * time_scale
         return layer.bwd_flops * batch_size / flops_per_s
 
-    forward_s = float(sum(fwd(layer) for layer in model.layers))
+    layer_fwd = [fwd(layer) for layer in model.layers]
+    forward_s = float(sum(layer_fwd))
+    recompute: dict[str, float] = {}
+    if activation_checkpointing:
+        for layer, f in zip(model.layers, layer_fwd):
+            if layer.block is not None:
+                recompute[layer.block] = recompute.get(layer.block, 0.0) + f
+    layer_bwd = [0.0] * len(model.layers)
     t = 0.0
     ready, numel, names, spans = [], [], [], []
-    for layer in reversed(model.layers):
+    for idx in reversed(range(len(model.layers))):
+        layer = model.layers[idx]
+        extra = 0.0
+        if layer.block in recompute:  # the block's last layer in forward order: recompute it first
+            extra = recompute.pop(layer.block)
+            start, t = t, t + extra
+            spans.append((f"{layer.block} (recompute)", start, t))
         start = t
+        layer_bwd[idx] = extra + bwd(layer)
         t += bwd(layer)
         spans.append((layer.name, start, t))
         for tensor in reversed(layer.tensors):
@@ -104,6 +130,10 @@ def build_workload(
         grad_bytes_per_element=grad_bytes_per_element(precision),
         layer_backward=tuple(spans),
         optimizer_s=optimizer_time_s(model, dev) if optimizer else 0.0,
+        layer_forward_s=np.asarray(layer_fwd, dtype=np.float64),
+        layer_backward_s=np.asarray(layer_bwd, dtype=np.float64),
+        profile=model,
+        activation_checkpointing=activation_checkpointing,
     )
 
 

@@ -19,7 +19,9 @@ bottom first (imports within a layer are allowed, circles are not):
 1. ``commtune.models``: model profiles (the zoo, profile files, recording);
 2. ``simulators`` and ``commtune.scenario``: the step model of one training step;
 3. ``commtune.search``: the space grammar, samplers, study storage and the
-   engines, which see an objective only through its interface;
+   engines, which see an objective only through its interface; and
+   ``commtune.sharding_checks`` (a sharded configuration against a model,
+   cluster or space);
 4. ``commtune.runtime`` (profiles applied to DDP, worker groups, the online
    AutoTuner on search's grammar and samplers), ``commtune.emulation`` (the
    emulated cluster), ``commtune.plots`` (figures from data);
@@ -195,7 +197,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "commtune.devices", "commtune.cluster", "commtune.profiles", "commtune.data", "search_spaces"),
     ("commtune.models",),
     ("simulators", "commtune.scenario"),
-    ("commtune.search",),
+    ("commtune.search", "commtune.sharding_checks"),
     ("commtune.runtime", "commtune.emulation", "commtune.plots"),
     ("commtune.probe", "commtune.exporters"),
     ("commtune.evaluators",),

@@ -31,6 +31,24 @@ def test_round_trip(tmp_path: Path, ext: str, profile: ModelProfile) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
 
 
+@pytest.mark.parametrize("ext", [".yaml", ".json"])
+def test_blocks_and_activations_round_trip(tmp_path: Path, ext: str) -> None:
+    """``block``, ``act_bytes`` and ``input_bytes`` (left out of equality) survive a save."""
+    profile = load_model("gpt2", 64)
+    save(profile, tmp_path / f"m{ext}")
+    back = load(tmp_path / f"m{ext}")
+    fields = [(l.block, l.act_bytes, l.input_bytes) for l in profile.layers]
+    assert [(l.block, l.act_bytes, l.input_bytes) for l in back.layers] == fields
+    assert fields[2] == ("h.0", 2 * 768 * 64, 2 * 768 * 64)
+
+
+def test_old_files_have_no_blocks(tmp_path: Path) -> None:
+    (tmp_path / "old.json").write_text(json.dumps(to_dict(_measured())))
+    back = load(tmp_path / "old.json")
+    assert all(l.block is None and l.act_bytes == 0 == l.input_bytes for l in back.layers)
+    assert "block" not in to_dict(back)["layers"][0]
+
+
 def test_saved_layout(tmp_path: Path) -> None:
     save(_measured(), tmp_path / "m.json")
     data = json.loads((tmp_path / "m.json").read_text())
@@ -94,6 +112,10 @@ BAD = {
                          "duplicate"),
     "bad batch": (_with(lambda d: d.update(batch_size=0)), "batch_size"),
     "bad device": (_with(lambda d: d.update(device=3)), "device"),
+    "bad block": (_with(lambda d: d["layers"][0].update(block=3)), "layers[0].block"),
+    "empty block": (_with(lambda d: d["layers"][0].update(block="")), "layers[0].block"),
+    "negative act": (_with(lambda d: d["layers"][1].update(act_bytes=-1)), "layers[1].act_bytes"),
+    "float input": (_with(lambda d: d["layers"][1].update(input_bytes=2.5)), "layers[1].input_bytes"),
     "short negative": ({"name": "x", "tensors": [{"name": "a", "numel": 3, "bwd_time_s": -2}]},
                        "tensors[0].bwd_time_s"),
     "short numel": ({"name": "x", "tensors": [{"name": "a", "numel": -3}]}, "tensors[0].numel"),

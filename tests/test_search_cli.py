@@ -226,3 +226,38 @@ def test_cluster_file_without_bw_keeps_its_link(tmp_path, capsys):
     prof = load_profile(d["profile_path"])
     assert prof.cluster.to_dict() == make_cluster(cluster=str(calib)).to_dict()  # not replaced by 32 Gbit/s
     assert d["profile_path"] == str(tmp_path / "resnet50-calib-1gbit.json")
+
+
+def test_sharding_auto_picks_a_sharded_space_for_a_model_that_does_not_fit(tmp_path, capsys):
+    d = _json(capsys, ["search", "--model", "llama3.2-1b", "--quiet", "--trials", "4", "--screen", "64",
+                       "--workdir", str(tmp_path), "--json"])
+    assert d["best"]["sharding"] in ("grad", "full", "hybrid")
+    assert {c["sharding"] for c in d["sharding_choices"]} == {"grad", "full", "hybrid"}
+    assert d["predicted_step_time_s"] == min(c["step_time_s"] for c in d["sharding_choices"])
+    assert d["baselines"]["ddp_default"] is None and d["speedup"]["ddp_default"] is None  # DDP does not fit
+    assert set(d["baselines"]) == {"ddp_default", "fsdp2_default", "zero3_default", "zero2_default"}
+    assert d["peak_memory_bytes"] <= d["device_memory_bytes"] == 16 * 2**30
+    assert d["lower_bound_s"] is None
+    assert load_profile(d["profile_path"]).knobs.sharding == d["best"]["sharding"]
+
+
+def test_sharding_pinned_and_refusals(tmp_path, capsys):
+    d = _json(capsys, ["search", "--model", "llama3.2-1b", "--quiet", "--sharding", "grad", "--trials", "3",
+                       "--screen", "32", "--workdir", str(tmp_path), "--json"])
+    assert d["best"]["sharding"] == "grad" and "sharding_choices" not in d
+    for argv, needle in (
+        (["--model", "llama3-8b"], "llama3-8b needs 30.34 GiB per GPU even fully sharded over 128 GPUs"),
+        (["--model", "llama3.2-1b", "--space", "fsdp", "--sharding", "full"], "both choose the space"),
+        (["--model", "resnet50", "--sharding", "sideways"], "--sharding 'sideways': give one of auto, none"),
+    ):
+        out = tmp_path / "w"
+        assert run_cli(["search", *argv, "--workdir", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def test_resnet_main_job_keeps_all_reduce(tmp_path, capsys):
+    d = _json(capsys, [*BASE, "--trials", "3", "--screen", "32", "--workdir", str(tmp_path), "--json"])
+    assert d["best"]["sharding"] == "none" and set(d["baselines"]) == {"ddp_default", "horovod_default"}
+    assert d["peak_memory_bytes"] <= d["device_memory_bytes"] and d["infeasible_evaluations"] == 0

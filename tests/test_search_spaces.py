@@ -88,3 +88,49 @@ def test_spaces_are_package_data():
     from importlib import resources
 
     assert resources.files("search_spaces").joinpath("default.yaml").is_file()
+
+
+def test_sharded_spaces():
+    from commtune.knobs import FSDP2_DEFAULT, ZERO3_DEFAULT
+
+    fsdp, hsdp, zero = load_space("fsdp"), load_space("hsdp"), load_space("zero")
+    assert fsdp.base.sharding == "full" and hsdp.base.sharding == "hybrid"
+    assert fsdp.base.forward_prefetch == FSDP2_DEFAULT.forward_prefetch and zero.base.unit_bytes == ZERO3_DEFAULT.unit_bytes
+    params = {p.name: p for p in fsdp.params}
+    assert params["unit_bytes"].choices[0] == 0 and params["unit_bytes"].choices[-1] == 4 * 2**30
+    assert params["reshard_after_forward"].choices == (True, False)
+    assert params["backward_prefetch"].grid_values() == [0, 1, 2, 3, 4]
+    assert fsdp.grid_size() == 10 * 4 * 5 * 2 * 2
+    assert {p.name: p for p in hsdp.params}["shard_group_size"].choices == (0, 2, 4, 16)
+    assert {p.name: p for p in zero.params}["sharding"].choices == ("grad", "full")
+    rows = zero.grid_rows()
+    arrays = zero.knob_arrays(rows)
+    assert len(rows) == 2 * 9 * 5 * 2 and arrays.reshard_after_forward.dtype.kind == "i"
+    # sharded spaces get their own study identity; all-reduce spaces keep theirs (sharded knobs left out)
+    assert len({s.fingerprint() for s in (fsdp, hsdp, zero, load_space("default"))}) == 4
+
+
+def test_sharded_space_grammar(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("base: zero2_default\nknobs:\n  reshard_after_forward: {choices: [true, 8]}\n  sharding: full\n")
+    s = load_space(str(f))
+    assert s.base.sharding == "full" and s.params[0].choices == (True, 8)
+    f.write_text("knobs:\n  sharding: full\n  reshard_after_forward: {low: 2, high: 8}\n")
+    with pytest.raises(CommtuneError, match="reshard_after_forward: a bool_or_int knob takes choices"):
+        load_space(str(f))
+    f.write_text("base: fsdp3_default\nknobs:\n  num_streams: 2\n")
+    with pytest.raises(CommtuneError, match="unknown base 'fsdp3_default'.*fsdp2_default"):
+        load_space(str(f))
+    f.write_text("knobs:\n  forward_prefetch: {low: 0, high: 4}\n")
+    with pytest.raises(CommtuneError, match="forward_prefetch: only matters when sharding is grad/full/hybrid"):
+        load_space(str(f))
+
+
+def test_space_sharding_checked_against_the_cluster():
+    from commtune.cluster import ClusterSpec
+    from commtune.sharding_checks import check_space_sharding
+
+    check_space_sharding(load_space("hsdp"), ClusterSpec(nodes=16, gpus_per_node=8))
+    check_space_sharding(load_space("default"), ClusterSpec(nodes=1, gpus_per_node=1))
+    with pytest.raises(CommtuneError, match="search space 'hsdp': shard_group_size 16 does not divide the world size 8"):
+        check_space_sharding(load_space("hsdp"), ClusterSpec(nodes=1, gpus_per_node=8))

@@ -43,9 +43,11 @@ def add_scenario_args(p: argparse.ArgumentParser, model_required: bool = True) -
     g.add_argument("--model", required=model_required, help="zoo model name (see `commtune models`) or a model profile file")
     g.add_argument("--input-size", type=ranged("input_size", "--input-size"),
                    help="image side or sequence length (default: the model's)")
-    g.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=64,
-                   help="samples per GPU per step (default 64)")
+    g.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=None,
+                   help="samples per GPU per step (default: the model's, 64; 1 sequence for the Llama models)")
     g.add_argument("--precision", choices=PRECISIONS, default="amp", help="compute precision (default amp)")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each model block's forward in backward (keeps only block inputs)")
     g.add_argument("--cluster", help="cluster preset name (see `commtune presets`) or cluster/calibration file")
     g.add_argument("--bw", help="inter-node bandwidth per node, e.g. 32gbit, 25Gbps, 4GB/s")
     g.add_argument("--nodes", type=ranged("nodes", "--nodes"), help="number of nodes (default 16)")
@@ -53,14 +55,16 @@ def add_scenario_args(p: argparse.ArgumentParser, model_required: bool = True) -
     g.add_argument("--per-stream", help="per-stream (per-flow) cap, e.g. 10gbit, or 'none'")
     g.add_argument("--latency", help="inter-node latency per collective step, e.g. 30us")
     g.add_argument("--intra", help="intra-node preset, e.g. nvlink-v100, pcie3")
-    g.add_argument("--device", help="GPU preset: V100, A100, H100, T4")
+    g.add_argument("--device", help="GPU preset: V100, V100-32GB, A100, A100-40GB, H100, T4, P100")
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     from commtune.models import load_model
 
     model = load_model(args.model, input_size=args.input_size)
-    return Scenario(model, cluster_from_args(args), batch_size=args.batch_size, precision=args.precision)
+    batch = args.batch_size or model.meta.get("default_batch_size", 64)
+    return Scenario(model, cluster_from_args(args), batch_size=batch, precision=args.precision,
+                    activation_checkpointing=getattr(args, "activation_checkpointing", False))
 
 
 def cluster_from_args(args: argparse.Namespace, bw: str | None = None):

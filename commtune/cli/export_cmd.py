@@ -7,10 +7,11 @@ import sys
 from commtune.exporters import EXPORTERS, get_exporter
 from commtune.io import atomic_write_text, check_writable
 from commtune.profiles import load_profile
+from commtune.sharding_checks import check_sharding
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a profile as DDP/Horovod/NCCL/DeepSpeed/JSON settings")
+    p = sub.add_parser("export", help="export a profile as DDP/Horovod/NCCL/DeepSpeed/FSDP2/Megatron/JSON settings")
     p.add_argument("profile", metavar="PROFILE", help="profile file written by `commtune search`")
     p.add_argument("--format", "-f", required=True, metavar="FORMAT",
                    help="; ".join(f"{name}: {cls.description}" for name, cls in EXPORTERS.items()))
@@ -22,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
     exporter = get_exporter(args.format)
     if args.output:
         check_writable(args.output, "export")
-    result = exporter.export(load_profile(args.profile))
+    profile = load_profile(args.profile)
+    check_sharding(profile.knobs, None, profile.cluster)  # the exporters that need the units check them too
+    result = exporter.export(profile)
     for line in result.warnings():
         print(f"commtune: warning: {line}", file=sys.stderr)
     if args.output:

@@ -16,6 +16,7 @@ from commtune.tuning import DEFAULT_CONFIRM
 
 DEFAULT_TRIALS = 50
 DEFAULT_BW = "32gbit"
+from commtune.sharding_checks import SHARDING_CHOICES  # noqa: E402  (the --sharding choices, torch-free)
 
 
 def _seconds(text: str) -> float:
@@ -42,8 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "under --workdir (re-running resumes).")
     add_scenario_args(p, model_required=False)  # --model, or --model-factory for a live search
     g = p.add_argument_group("search")
-    g.add_argument("--space", default="default", metavar="NAME_OR_FILE",
-                   help="search space: default, ddp, horovod, or a YAML file (default: default)")
+    g.add_argument("--space", default=None, metavar="NAME_OR_FILE",
+                   help="search space: default, ddp, horovod, fsdp, hsdp, zero, or a YAML file (default: the "
+                        "space(s) of --sharding)")
+    g.add_argument("--sharding", default="auto", metavar="|".join(SHARDING_CHOICES),
+                   help="auto (default): all-reduce DP (space default) while the model fits the GPU unsharded, "
+                        "else the best of ZeRO-2/3 (zero), FSDP (fsdp) and HSDP (hsdp) under the memory limit; "
+                        "none, grad, full or hybrid pins it")
     g.add_argument("--sampler", default="auto", help=f"{'|'.join(SAMPLERS)} (default auto: TPE warm-started from the "
                    "baselines and a batch-simulator screening; grid: exhaustive over the discretised space)")
     g.add_argument("--backend", default="optuna", help=f"{'|'.join(BACKENDS)} (default optuna; horovod: a replica of "
@@ -260,7 +266,7 @@ def _live_scenario(args: argparse.Namespace):
             from commtune.cluster import make_cluster
 
             cluster = dataclasses.replace(cluster, intra_bw_Bps=make_cluster(intra=args.intra).intra_bw_Bps)
-        scenario = Scenario(load_model(args.model, input_size=args.input_size), cluster, batch_size=args.batch_size,
+        scenario = Scenario(load_model(args.model, input_size=args.input_size), cluster, batch_size=args.batch_size or 64,
                             precision=args.precision)
         launch = LaunchSpec(state=state, timeout_s=args.live_timeout)
     elif in_job(args):
@@ -283,12 +289,12 @@ def _live_scenario(args: argparse.Namespace):
         from commtune.models.record import RecordOptions, profile_factory
         from commtune.scenario import Scenario
 
-        record = {"batch_size": args.batch_size, "input_shape": list(args.input_shape) if args.input_shape else None,
+        record = {"batch_size": args.batch_size or 64, "input_shape": list(args.input_shape) if args.input_shape else None,
                   "seq_len": args.seq_len}
         if not (in_job(args) and launch.rank != 0):  # only the search records the model (its simulator side)
             model = profile_factory(args.model_factory, RecordOptions(
-                batch_size=args.batch_size, input_shape=args.input_shape, seq_len=args.seq_len, steps=2, warmup=1))
-            scenario = Scenario(model, scenario.cluster, batch_size=args.batch_size, precision=args.precision)
+                batch_size=args.batch_size or 64, input_shape=args.input_shape, seq_len=args.seq_len, steps=2, warmup=1))
+            scenario = Scenario(model, scenario.cluster, batch_size=args.batch_size or 64, precision=args.precision)
     settings = LiveSettings(
         model_factory=args.model_factory, record_options=record,
         launch=launch, scale=args.live_scale, compute=args.live_compute,
@@ -388,7 +394,13 @@ def run(args: argparse.Namespace) -> int:
     from commtune.tuning import default_storage, search_scenario, write_profile
 
     _validate(args)
-    space = load_space(args.space)
+    if args.sharding not in SHARDING_CHOICES:
+        raise CommtuneError(f"--sharding {args.sharding!r}: give one of {', '.join(SHARDING_CHOICES)}")
+    if args.space is not None and args.sharding != "auto":
+        raise CommtuneError(f"--space {args.space} and --sharding {args.sharding} both choose the space: give one")
+    if args.live and args.sharding != "auto":
+        raise CommtuneError("--sharding chooses simulated spaces; a live search takes --space")
+    space = load_space(args.space or "default")
     if args.sampler == "grid":
         space.check_grid_size(points=args.grid_points)
     from commtune.units import split_list
@@ -419,41 +431,55 @@ def run(args: argparse.Namespace) -> int:
     for bw in bws if not args.live else []:
         a = argparse.Namespace(**{**vars(args), "bw": bw if args.bw or not args.cluster else None})
         scenarios.append((bw, scenario_from_args(a)))
+    from commtune.sharding_checks import check_space_sharding, sharding_spaces
+
+    plans = []  # per scenario: the (sharding, space) pairs to search, best one wins
+    for _, scenario in scenarios:
+        pairs = [(None, space)] if args.space is not None or args.live else sharding_spaces(scenario, args.sharding)
+        for _, sp in pairs:
+            check_space_sharding(sp, scenario.cluster)
+            if args.sampler == "grid":
+                sp.check_grid_size(points=args.grid_points)
+        plans.append(pairs)
     paths = [_profile_path(args, scenarios[0][1].model.name, bw, several) for bw, _ in scenarios]
     _prepare_outputs(args, paths, storage)
     show_progress = not args.quiet and not args.json and sys.stderr.isatty()
     pruner = (args.pruner or "median") if args.objective == "live" else None
     reports = []
     t0 = time.monotonic()
-    for (bw, scenario), path in zip(scenarios, paths):
-        header = []
-        if not args.json and not args.quiet:
-            header.append(f"searching {scenario.describe()}")
-            header.append(f"  space {space.name} ({', '.join(space.param_names)}), backend {args.backend}, sampler "
-                          f"{args.sampler}, {args.trials} trials, seed {args.seed}")
-            if settings is not None:
-                what = "live trials" if args.objective == "live" else f"top {args.confirm} confirmed live"
-                header.append(f"  {what} on {settings.launch.describe()}: synthetic {scenario.model.name} "
-                              f"x{settings.scale:g} ({settings.compute} compute), {settings.warmup}+{settings.steps} steps"
-                              + (f", pruner {pruner}" if args.objective == "live" else ""))
+    for (bw, scenario), path, pairs in zip(scenarios, paths, plans):
+        choices = []
         t1 = time.monotonic()
-        try:
-            with _Progress(show_progress, f"{scenario.model.name} @ {bw}", header) as progress:
-                _, report = search_scenario(
-                    scenario, space, backend=args.backend,
-                    objective_name="live" if args.live else "simulator",
-                    objective_options={"settings": settings} if settings is not None else None,
-                    confirm=args.confirm or 0, sampler=args.sampler,
-                    trials=args.trials, timeout_s=args.timeout, seed=args.seed, storage=storage,
-                    study_name=args.study, screen=args.screen, grid_points=args.grid_points,
-                    concurrency=args.concurrency or (1 if args.objective == "live" else 2),
-                    ray_address=args.ray_address, ray_temp_dir=args.ray_temp_dir,
-                    progress=progress, pruner=pruner, heartbeat_s=args.heartbeat, grace_s=args.grace,
-                )
-        except KeyboardInterrupt:
-            print("commtune: search interrupted; completed trials are saved in the study -- re-run the same "
-                  "command to continue", file=sys.stderr)
-            return 130
+        for sharding, space in pairs:
+            header = []
+            if not args.json and not args.quiet:
+                header.append(f"searching {scenario.describe()}")
+                header.append(f"  space {space.name} ({', '.join(space.param_names)}), backend {args.backend}, sampler "
+                              f"{args.sampler}, {args.trials} trials, seed {args.seed}")
+                if settings is not None:
+                    what = "live trials" if args.objective == "live" else f"top {args.confirm} confirmed live"
+                    header.append(f"  {what} on {settings.launch.describe()}: synthetic {scenario.model.name} "
+                                  f"x{settings.scale:g} ({settings.compute} compute), {settings.warmup}+{settings.steps} steps"
+                                  + (f", pruner {pruner}" if args.objective == "live" else ""))
+            try:
+                with _Progress(show_progress, f"{scenario.model.name} @ {bw}", header) as progress:
+                    _, report = search_scenario(
+                        scenario, space, backend=args.backend,
+                        objective_name="live" if args.live else "simulator",
+                        objective_options={"settings": settings} if settings is not None else None,
+                        confirm=args.confirm or 0, sampler=args.sampler,
+                        trials=args.trials, timeout_s=args.timeout, seed=args.seed, storage=storage,
+                        study_name=args.study, screen=args.screen, grid_points=args.grid_points,
+                        concurrency=args.concurrency or (1 if args.objective == "live" else 2),
+                        ray_address=args.ray_address, ray_temp_dir=args.ray_temp_dir,
+                        progress=progress, pruner=pruner, heartbeat_s=args.heartbeat, grace_s=args.grace,
+                    )
+            except KeyboardInterrupt:
+                print("commtune: search interrupted; completed trials are saved in the study -- re-run the same "
+                      "command to continue", file=sys.stderr)
+                return 130
+            choices.append((sharding, space, report))
+        report = _pick(choices)
         report["bw"] = bw
         report["elapsed_s"] = round(time.monotonic() - t1, 3)
         if not args.no_profile:
@@ -462,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
             report["profile_path"] = None
         reports.append(report)
         if not args.json:
-            _print_report(report)
+              _print_report(report)
     if args.json:
         if several:
             print(json.dumps({"runs": reports, "summary": _summary_rows(reports),
@@ -472,6 +498,29 @@ def run(args: argparse.Namespace) -> int:
     elif several:
         _print_summary(reports)
     return _budget_short(args, reports)
+
+
+def _pick(choices: list[tuple[str | None, object, dict]]) -> dict:
+    """The report of the fastest feasible (sharding, space) search; the others listed under ``sharding_choices``."""
+    import math
+
+    feasible = [c for c in choices if math.isfinite(c[2]["predicted_step_time_s"])]
+    if not feasible:
+        names = ", ".join(sp.name for _, sp, _ in choices)
+        raise CommtuneError(f"no configuration of space(s) {names} fits the device's memory; "
+                            f"use --activation-checkpointing or a smaller --batch-size")
+    best = min(feasible, key=lambda c: c[2]["predicted_step_time_s"])[2]
+    if len(choices) > 1:
+        best["sharding_choices"] = [
+            {"sharding": sh, "space": sp.name, "step_time_s": r["predicted_step_time_s"],
+             "peak_memory_bytes": r.get("peak_memory_bytes"), "study": r["study"], "trials": r["trials"]}
+            for sh, sp, r in choices]
+        best["trials_all"] = sum(r["trials"] for _, _, r in choices)
+    return best
+
+
+def _times(speedup: float | None) -> str:
+    return "does not fit" if speedup is None else f"{speedup:.2f}x"
 
 
 def _budget_short(args: argparse.Namespace, reports: list[dict]) -> int:
@@ -509,11 +558,23 @@ def _print_report(r: dict) -> None:
             t.add_row(f"measured speedup vs {name.replace('_', ' ')}", f"{b['speedup']:.2f}x ({format_time(b['step_time_s'])})")
     t.add_row("scaling efficiency", f"{r['scaling_efficiency']:.1%}")
     for name, step in r["baselines"].items():
-        t.add_row(f"speedup vs {name.replace('_', ' ')}", f"{r['speedup'][name]:.2f}x ({format_time(step)})")
+        t.add_row(f"speedup vs {name.replace('_', ' ')}",
+                  f"{r['speedup'][name]:.2f}x ({format_time(step)})" if step is not None else "does not fit")
+    if r.get("peak_memory_bytes") is not None:
+        from commtune.units import format_size
+
+        limit = r.get("device_memory_bytes")
+        t.add_row("peak memory per GPU", format_size(r["peak_memory_bytes"])
+                  + (f" of {format_size(limit)}" if limit else ""))
     if r["lower_bound_s"]:
         t.add_row("physical lower bound", format_time(r["lower_bound_s"]))
         t.add_row("distance to lower bound", f"+{r['gap_to_lower_bound']:.1%}")
     console.print(t)
+    for c in r.get("sharding_choices", []):
+        step = format_time(c["step_time_s"]) if c["step_time_s"] != float("inf") else "no configuration fits"
+        print(f"  sharding {c['sharding']} (space {c['space']}, {c['trials']} trials): best {step}")
+    if r.get("infeasible_evaluations"):
+        print(f"  {r['infeasible_evaluations']} configurations evaluated exceed the GPU's memory (never returned)")
     from commtune.cli.notes import first_bucket_note
     from commtune.knobs import Knobs
     from commtune.runtime.ddp_plan import runtime_only
@@ -560,7 +621,7 @@ def _print_report(r: dict) -> None:
 
 def _summary_rows(reports: list[dict]) -> list[dict]:
     return [{"bw": r["bw"], "predicted_step_time_s": r["predicted_step_time_s"], "best": r["best_active"],
-             "speedup_ddp": r["speedup"]["ddp_default"], "speedup_horovod": r["speedup"]["horovod_default"],
+             "speedup_ddp": r["speedup"].get("ddp_default"), "speedup_horovod": r["speedup"].get("horovod_default"),
              "gap_to_lower_bound": r["gap_to_lower_bound"], "profile_path": r["profile_path"]} for r in reports]
 
 
@@ -578,7 +639,7 @@ def _print_summary(reports: list[dict]) -> None:
         t.add_column(col)
     for r in reports:
         cells = [KNOBS[n].show(r["best_active"][n]) if n in r["best_active"] else "-" for n in names]
-        t.add_row(r["bw"], *cells, format_time(r["predicted_step_time_s"]), f"{r['speedup']['ddp_default']:.2f}x",
-                  f"{r['speedup']['horovod_default']:.2f}x",
+        t.add_row(r["bw"], *cells, format_time(r["predicted_step_time_s"]), _times(r["speedup"].get("ddp_default")),
+                  _times(r["speedup"].get("horovod_default")),
                   f"+{r['gap_to_lower_bound']:.1%}" if r["gap_to_lower_bound"] is not None else "-")
     stdout_console().print(t)

@@ -7,6 +7,7 @@ import json
 from commtune.cli.common import add_knob_args, add_scenario_args, knobs_from_args, scenario_from_args
 from commtune.cli.notes import first_bucket_note
 from commtune.io import check_writable
+from commtune.sharding_checks import check_sharding
 from commtune.units import format_size, format_time
 
 
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.trace, "--trace")
     scenario = scenario_from_args(args)
     knobs = knobs_from_args(args)
+    check_sharding(knobs, scenario.model, scenario.cluster)
     result = scenario.simulator.run(knobs)
     flags = scenario.simulator.network.extrapolation(knobs)  # what a calibration did not measure
     if args.trace:

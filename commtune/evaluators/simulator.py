@@ -6,12 +6,21 @@ from typing import Any
 import numpy as np
 
 from commtune.evaluators.base import Evaluator, register_evaluator
-from commtune.knobs import Knobs
+from commtune.knobs import SHARDING_KNOBS, Knobs
+
+#: What a configuration whose peak memory exceeds the device's scores: never the best.
+INFEASIBLE_S = float("inf")
 
 
 class SimulatorEvaluator(Evaluator):
     """The step simulator of a :class:`commtune.scenario.Scenario` (or of a given
-    ``workload`` on the scenario's cluster, e.g. the live synthetic model's)."""
+    ``workload`` on the scenario's cluster, e.g. the live synthetic model's).
+
+    Every evaluation also reports ``peak_memory_bytes`` (:mod:`simulators.memory`);
+    a configuration above the device's memory is infeasible: its step time is
+    :data:`INFEASIBLE_S` (so no search returns it) and :attr:`infeasible`
+    counts it.
+    """
 
     name = "simulator"
     supports_batch = True
@@ -19,6 +28,9 @@ class SimulatorEvaluator(Evaluator):
     def __init__(self, scenario, workload=None):
         self.scenario = scenario
         self.workload = workload
+        self.memory_limit_bytes = scenario.memory_limit_bytes()
+        self.infeasible = 0
+        self._peaks: dict[tuple, int] = {}
         if workload is None:
             self.simulator = scenario.simulator
         else:
@@ -26,11 +38,44 @@ class SimulatorEvaluator(Evaluator):
 
             self.simulator = Simulator(workload, scenario.cluster)
 
+    def peak_memory_bytes(self, knobs: Knobs) -> int:
+        """Per-GPU peak memory of ``knobs`` (cached: only the sharded knobs change it)."""
+        key = tuple(getattr(knobs, name) for name in SHARDING_KNOBS)
+        if key not in self._peaks:
+            self._peaks[key] = int(self.scenario.memory(knobs).peak)
+        return self._peaks[key]
+
     def evaluate(self, knobs: Knobs) -> dict[str, float]:
-        return {k: float(v) for k, v in self.simulator.run(knobs).to_dict().items()}
+        out = {k: float(v) for k, v in self.simulator.run(knobs).to_dict().items()}
+        peak = self.peak_memory_bytes(knobs)
+        out["peak_memory_bytes"] = float(peak)
+        if peak > self.memory_limit_bytes:
+            self.infeasible += 1
+            out.update(step_time_s=INFEASIBLE_S, samples_per_s=0.0, scaling_efficiency=0.0)
+        return out
 
     def evaluate_batch(self, configs) -> dict[str, np.ndarray]:
-        return self.simulator.run_batch(configs)
+        from simulators import KnobArrays
+
+        arrays = configs if isinstance(configs, KnobArrays) else KnobArrays.from_knobs(list(configs))
+        out = self.simulator.run_batch(arrays)
+        n = len(arrays)
+        cols = [np.asarray(getattr(arrays, name)) for name in SHARDING_KNOBS]
+        peaks = np.empty(n)
+        for key in set(zip(*(c.tolist() for c in cols))):
+            rows = np.ones(n, dtype=bool)
+            for c, v in zip(cols, key):
+                rows &= c == v
+            peaks[rows] = self.peak_memory_bytes(Knobs(**dict(zip(SHARDING_KNOBS, key))))
+        over = peaks > self.memory_limit_bytes
+        out = dict(out)
+        out["peak_memory_bytes"] = peaks
+        if over.any():
+            self.infeasible += int(over.sum())
+            for name, value in (("step_time_s", INFEASIBLE_S), ("samples_per_s", 0.0), ("scaling_efficiency", 0.0)):
+                if name in out:
+                    out[name] = np.where(over, value, np.asarray(out[name], dtype=float))
+        return out
 
     def lower_bound_s(self) -> float:
         from simulators.bounds import step_lower_bound_s

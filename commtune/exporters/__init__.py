@@ -16,12 +16,15 @@ from commtune.errors import CommtuneError, did_you_mean
 from commtune.exporters.base import Exporter, ExportResult, Unsupported
 from commtune.exporters.ddp import DdpExporter
 from commtune.exporters.deepspeed import DeepSpeedExporter
+from commtune.exporters.fsdp2 import Fsdp2Exporter
 from commtune.exporters.horovod import HorovodExporter
 from commtune.exporters.json_ import JsonKnobsExporter
+from commtune.exporters.megatron import MegatronExporter
 from commtune.exporters.nccl import NcclExporter
 
 EXPORTERS: dict[str, type[Exporter]] = {
-    cls.name: cls for cls in (DdpExporter, HorovodExporter, NcclExporter, DeepSpeedExporter, JsonKnobsExporter)
+    cls.name: cls for cls in (DdpExporter, HorovodExporter, NcclExporter, DeepSpeedExporter, Fsdp2Exporter,
+                              MegatronExporter, JsonKnobsExporter)
 }
 
 

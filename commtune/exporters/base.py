@@ -201,13 +201,21 @@ def header_lines(exporter: Exporter, profile: Profile) -> list[str]:
     return [one_line(line) for line in lines]
 
 
-def all_reduce_only(d: Draft, target: str) -> None:
-    """Record ``sharding`` for a target that only does all-reduce data parallelism."""
+def all_reduce_only(d: Draft, target: str) -> bool:
+    """Record ``sharding`` for a target that only does all-reduce data parallelism.
+
+    True: the profile is all-reduce DP and the exporter goes on. False: it is
+    sharded, every active knob is recorded as unsupported, and the exporter
+    stops (the export then fails in one line: nothing is expressible)."""
     if d.active["sharding"] == "none":
         d.apply("sharding", f"all-reduce data parallelism, {target}'s form")
-    else:
-        d.unsupported_knob("sharding", f"{target} replicates parameters and all-reduces gradients; sharded data "
-                                       "parallelism needs FSDP2, DeepSpeed ZeRO or Megatron's distributed optimizer")
+        return True
+    d.unsupported_knob("sharding", f"{target} replicates parameters and all-reduces gradients; sharded data "
+                                   "parallelism needs --format fsdp2, deepspeed (ZeRO) or megatron")
+    for knob in d.active:
+        if knob != "sharding":
+            d.unsupported_knob(knob, f"a knob of sharded data parallelism, which {target} does not do")
+    return False
 
 
 def inactive_knobs(draft: Draft) -> list[str]:

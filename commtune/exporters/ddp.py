@@ -15,7 +15,8 @@ class DdpExporter(JsonExporter):
 
     def translate(self, d: Draft) -> None:
         a = d.active
-        all_reduce_only(d, "PyTorch DDP")
+        if not all_reduce_only(d, "PyTorch DDP"):
+            return
         plan = plan_for(d.profile.knobs)
         if a["fusion_policy"] == FIXED["fusion_policy"]:
             d.apply("fusion_policy", "DDP's only policy (static buckets in ready order)")

@@ -1,22 +1,29 @@
 """DeepSpeed: a config fragment for ``deepspeed.initialize(config=...)``.
 
 DeepSpeed counts bucket sizes in ELEMENTS (runtime/zero/config.py:
-``reduce_bucket_size``, default 5e8), so bytes are divided by the bytes of
-one gradient element: 4 for fp32 and AMP (fp32 gradients), 2 for fp16/bf16.
+``reduce_bucket_size``, default 5e8). Under ``sharding: none`` bytes are
+divided by the bytes of one gradient element: 4 for fp32 and AMP (fp32
+gradients), 2 for fp16/bf16. Under sharding the unit is ``unit_bytes`` of
+fp32 parameters, so elements = ``unit_bytes / 4`` whatever the precision
+(:mod:`commtune.exporters.zero`).
 """
 from __future__ import annotations
 
 from commtune.devices import PRECISIONS, grad_bytes_per_element
 from commtune.errors import CommtuneError
 from commtune.exporters.base import Draft, JsonExporter, all_reduce_only
+from commtune.exporters.zero import zero_stage
 
 
 class DeepSpeedExporter(JsonExporter):
     name = "deepspeed"
-    description = "DeepSpeed config fragment (zero_optimization buckets, overlap_comm)"
+    description = "DeepSpeed config fragment (zero_optimization buckets, overlap_comm; ZeRO stage 2/3 when sharded)"
 
     def translate(self, d: Draft) -> None:
         a = d.active
+        if a["sharding"] != "none":
+            zero_stage(d)
+            return
         all_reduce_only(d, "DeepSpeed without ZeRO")
         precision = d.profile.model.get("precision")
         if precision not in PRECISIONS:

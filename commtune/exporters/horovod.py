@@ -10,7 +10,8 @@ class HorovodExporter(EnvExporter):
 
     def translate(self, d: Draft) -> None:
         a = d.active
-        all_reduce_only(d, "Horovod")
+        if not all_reduce_only(d, "Horovod"):
+            return
         fp16_wire = a["wire_precision"] == "fp16"
         if a["fusion_policy"] == "dynamic":
             d.apply("fusion_policy", "Horovod's only policy (the background loop fuses ready tensors)")

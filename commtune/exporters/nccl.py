@@ -32,7 +32,8 @@ class NcclExporter(EnvExporter):
 
     def translate(self, d: Draft) -> None:
         a = d.active
-        all_reduce_only(d, "NCCL")
+        if not all_reduce_only(d, "NCCL"):
+            return
         framework = "a framework setting; NCCL only runs the all-reduce it is given"
         d.unsupported_knob("fusion_policy", f"gradient fusion is {framework}")
         d.unsupported_knob("fusion_threshold_bytes", f"the fusion threshold is {framework}")

@@ -36,6 +36,13 @@ class Layer:
     that sharded data parallelism wraps as one unit (one transformer block, one
     ResNet bottleneck); ``None`` for layers outside every block (embeddings,
     heads), which FSDP2's root unit holds.
+
+    ``act_bytes`` is the activation memory this layer (with the parameter-free
+    ops folded into it) saves for backward, per sample, in bytes of a 16-bit
+    (mixed-precision) step; ``input_bytes`` is the size of the activation
+    entering the layer, per sample, in the same units: what activation
+    checkpointing keeps of a block is its first layer's ``input_bytes``. Both are
+    0 where unknown and take no part in equality or fingerprints.
     """
 
     name: str
@@ -45,6 +52,8 @@ class Layer:
     fwd_time_s: float | None = None
     bwd_time_s: float | None = None
     block: str | None = None
+    act_bytes: int = field(default=0, compare=False)
+    input_bytes: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ Layered form (what :func:`save` writes and ``commtune profile-model`` records)::
         bwd_time_s: 0.0025  # optional, >= 0
         fwd_flops: 2.36e8   # optional, per sample, >= 0 (default 0)
         bwd_flops: 2.36e8   # optional, >= 0 (default 0)
+        block: layer1.0     # optional: the module sharding wraps as one unit (default none: root)
+        act_bytes: 1605632  # optional: activation bytes saved for backward per sample, 16-bit (default 0)
+        input_bytes: 401408 # optional: bytes of the layer's input per sample, 16-bit (default 0)
         tensors:            # module.parameters() order; may be empty
           - {name: conv1.weight, numel: 9408, shape: [64, 3, 7, 7]}
 
@@ -50,7 +53,8 @@ EXTENSIONS = (".yaml", ".yml", ".json")
 
 _TOP_KEYS = ("format", "name", "batch_size", "device", "input_desc", "optimizer_time_s", "layers")
 _SHORT_TOP_KEYS = ("name", "batch_size", "device", "input_desc", "optimizer_time_s", "tensors")
-_LAYER_KEYS = ("name", "fwd_time_s", "bwd_time_s", "fwd_flops", "bwd_flops", "tensors")
+_LAYER_KEYS = ("name", "fwd_time_s", "bwd_time_s", "fwd_flops", "bwd_flops", "block",
+               "act_bytes", "input_bytes", "tensors")
 _TENSOR_KEYS = ("name", "numel", "shape")
 _SHORT_TENSOR_KEYS = ("name", "numel", "shape", "fwd_time_s", "bwd_time_s",
                       "fwd_flops", "bwd_flops")
@@ -145,6 +149,9 @@ def _layer(r: _Reader, item: Any, where: str) -> Layer:
         name=r.string(item["name"], f"{where}.name"),
         tensors=tuple(_tensor(r, t, f"{where}.tensors[{j}]", _TENSOR_KEYS)
                       for j, t in enumerate(tensors)),
+        block=r.optional(item, "block", r.string, None, where),
+        act_bytes=r.optional(item, "act_bytes", r.non_negative_int, 0, where),
+        input_bytes=r.optional(item, "input_bytes", r.non_negative_int, 0, where),
         **_numbers(r, item, where),
     )
 
@@ -222,6 +229,11 @@ class _Reader:
             self.fail(where, f"must be a positive integer, got {value!r}")
         return value
 
+    def non_negative_int(self, value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.fail(where, f"must be an integer >= 0, got {value!r}")
+        return value
+
     def non_negative(self, value: Any, where: str) -> float:
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value) or value < 0):
@@ -269,6 +281,11 @@ def _layer_dict(layer: Layer) -> dict[str, Any]:
             out[key] = getattr(layer, key)
     out["fwd_flops"] = layer.fwd_flops
     out["bwd_flops"] = layer.bwd_flops
+    if layer.block is not None:
+        out["block"] = layer.block
+    for key in ("act_bytes", "input_bytes"):
+        if getattr(layer, key):
+            out[key] = getattr(layer, key)
     out["tensors"] = [_tensor_dict(t) for t in layer.tensors]
     return out
 

@@ -27,7 +27,7 @@ import yaml
 import search_spaces
 from commtune.errors import CommtuneError, did_you_mean
 from commtune.io import read_text
-from commtune.knobs import BASELINES, KNOBS, Knobs
+from commtune.knobs import BASELINES, KNOBS, SHARDED_BASELINES, Knobs
 from commtune.limits import RANGES, check_count
 
 _SPEC_KEYS = {"value", "choices", "low", "high", "log", "step", "grid"}
@@ -284,6 +284,17 @@ class SearchSpace:
         shown = f"{n:,}" + (f" ({points} points per numeric range)" if points is not None else "")
         return check_count("grid_configs", n, f"grid of space {self.name!r}:", shown)
 
+    def pinned(self, name: str, value: Any) -> "SearchSpace":
+        """This space with knob ``name`` fixed to ``value`` (params that then no longer apply are dropped)."""
+        value = KNOBS[name].parse(value)
+        p = self.params[self.param_names.index(name)] if name in self.param_names else None
+        if p is not None and (value not in p.choices if p.kind == "choice" else not p.low <= value <= p.high):
+            raise CommtuneError(f"space {self.name!r} does not search {name} {KNOBS[name].show(value)}")
+        base = Knobs.from_dict({name: value}, base=self.base)
+        params = tuple(p for p in self.params if p.name != name
+                       and (p.condition is None or p.condition[0] != name or value in p.condition[1]))
+        return replace(self, base=base, params=params, fixed={**self.fixed, name: value})
+
     def rebased(self, base: Knobs) -> "SearchSpace":
         """This space over another base configuration (the file's fixed knobs still apply)."""
         return replace(self, base=Knobs.from_dict(self.fixed, base=base))
@@ -358,7 +369,7 @@ def parse_param(where: str, name: str, spec: Any) -> tuple[Param | None, Any]:
         if len(parsed) == 1:
             return None, parsed[0]
         return Param(name, "choice", choices=tuple(parsed)), None
-    if knob.kind in ("bool", "choice"):
+    if knob.kind in ("bool", "choice", "bool_or_int"):
         raise bad(f"a {knob.kind} knob takes choices or a fixed value, not a range")
     if "low" not in spec or "high" not in spec:
         raise bad("a range needs both low and high (or give choices or a fixed value)")
@@ -405,14 +416,15 @@ def parse_space(data: Any, where: str, name: str | None = None) -> SearchSpace:
         key = sorted(map(str, unknown))[0]
         raise CommtuneError(f"{where}: unknown top-level key {key!r}; keys are: name, description, base, knobs")
     base_name = data.get("base")
+    bases = {**BASELINES, **SHARDED_BASELINES}
     if base_name is None:
         base = Knobs()
-    elif isinstance(base_name, str) and base_name in BASELINES:
-        base = BASELINES[base_name]
+    elif isinstance(base_name, str) and base_name in bases:
+        base = bases[base_name]
     else:
         raise CommtuneError(
-            f"{where}: unknown base {base_name!r}{did_you_mean(str(base_name), list(BASELINES))}; "
-            f"bases are: {', '.join(BASELINES)}"
+            f"{where}: unknown base {base_name!r}{did_you_mean(str(base_name), list(bases))}; "
+            f"bases are: {', '.join(bases)}"
         )
     knobs = data.get("knobs")
     if not isinstance(knobs, dict) or not knobs:
@@ -472,7 +484,7 @@ def _load_yaml(text: str, where: str) -> Any:
 
 
 def load_space(name_or_file: str | os.PathLike) -> SearchSpace:
-    """A bundled space by name (``default``, ``ddp``, ``horovod``) or a YAML file."""
+    """A bundled space by name (``default``, ``ddp``, ``horovod``, ``fsdp``, ``hsdp``, ``zero``) or a YAML file."""
     spec = str(name_or_file)
     bundled = search_spaces.names()
     if spec in bundled:

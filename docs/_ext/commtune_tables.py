@@ -58,16 +58,25 @@ class KnobsTable(_TableDirective):
     """Every knob: name, flag, kind, default, accepted values, when it applies, meaning."""
 
     def tables(self) -> list[nodes.Node]:
-        from commtune.knobs import BASELINES, KNOBS
+        from commtune.knobs import BASELINES, KNOBS, SHARDED_BASELINES
 
         rows = []
         for k in KNOBS.values():
             when = "always" if k.applies_when is None else f"``{k.applies_when[0]}`` = {', '.join(map(str, k.applies_when[1]))}"
             flag = f"``{k.flag}``" + (" / ``--flat``" if k.name == "hierarchical" else "")
-            rows.append([f"``{k.name}``", flag, f"``{k.show(k.default)}``", k.accepted(), when, k.help])
-        baselines = [[f"``{name}``", knobs.describe()] for name, knobs in BASELINES.items()]
-        return [_table(["knob", "flag", "default", "accepted", "applies when", "meaning"], rows, [14, 12, 8, 16, 12, 38]),
-                nodes.paragraph("", "The baselines every search reports:"),
+            rows.append([f"``{k.name}``", flag, f"``{k.show(k.default)}``", k.accepted(), when])
+        meanings = nodes.definition_list()
+        for k in KNOBS.values():
+            item = nodes.definition_list_item()
+            item += nodes.term("", "", nodes.literal(k.name, k.name))
+            definition = nodes.definition()
+            definition += nodes.paragraph("", "", *_inline(k.help))
+            item += definition
+            meanings += item
+        baselines = [[f"``{name}``", knobs.describe()] for name, knobs in {**BASELINES, **SHARDED_BASELINES}.items()]
+        return [_table(["knob", "flag", "default", "accepted", "applies when"], rows, [22, 20, 12, 26, 20]),
+                nodes.paragraph("", "What each knob does:"), meanings,
+                nodes.paragraph("", "The baselines searches report against (each framework's defaults):"),
                 _table(["baseline", "knobs"], baselines, [15, 85])]
 
 
