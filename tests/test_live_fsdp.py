@@ -113,8 +113,12 @@ def test_synthetic_mirror_blocks_are_fsdp_units_and_keep_the_fingerprint():
     assert len(group_units(prof, 0)) == 4  # three blocks and the root (embedding + head)
     mirrored = synthetic_profile(prof, 0.5, 0.01, 0.02)
     assert [la.block for la in mirrored.layers] == [la.block for la in prof.layers]  # the mirror keeps blocks
-    flat = build_model(layer_specs(synthetic_profile("resnet50", 0.01)), "real")  # no blocks: one per layer
-    assert len(block_modules(flat)) == len(synthetic_profile("resnet50", 0.01).layers)
+    import dataclasses
+
+    plain = dataclasses.replace(prof, layers=tuple(dataclasses.replace(la, block=None) for la in prof.layers))
+    assert len(block_modules(build_model(layer_specs(plain), "real"))) == len(prof.layers)  # no blocks: one per layer
+    r50 = synthetic_profile("resnet50", 0.01)  # the zoo's bottlenecks are its blocks
+    assert len(block_modules(build_model(layer_specs(r50), "emulated"))) == len({la.block for la in r50.layers} - {None})
 
 
 def test_reconfigurer_without_fresh_refuses_sharded_plans():

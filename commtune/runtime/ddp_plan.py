@@ -133,7 +133,7 @@ def _space_values(space, name: str) -> list[Any]:
     return list(p.choices) if p.kind == "choice" else [None]  # None: a range (not a choice knob)
 
 
-def check_space(space, what: str = "PyTorch DDP") -> None:
+def check_space(space, what: str = "a live trial") -> None:
     """One-line CommtuneError if the search space varies (or fixes) knobs a live trial cannot apply.
 
     Configurations with ``sharding: none`` run DDP (static buckets, flat all-reduce);
