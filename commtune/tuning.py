@@ -124,13 +124,20 @@ def search_scenario(scenario, space, *, backend: str = "optuna", objective_name:
 
 
 def _measured_section(evaluator, metrics: dict) -> dict[str, Any]:
-    from commtune.knobs import DDP_DEFAULT
+    """The live measurement of the best: its times, the measured baselines (DDP's defaults, and
+    FSDP2's when the best is sharded: ``num_units`` in its metrics) and the live settings."""
+    from commtune.knobs import DDP_DEFAULT, FSDP2_DEFAULT
 
-    base = evaluator.evaluate(DDP_DEFAULT)
+    step = float(metrics["step_time_s"])
+    named = {"ddp_default": DDP_DEFAULT, **({"fsdp2_default": FSDP2_DEFAULT} if "num_units" in metrics else {})}
+    baselines = {}
+    for name, knobs in named.items():
+        t = evaluator.evaluate(knobs)["step_time_s"]
+        baselines[name] = {"step_time_s": t, "speedup": t / step}
+    sharded = {"num_units": metrics["num_units"]} if "num_units" in metrics else {}
     return {
-        "step_time_s": float(metrics["step_time_s"]), "step_times_s": list(metrics["step_times_s"]),
-        "baselines": {"ddp_default": {"step_time_s": base["step_time_s"],
-                                      "speedup": base["step_time_s"] / float(metrics["step_time_s"])}},
+        "step_time_s": step, "step_times_s": list(metrics["step_times_s"]), **sharded,
+        "baselines": baselines,
         "model": evaluator.profile.name, "live": evaluator.settings.describe(),
         "launches": evaluator.launches, "timed_steps": evaluator.steps_run, **_overhead(evaluator),
     }

@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="configurations the auto engine screens with the batch simulator (default 4096, 0 = off)")
     g.add_argument("--grid-points", type=ranged("grid_points", "--grid-points"), help="grid: points per numeric range (default: the space's)")
     g.add_argument("--objective", default="simulator",
-                   help="simulator (default), live (measured DDP steps of the model's synthetic mirror, with pruning), "
+                   help="simulator (default), live (measured DDP or FSDP2 steps of the model's synthetic mirror, with pruning), "
                         "or multi (simulator search, then the top --confirm K measured live; the measured best wins)")
     g.add_argument("--confirm", type=ranged("steps", "--confirm"), metavar="K",
                    help=f"multi-fidelity: measure the simulator's top K distinct configurations live (default "

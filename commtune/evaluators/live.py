@@ -1,7 +1,8 @@
-"""The live evaluator: measured PyTorch DDP step times.
+"""The live evaluator: measured PyTorch DDP and FSDP2 step times.
 
 :class:`LiveEvaluator` (registered as ``live``; ``--objective live``) times
-real DDP steps of the synthetic model that mirrors a model profile
+real DDP steps (``sharding: none``) or FSDP2 steps (``sharding`` grad / full /
+hybrid, applied by :mod:`commtune.runtime.shard`) of the synthetic model that mirrors a model profile
 (:mod:`commtune.runtime.synthetic`, timed by :mod:`commtune.probe.ddp_step`: one module per layer, tensors scaled by
 ``scale``, compute emulated by sleeping to the per-layer timeline or real
 CPU work) on the ranks of a :class:`~commtune.probe.launch.LaunchSpec`:
@@ -14,18 +15,20 @@ CPU work) on the ranks of a :class:`~commtune.probe.launch.LaunchSpec`:
   :class:`~commtune.runtime.worker_group.JobLaunch`): the job's own ranks,
   rank 0 searches, every rank measures.
 
-Only knobs DDP can apply are measured (:mod:`commtune.runtime.ddp_plan`);
+Only knobs DDP or FSDP2 can apply are measured (:mod:`commtune.runtime.ddp_plan`);
 a space that varies anything else is refused (:meth:`LiveEvaluator.check_space`).
 
 The ranks start once per evaluator: a persistent worker group
 (:mod:`commtune.runtime.worker_group`) in which each trial reconfigures DDP in
-place; :meth:`LiveEvaluator.close` stops them. With ``--backend ray`` the
+place, or shards a fresh copy of the model with FSDP2 when the sharded knobs
+change (same ranks, same warm-up / steps / median policy; prefetch beyond the
+model's units is capped to them, as FSDP2's prefetch lists are); :meth:`LiveEvaluator.close` stops them. With ``--backend ray`` the
 search places the group on the Ray cluster (:meth:`LiveEvaluator.place_on_ray`,
 :mod:`commtune.runtime.ray_group`): Ray actors, one per rank, that every Ray
 Tune trial reuses. ``evaluate_many(list)`` times
 several configurations (with ``passes`` > 1 the list is timed that many times,
 alternating its order, and the step times are pooled). Results are cached per
-DDP key. For pruning rank 0 reports every timed step and the search answers
+live key (:func:`~commtune.runtime.ddp_plan.live_key`). For pruning rank 0 reports every timed step and the search answers
 go/stop (read one step later, see :class:`~commtune.runtime.worker_loop.Pruning`),
 so a pruned trial stops right after the step that condemned it
 (:meth:`LiveEvaluator.evaluate_steps`).
@@ -110,7 +113,7 @@ class LiveSettings:
 
 
 class LiveEvaluator(Evaluator):
-    """Measured DDP step time of a synthetic model (median over timed steps).
+    """Measured DDP or FSDP2 step time of a synthetic model or the user's (median over timed steps).
 
     ``model``: a zoo name or ModelProfile (mirrored with the settings' scale and
     forward/backward times; a batch-1 profile with measured times and scale 1
@@ -122,7 +125,7 @@ class LiveEvaluator(Evaluator):
 
     name = "live"
     supports_steps = True
-    applies = ddp_plan.APPLIES
+    applies = ddp_plan.LIVE_APPLIES
 
     def __init__(self, model, settings: LiveSettings | None = None, *, scenario=None, **options):
         from commtune.models.base import ModelProfile
@@ -170,15 +173,16 @@ class LiveEvaluator(Evaluator):
 
     # -- helpers --------------------------------------------------------------------
     def key(self, knobs: Knobs) -> Knobs:
-        """What the live run depends on (knobs DDP ignores set to DDP's defaults)."""
-        return ddp_plan.ddp_key(knobs)
+        """What the live run depends on (knobs DDP or FSDP2 ignores set to DDP's defaults)."""
+        return ddp_plan.live_key(knobs)
 
     def check_space(self, space, what: str | None = None) -> None:
         ddp_plan.check_space(space, what or "--objective live")
 
     def _check(self, knobs: Knobs) -> None:
-        if not ddp_plan.applicable(knobs):
-            raise CommtuneError(f"live DDP cannot apply {knobs.describe()} (needs static fusion, flat all-reduce)")
+        if not ddp_plan.live_applicable(knobs):
+            raise CommtuneError(f"live DDP cannot apply {knobs.describe()} (needs static fusion, flat all-reduce, "
+                                f"or a sharded configuration for FSDP2)")
 
     def _metrics(self, r: dict) -> dict:
         times = [float(t) for t in r["step_times_s"]]
@@ -186,6 +190,8 @@ class LiveEvaluator(Evaluator):
         m = {"step_time_s": float(statistics.median(passes)), "step_times_s": times,
              "timed_steps": len(times), "num_buffers": len(r["buckets"]), "buckets": r["buckets"],
              "pass_medians_s": passes}
+        if r.get("shard"):  # FSDP2: units sharded (num_buffers counts DDP buckets only)
+            m["num_units"] = int(r["shard"]["units"])
         if r.get("host_busy_cores") is not None:  # the source rank's host over the timed steps (mean of the passes)
             m["host_busy_cores"], m["host_cores"] = float(r["host_busy_cores"]), r.get("host_cores")
         if self.screening is not None:
@@ -197,7 +203,8 @@ class LiveEvaluator(Evaluator):
         from commtune.runtime.synthetic import layer_specs
 
         s = self.settings
-        task = {"mode": s.mode, "steps": s.steps, "warmup": s.warmup}
+        task = {"mode": s.mode, "steps": s.steps, "warmup": s.warmup,
+                "gpus_per_node": s.launch.world_size // s.launch.hosts}  # shard_group_size 0 under hybrid
         if s.model_factory:
             return {**task, "model_factory": s.model_factory, "record_options": dict(s.record_options or {})}
         return {**task, "layers": layer_specs(self.profile), "compute": s.compute}
@@ -360,5 +367,5 @@ class LiveEvaluator(Evaluator):
 
 @register_evaluator("live")
 def _live(scenario, settings: LiveSettings | None = None, **options) -> Evaluator:
-    """Measured DDP steps of the scenario's model; options: ``settings=LiveSettings(...)``."""
+    """Measured DDP or FSDP2 steps of the scenario's model; options: ``settings=LiveSettings(...)``."""
     return LiveEvaluator(scenario.model, settings, scenario=scenario, **options)

@@ -32,7 +32,7 @@ def serve_task(comm: Any, task: dict, progress: Any) -> dict:
     pid = task.get("driver_pid")
     n = serve(link, wl, mode=task.get("mode"), steps=int(task["steps"]), warmup=int(task["warmup"]),
               tick=progress.tick, driver_alive=lambda: not pid or pid_alive(pid),
-              check_grads=bool(task.get("check_grads")), device=comm.device)
+              check_grads=bool(task.get("check_grads")), device=comm.device, gpus_per_node=task.get("gpus_per_node"))
     return {"world_size": comm.world, "trials": n}
 
 

@@ -19,7 +19,10 @@
 
 The runtime (:func:`commtune.runtime.wrap`), the live evaluator, the AutoTuner
 and the DDP exporter ask this module; it imports torch only inside the
-functions that construct DDP.
+functions that construct DDP. A live trial whose ``sharding`` is not ``none``
+runs FSDP2 instead (:func:`commtune.runtime.shard`, which applies every
+sharded knob): :data:`LIVE_APPLIES`, :func:`live_key`, :func:`live_applicable`
+and :func:`check_space` say what a live trial of either kind applies.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from commtune.errors import CommtuneError
-from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
+from commtune.knobs import DDP_DEFAULT, KNOBS, SHARDED, SHARDING_KNOBS, Knobs
 from commtune.units import MiB, format_size
 
 STREAM_MODES = KNOBS["stream_mode"].choices
@@ -38,6 +41,8 @@ APPLIES: tuple[str, ...] = ("fusion_threshold_bytes", "first_bucket_bytes", "num
                             "wire_precision")
 #: knobs DDP cannot vary, with the value it behaves as
 FIXED: dict[str, Any] = {"fusion_policy": "static", "hierarchical": False}
+#: knobs a live trial applies: DDP's (``sharding: none``) and the sharded ones FSDP2 applies
+LIVE_APPLIES: tuple[str, ...] = (*APPLIES, *SHARDING_KNOBS)
 
 
 @dataclass(frozen=True)
@@ -107,19 +112,47 @@ def ddp_key(knobs: Knobs) -> Knobs:
     return Knobs.from_dict({n: getattr(knobs, n) for n in APPLIES}, base=DDP_DEFAULT)
 
 
-def check_space(space, what: str = "PyTorch DDP") -> None:
-    """One-line CommtuneError if the search space varies (or fixes) knobs DDP cannot apply."""
+def live_applicable(knobs: Knobs) -> bool:
+    """Can a live trial apply ``knobs``: DDP exactly (:func:`applicable`), or FSDP2 (any sharded configuration)?"""
+    return knobs.sharding in SHARDED or applicable(knobs)
+
+
+def live_key(knobs: Knobs) -> Knobs:
+    """What a live trial depends on: :func:`ddp_key` under ``sharding: none``; else the
+    active sharded knobs, every other knob at DDP's default (the all-reduce knobs do not
+    apply under sharding)."""
+    if knobs.sharding not in SHARDED:
+        return ddp_key(knobs)
+    return Knobs.from_dict({n: v for n, v in knobs.active().items() if n in SHARDING_KNOBS}, base=DDP_DEFAULT)
+
+
+def _space_values(space, name: str) -> list[Any]:
+    p = next((p for p in space.params if p.name == name), None)
+    if p is None:
+        return [getattr(space.base, name)]
+    return list(p.choices) if p.kind == "choice" else [None]  # None: a range (not a choice knob)
+
+
+def check_space(space, what: str = "a live trial") -> None:
+    """One-line CommtuneError if the search space varies (or fixes) knobs a live trial cannot apply.
+
+    Configurations with ``sharding: none`` run DDP (static buckets, flat all-reduce);
+    sharded ones run FSDP2, which applies every sharded knob. A space may vary the
+    DDP knobs and the sharded ones; it must fix DDP's :data:`FIXED` values unless it
+    never yields ``sharding: none``."""
     varied = [p.name for p in space.params
-              if p.name not in APPLIES
+              if p.name not in LIVE_APPLIES
               and not (p.name in FIXED and p.kind == "choice" and list(p.choices) == [FIXED[p.name]])]
     if varied:
-        raise CommtuneError(f"{what} measures PyTorch DDP, which cannot apply {', '.join(varied)} "
-                            f"(space {space.name!r} varies them); use --space ddp or fix them in the space")
+        raise CommtuneError(f"{what} measures PyTorch DDP or FSDP2, which cannot apply {', '.join(varied)} "
+                            f"(space {space.name!r} varies them); use --space ddp or fsdp, or fix them in the space")
+    if all(v in SHARDED for v in _space_values(space, "sharding")):
+        return  # FSDP2 only: the all-reduce knobs do not apply
     bad = [f"{k}={getattr(space.base, k)}" for k, v in FIXED.items()
            if k not in space.param_names and getattr(space.base, k) != v]
     if bad:
-        raise CommtuneError(f"{what} measures PyTorch DDP (static buckets, flat all-reduce); space "
-                            f"{space.name!r} fixes {', '.join(bad)}; use --space ddp")
+        raise CommtuneError(f"{what} measures PyTorch DDP (static buckets, flat all-reduce) where sharding is none; "
+                            f"space {space.name!r} fixes {', '.join(bad)}; use --space ddp")
 
 
 def bucket_kwargs(first_bucket_bytes: int, bucket_cap_bytes: int) -> dict[str, Any]:

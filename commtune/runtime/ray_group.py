@@ -89,7 +89,8 @@ class RankActor:
             wl = make_workload(self.task, device, self.rank)
             self.trials = serve(link, wl, mode=self.task.get("mode"), steps=int(self.task["steps"]),
                                 warmup=int(self.task["warmup"]), driver_alive=lambda: not self._stop.is_set(),
-                                check_grads=bool(self.task.get("check_grads")), device=device)
+                                check_grads=bool(self.task.get("check_grads")), device=device,
+                                gpus_per_node=self.task.get("gpus_per_node"))
         except BaseException as exc:  # noqa: BLE001 -- reported through status()
             self.error = f"{type(exc).__name__}: {exc}"
             self._up.put({"op": "error", "rank": self.rank, "error": self.error})

@@ -74,8 +74,11 @@ def annotated_profile(model: nn.Module, blocks: Iterable[str]) -> ModelProfile:
 
 
 def plan_shard(model: nn.Module, knobs: Knobs, world_size: int, gpus_per_node: int | None = None,
-               blocks: Iterable[nn.Module] | None = None) -> ShardPlan:
-    """The units and FSDP2 settings ``knobs`` give for ``model`` on ``world_size`` ranks (torch-light, no collective)."""
+               blocks: Iterable[nn.Module] | None = None, cap_prefetch: bool = False) -> ShardPlan:
+    """The units and FSDP2 settings ``knobs`` give for ``model`` on ``world_size`` ranks (torch-light, no collective).
+
+    ``cap_prefetch``: prefetch beyond the units there are is capped to them (a live trial of a
+    searched configuration: FSDP2's prefetch lists are the same) instead of refused."""
     if knobs.sharding not in SHARDED:
         raise CommtuneError(f"sharding {knobs.sharding!r}: shard() applies {', '.join(SHARDED)}; "
                             f"use commtune.runtime.wrap for all-reduce data parallelism (sharding none)")
@@ -106,15 +109,18 @@ def plan_shard(model: nn.Module, knobs: Knobs, world_size: int, gpus_per_node: i
     if not isinstance(reshard, bool) and group % reshard:
         raise CommtuneError(f"reshard_after_forward {reshard} does not divide the shard group of {group} ranks; "
                             f"give true, false or a divisor of {group}")
-    for name, value in (("forward_prefetch", knobs.forward_prefetch), ("backward_prefetch", knobs.backward_prefetch)):
-        if value > 1 and value >= len(units):
+    prefetch = {"forward_prefetch": knobs.forward_prefetch, "backward_prefetch": knobs.backward_prefetch}
+    for name, value in prefetch.items():
+        if value > 1 and value >= len(units) and cap_prefetch:
+            prefetch[name] = max(len(units) - 1, 1)
+        elif value > 1 and value >= len(units):
             raise CommtuneError(f"{name} {value}: this model has {len(units)} units under unit_bytes "
                                 f"{knobs.unit_bytes}, so at most {max(len(units) - 1, 1)} can be ahead; "
                                 f"give 0 to {max(len(units) - 1, 1)}")
     return ShardPlan(
         units=tuple(tuple(prof.layers[i].name for i in u.layers) for u in units),
-        reshard_after_forward=reshard, forward_prefetch=knobs.forward_prefetch,
-        backward_prefetch=knobs.backward_prefetch, reduce_dtype=_REDUCE_DTYPES[knobs.reduce_precision],
+        reshard_after_forward=reshard, forward_prefetch=prefetch["forward_prefetch"],
+        backward_prefetch=prefetch["backward_prefetch"], reduce_dtype=_REDUCE_DTYPES[knobs.reduce_precision],
         mesh_shape=mesh_shape,
     )
 

@@ -64,7 +64,8 @@ def synthetic_profile(
     layers = []
     for layer, f, b in zip(model.layers, fw, bw):
         tensors = tuple(GradTensor(t.name, max(1, int(round(t.numel * scale)))) for t in layer.tensors)
-        layers.append(Layer(layer.name, tensors, fwd_time_s=forward_s * f / fsum, bwd_time_s=backward_s * b / bsum))
+        layers.append(Layer(layer.name, tensors, fwd_time_s=forward_s * f / fsum, bwd_time_s=backward_s * b / bsum,
+                            block=layer.block))
     return ModelProfile(name=f"{model.name}-synthetic", layers=tuple(layers), measured_batch_size=1,
                         meta={"scale": scale, "forward_s": forward_s, "backward_s": backward_s, "share": share})
 
@@ -91,8 +92,9 @@ def sim_workload(profile: ModelProfile, optimizer: bool = False):
 
 
 def layer_specs(profile: ModelProfile) -> list[list]:
-    return [[layer.name, [t.numel for t in layer.tensors], float(layer.fwd_time_s or 0.0), float(layer.bwd_time_s or 0.0)]
-            for layer in profile.layers]
+    """What every rank builds the synthetic model from: ``[name, numels, fwd_s, bwd_s, block]`` per layer."""
+    return [[layer.name, [t.numel for t in layer.tensors], float(layer.fwd_time_s or 0.0),
+             float(layer.bwd_time_s or 0.0), layer.block] for layer in profile.layers]
 
 
 def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
@@ -129,36 +131,79 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
             s = g.sum()
             return (g, None, None, None, *[p * s for p in ctx.saved_tensors])
 
+    class SyntheticLayer(nn.Module):
+        """One profile layer: owns its tensors (``p0``, ``p1``, ...) and runs its part of the timeline."""
+
+        def __init__(self, numels: Sequence[int], gen: Any, clock: Any, fwd_end: float, bwd_end: float) -> None:
+            super().__init__()
+            self.names = [f"p{j}" for j in range(len(numels))]
+            for name, n in zip(self.names, numels):
+                self.register_parameter(name, nn.Parameter(torch.rand(n, generator=gen) - 0.5))
+            self.clock, self.fwd_end, self.bwd_end = clock, fwd_end, bwd_end
+
+        def forward(self, x):
+            params = [getattr(self, n) for n in self.names]  # FSDP2 swaps in the gathered tensors
+            if compute == "emulated":
+                return SleepLayer.apply(x, self.fwd_end, self.bwd_end, self.clock, *params)
+            return x + 1e-6 * sum((p * p).sum() for p in params) if params else x
+
+    class SyntheticBlock(nn.Module):
+        """The layers of one profile block (what ``fully_shard`` wraps as one unit at ``unit_bytes: 0``)."""
+
+        def __init__(self, layers: Sequence[nn.Module]) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(layers)
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
     class SyntheticModel(nn.Module):
         def __init__(self):
             super().__init__()
             gen = torch.Generator().manual_seed(seed)
             self.clock = Clock()
-            self.blocks = nn.ModuleList()
-            self.fwd_end, self.bwd_end = [], []
-            f_acc = 0.0
             total_b = sum(s[3] for s in specs)
-            b_acc = 0.0
-            for name, numels, f, b in specs:
-                m = nn.Module()
-                m.params = nn.ParameterList([nn.Parameter(torch.rand(n, generator=gen) - 0.5) for n in numels])
-                self.blocks.append(m)
+            f_acc = b_acc = 0.0
+            layers, blocks = [], []
+            for spec in specs:
+                _name, numels, f, b = spec[:4]
                 f_acc += f
-                self.fwd_end.append(f_acc)
                 # backward runs the layers in reverse: layer i ends after all later layers and itself
-                self.bwd_end.append(total_b - b_acc)
+                layers.append(SyntheticLayer(numels, gen, self.clock, f_acc, total_b - b_acc))
+                blocks.append(spec[4] if len(spec) > 4 else None)
                 b_acc += b
+            self.fwd_total = f_acc
+            # Without block annotations every layer is a child of ``blocks`` (one unit each). With them
+            # each block's layers form one child of ``blocks`` and a layer outside every block
+            # (embeddings, head) is a child of the root (``layer<i>``: the root's unit), as FSDP
+            # users wrap; children are registered in forward order, so parameters() keeps the
+            # profile's order (layers outside blocks between two blocks come after all blocks).
+            self.order: list[nn.Module] = []  # forward order (a plain list: not registered twice)
+            if all(blk is None for blk in blocks):
+                self.blocks = nn.ModuleList(layers)
+                self.order = list(layers)
+                return
+            for i, (layer, blk) in enumerate(zip(layers, blocks)):
+                if blk is None:
+                    self.add_module(f"layer{i}", layer)
+                    self.order.append(layer)
+                    continue
+                if not hasattr(self, "blocks"):
+                    self.blocks = nn.ModuleList()
+                if i and blocks[i - 1] == blk:
+                    self.order[-1].layers.append(layer)
+                else:
+                    self.blocks.append(SyntheticBlock([layer]))
+                    self.order.append(self.blocks[-1])
 
         def forward(self, x):
             self.clock.fwd_t0 = time.perf_counter()
-            self.clock.fwd_total = self.fwd_end[-1] if self.fwd_end else 0.0
+            self.clock.fwd_total = self.fwd_total
             self.clock.bwd_t0 = None
-            for i, m in enumerate(self.blocks):
-                params = list(m.params)
-                if compute == "emulated":
-                    x = SleepLayer.apply(x, self.fwd_end[i], self.bwd_end[i], self.clock, *params)
-                elif params:
-                    x = x + 1e-6 * sum((p * p).sum() for p in params)
+            for m in self.order:
+                x = m(x)
             return x
 
     return SyntheticModel()
@@ -166,8 +211,9 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
 
 def grad_check(model: Any, x: Any, w: Any, specs: Sequence, compute: str, world: int, device: Any,
                fp16_wire: bool = False) -> dict:
-    """Compare ``model``'s (DDP's) averaged gradients after one step of ``(model(x) * w).sum()``
-    with a plain all-reduce of a fresh synthetic model's local gradients (collective)."""
+    """Compare ``model``'s averaged gradients after one step of ``(model(x) * w).sum()`` (DDP's, or
+    FSDP2's sharded ones gathered) with a plain all-reduce of a fresh synthetic model's local
+    gradients (collective). ``fp16_wire``: a 16-bit reduction (fp16 wire, bf16 reduce), looser tolerance."""
     import torch
     import torch.distributed as dist
 
@@ -178,8 +224,9 @@ def grad_check(model: Any, x: Any, w: Any, specs: Sequence, compute: str, world:
         g = q.grad.detach().clone()
         dist.all_reduce(g)
         g /= world
-        max_err = max(max_err, float((p.grad - g).abs().max()))
-        ok = torch.allclose(p.grad, g, rtol=1e-2, atol=2e-3) if fp16_wire else torch.allclose(p.grad, g, rtol=1e-5, atol=1e-6)
+        pg = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad  # FSDP2: a DTensor shard
+        max_err = max(max_err, float((pg - g).abs().max()))
+        ok = torch.allclose(pg, g, rtol=1e-2, atol=2e-3) if fp16_wire else torch.allclose(pg, g, rtol=1e-5, atol=1e-6)
         if not ok:
             return {"allclose": False, "max_abs_err": max_err}
     return {"allclose": True, "max_abs_err": max_err}

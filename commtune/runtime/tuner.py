@@ -15,6 +15,10 @@ steps the ranks compare the median step time with the locked-in time; past
 ``(1 + drift)`` times it, a new short round (``retune_trials``) starts from the
 best configurations so far -- tuning that follows a changing network.
 
+The sharded knobs (FSDP2) are not tuned here: re-sharding builds new parameter
+objects, which the training loop's optimizer does not hold. The live search
+(``commtune search --objective live``) measures them on fresh copies instead.
+
 In a training loop::
 
     tuner = AutoTuner(module, trials=8, initial=[profile.knobs], profile_out="tuned.json")
@@ -38,7 +42,7 @@ import torch.distributed as dist
 
 from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
-from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
+from commtune.knobs import DDP_DEFAULT, KNOBS, SHARDING_KNOBS, Knobs
 from commtune.profiles import Profile, load_profile, provenance, save_profile
 from commtune.runtime.ddp_plan import APPLIES, DDPPlan, plan_for
 from commtune.runtime.fingerprint import module_profile
@@ -79,6 +83,10 @@ def parse_space(space: dict[str, Any] | None) -> tuple[dict[str, Param], dict[st
             if spec not in ("static", {"value": "static"}, ["static"]):
                 raise CommtuneError("space: DDP buckets statically; fusion_policy can only be 'static'")
             continue
+        if name in SHARDING_KNOBS:
+            raise CommtuneError(f"space: {name!r} is a sharded knob: the AutoTuner tunes DDP in place, and "
+                                f"re-sharding would replace the parameters your optimizer holds; search the sharded "
+                                f"knobs with commtune search --objective live --space fsdp (same ranks, fresh copies)")
         if name not in TUNABLE:
             allowed = ", ".join(TUNABLE)
             raise CommtuneError(f"space: {name!r} cannot be tuned on a live DDP job; tunable: {allowed}")
@@ -136,6 +144,11 @@ def _as_config(item: Any, base: Knobs) -> Config:
         item = load_profile(item)
     if isinstance(item, Config):
         return item
+    knobs = item.knobs if isinstance(item, Profile) else item
+    sharding = knobs.sharding if isinstance(knobs, Knobs) else item.get("sharding", "none") if isinstance(item, dict) else "none"
+    if sharding != "none":
+        raise CommtuneError(f"initial configurations of the AutoTuner run DDP; this one is sharded (sharding "
+                            f"{sharding}): apply it with commtune.runtime.shard")
     if isinstance(item, Profile):
         return Config(dataclasses.replace(item.knobs, fusion_policy="static"))
     if isinstance(item, Knobs):

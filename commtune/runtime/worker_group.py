@@ -4,8 +4,9 @@ The search process (the *driver*) holds a :class:`WorkerGroup`; every rank runs
 :func:`serve`. For each trial the driver sends the configuration to rank 0,
 rank 0 broadcasts it on the :class:`~commtune.runtime.worker_loop.ControlChannel`,
 every rank rebuilds only what changed (:class:`~commtune.runtime.worker_loop.Reconfigurer`:
-the DDP wrapper around the same module; stream process groups are cached per
-stream count) and runs :func:`~commtune.runtime.worker_loop.run_trial` (the loop
+the DDP wrapper around the same module, stream process groups cached per
+stream count; a sharded configuration -- ``sharding`` grad / full / hybrid --
+shards a fresh copy of the model with FSDP2, on the same ranks) and runs :func:`~commtune.runtime.worker_loop.run_trial` (the loop
 the AutoTuner shares). With pruning, rank 0 sends each timed step's slowest-rank
 time and waits for the driver's go/stop; the result ends the trial, and the
 next trial runs in the same processes.
@@ -136,11 +137,16 @@ class QueueLink:
 # --------------------------------------------------------------------------- rank side
 
 class Workload:
-    """The module the ranks train and one step of it (synthetic mirror or the user's model)."""
+    """The module the ranks train and one step of it (synthetic mirror or the user's model).
+
+    ``fresh()`` builds a new unsharded copy of ``module`` with the same weights (what a
+    sharded trial shards: ``fully_shard`` changes a module for good)."""
 
     def __init__(self, module: Any, step: Callable[[Any], Any], records: list | None = None,
-                 clock: Any = None, name: str = "model", inputs: tuple = (), spec: tuple | None = None) -> None:
+                 clock: Any = None, name: str = "model", inputs: tuple = (), spec: tuple | None = None,
+                 fresh: Callable[[], Any] | None = None) -> None:
         self.module, self.step, self.records, self.clock, self.name = module, step, records, clock, name
+        self.fresh = fresh
         self.inputs = inputs  # the synthetic model's (x, w), for the gradient check
         self.spec = spec  # the synthetic model's (layers, compute), for the gradient check
         self.t0 = 0.0
@@ -173,10 +179,18 @@ def make_workload(task: dict, device: Any, rank: int) -> Workload:
         def user_step(model: Any) -> None:
             _scalar_loss(torch, model(example)).backward()
 
-        return Workload(module, user_step, name=type(module).__name__)
+        def user_copy() -> Any:
+            copy = build_module(factory).to(device).train()
+            copy.load_state_dict(module.state_dict())
+            return copy
+
+        return Workload(module, user_step, name=type(module).__name__, fresh=user_copy)
     from commtune.runtime.synthetic import build_model
 
-    module = build_model(task["layers"], task.get("compute", "emulated")).to(device)
+    def synthetic_copy() -> Any:  # the same weights: the model's generator is seeded
+        return build_model(task["layers"], task.get("compute", "emulated")).to(device)
+
+    module = synthetic_copy()
     x = torch.randn(4, 8, device=device)
     w = torch.randn(4, 8, device=device)
 
@@ -184,28 +198,38 @@ def make_workload(task: dict, device: Any, rank: int) -> Workload:
         (model(x) * w).sum().backward()
 
     return Workload(module, synthetic_step, records=[], clock=module.clock, name="synthetic", inputs=(x, w),
-                    spec=(task["layers"], task.get("compute", "emulated")))
+                    spec=(task["layers"], task.get("compute", "emulated")), fresh=synthetic_copy)
 
 
-def _trial_result(msg: dict, knobs: Knobs, out: dict, wl: Workload) -> dict:
+def _trial_result(msg: dict, knobs: Knobs, out: dict, wl: Workload, reconf: Any) -> dict:
     times = out["step_times_s"]
     res = {"op": "result", "id": msg["id"], "knobs": knobs.to_dict(),
            "step_time_s": float(statistics.median(times)) if times else float("nan"),
            "step_times_s": times, "warmup_times_s": out["warmup_times_s"], "steps_wall_s": out["steps_wall_s"],
            "rebuild_s": out["rebuild_s"], "rebuilt": out["rebuilt"], "pruned": out["stopped"], "buckets": [],
            "host_busy_cores": out.get("host_busy_cores"), "host_cores": out.get("host_cores")}
+    sp = reconf.shard_plan
+    if sp is not None:  # FSDP2: the units it sharded and the prefetch it applied (capped to the units)
+        res["shard"] = {"units": len(sp.units), "forward_prefetch": sp.forward_prefetch,
+                        "backward_prefetch": sp.backward_prefetch, "mesh_shape": list(sp.mesh_shape)}
+    clock = getattr(reconf.current, "clock", None) if wl.clock is not None else None
     if wl.records is not None:
-        bwd0 = (wl.clock.bwd_t0 if wl.clock is not None else None) or wl.t0
+        bwd0 = (clock.bwd_t0 if clock is not None else None) or wl.t0
         res["buckets"] = [{"index": i, "grad_bytes": nb, "start_s": s - bwd0, "end_s": e - bwd0}
-                          for i, nb, s, e in sorted(wl.records)]
+                          for i, nb, s, e in sorted(wl.records)] if sp is None else []
         res["forward_s"] = bwd0 - wl.t0
     return res
 
 
 def serve(link: Any, wl: Workload, *, mode: str | None = None, steps: int = 8, warmup: int = 1,
           tick: Callable[[], None] = lambda: None, driver_alive: Callable[[], bool] = lambda: True,
-          check_grads: bool = False, process_group: Any = None, device: Any = None) -> int:
+          check_grads: bool = False, process_group: Any = None, device: Any = None,
+          gpus_per_node: int | None = None) -> int:
     """Every rank: run trials until the driver says stop; returns the number of trials.
+
+    A sharded configuration runs FSDP2 on a fresh copy of ``wl``'s model
+    (:func:`~commtune.runtime.worker_loop.trial_plan`); ``gpus_per_node`` is what
+    ``shard_group_size: 0`` means (None: the world).
 
     ``link`` (rank 0 only; None elsewhere) carries the driver's messages:
     ``{"op": "trial", "id", "knobs", "stream_mode"?, "steps"?, "warmup"?, "prune", "lookahead"?}``
@@ -215,13 +239,13 @@ def serve(link: Any, wl: Workload, *, mode: str | None = None, steps: int = 8, w
     and ``{"op": "result", ...}`` per trial.
     """
     from commtune.runtime.apply import plan_for
-    from commtune.runtime.worker_loop import ControlChannel, Pruning, Reconfigurer, run_trial
+    from commtune.runtime.worker_loop import ControlChannel, Pruning, Reconfigurer, run_trial, trial_plan
 
     channel = ControlChannel(process_group)
     src = channel.is_src
     reconf = Reconfigurer(wl.module, process_group, always_hook=wl.records is not None,
                           hook_options={"recorder": lambda i, nb, t0, t1: wl.records.append((i, nb, t0, t1))}
-                          if wl.records is not None else None)
+                          if wl.records is not None else None, fresh=wl.fresh)
     tick()
     reconf.apply(plan_for(DDP_DEFAULT))  # first DDP build and stream group before the first trial
     if src:
@@ -240,7 +264,7 @@ def serve(link: Any, wl: Workload, *, mode: str | None = None, steps: int = 8, w
         if msg["op"] != "trial":
             return trials
         knobs = Knobs.from_dict(msg["knobs"])
-        plan = plan_for(knobs, msg.get("stream_mode") or mode)
+        plan = trial_plan(knobs, msg.get("stream_mode") or mode, gpus_per_node)
 
         waited = [0.0]
 
@@ -257,9 +281,10 @@ def serve(link: Any, wl: Workload, *, mode: str | None = None, steps: int = 8, w
         out = run_trial(reconf, plan, wl.run_step, channel, int(msg.get("warmup", warmup)), int(msg.get("steps", steps)),
                         pruning=pruning, tick=tick)
         trials += 1
-        grad = _grad_check(wl, knobs, process_group, device) if check_grads and wl.spec is not None else None
+        grad = _grad_check(wl, reconf.current, knobs, process_group, device) \
+            if check_grads and wl.spec is not None else None
         if src:
-            res = _trial_result(msg, knobs, out, wl)
+            res = _trial_result(msg, knobs, out, wl, reconf)
             res["decision_wait_s"] = waited[0]
             if grad is not None:
                 res["grad_check"] = grad
@@ -279,14 +304,15 @@ def _check_driver(alive: Callable[[], bool]) -> Callable[[], None]:
     return check
 
 
-def _grad_check(wl: Workload, knobs: Knobs, process_group: Any, device: Any) -> dict:
-    """After a trial: the current wrapper's averaged gradients against a plain all-reduce
-    of a fresh copy's local gradients (the synthetic model only)."""
+def _grad_check(wl: Workload, module: Any, knobs: Knobs, process_group: Any, device: Any) -> dict:
+    """After a trial: the current module's averaged gradients (DDP's, or FSDP2's shards gathered)
+    against a plain all-reduce of a fresh copy's local gradients (the synthetic model only)."""
     from commtune.runtime.synthetic import grad_check
 
     x, w = wl.inputs
     layers, compute = wl.spec
-    return grad_check(wl.module, x, w, layers, compute, _world(process_group), device, knobs.wire_precision != "fp32")
+    low = knobs.reduce_precision != "fp32" if knobs.sharding != "none" else knobs.wire_precision != "fp32"
+    return grad_check(module, x, w, layers, compute, _world(process_group), device, low)
 
 
 # --------------------------------------------------------------------------- driver side
@@ -415,7 +441,8 @@ def serve_in_job(task: dict, link: Any = None, device: Any = None) -> int:
 
     wl = make_workload(task, device or "cpu", dist.get_rank())
     return serve(link, wl, mode=task.get("mode"), steps=int(task["steps"]), warmup=int(task["warmup"]),
-                 check_grads=bool(task.get("check_grads")), device=device or "cpu")
+                 check_grads=bool(task.get("check_grads")), device=device or "cpu",
+                 gpus_per_node=task.get("gpus_per_node"))
 
 
 # --------------------------------------------------------------------------- a job the user launched

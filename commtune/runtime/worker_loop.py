@@ -10,7 +10,12 @@ persistent worker group of ``commtune search --objective live``
   :class:`~commtune.runtime.apply.DDPPlan` rebuilds the wrapper around the
   same parameters (stream process groups come from the cache of
   :func:`~commtune.runtime.hooks.stream_groups`: created once per stream
-  count, reused); the same plan keeps the wrapper;
+  count, reused); the same plan keeps the wrapper. A :class:`ShardSpec`
+  (a sharded configuration, :func:`trial_plan`) shards a fresh copy of the
+  module with FSDP2 (:func:`commtune.runtime.shard.plan_shard` /
+  ``apply_plan``; ``fully_shard`` changes a module for good, so every new
+  sharded configuration gets its own copy and the previous copy is freed;
+  device meshes are cached per shape);
 * :class:`TrialTimer` -- warm-up and timed step times of one trial;
 * :func:`run_trial` -- the loop the worker group runs on every rank: apply,
   warm up, time steps (slowest rank per step), ask the source rank after each
@@ -18,6 +23,8 @@ persistent worker group of ``commtune search --objective live``
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
 import inspect
 import os
 import statistics
@@ -29,7 +36,9 @@ import torch.distributed as dist
 
 from commtune.errors import CommtuneError
 from commtune.host_load import busy_between, cpu_jiffies
+from commtune.knobs import SHARDED, Knobs
 from commtune.runtime.apply import DDPPlan, build_ddp
+from commtune.runtime.ddp_plan import live_key, plan_for
 
 _DDP_HAS_INIT_SYNC = "init_sync" in inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
 
@@ -69,6 +78,26 @@ class ControlChannel:
         dist.barrier(group=self.group)
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+    """A sharded trial: the configuration FSDP2 applies (:func:`~commtune.runtime.ddp_plan.live_key`)
+    and the ranks per node that ``shard_group_size: 0`` means (None: the world)."""
+
+    knobs: Knobs
+    gpus_per_node: int | None = None
+
+    def describe(self) -> str:
+        return self.knobs.describe()
+
+
+def trial_plan(knobs: Knobs, stream_mode: str | None = None, gpus_per_node: int | None = None) -> DDPPlan | ShardSpec:
+    """What a live trial of ``knobs`` builds: a :class:`DDPPlan` (``sharding: none``;
+    ``stream_mode`` overrides the knobs') or a :class:`ShardSpec` (FSDP2)."""
+    if knobs.sharding in SHARDED:
+        return ShardSpec(live_key(knobs), gpus_per_node)
+    return plan_for(knobs, stream_mode)
+
+
 class Reconfigurer:
     """Keeps ``module`` wrapped in DDP under the current plan; rebuilds only on a change.
 
@@ -77,36 +106,82 @@ class Reconfigurer:
     parameters are the same objects throughout (optimizers stay valid).
     ``always_hook``: reduce through commtune's hook also for one fp32 stream
     (the live probe does, for per-bucket timings).
+
+    A :class:`ShardSpec` needs ``fresh``: a callable returning a new unsharded
+    copy of ``module`` (same weights); the copy is sharded with FSDP2 and
+    becomes :attr:`current` until the next change (``module`` itself is never
+    sharded, so DDP plans keep wrapping it).
     """
 
     def __init__(self, module: torch.nn.Module, process_group: Any = None, *,
                  hook_options: dict[str, Any] | None = None, always_hook: bool = False,
-                 **ddp_kwargs: Any) -> None:
+                 fresh: Callable[[], torch.nn.Module] | None = None, **ddp_kwargs: Any) -> None:
         self.module = module
         self.process_group = process_group
         self.hook_options = hook_options
         self.always_hook = always_hook
+        self.fresh = fresh
         self.ddp_kwargs = ddp_kwargs
-        self.plan: DDPPlan | None = None
+        self.plan: DDPPlan | ShardSpec | None = None
         self.model: Any = None
+        self.shard_plan: Any = None  # the ShardPlan of the current sharded copy (None under DDP)
         self.rebuilds = 0
+        self._meshes: dict[tuple[int, ...], Any] = {}
 
-    def apply(self, plan: DDPPlan) -> Any:
-        """The DDP wrapper for ``plan`` (collective when it changes)."""
-        if self.model is not None and same_ddp(plan, self.plan):
+    @property
+    def current(self) -> torch.nn.Module:
+        """The module being trained: ``module`` under DDP, the sharded copy under FSDP2."""
+        return self.module if self.shard_plan is None else self.model
+
+    def apply(self, plan: DDPPlan | ShardSpec) -> Any:
+        """The wrapper for ``plan`` (collective when it changes): DDP, or an FSDP2-sharded copy."""
+        if self.model is not None and (plan == self.plan if isinstance(plan, ShardSpec) else same_ddp(plan, self.plan)):
             return self.model
+        if isinstance(plan, ShardSpec) and self.fresh is None:
+            raise CommtuneError("sharded configurations need a way to build a fresh copy of the model "
+                                "(Reconfigurer(fresh=...)); this job tunes DDP only")
         self._retire(self.model)
-        self.model = None
-        kwargs = dict(self.ddp_kwargs)
-        if self.rebuilds and _DDP_HAS_INIT_SYNC:
-            # The ranks' parameters are already equal (the first wrapper synced them, DDP keeps them
-            # so): skip the rebuild's broadcast of every parameter from rank 0.
-            kwargs.setdefault("init_sync", False)
-        self.model = build_ddp(self.module, plan, self.process_group, hook_options=self.hook_options,
-                               always_hook=self.always_hook, **kwargs)
+        self.model = self.shard_plan = None
+        if isinstance(plan, ShardSpec):
+            self.model = self._shard(plan)
+        else:
+            kwargs = dict(self.ddp_kwargs)
+            if self.rebuilds and _DDP_HAS_INIT_SYNC:
+                # The ranks' parameters are already equal (the first wrapper synced them, DDP keeps them
+                # so): skip the rebuild's broadcast of every parameter from rank 0.
+                kwargs.setdefault("init_sync", False)
+            self.model = build_ddp(self.module, plan, self.process_group, hook_options=self.hook_options,
+                                   always_hook=self.always_hook, **kwargs)
         self.plan = plan
         self.rebuilds += 1
         return self.model
+
+    def _shard(self, spec: ShardSpec) -> torch.nn.Module:
+        from commtune.runtime.shard import apply_plan, plan_shard
+
+        gc.collect()  # the previous sharded copy (retired above) goes before the next is built
+        copy = self.fresh()
+        plan = plan_shard(copy, spec.knobs, dist.get_world_size(self.process_group), spec.gpus_per_node,
+                          cap_prefetch=True)
+        model = apply_plan(copy, plan, self._mesh(plan.mesh_shape, copy))
+        self.shard_plan = plan
+        return model
+
+    def _mesh(self, shape: tuple[int, ...], module: torch.nn.Module) -> Any:
+        """The device mesh of ``shape`` over the ranks (created once per shape: new groups are collective)."""
+        if shape not in self._meshes:
+            from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+            p = next(module.parameters(), None)
+            device = p.device.type if p is not None else "cpu"
+            if self.process_group is not None:
+                if len(shape) > 1:
+                    raise CommtuneError("hybrid sharding needs the job's whole world (no process_group)")
+                self._meshes[shape] = DeviceMesh.from_group(self.process_group, device)
+            else:
+                names = ("replicate", "shard") if len(shape) == 2 else ("shard",)
+                self._meshes[shape] = init_device_mesh(device, shape, mesh_dim_names=names)
+        return self._meshes[shape]
 
     @staticmethod
     def _retire(old: Any) -> None:
@@ -121,9 +196,9 @@ class Reconfigurer:
         old.forward = replaced
 
 
-def same_ddp(a: DDPPlan | None, b: DDPPlan | None) -> bool:
+def same_ddp(a: DDPPlan | ShardSpec | None, b: DDPPlan | ShardSpec | None) -> bool:
     """Whether two plans build the same DDP (the stream mode does not matter for one stream)."""
-    if a is None or b is None:
+    if not isinstance(a, DDPPlan) or not isinstance(b, DDPPlan):
         return a is b
     key = lambda p: (p.bucket_cap_bytes, p.first_bucket_bytes, p.num_streams, p.wire_precision,  # noqa: E731
                      p.stream_mode if p.num_streams > 1 else "-")
@@ -183,10 +258,11 @@ class Pruning:
         self.send, self.stop, self.lookahead = send, stop, lookahead
 
 
-def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any], channel: ControlChannel,
+def run_trial(reconf: Reconfigurer, plan: DDPPlan | ShardSpec, step_fn: Callable[[Any], Any], channel: ControlChannel,
               warmup: int, steps: int, *, pruning: Pruning | None = None,
               tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """Every rank: apply ``plan``, run ``warmup`` + ``steps`` calls of ``step_fn(ddp_model)``.
+    """Every rank: apply ``plan``, run ``warmup`` + ``steps`` calls of ``step_fn(model)`` (the DDP
+    wrapper, or the FSDP2-sharded copy of a :class:`ShardSpec`).
 
     Each step starts from zeroed gradients with the ranks together; its time
     on a rank runs to the end of backward (all buckets reduced). One small
@@ -218,10 +294,10 @@ def run_trial(reconf: Reconfigurer, plan: DDPPlan, step_fn: Callable[[Any], Any]
     while not timer.done:
         if cpu0 is None and not timer.in_warmup:
             cpu0 = cpu_jiffies()
-        zero_grads(reconf.module)
+        zero_grads(reconf.current)
         t0 = time.perf_counter()
         step_fn(model)
-        _sync(reconf.module)
+        _sync(reconf.current)
         dt = time.perf_counter() - t0
         warm = timer.in_warmup
         timer.add(dt)
