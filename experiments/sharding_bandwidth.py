@@ -3,7 +3,7 @@
 Claim: for Llama-3-8B on 16 x 8 H100 the best sharding and the gain of tuning over each framework's
 defaults move with the inter-node bandwidth (10 to 400 Gbit/s): DDP does not fit an 80 GB GPU at all,
 and tuned sharded configurations beat ZeRO-2's, FSDP2's and HSDP's defaults most on slow links (simulated).
-Runs: ~1.5 min (24 searches of 30 trials). Root: no.
+Runs: ~2 min (24 searches of 30 trials). Root: no.
 Writes: ``experiments/results/sharding_bandwidth.{md,json,png}``.
 
 Scenario: ``llama3-8b`` (the zoo's Meta-Llama-3-8B shapes), sequence length 4096, batch 2 sequences
