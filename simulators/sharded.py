@@ -251,16 +251,27 @@ def collective_lines(knobs: KnobArrays, params: ShardedParams, workload: Workloa
     param_bytes = 4.0 if workload.precision == "fp32" else 2.0
     grad_bytes = np.where(knobs.reduce_precision == "bf16", 2.0, 4.0)
     jitter = float(getattr(cluster, "collective_jitter_s", 0.0))
-    ranks = np.stack([group, regroup, group, cluster.world_size / group], axis=1).astype(np.float64)
-    coef = np.stack([_coeffs(network, "allgather", streams, group), _coeffs(network, "allgather", streams, regroup),
-                     _coeffs(network, "reduce_scatter", streams, group),
-                     _coeffs(network, "replica_allreduce", streams, group)], axis=1)  # (rows, 4, 3)
-    w = jitter * np.sqrt(2.0 * np.log(np.maximum(ranks, 1.0))) if jitter > 0 else np.zeros(ranks.shape)
-    a, b, f = coef[..., 0], coef[..., 1], coef[..., 2]
-    # bytes per element are powers of two: b*bytes*E is exactly b*(bytes*E)
-    size = np.stack([np.broadcast_to(param_bytes, group.shape)] * 2 + [grad_bytes] * 2, axis=1)
-    runs = (ranks > 1) & np.stack([np.ones(group.shape, bool)] * 3 + [params.hybrid], axis=1)
-    return np.where(runs[..., None], np.stack([a + w, b * size, np.where(f > 0, f + w, 0.0)], axis=-1), 0.0)
+    rows = len(group)
+    ranks = np.empty((rows, 4))
+    ranks[:, 0] = ranks[:, 2] = group
+    ranks[:, 1] = regroup
+    ranks[:, 3] = cluster.world_size / group
+    coef = np.empty((rows, 4, 3))
+    for c, (op, grp) in enumerate((("allgather", group), ("allgather", regroup), ("reduce_scatter", group),
+                                   ("replica_allreduce", group))):
+        coef[:, c] = _coeffs(network, op, streams, grp)
+    w = jitter * np.sqrt(2.0 * np.log(np.maximum(ranks, 1.0))) if jitter > 0 else 0.0
+    size = np.empty((rows, 4))  # bytes per element, powers of two: b*bytes*E is exactly b*(bytes*E)
+    size[:, :2] = param_bytes
+    size[:, 2:] = grad_bytes[:, None]
+    out = np.empty((rows, 4, 3))
+    out[..., 0] = coef[..., 0] + w
+    out[..., 1] = coef[..., 1] * size
+    out[..., 2] = np.where(coef[..., 2] > 0, coef[..., 2] + w, 0.0)
+    runs = ranks > 1
+    runs[:, 3] &= params.hybrid
+    out[~runs] = 0.0
+    return out
 
 
 def unit_times(plan: UnitPlan, lines: np.ndarray, sharpness: float = math.inf) -> np.ndarray:
