@@ -44,9 +44,15 @@ apply. ::
     step = max(end of compute, end of the last collective) + optimizer_s/group + step_overhead
 
 :func:`schedule_sharded` is the reference scheduler (one configuration, with
-its collectives); :func:`sharded_batch` runs the same timeline for many
-configurations in a loop compiled by numba where it imports (a pure-Python
-fallback otherwise), and agrees with the reference exactly.
+its collectives); :func:`timeline` runs the same timeline for many
+configurations (:func:`sharded_batch`, and ``Simulator.run`` as one row) in a
+loop compiled by numba where it imports (a pure-Python fallback otherwise), and
+agrees with the reference exactly; ``StepResult.collectives`` is the
+reference's, built when read. The collective times are one line per
+configuration and collective (:func:`collective_lines`, from the network's
+coefficients tabulated per group size, :func:`shard_coeff_table`) applied to
+each unit's elements (:func:`unit_times`); a positive ``unit_bytes`` groups
+units by a compiled greedy pass equal to ``group_units`` (:meth:`UnitPlan.build`).
 """
 from __future__ import annotations
 
