@@ -166,7 +166,8 @@ def write_results(out: dict) -> None:
              "met": "yes" if out["sharded_batch_evals_per_s"] >= SHARDED_TARGETS["batch_evals_per_s"] else "no"}]
     for key, what in (("sharded_single_eval_us", "one sharded configuration (`Simulator.run`)"),
                       ("sharded_cold_single_eval_us", "one sharded configuration, a new `unit_bytes` each")):
-        rows.append({"what": what, "measured": f"{out[key]} us", "target": f"<= {SHARDED_TARGETS['single_eval_us']:g} us",
+        rows.append({"what": what, "measured": f"{out[key]} us",
+                     "target": f"<= {SHARDED_TARGETS['single_eval_us']:g} us",
                      "met": "yes" if out[key] <= SHARDED_TARGETS["single_eval_us"] else "no"})
     C.write_md("bench_simulator.md", f"""# Simulator speed (ResNet-50, 16 x 8 GPUs, vpc-32gbit, one core)
 

@@ -114,7 +114,7 @@ def _bounded_get(cache: dict, key, build: Callable, limit: int):
     if value is None:
         value = build()
         if len(cache) >= limit:
-            del cache[next(iter(cache))]
+            cache.pop(next(iter(cache), None), None)
         cache[key] = value
     return value
 
