@@ -284,7 +284,8 @@ def unit_times(plan: UnitPlan, lines: np.ndarray, sharpness: float = math.inf) -
     """Seconds of each collective (:data:`COLLECTIVES`) of each unit of ``plan`` for each row of
     ``lines`` (:func:`collective_lines`): (configurations, 4, units); ``sharpness`` the
     network's ``bound_sharpness``."""
-    line = lines[..., 0, None] + lines[..., 1, None] * plan.numel
+    line = lines[..., 1, None] * plan.numel
+    line += lines[..., 0, None]  # a + b*E
     floor = lines[..., 2, None]
     return latency_bounded(line, floor, sharpness) if (floor > 0).any() else line
 
