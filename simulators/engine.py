@@ -8,10 +8,10 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-from dataclasses import dataclass
-from typing import Sequence
+import math
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -20,7 +20,9 @@ from commtune.knobs import Knobs
 from simulators.batch import schedule_batch
 from simulators.kernels import NSCRATCH, kernels
 from simulators.network import NetworkModel, network_for
-from simulators.sharded import Collective, UnitPlan, schedule_sharded, sharded_batch, sharded_params, unit_times
+from commtune.models.units import layer_numels
+from simulators.sharded import (Collective, UnitPlan, collective_lines, reference_collectives, sharded_batch,
+                                sharded_params, timeline, unit_times)
 from simulators.system import Buffer, KnobArrays, system_params, system_row, system_terms
 from simulators.workload import Workload
 
@@ -62,7 +64,9 @@ class StepResult:
     :mod:`simulators.sharded`: ``num_buffers`` counts units, ``comm_time_s``
     is the sum of the collectives' durations, negotiation is 0,
     ``optimizer_s`` the optimizer on the shard and ``collectives`` the
-    per-unit timeline (``buffers`` stays empty).
+    per-unit timeline (``buffers`` stays empty). The metrics come from the
+    compiled timeline; ``collectives`` is built by the reference scheduler
+    when first read (``collectives_fn``, its recipe, is no metric).
     """
 
     step_time_s: float
@@ -79,13 +83,43 @@ class StepResult:
     optimizer_s: float = 0.0
     interference_s: float = 0.0
     buffers: tuple[Buffer, ...] = ()
-    collectives: tuple[Collective, ...] = ()
+    collectives_fn: Callable[[], tuple[Collective, ...]] | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def collectives(self) -> tuple[Collective, ...]:
+        """The sharded collectives in issue order (reference scheduler, built on first read); () for all-reduce."""
+        return self.collectives_fn() if self.collectives_fn is not None else ()
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("buffers")
-        d.pop("collectives")
-        return d
+        """The metrics (every field but ``buffers`` and ``collectives_fn``)."""
+        return {name: getattr(self, name) for name in _METRIC_FIELDS}
+
+
+_METRIC_FIELDS = tuple(name for name in StepResult.__dataclass_fields__ if name not in ("buffers", "collectives_fn"))
+
+#: how many unit plans (one per ``unit_bytes``) and sharded collective lines (one per configuration
+#: but its ``unit_bytes`` and prefetch) a simulator keeps
+PLAN_CACHE, LINE_CACHE = 256, 4096
+
+
+class _ShardedEntry(NamedTuple):
+    """What :meth:`Simulator.run` of a sharded configuration needs besides its units and prefetch depths."""
+
+    lines: np.ndarray  # collective_lines, (1, 4, 3)
+    regather: np.ndarray  # (1,) bool
+    hybrid: np.ndarray  # (1,) bool
+    optimizer_s: float
+
+
+def _bounded_get(cache: dict, key, build: Callable, limit: int):
+    """``cache[key]``, built by ``build()`` when missing; beyond ``limit`` entries the oldest goes."""
+    value = cache.get(key)
+    if value is None:
+        value = build()
+        if len(cache) >= limit:
+            cache.pop(next(iter(cache), None), None)
+        cache[key] = value
+    return value
 
 
 class Simulator:
@@ -107,16 +141,17 @@ class Simulator:
         self._hooks_s = float(hooks[-1]) if len(hooks) else 0.0
         self._bytes = workload.grad_bytes.astype(np.float64)
         self._terms = system_terms(workload, self.network, cluster)
-        self._layer_fwd = workload.layer_forward_s * self._stretch
-        self._layer_bwd = workload.layer_backward_s * self._stretch
+        self._layer_fwd = np.ascontiguousarray(workload.layer_forward_s * self._stretch, dtype=np.float64)
+        self._layer_bwd = np.ascontiguousarray(workload.layer_backward_s * self._stretch, dtype=np.float64)
+        self._layer_numel = np.asarray(layer_numels(workload.profile), dtype=np.int64) if workload.profile else None
         self._plans: dict[int, UnitPlan] = {}
+        self._entries: dict[tuple, _ShardedEntry] = {}
+        self._sharpness = float(getattr(self.network, "bound_sharpness", math.inf))
 
     def unit_plan(self, unit_bytes: int) -> UnitPlan:
-        """The workload's sharding units under ``unit_bytes`` (cached)."""
-        plan = self._plans.get(unit_bytes)
-        if plan is None:
-            plan = self._plans[unit_bytes] = UnitPlan.build(self.workload, unit_bytes)
-        return plan
+        """The workload's sharding units under ``unit_bytes`` (cached, at most :data:`PLAN_CACHE`)."""
+        return _bounded_get(self._plans, unit_bytes,
+                            lambda: UnitPlan.build(self.workload, unit_bytes, self._layer_numel), PLAN_CACHE)
 
     def _finish_sharded(self, compute_end, comm_end, busy, units, optimizer_s) -> dict:
         """Step metrics of sharded configurations (:mod:`simulators.sharded`)."""
@@ -136,23 +171,35 @@ class Simulator:
             "interference_s": zero + (self._stretch - 1.0) * (w.forward_s + w.backward_s),
         }
 
-    def _run_sharded(self, knobs: Knobs) -> StepResult:
+    def _sharded_entry(self, knobs: Knobs) -> _ShardedEntry:
+        """The collective lines and flags of one sharded configuration (all but its units and prefetch)."""
         arrays = KnobArrays.from_knobs([knobs])
-        plan = self.unit_plan(int(knobs.unit_bytes))
         params = sharded_params(arrays, self.workload, self.cluster)
-        times = [x[0].tolist() for x in unit_times(plan, arrays, params, self.workload, self.network, self.cluster)]
-        collectives, compute_end, comm_end, busy = schedule_sharded(
-            plan, self._layer_fwd.tolist(), self._layer_bwd.tolist(), *times, bool(params.regather[0]),
-            bool(params.hybrid[0]), int(params.forward_prefetch[0]), int(params.backward_prefetch[0]))
-        opt = float(params.optimizer_s[0])
-        m = self._finish_sharded(compute_end, comm_end, busy, len(plan.names), opt)
+        return _ShardedEntry(collective_lines(arrays, params, self.workload, self.network, self.cluster),
+                             params.regather.astype(np.bool_), params.hybrid.astype(np.bool_),
+                             float(params.optimizer_s[0]))
+
+    def _run_sharded(self, knobs: Knobs) -> StepResult:
+        # the lines are cached per (streams, sharding, group, reshard, precision), the plans per unit_bytes
+        key = (knobs.num_streams, knobs.sharding, knobs.shard_group_size, knobs.reshard_after_forward,
+               knobs.reduce_precision)
+        e = _bounded_get(self._entries, key, lambda: self._sharded_entry(knobs), LINE_CACHE)
+        plan = self.unit_plan(int(knobs.unit_bytes))
+        times = unit_times(plan, e.lines, self._sharpness)
+        pf, pb = int(knobs.forward_prefetch), int(knobs.backward_prefetch)
+        compute_end, comm_end, busy = timeline(plan, self._layer_fwd, self._layer_bwd, times, e.regather, e.hybrid,
+                                               np.array([pf], dtype=np.int64), np.array([pb], dtype=np.int64))
+        units = len(plan.numel)
+        m = self._finish_sharded(float(compute_end[0]), float(comm_end[0]), float(busy[0]), units, e.optimizer_s)
         return StepResult(
             step_time_s=float(m["step_time_s"]), compute_time_s=float(m["compute_time_s"]),
             comm_time_s=float(m["comm_time_s"]), exposed_comm_s=float(m["exposed_comm_s"]),
             scaling_efficiency=float(m["scaling_efficiency"]), samples_per_s=float(m["samples_per_s"]),
-            num_buffers=len(plan.names), negotiation_s=0.0, negotiation_msgs_rank0=0,
-            forward_s=self.workload.forward_s, backward_s=self.workload.backward_s, optimizer_s=opt,
-            interference_s=float(m["interference_s"]), collectives=tuple(collectives),
+            num_buffers=units, negotiation_s=0.0, negotiation_msgs_rank0=0,
+            forward_s=self.workload.forward_s, backward_s=self.workload.backward_s, optimizer_s=e.optimizer_s,
+            interference_s=float(m["interference_s"]),
+            collectives_fn=functools.partial(reference_collectives, plan, self._layer_fwd, self._layer_bwd, times,
+                                             bool(e.regather[0]), bool(e.hybrid[0]), pf, pb),
         )
 
     def _batch_sharded(self, knobs: KnobArrays) -> dict[str, np.ndarray]:
@@ -161,16 +208,16 @@ class Simulator:
         params = sharded_params(knobs, self.workload, self.cluster)
         compute_end, comm_end, busy = np.zeros(n), np.zeros(n), np.zeros(n)
         units = np.zeros(n, dtype=np.int64)
+        lines = collective_lines(knobs, params, self.workload, self.network, self.cluster)
         values, inverse = np.unique(knobs.unit_bytes, return_inverse=True)
         for v, value in enumerate(values.tolist()):
             idx = np.flatnonzero(inverse == v)
             plan = self.unit_plan(int(value))
-            sub = knobs.take(idx)
-            sub_params = sharded_params(sub, self.workload, self.cluster)
-            times = unit_times(plan, sub, sub_params, self.workload, self.network, self.cluster)
+            sub_params = params.take(idx)
+            times = unit_times(plan, lines[idx], self._sharpness)
             compute_end[idx], comm_end[idx], busy[idx] = sharded_batch(
                 plan, self._layer_fwd, self._layer_bwd, times, sub_params)
-            units[idx] = len(plan.names)
+            units[idx] = len(plan.numel)
         return self._finish_sharded(compute_end, comm_end, busy, units, params.optimizer_s)
 
     def _finish(self, comm_end, busy, nbuf, rounds, nego_s, nego_msgs, delay) -> dict:

@@ -52,7 +52,7 @@ def group_units(model: ModelProfile, unit_bytes: int = 0) -> list[Unit]:
     """The units of ``model`` under ``unit_bytes``, in forward order of first use."""
     if unit_bytes < 0:
         raise ValueError(f"unit_bytes {unit_bytes} is negative")
-    numels = [sum(t.numel for t in layer.tensors) for layer in model.layers]
+    numels = layer_numels(model)
     if unit_bytes == 0 and any(layer.block is not None for layer in model.layers):
         groups = _by_block(model)
     elif unit_bytes == 0:
@@ -61,6 +61,11 @@ def group_units(model: ModelProfile, unit_bytes: int = 0) -> list[Unit]:
         groups = _greedy_ready_order(numels, unit_bytes // UNIT_BYTES_PER_ELEMENT or 1)
     units = [Unit(name, tuple(sorted(idx)), sum(numels[i] for i in idx)) for name, idx in groups]
     return sorted(units, key=lambda u: u.first)
+
+
+def layer_numels(model: ModelProfile) -> list[int]:
+    """Parameter elements of each layer of ``model``, forward order."""
+    return [sum(t.numel for t in layer.tensors) for layer in model.layers]
 
 
 def _by_block(model: ModelProfile) -> list[tuple[str, list[int]]]:
