@@ -64,6 +64,23 @@ def shard_layout(knobs: Knobs, cluster: "ClusterSpec") -> ShardLayout:
     return ShardLayout(world, group)
 
 
+def cap_prefetch(knobs: Knobs, model: "ModelProfile") -> Knobs:
+    """``knobs`` with its prefetch depths capped at the units there are to prefetch (``max(1, units - 1)``).
+
+    The capped configuration is the same step (every unit ahead is already
+    gathered), and the one :func:`check_sharding` and the runtime accept; a
+    search writes its best this way."""
+    import dataclasses
+
+    if knobs.sharding not in SHARDED:
+        return knobs
+    from commtune.models.units import group_units
+
+    most = max(1, len(group_units(model, knobs.unit_bytes)) - 1)
+    return dataclasses.replace(knobs, forward_prefetch=min(knobs.forward_prefetch, most),
+                               backward_prefetch=min(knobs.backward_prefetch, most))
+
+
 def check_sharding(knobs: Knobs, model: "ModelProfile | None", cluster: "ClusterSpec") -> ShardLayout | None:
     """Check ``knobs`` against ``model`` and ``cluster``; the shard layout, or None for ``sharding: none``.
 

@@ -248,6 +248,10 @@ def confirm_live(live, candidates: list[tuple[Knobs, float]]) -> list[dict]:
 def make_report(scenario, space, objective, result: SearchResult, config: SearchConfig) -> dict[str, Any]:
     best = result.best_metrics
     step = float(best["step_time_s"])
+    if result.best_knobs.sharding != "none":  # the same step with prefetch no deeper than the units allow
+        from commtune.sharding_checks import cap_prefetch
+
+        result = dataclasses.replace(result, best_knobs=cap_prefetch(result.best_knobs, scenario.model))
     sharded = result.best_knobs.sharding != "none" or space.base.sharding != "none" or "sharding" in space.param_names
     # each framework's defaults, simulated (also for live searches: the measured ones are in "measured");
     # one that does not fit the GPU's memory has no step time (None)

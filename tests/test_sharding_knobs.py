@@ -76,3 +76,20 @@ def test_all_reduce_knobs_only_matter_without_sharding():
     assert ar <= set(Knobs(fusion_policy="dynamic").active()) | {"first_bucket_bytes"}
     assert not ar & set(FSDP2_DEFAULT.active())  # children of inactive parents are inactive too
     assert list(KNOBS)[0] == "sharding"  # parents before children
+
+
+def test_cap_prefetch_is_the_same_step():
+    from commtune.cluster import preset
+    from commtune.scenario import Scenario
+    from commtune.sharding_checks import cap_prefetch, check_sharding
+
+    m = _model([(10, None), (5, "b0"), (0, "b0"), (7, "b1"), (3, None)])  # 3 units: root, b0, b1
+    deep = Knobs(sharding="full", forward_prefetch=4, backward_prefetch=3)
+    capped = cap_prefetch(deep, m)
+    assert (capped.forward_prefetch, capped.backward_prefetch) == (2, 2)
+    assert cap_prefetch(Knobs(), m) == Knobs()
+    sc = Scenario(m, preset("vpc-32gbit", nodes=2, gpus_per_node=2), batch_size=1)
+    assert sc.simulator.run(deep).step_time_s == sc.simulator.run(capped).step_time_s
+    check_sharding(capped, m, sc.cluster)  # what a search writes, export and the runtime accept
+    with pytest.raises(CommtuneError, match="forward_prefetch 4"):
+        check_sharding(deep, m, sc.cluster)
