@@ -113,6 +113,24 @@ class Param:
             return np.clip(np.round(vals), self.low, self.high).astype(np.int64)
         return vals
 
+    def perturb(self, values: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+        """``values`` moved by a random step of about ``scale`` of the range (of its log for log
+        ranges), clipped and quantised as :meth:`sample` does; choices are returned unchanged."""
+        if self.kind == "choice":
+            return values
+        z = rng.standard_normal(len(values)) * scale
+        x = np.asarray(values, dtype=float)
+        if self.log:
+            vals = np.exp(np.log(x) + z * (math.log(self.high) - math.log(self.low)))
+        else:
+            vals = x + z * (self.high - self.low)
+        vals = np.clip(vals, self.low, self.high)
+        if self.step:
+            vals = np.clip(self.low + np.round((vals - self.low) / self.step) * self.step, self.low, self.high)
+        if self.kind == "int":
+            return np.clip(np.round(vals), self.low, self.high).astype(np.int64)
+        return vals
+
     def project(self, value: Any) -> Any:
         """The in-range value nearest to ``value`` (for warm-start points)."""
         if self.kind == "choice":
@@ -311,6 +329,45 @@ class SearchSpace:
                     r[p.name] = v.item() if hasattr(v, "item") else v
             rows.append(r)
         return rows
+
+    def neighbour_rows(self, rng: np.random.Generator, parents: list[dict[str, Any]], n: int,
+                       scale: float, resample: float = 0.15) -> list[dict[str, Any]]:
+        """``n`` points near ``parents`` (taken in turn): each param keeps its parent's value
+        moved by :meth:`Param.perturb` (``scale``), or with probability ``resample`` takes a
+        fresh random value (how choices change); a param that becomes active takes a fresh one."""
+        if not parents:
+            return []
+        fresh = {p.name: p.sample(rng, n) for p in self.params}
+        keep = rng.random((n, len(self.params))) >= resample
+        moved = {}
+        for p in self.params:
+            if p.kind != "choice":  # a parent without the param (inactive there) never keeps it: any base
+                base = np.asarray([parents[i % len(parents)].get(p.name, p.low) for i in range(n)])
+                moved[p.name] = p.perturb(base, rng, scale)
+        rows = []
+        for i in range(n):
+            parent, r = parents[i % len(parents)], {}
+            for j, p in enumerate(self.params):
+                if not self._active(p, r):
+                    continue
+                if p.name in parent and keep[i, j]:
+                    v = moved[p.name][i] if p.name in moved else parent[p.name]
+                else:
+                    v = fresh[p.name][i]
+                r[p.name] = v.item() if hasattr(v, "item") else v
+            rows.append(r)
+        return rows
+
+    def projects_exactly(self, knobs: Knobs) -> dict[str, Any] | None:
+        """The params of ``knobs`` in this space, or None when the space cannot express every
+        knob that matters for ``knobs`` (its active knobs)."""
+        params = self.params_from_knobs(knobs)
+        return params if self.knobs_from_params(params).active() == knobs.active() else None
+
+    def sharding_values(self) -> set[Any]:
+        """The ``sharding`` values this space takes."""
+        p = next((p for p in self.params if p.name == "sharding"), None)
+        return set(p.choices) if p is not None else {self.base.sharding}
 
     def knob_arrays(self, rows: list[dict[str, Any]]):
         """Rows of params as a :class:`simulators.KnobArrays` batch."""
