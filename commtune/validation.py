@@ -1,6 +1,8 @@
 """``commtune validate``: run configurations live and in the calibrated simulator, compare.
 
-Live: real DDP steps of the synthetic model (:class:`commtune.evaluators.live.LiveEvaluator`). Simulated:
+Live: real DDP steps (``sharding: none``) or FSDP2 steps (``grad`` / ``full`` / ``hybrid``:
+:func:`held_out_sharded`, :func:`parse_sharded_configs`; the simulator's sharded timeline
+predicts them) of the synthetic model (:class:`commtune.evaluators.live.LiveEvaluator`). Simulated:
 the :class:`~simulators.Simulator` on the *same* timeline (the Workload built
 from the per-layer times the synthetic model sleeps) and a ClusterSpec with
 ``nodes`` = hosts and ``gpus_per_node`` = ranks per host taken from the
@@ -26,7 +28,7 @@ import numpy as np
 from commtune.cluster import ClusterSpec, load_cluster_file
 from commtune.errors import CommtuneError
 from commtune.host_load import CPU_BOUND_SHARE, cpu_bound
-from commtune.knobs import DDP_DEFAULT, KNOBS, Knobs
+from commtune.knobs import DDP_DEFAULT, FSDP2_DEFAULT, KNOBS, SHARDED, Knobs
 from commtune.stats import mape, relative_spread, resolved_concordance, spearman
 from commtune.units import MiB, format_size
 
@@ -99,6 +101,99 @@ def parse_configs(text: str) -> list[Knobs]:
     return out
 
 
+#: the most units ahead that a held-out draw prefetches (the fsdp space's range; FSDP2 caps it to the units)
+PREFETCH_MAX = 4
+#: the smallest unit cap a held-out draw takes, as a share of the model's parameter bytes (at most ~32 units
+#: beside the per-block ones: many small all-gathers are latency-bound, but not one per tensor)
+UNIT_SHARE_MIN = 1 / 32
+
+
+def sharded_knobs(sharding: str, unit_bytes: int, forward_prefetch: int, backward_prefetch: int = 1,
+                  reshard_after_forward: bool = True, reduce_precision: str = "fp32",
+                  shard_group_size: int = 0) -> Knobs:
+    """One sharded configuration on FSDP2's defaults (:data:`~commtune.knobs.FSDP2_DEFAULT`); knobs that do
+    not apply to ``sharding`` (backward prefetch and reshard under ``grad``) keep those defaults."""
+    if sharding not in SHARDED:
+        raise CommtuneError(f"sharding {sharding!r}: give one of {', '.join(SHARDED)}")
+    kw = dict(sharding=sharding, unit_bytes=int(unit_bytes), forward_prefetch=int(forward_prefetch),
+              reduce_precision=reduce_precision)
+    if sharding != "grad":
+        kw.update(backward_prefetch=int(backward_prefetch), reshard_after_forward=reshard_after_forward)
+    if sharding == "hybrid":
+        kw["shard_group_size"] = int(shard_group_size)
+    return Knobs.from_dict(kw, base=FSDP2_DEFAULT)
+
+
+def held_out_sharded(profile, n: int = 8, seed: int = 0, shardings: Sequence[str] = ("full",),
+                     shard_group_size: int = 0) -> list[Knobs]:
+    """``n`` distinct sharded configurations of ``profile`` (a ModelProfile), none of which calibration
+    ran (the probe times bare collectives): every fourth one unit per block (``unit_bytes`` 0, what FSDP
+    users wrap), the others a unit cap drawn log-uniformly from :data:`UNIT_SHARE_MIN` of the model's
+    parameter bytes to all of them; forward prefetch 1..4 and backward prefetch 0..4, both at most the
+    units there are ahead (``max(1, units - 1)``, as FSDP2's prefetch lists); reshard after forward or
+    not and the reduce precision (fp32 / bf16) at random; ``shardings`` alternating. Configurations
+    with the same units and knobs count once."""
+    from commtune.models.units import UNIT_BYTES_PER_ELEMENT, group_units
+
+    shardings = list(shardings)
+    rng = np.random.default_rng(seed)
+    total = sum(t.numel for layer in profile.layers for t in layer.tensors) * UNIT_BYTES_PER_ELEMENT
+    lo, hi = max(1, int(total * UNIT_SHARE_MIN)), max(2, int(total))
+    out: list[Knobs] = []
+    seen = set()
+    for _ in range(50 * n):
+        if len(out) == n:
+            break
+        i = len(out)
+        sharding = shardings[i % len(shardings)]
+        unit = 0 if i % 4 == 0 else int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        units = group_units(profile, unit)
+        most = min(PREFETCH_MAX, max(1, len(units) - 1))
+        fwd, bwd = int(rng.integers(1, most + 1)), int(rng.integers(0, most + 1))
+        reshard = bool(rng.integers(2))
+        precision = ("fp32", "bf16")[int(rng.integers(2))]
+        knobs = sharded_knobs(sharding, unit, fwd, bwd, reshard, precision, shard_group_size)
+        key = (tuple(u.first for u in units), *(v for k, v in sorted(knobs.active().items()) if k != "unit_bytes"))
+        if key not in seen:
+            seen.add(key)
+            out.append(knobs)
+    if len(out) < n:
+        raise CommtuneError(f"{profile.name} has only {len(out)} distinct sharded configurations to draw; "
+                            f"ask for at most {len(out)} (--held-out)")
+    return out
+
+
+def parse_sharded_configs(text: str, sharding: str = "full", shard_group_size: int = 0) -> list[Knobs]:
+    """``"0:1:1,4MiB:2:0:keep:bf16"``: per entry the unit cap (0: one unit per block), forward prefetch and,
+    optionally, backward prefetch, ``reshard`` or ``keep`` (reshard after forward or not) and the reduce
+    precision; the rest FSDP2's defaults."""
+    from commtune.units import parse_size
+
+    out = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        parts = entry.split(":")
+        if not 2 <= len(parts) <= 5:
+            raise CommtuneError(f"--configs entry {entry!r}: expected UNIT:FWD[:BWD[:reshard|keep[:fp32|bf16]]], "
+                                "e.g. 0:1:1 (FSDP2's defaults) or 4MiB:2:0:keep:bf16")
+        unit = parse_size(parts[0], "--configs unit")
+        try:
+            fwd, bwd = int(parts[1]), int(parts[2]) if len(parts) > 2 else 1
+        except ValueError:
+            raise CommtuneError(f"--configs entry {entry!r}: prefetch counts must be integers") from None
+        if not (0 <= fwd <= PREFETCH_MAX and 0 <= bwd <= PREFETCH_MAX):
+            raise CommtuneError(f"--configs entry {entry!r}: prefetch counts must be 0-{PREFETCH_MAX}")
+        reshard = parts[3] if len(parts) > 3 else "reshard"
+        if reshard not in ("reshard", "keep"):
+            raise CommtuneError(f"--configs entry {entry!r}: the fourth field must be reshard or keep")
+        precision = parts[4] if len(parts) > 4 else "fp32"
+        if precision not in KNOBS["reduce_precision"].choices:
+            raise CommtuneError(f"--configs entry {entry!r}: the reduce precision must be fp32 or bf16")
+        out.append(sharded_knobs(sharding, unit, fwd, bwd, reshard == "reshard", precision, shard_group_size))
+    if not out:
+        raise CommtuneError("--configs is empty; give e.g. 0:1:1,4MiB:2:0:keep")
+    return out
+
+
 def sim_cluster(calib: ClusterSpec | str, hosts: int, world_size: int) -> ClusterSpec:
     spec = load_cluster_file(calib) if isinstance(calib, (str, os.PathLike)) else calib
     if world_size % hosts:
@@ -127,6 +222,19 @@ def compare(predicted: Sequence[float], measured: Sequence[float], spreads: Sequ
 
 
 def describe_knobs(k: Knobs) -> str:
+    """A configuration in the report's words (sharded: unit cap, prefetch, reshard, reduce precision)."""
+    if k.sharding in SHARDED:
+        a = k.active()
+        s = f"{k.sharding}, unit {format_size(k.unit_bytes) if k.unit_bytes else 'per block'}, prefetch {a['forward_prefetch']}"
+        if "backward_prefetch" in a:
+            s += f"/{a['backward_prefetch']}"
+        if a.get("reshard_after_forward") is False:
+            s += ", keep"
+        elif "reshard_after_forward" in a and a["reshard_after_forward"] is not True:
+            s += f", reshard to {a['reshard_after_forward']}"
+        if a.get("shard_group_size"):
+            s += f", group {a['shard_group_size']}"
+        return s + (f", {k.reduce_precision} reduce" if k.reduce_precision != "fp32" else "")
     s = f"bucket {format_size(k.fusion_threshold_bytes)}, {k.num_streams} stream{'s' if k.num_streams > 1 else ''}"
     if k.num_streams > 1:
         s += f" ({k.stream_mode})"
@@ -147,13 +255,17 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
     from commtune.evaluators.live import LiveEvaluator, LiveSettings
     from simulators import Simulator
 
+    from commtune.sharding_checks import check_sharding
+
     if mode is not None:
-        configs = [dataclasses.replace(k, stream_mode=mode) for k in configs]
+        configs = [dataclasses.replace(k, stream_mode=mode) if k.sharding == "none" else k for k in configs]
     ev = evaluator or LiveEvaluator(model, LiveSettings(launch, scale=scale, forward_s=forward_s, backward_s=backward_s,
                                                         share=share, steps=steps, warmup=warmup, passes=passes,
                                                         repeat_noisy=repeat_noisy))
     cluster = sim_cluster(calib, launch.hosts, launch.world_size)
     sim = Simulator(ev.workload, cluster, network=network)
+    for k in configs:  # a sharded configuration the model or cluster cannot take: one line, before any rank starts
+        check_sharding(k, ev.profile, cluster)
     try:
         live = ev.evaluate_many(configs)
     finally:
@@ -164,8 +276,8 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
         st = r["step_times_s"]
         passes = r.get("pass_medians_s", [r["step_time_s"]])
         pred = sim.run(k)
-        flags = sim.network.extrapolation(k)
-        rows.append({"config": describe_knobs(k), "knobs": k.to_dict(), "mode": k.stream_mode,
+        flags = sim.network.extrapolation(k) if k.sharding == "none" else []  # its ranges are the all-reduce's
+        row = {"config": describe_knobs(k), "knobs": k.to_dict(), "mode": k.stream_mode,
                      "measured_s": r["step_time_s"], "predicted_s": pred.step_time_s,
                      "error": pred.step_time_s / r["step_time_s"] - 1,
                      "spread": (max(st) - min(st)) / r["step_time_s"],
@@ -173,7 +285,10 @@ def run_validation(launch, calib, configs: Sequence[Knobs], model="resnet50", *,
                      "live_buckets": r["num_buffers"], "sim_buckets": pred.num_buffers,
                      "step_times_s": list(st), "pass_medians_s": passes,
                      "extrapolation": flags,
-                     "host_busy_cores": r.get("host_busy_cores"), "host_cores": r.get("host_cores")})
+                     "host_busy_cores": r.get("host_busy_cores"), "host_cores": r.get("host_cores")}
+        if k.sharding != "none":
+            row.update(live_units=r.get("num_units"), sim_units=pred.num_buffers)
+        rows.append(row)
     summary = compare([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows], [r["spread"] for r in rows],
                       [r["pass_spread"] for r in rows])
     summary["cpu_bound_points"] = sum(cpu_bound(r["host_busy_cores"], r["host_cores"]) for r in rows)
@@ -192,6 +307,8 @@ def format_report(res: dict) -> str:
     for r in res["rows"]:
         err = r["predicted_s"] / r["measured_s"] - 1
         notes = [("EXTRAPOLATION " if not f["modelled"] else "") + f["kind"] for f in r.get("extrapolation", [])]
+        if "sim_units" in r and r.get("live_units") != r["sim_units"]:
+            notes.append(f"UNITS live {r.get('live_units')} / simulated {r['sim_units']}")
         if cpu_bound(r.get("host_busy_cores"), r.get("host_cores")):
             notes.append(f"CPU-BOUND {r['host_busy_cores']:.1f}/{r['host_cores']} cores")
         note = "; ".join(notes)
@@ -221,12 +338,19 @@ def cpu_bound_note(points: int, total: int) -> str:
             "this machine's cores, so those live steps include contention that separate hosts would not have")
 
 
+def point_group(knobs: dict) -> str:
+    """A row's group in the fidelity plot: its stream count (DDP), its sharding and whether it reshards (FSDP2)."""
+    k = Knobs.from_dict(knobs)
+    if k.sharding in SHARDED:
+        return f"{k.sharding}, {'keep' if k.active().get('reshard_after_forward') is False else 'reshard'}"
+    return f"{k.num_streams} stream{'s' if k.num_streams > 1 else ''}"
+
+
 def fidelity_points(res: dict) -> list[dict]:
     """The rows of a validation result as points for :func:`commtune.plots.fidelity.draw_fidelity`,
-    grouped by stream count."""
+    grouped by :func:`point_group`."""
     return [{"predicted_s": r["predicted_s"], "measured_s": r["measured_s"], "label": r["config"],
-             "group": f"{r['knobs']['num_streams']} stream{'s' if r['knobs']['num_streams'] > 1 else ''}"}
-            for r in res["rows"]]
+             "group": point_group(r["knobs"])} for r in res["rows"]]
 
 
 def plot(res: dict, path: str, title: str = "") -> str:

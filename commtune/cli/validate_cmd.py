@@ -2,7 +2,11 @@
 report per-point error, MAPE, the worst point, Spearman rank correlation and whether
 the simulator's pick is the live best. By default the configurations are held out:
 drawn at random (bucket caps in the search range, stream counts the probe did not
-measure, both stream modes); --configs or --buckets/--streams give an explicit list."""
+measure, both stream modes); --configs or --buckets/--streams give an explicit list.
+With --sharding full (or grad, hybrid; a comma list alternates) the configurations are
+FSDP2's instead: unit caps, prefetch, reshard after forward and reduce precision drawn
+at random (--held-out), or --configs UNIT:FWD[:BWD[:reshard|keep[:fp32|bf16]]],...;
+measured as FSDP2 steps on the same ranks and predicted by the sharded timeline."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--held-out", type=positive_int, default=12, metavar="N",
                    help="configurations to draw that calibration did not use (default 12)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default 0)")
-    p.add_argument("--configs", help="explicit list BUCKET:STREAMS[:MODE],... e.g. 25MiB:2,4MiB:3:round_robin")
+    p.add_argument("--sharding", default="none", metavar="none|grad|full|hybrid",
+                   help="validate sharded (FSDP2) configurations of these shardings, a comma list (default none: DDP)")
+    p.add_argument("--shard-group-size", default="0", metavar="N",
+                   help="--sharding hybrid: ranks per shard group (default 0: the ranks per host)")
+    p.add_argument("--configs", help="explicit list BUCKET:STREAMS[:MODE],... e.g. 25MiB:2,4MiB:3:round_robin; with "
+                                     "--sharding: UNIT:FWD[:BWD[:reshard|keep[:fp32|bf16]]],... e.g. 0:1:1,4MiB:2:0:keep")
     p.add_argument("--buckets", help="explicit grid: bucket caps, e.g. 1MiB,5MiB,25MiB,100MiB (with --streams)")
     p.add_argument("--streams", help="explicit grid: stream counts, e.g. 1,2,4 (with --buckets)")
     p.add_argument("--wire", default="fp32", help="wire precisions, e.g. fp32,fp16 (default fp32)")
@@ -75,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if args.configs and (args.buckets or args.streams):
         raise CommtuneError("give --configs or --buckets/--streams, not both")
-    if args.configs:
+    shardings = _shardings(args)
+    if shardings:
+        configs, kind = _sharded_configs(args, model, shardings)
+    elif args.configs:
         configs = parse_configs(args.configs)
         kind = "explicit"
     elif args.buckets or args.streams:
@@ -111,3 +123,43 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"plot written to {args.plot}")
     return 0
+
+
+def _shardings(args: argparse.Namespace) -> list[str]:
+    """The shardings of ``--sharding`` (empty for ``none``: DDP); the DDP-only flags refused beside them."""
+    from commtune.knobs import SHARDED
+    from commtune.units import split_list
+
+    values = split_list(args.sharding, "--sharding")
+    args.shard_group_size = KNOBS["shard_group_size"].parse(args.shard_group_size)  # one line when out of range
+    if values == ["none"]:
+        if args.shard_group_size:
+            raise CommtuneError("--shard-group-size applies to --sharding hybrid")
+        return []
+    bad = [v for v in values if v not in SHARDED]
+    if bad or not values:
+        raise CommtuneError(f"--sharding {args.sharding!r}: give none or a comma list of {', '.join(SHARDED)}")
+    if args.shard_group_size and "hybrid" not in values:
+        raise CommtuneError("--shard-group-size applies to --sharding hybrid")
+    ddp_only = [flag for flag, given in (("--buckets", args.buckets), ("--streams", args.streams),
+                                         ("--wire", args.wire != "fp32"), ("--first-bucket", args.first_bucket != "1MiB"),
+                                         ("--mode", args.mode)) if given]
+    if ddp_only:
+        raise CommtuneError(f"{ddp_only[0]} sets DDP's buckets and streams; sharded configurations take "
+                            "--configs UNIT:FWD[:BWD[:reshard|keep[:fp32|bf16]]] or --held-out N")
+    return values
+
+
+def _sharded_configs(args: argparse.Namespace, model, shardings: list[str]) -> tuple[list, str]:
+    """The sharded configurations to validate and their kind (explicit / held-out)."""
+    from commtune.validation import held_out_sharded, parse_sharded_configs
+
+    if args.configs:
+        if len(shardings) > 1:
+            raise CommtuneError("--configs with several --sharding values: give one sharding per run")
+        return parse_sharded_configs(args.configs, shardings[0], args.shard_group_size), "explicit"
+    from commtune.runtime.synthetic import synthetic_profile
+
+    check_count("live_configs", args.held_out, "--held-out")
+    profile = synthetic_profile(model, args.scale, args.forward_ms / 1e3, args.backward_ms / 1e3, args.share)
+    return held_out_sharded(profile, args.held_out, args.seed, shardings, args.shard_group_size), "held-out sharded"
