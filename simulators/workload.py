@@ -6,9 +6,17 @@ backward produces it, the time (from the start of backward) at which it is
 ready and its element count. For sharded data parallelism it also keeps
 the per-layer forward and backward times (forward order) and the model
 profile, whose layers :func:`commtune.models.units.group_units` groups into
-units. With activation checkpointing each block (:attr:`Layer.block`) runs
-its forward again just before its backward (charged to the backward of the
-block's last layer in forward order).
+units. With activation checkpointing each block (:attr:`Layer.block`), or an
+evenly spaced fraction of the blocks, runs its forward again just before its
+backward (charged to the backward of the block's last layer in forward order).
+
+Compute time is FLOPs over the device's rate. A layer that declares its
+matrix multiply (:attr:`Layer.matmul`) may pay, with ``matmul_k0 > 0``, a
+fixed cost per output tile worth ``matmul_k0`` steps of the contraction
+(:func:`matmul_time_factors`): a GEMM contracting over K runs at
+``K / (K + k0)`` of the rate, so narrow models' matmuls run at a lower
+fraction of peak than wide ones'. Without declared shapes or with
+``matmul_k0 = 0`` the times are exactly FLOPs over the rate.
 """
 from __future__ import annotations
 
@@ -39,7 +47,7 @@ class Workload:
     layer_forward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order
     layer_backward_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) forward order, recompute included
     profile: ModelProfile | None = None  # the layers sharding groups into units
-    activation_checkpointing: bool = False  # backward_s includes each block's recomputed forward
+    activation_checkpointing: bool | float = False  # backward_s includes the recomputed blocks' forward (a fraction of them)
 
     @property
     def compute_s(self) -> float:
@@ -64,39 +72,80 @@ def optimizer_time_s(model: ModelProfile, dev: Device) -> float:
     return dev.optimizer_s(model.num_params, model.num_tensors)
 
 
+def matmul_time_factors(matmul: tuple[int, int, int], batch_size: int, k0: float) -> tuple[float, float]:
+    """The FLOPs a layer's matrix multiply ``(tokens M, in K, out N)`` per sample costs
+    beyond ``2·M·K·N`` (forward) and ``4·M·K·N`` (backward) when every output tile pays
+    a fixed ``k0`` contraction steps: forward contracts over K, the input gradient over
+    N, the weight gradient over the batch's ``batch_size·M`` tokens, so the extras are
+    ``2MKN·k0/K`` and ``2MKN·(k0/N + k0/(batch_size·M))``."""
+    m, k, n = matmul
+    mm = 2.0 * m * k * n
+    return mm * k0 / k, mm * (k0 / n + k0 / (batch_size * m))
+
+
+def checkpointed_blocks(model: ModelProfile, fraction: float) -> set[str]:
+    """The blocks activation checkpointing recomputes when it covers ``fraction`` of them,
+    evenly spaced (fms-fsdp's selective rule: block i, counted from 1, is recomputed when
+    ``i·fraction`` reaches the next cut-off, 1/2, 3/2, ...); 1 = every block, 0 = none."""
+    blocks = list(dict.fromkeys(layer.block for layer in model.layers if layer.block is not None))
+    chosen, cut = set(), 0.5
+    for i, name in enumerate(blocks, start=1):
+        if i * fraction >= cut:
+            chosen.add(name)
+            cut += 1.0
+    return chosen
+
+
 def build_workload(
     model: ModelProfile, device: Device | str = "V100", batch_size: int = 64, precision: str = "amp",
-    optimizer: bool = True, activation_checkpointing: bool = False,
+    optimizer: bool = True, activation_checkpointing: bool | float = False, matmul_k0: float = 0.0,
 ) -> Workload:
     """Time each layer (measured times if the profile has them, else FLOPs
     over the device's effective throughput) and lay out the backward pass;
     ``optimizer`` adds the optimizer step (:func:`optimizer_time_s`);
     ``activation_checkpointing`` recomputes each block's forward at the start
     of its backward (a span ``<block> (recompute)``; layers outside blocks are
-    not recomputed)."""
+    not recomputed); a number in [0, 1] recomputes that fraction of the blocks
+    (:func:`checkpointed_blocks`). ``matmul_k0`` (contraction steps, >= 0) is the
+    per-tile cost of the matmuls layers declare (module docstring)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CommtuneError(f"batch size must be a positive integer, got {batch_size!r}")
+    ac = activation_checkpointing
+    fraction = float(ac) if isinstance(ac, (bool, int, float)) else -1.0
+    if not 0.0 <= fraction <= 1.0:
+        raise CommtuneError(f"activation checkpointing {activation_checkpointing!r}; accepted: true, false "
+                            f"or a fraction of the blocks in [0, 1]")
+    if not (isinstance(matmul_k0, (int, float)) and 0.0 <= matmul_k0 < float("inf")):
+        raise CommtuneError(f"matmul_k0 {matmul_k0!r}; accepted: a finite number >= 0 (contraction steps)")
     dev = device if isinstance(device, Device) else get_device(device)
     flops_per_s = dev.flops_per_s(precision)
     # Measured times are for the profile's batch size; they scale linearly.
     time_scale = batch_size / model.measured_batch_size if model.measured_batch_size else 1.0
 
+    def matmul_extra(layer) -> tuple[float, float]:
+        if matmul_k0 > 0 and layer.matmul is not None:
+            return matmul_time_factors(layer.matmul, batch_size, matmul_k0)
+        return 0.0, 0.0
+
     def fwd(layer) -> float:
         if layer.fwd_time_s is not None:
             return layer.fwd_time_s * time_scale
-        return layer.fwd_flops * batch_size / flops_per_s
+        e = matmul_extra(layer)[0]
+        return (layer.fwd_flops + e if e else layer.fwd_flops) * batch_size / flops_per_s
 
     def bwd(layer) -> float:
         if layer.bwd_time_s is not None:
             return layer.bwd_time_s * time_scale
-        return layer.bwd_flops * batch_size / flops_per_s
+        e = matmul_extra(layer)[1]
+        return (layer.bwd_flops + e if e else layer.bwd_flops) * batch_size / flops_per_s
 
     layer_fwd = [fwd(layer) for layer in model.layers]
     forward_s = float(sum(layer_fwd))
     recompute: dict[str, float] = {}
-    if activation_checkpointing:
+    if fraction > 0:
+        chosen = checkpointed_blocks(model, fraction)
         for layer, f in zip(model.layers, layer_fwd):
-            if layer.block is not None:
+            if layer.block in chosen:
                 recompute[layer.block] = recompute.get(layer.block, 0.0) + f
     layer_bwd = [0.0] * len(model.layers)
     t = 0.0

@@ -43,6 +43,13 @@ class Layer:
     entering the layer, per sample, in the same units: what activation
     checkpointing keeps of a block is its first layer's ``input_bytes``. Both are
     0 where unknown and take no part in equality or fingerprints.
+
+    ``matmul`` is ``(tokens, in_features, out_features)`` per sample of the one
+    matrix multiply among the layer's FLOPs (``2·tokens·in·out`` of
+    ``fwd_flops``, twice that of ``bwd_flops``), where the builder declares it;
+    the workload then times that part by its shape
+    (:func:`simulators.workload.matmul_time_factors`). ``None`` (every layer of
+    the built-in zoo): all FLOPs at one rate. Not part of equality.
     """
 
     name: str
@@ -54,6 +61,7 @@ class Layer:
     block: str | None = None
     act_bytes: int = field(default=0, compare=False)
     input_bytes: int = field(default=0, compare=False)
+    matmul: tuple[int, int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

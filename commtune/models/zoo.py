@@ -74,19 +74,22 @@ def _tensor(name: str, *shape: int) -> GradTensor:
 
 @dataclass
 class _Builder:
-    """Accumulates layers in forward order; ``block`` is the block new layers join."""
+    """Accumulates layers in forward order; ``block`` is the block new layers join;
+    ``matmul_shapes``: linear layers declare their :attr:`Layer.matmul`."""
 
     layers: list[Layer] = field(default_factory=list)
     block: str | None = None
+    matmul_shapes: bool = False
 
     def add(self, name: str, tensors: list[GradTensor], fwd_flops: float,
-            *, input_grad: bool = True, act: int = 0, inp: int = 0) -> None:
+            *, input_grad: bool = True, act: int = 0, inp: int = 0,
+            matmul: tuple[int, int, int] | None = None) -> None:
         """Append a parameter layer; backward is 2× forward, 1× without input grad.
 
         ``act``/``inp``: activation bytes saved for backward / entering, per sample."""
         bwd = fwd_flops * (2 if input_grad else 1)
         self.layers.append(Layer(name, tuple(tensors), float(fwd_flops), float(bwd),
-                                 block=self.block, act_bytes=int(act), input_bytes=int(inp)))
+                                 block=self.block, act_bytes=int(act), input_bytes=int(inp), matmul=matmul))
 
     def fold(self, fwd_flops: float, *, act: int = 0, bwd_factor: int = 1) -> None:
         """Fold a parameter-free op (backward ``bwd_factor``× forward, default 1×)
@@ -132,7 +135,8 @@ def _linear(b: _Builder, name: str, fin: int, fout: int, tokens: int = 1,
         tensors.append(_tensor(f"{name}.bias", fout))
         flops += fout * tokens
     inp = ACT_BYTES * fin * tokens
-    b.add(name, tensors, flops, act=inp if saves_input else 0, inp=inp)
+    b.add(name, tensors, flops, act=inp if saves_input else 0, inp=inp,
+          matmul=(tokens, fin, fout) if b.matmul_shapes else None)
 
 
 def _layernorm(b: _Builder, name: str, width: int, tokens: int, *, bias: bool = True) -> None:
@@ -328,10 +332,12 @@ class _LlamaConfig:
         return self.kv_heads * (self.width // self.heads)
 
 
-def _llama(cfg: _LlamaConfig, seq: int) -> list[Layer]:
+def _llama(cfg: _LlamaConfig, seq: int, matmul_shapes: bool = False) -> list[Layer]:
     """HF ``LlamaForCausalLM``: RMSNorm, GQA attention with RoPE, SwiGLU MLP, no
-    biases, LM head and cross-entropy loss (tied to ``embed_tokens`` if ``cfg.tied``)."""
-    b, h, kv, inner = _Builder(), cfg.width, cfg.kv_width, cfg.inner
+    biases, LM head and cross-entropy loss (tied to ``embed_tokens`` if ``cfg.tied``).
+    ``matmul_shapes``: the linear layers declare :attr:`Layer.matmul` (the zoo's
+    entries do not, so their times stay FLOPs over one rate)."""
+    b, h, kv, inner = _Builder(matmul_shapes=matmul_shapes), cfg.width, cfg.kv_width, cfg.inner
     _embedding(b, "model.embed_tokens", cfg.vocab, h, seq)
     for i in range(cfg.layers):
         p = b.block = f"model.layers.{i}"
