@@ -90,8 +90,28 @@ class CalibratedRange:
                    int(d["world_size"]), bool(d["link_saturated"]))
 
 
+class _InfAsNone:
+    """``to_dict``/``from_dict`` of a params dataclass whose rates may be infinite
+    (``math.inf`` is written as None: JSON has no inf)."""
+
+    _INF_KEYS = ("link_Bps", "per_flow_Bps", "bound_sharpness")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key in self._INF_KEYS:
+            d[key] = None if math.isinf(d[key]) else float(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        for key in cls._INF_KEYS:
+            d[key] = math.inf if d.get(key) is None else float(d[key])
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
 @dataclass(frozen=True)
-class CalibratedParams:
+class CalibratedParams(_InfAsNone):
     """The fitted physical parameters (seconds, bytes/s); see the module docstring."""
 
     link_Bps: float
@@ -116,18 +136,6 @@ class CalibratedParams:
         if not self.control_latency_s > 0:
             object.__setattr__(self, "control_latency_s", MIN_CONTROL_LATENCY_S)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):  # math.inf is written as None (JSON has no inf)
-            d[key] = None if math.isinf(d[key]) else float(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CalibratedParams":
-        d = dict(d)
-        for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):
-            d[key] = math.inf if d.get(key) is None else float(d[key])
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 def gap_model(num_streams: ArrayLike, gap0_s: float, gap_per_stream_s: float) -> np.ndarray:
@@ -147,7 +155,7 @@ SHARDED_COLLECTIVES = ("allgather", "reduce_scatter")
 
 
 @dataclass(frozen=True)
-class CollectiveParams:
+class CollectiveParams(_InfAsNone):
     """A sharded collective's fit (``commtune probe``): the all-reduce's form with
     ``s(n-1)`` ring steps, ``s = steps_per_peer`` (1: a ring all-gather or reduce-scatter;
     2: gloo's reduce-scatter, an all-reduce of the full buffer)::
@@ -184,18 +192,6 @@ class CollectiveParams:
         f = np.maximum(steps * self.small_step_s + k * self.small_per_stream_s, 0.0)
         return np.where(alone, 0.0, a), np.where(alone, 0.0, b), np.where(alone, 0.0, f)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):
-            d[key] = None if math.isinf(d[key]) else float(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CollectiveParams":
-        d = dict(d)
-        for key in ("link_Bps", "per_flow_Bps", "bound_sharpness"):
-            d[key] = math.inf if d.get(key) is None else float(d[key])
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 class CollectiveModel:
