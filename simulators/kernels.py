@@ -48,6 +48,16 @@ def latency_bounded_scalar(line_s: float, floor_s: float, sharpness: float = mat
     return hi * (1.0 + (lo / hi) ** sharpness) ** (1.0 / sharpness)
 
 
+def cycle_tick(ready_s: float, origin_s: float, period_s: float) -> float:
+    """The background loop's first cycle at or after ``ready_s`` (cycles every ``period_s`` from
+    ``origin_s``; none before ``origin_s``; ``period_s`` 0: at once), as the reference computes it."""
+    if ready_s <= origin_s:
+        return origin_s
+    if period_s > 0:
+        return origin_s + math.ceil((ready_s - origin_s) / period_s) * period_s
+    return ready_s
+
+
 def fluid(ready, lat, work, k, m, cap, start, end):
     """Round robin's fair-share event loop (:func:`simulators.fairshare.fair_share_schedule`):
     writes each buffer's ``start`` and ``end``."""
@@ -158,12 +168,7 @@ def schedule_row(ready_s, grad_bytes, p, buf):
             s = grad_bytes[i]
             r = ready_s[i] + delay
             if dynamic:
-                if r <= origin:
-                    tick = origin
-                elif period > 0:
-                    tick = origin + math.ceil((r - origin) / period) * period
-                else:
-                    tick = r
+                tick = _tick(r, origin, period)
                 disp = tick + nego
                 flush = cur_bytes > 0 and (disp != cur_disp or cur_bytes + s > thr)
             else:
@@ -213,12 +218,7 @@ def schedule_row(ready_s, grad_bytes, p, buf):
                 if not dynamic:
                     tick, disp = r, r
                 else:
-                    if r <= origin:
-                        tick = origin
-                    elif period > 0:
-                        tick = origin + math.ceil((r - origin) / period) * period
-                    else:
-                        tick = r
+                    tick = _tick(r, origin, period)
                     disp = tick + nego
             if dynamic and tick != prev_tick:
                 rounds += 1
@@ -263,7 +263,7 @@ def schedule_rows(ready_s, grad_bytes, params, out):
 
 # What the compiled functions call: these Python functions, replaced by their compiled
 # versions in :func:`kernels` (numba resolves a callee by its global name when it compiles).
-_bounded, _fluid, _row = latency_bounded_scalar, fluid, schedule_row
+_bounded, _tick, _fluid, _row = latency_bounded_scalar, cycle_tick, fluid, schedule_row
 
 
 class Kernels(NamedTuple):
@@ -278,7 +278,7 @@ class Kernels(NamedTuple):
 def kernels() -> Kernels:
     """This module's functions compiled by numba (cached on disk), or as they are where numba
     does not import; the module's public names stay the Python functions."""
-    global _bounded, _fluid, _row
+    global _bounded, _tick, _fluid, _row
     try:
         import numba
     except ImportError:
@@ -290,5 +290,6 @@ def kernels() -> Kernels:
         except RuntimeError:  # no writable cache directory: compile in memory, every process
             return numba.njit(fn)
 
-    _bounded, _fluid, _row = jit(latency_bounded_scalar), jit(fluid), jit(schedule_row)
+    _bounded, _tick, _fluid = jit(latency_bounded_scalar), jit(cycle_tick), jit(fluid)
+    _row = jit(schedule_row)
     return Kernels(_fluid, _row, jit(schedule_rows))

@@ -118,22 +118,19 @@ class TorchComm:
 
     def allgather_parts(self, parts: Sequence[tuple[Any, Any]], groups: Sequence[Any]) -> None:
         """All-gather every part's shards into its full view, part i on group i; wait for all."""
-        works = [self.dist.all_gather_into_tensor(full, shard, group=g, async_op=True)
-                 for (full, shard), g in zip(parts, groups)]
-        for w in works:
-            w.wait()
-        self.sync()
+        self._wait_all([self.dist.all_gather_into_tensor(full, shard, group=g, async_op=True)
+                        for (full, shard), g in zip(parts, groups)])
 
     def reduce_scatter_parts(self, parts: Sequence[tuple[Any, Any]], groups: Sequence[Any]) -> None:
         """Reduce-scatter every part's full view into its shard (sum), part i on group i; wait for all."""
-        works = [self.dist.reduce_scatter_tensor(shard, full, group=g, async_op=True)
-                 for (full, shard), g in zip(parts, groups)]
-        for w in works:
-            w.wait()
-        self.sync()
+        self._wait_all([self.dist.reduce_scatter_tensor(shard, full, group=g, async_op=True)
+                        for (full, shard), g in zip(parts, groups)])
 
     def allreduce_parts(self, parts: Sequence[Any], groups: Sequence[Any]) -> None:
-        works = [self.dist.all_reduce(p, group=g, async_op=True) for p, g in zip(parts, groups)]
+        self._wait_all([self.dist.all_reduce(p, group=g, async_op=True) for p, g in zip(parts, groups)])
+
+    def _wait_all(self, works: Sequence[Any]) -> None:
+        """Wait for every launched collective, then for the device."""
         for w in works:
             w.wait()
         self.sync()
