@@ -10,6 +10,7 @@ from commtune.knobs import SHARDING_KNOBS, Knobs
 
 #: What a configuration whose peak memory exceeds the device's scores: never the best.
 INFEASIBLE_S = float("inf")
+_INFEASIBLE = {"step_time_s": INFEASIBLE_S, "samples_per_s": 0.0, "scaling_efficiency": 0.0}
 
 
 class SimulatorEvaluator(Evaluator):
@@ -40,9 +41,12 @@ class SimulatorEvaluator(Evaluator):
 
     def peak_memory_bytes(self, knobs: Knobs) -> int:
         """Per-GPU peak memory of ``knobs`` (cached: only the sharded knobs change it)."""
-        key = tuple(getattr(knobs, name) for name in SHARDING_KNOBS)
+        return self._peak(tuple(getattr(knobs, name) for name in SHARDING_KNOBS))
+
+    def _peak(self, key: tuple) -> int:
+        """Peak memory of the sharded knob values ``key`` (in :data:`SHARDING_KNOBS` order), cached."""
         if key not in self._peaks:
-            self._peaks[key] = int(self.scenario.memory(knobs).peak)
+            self._peaks[key] = int(self.scenario.memory(Knobs(**dict(zip(SHARDING_KNOBS, key)))).peak)
         return self._peaks[key]
 
     def evaluate(self, knobs: Knobs) -> dict[str, float]:
@@ -51,28 +55,21 @@ class SimulatorEvaluator(Evaluator):
         out["peak_memory_bytes"] = float(peak)
         if peak > self.memory_limit_bytes:
             self.infeasible += 1
-            out.update(step_time_s=INFEASIBLE_S, samples_per_s=0.0, scaling_efficiency=0.0)
+            out.update(_INFEASIBLE)
         return out
 
     def evaluate_batch(self, configs) -> dict[str, np.ndarray]:
         from simulators import KnobArrays
 
         arrays = configs if isinstance(configs, KnobArrays) else KnobArrays.from_knobs(list(configs))
-        out = self.simulator.run_batch(arrays)
-        n = len(arrays)
-        cols = [np.asarray(getattr(arrays, name)) for name in SHARDING_KNOBS]
-        peaks = np.empty(n)
-        for key in set(zip(*(c.tolist() for c in cols))):
-            rows = np.ones(n, dtype=bool)
-            for c, v in zip(cols, key):
-                rows &= c == v
-            peaks[rows] = self.peak_memory_bytes(Knobs(**dict(zip(SHARDING_KNOBS, key))))
+        out = dict(self.simulator.run_batch(arrays))
+        cols = (np.asarray(getattr(arrays, name)).tolist() for name in SHARDING_KNOBS)
+        peaks = np.array([self._peak(key) for key in zip(*cols)], dtype=float)
         over = peaks > self.memory_limit_bytes
-        out = dict(out)
         out["peak_memory_bytes"] = peaks
         if over.any():
             self.infeasible += int(over.sum())
-            for name, value in (("step_time_s", INFEASIBLE_S), ("samples_per_s", 0.0), ("scaling_efficiency", 0.0)):
+            for name, value in _INFEASIBLE.items():
                 if name in out:
                     out[name] = np.where(over, value, np.asarray(out[name], dtype=float))
         return out
