@@ -178,12 +178,18 @@ def check_fits(scenario: Any) -> None:
         f"more memory")
 
 
+def check_sharding_choice(sharding: str) -> str:
+    """``sharding`` if it is a ``search --sharding`` choice, else one CommtuneError line."""
+    if sharding not in SHARDING_CHOICES:
+        raise CommtuneError(f"--sharding {sharding!r}: give one of {', '.join(SHARDING_CHOICES)}")
+    return sharding
+
+
 def sharding_spaces(scenario: Any, sharding: str) -> list[tuple[str, "SearchSpace"]]:
     """``(sharding, space)`` pairs ``search --sharding`` searches on ``scenario`` (best one wins)."""
     from commtune.search.space import load_space
 
-    if sharding not in SHARDING_CHOICES:
-        raise CommtuneError(f"--sharding {sharding!r}: give one of {', '.join(SHARDING_CHOICES)}")
+    check_sharding_choice(sharding)
     if sharding == "auto":
         if fits_unsharded(scenario):
             return [("none", load_space("default"))]

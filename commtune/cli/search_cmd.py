@@ -12,11 +12,11 @@ from commtune.cli.profile_model_cmd import _shape
 from commtune.errors import CommtuneError
 from commtune.search import BACKENDS, PRUNERS, SAMPLERS
 from commtune.search.liveness import GRACE_S, HEARTBEAT_S
+from commtune.sharding_checks import SHARDING_CHOICES, check_sharding_choice
 from commtune.tuning import DEFAULT_CONFIRM
 
 DEFAULT_TRIALS = 50
 DEFAULT_BW = "32gbit"
-from commtune.sharding_checks import SHARDING_CHOICES  # noqa: E402  (the --sharding choices, torch-free)
 
 
 def _seconds(text: str) -> float:
@@ -394,8 +394,7 @@ def run(args: argparse.Namespace) -> int:
     from commtune.tuning import default_storage, search_scenario, write_profile
 
     _validate(args)
-    if args.sharding not in SHARDING_CHOICES:
-        raise CommtuneError(f"--sharding {args.sharding!r}: give one of {', '.join(SHARDING_CHOICES)}")
+    check_sharding_choice(args.sharding)
     if args.space is not None and args.sharding != "auto":
         raise CommtuneError(f"--space {args.space} and --sharding {args.sharding} both choose the space: give one")
     if args.live and args.sharding != "auto":
