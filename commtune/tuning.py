@@ -252,7 +252,7 @@ def make_report(scenario, space, objective, result: SearchResult, config: Search
         from commtune.sharding_checks import cap_prefetch
 
         result = dataclasses.replace(result, best_knobs=cap_prefetch(result.best_knobs, scenario.model))
-    sharded = result.best_knobs.sharding != "none" or space.base.sharding != "none" or "sharding" in space.param_names
+    sharded = space.sharding_values() != {"none"}  # the space takes a sharded configuration
     # each framework's defaults, simulated (also for live searches: the measured ones are in "measured");
     # one that does not fit the GPU's memory has no step time (None)
     baselines = {}
