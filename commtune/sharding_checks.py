@@ -64,6 +64,12 @@ def shard_layout(knobs: Knobs, cluster: "ClusterSpec") -> ShardLayout:
     return ShardLayout(world, group)
 
 
+def prefetch_limit(n_units: int) -> int:
+    """The deepest prefetch that means something on ``n_units`` units: ``max(1, units - 1)``
+    (1, every framework's default, is harmless on a one-unit model)."""
+    return max(1, n_units - 1)
+
+
 def cap_prefetch(knobs: Knobs, model: "ModelProfile") -> Knobs:
     """``knobs`` with its prefetch depths capped at the units there are to prefetch (``max(1, units - 1)``).
 
@@ -76,7 +82,7 @@ def cap_prefetch(knobs: Knobs, model: "ModelProfile") -> Knobs:
         return knobs
     from commtune.models.units import group_units
 
-    most = max(1, len(group_units(model, knobs.unit_bytes)) - 1)
+    most = prefetch_limit(len(group_units(model, knobs.unit_bytes)))
     return dataclasses.replace(knobs, forward_prefetch=min(knobs.forward_prefetch, most),
                                backward_prefetch=min(knobs.backward_prefetch, most))
 
@@ -101,7 +107,7 @@ def check_sharding(knobs: Knobs, model: "ModelProfile | None", cluster: "Cluster
         from commtune.models.units import group_units
 
         n_units = len(group_units(model, knobs.unit_bytes))
-        most = max(1, n_units - 1)
+        most = prefetch_limit(n_units)
         for name in ("forward_prefetch", "backward_prefetch"):
             if active.get(name, 0) > most:
                 unit = KNOBS["unit_bytes"].show(knobs.unit_bytes) if knobs.unit_bytes else "0 (one unit per block)"

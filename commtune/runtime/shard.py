@@ -38,6 +38,7 @@ from commtune.models.units import group_units
 from commtune.profiles import Profile, load_profile
 from commtune.runtime.checks import check_model, check_world_size
 from commtune.runtime.fingerprint import module_profile
+from commtune.sharding_checks import prefetch_limit
 
 _REDUCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -109,14 +110,14 @@ def plan_shard(model: nn.Module, knobs: Knobs, world_size: int, gpus_per_node: i
     if not isinstance(reshard, bool) and group % reshard:
         raise CommtuneError(f"reshard_after_forward {reshard} does not divide the shard group of {group} ranks; "
                             f"give true, false or a divisor of {group}")
+    most = prefetch_limit(len(units))
     prefetch = {"forward_prefetch": knobs.forward_prefetch, "backward_prefetch": knobs.backward_prefetch}
     for name, value in prefetch.items():
-        if value > 1 and value >= len(units) and cap_prefetch:
-            prefetch[name] = max(len(units) - 1, 1)
-        elif value > 1 and value >= len(units):
+        if value > most and cap_prefetch:
+            prefetch[name] = most
+        elif value > most:
             raise CommtuneError(f"{name} {value}: this model has {len(units)} units under unit_bytes "
-                                f"{knobs.unit_bytes}, so at most {max(len(units) - 1, 1)} can be ahead; "
-                                f"give 0 to {max(len(units) - 1, 1)}")
+                                f"{knobs.unit_bytes}, so at most {most} can be ahead; give 0 to {most}")
     return ShardPlan(
         units=tuple(tuple(prof.layers[i].name for i in u.layers) for u in units),
         reshard_after_forward=reshard, forward_prefetch=prefetch["forward_prefetch"],
