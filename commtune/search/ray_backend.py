@@ -54,7 +54,7 @@ class Evaluator:
 
 def run(config: SearchConfig) -> SearchResult:
     try:
-        import ray  # noqa: F401
+        import ray
     except ImportError:
         raise CommtuneError("--backend ray needs Ray: pip install 'commtune[ray]'") from None
     if config.trials < 1:
@@ -69,17 +69,17 @@ def run(config: SearchConfig) -> SearchResult:
     study, worker, screened = join_study(config)
     started = keep_ray = False
     notices = _RayNotices()
-    try:
-        started = init_ray(config)
-        keep_ray = place_objective(config, started)
-        with contextlib.redirect_stdout(notices):  # Ray prints cluster events (a node marked dead) on stdout
+    # Ray prints cluster events on stdout (a node marked dead; a raylet gone, also while it shuts
+    # down): keep them out of the report for the whole session, shutdown included.
+    with contextlib.redirect_stdout(notices):
+        try:
+            started = init_ray(config)
+            keep_ray = place_objective(config, started)
             new, nodes = _drive(study, worker, config, notices)
-    finally:
-        worker.close()
-        if started and not keep_ray:
-            import ray
-
-            ray.shutdown()
+        finally:
+            worker.close()
+            if started and not keep_ray:
+                ray.shutdown()
     result = result_from_study(study, config, new, screened, backend="ray")
     result.extra["ray_nodes"] = nodes
     return result
