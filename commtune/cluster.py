@@ -90,6 +90,13 @@ class ClusterSpec:
       expected maximum of n such delays, ``jitter*sqrt(2 ln n)`` (Gaussian
       extreme-value bound), on top of its ``a + b*S``: a cost per collective
       that grows with the rank count (``simulators.system``).
+    * ``unit_host_s`` and ``unit_host_s_per_byte``: per sharded collective
+      (all-gather, re-gather, reduce-scatter of one FSDP unit), the
+      framework's host work around it (copy-in and copy-out of the unit's
+      flat buffer, its hooks) before the link takes the next one; with the
+      unit's bytes S, ``unit_host_s + unit_host_s_per_byte*S`` is added to
+      the collective's time (``simulators.sharded``). Fitted by the probe's
+      FSDP calibration run (``commtune.probe.fsdp_calib``).
     * ``nccl_tree``: NCCL may pick its tree all-reduce (NCCL >= 2.4) for a
       buffer when the tuning model says it is faster than the ring.
     * ``response_cache``: Horovod's response cache (>= 0.16.2, on by
@@ -123,6 +130,8 @@ class ClusterSpec:
     last_bucket_delay_s: float = 0.0
     rank_skew: float = 0.0
     collective_jitter_s: float = 0.0
+    unit_host_s: float = 0.0
+    unit_host_s_per_byte: float = 0.0
     nccl_tree: bool = False
     response_cache: bool = False
     loop_waits: bool = False
@@ -145,12 +154,12 @@ class ClusterSpec:
                 raise CommtuneError(f"{name} must be a positive rate in bytes/s, got {v!r}")
         for name in ("inter_latency_s", "intra_latency_s", "launch_overhead_s", "coord_msg_s", "buffer_gap_s"):
             RANGES["latency"].check(getattr(self, name), name)
-        for name in ("host_pre_s_per_byte", "host_post_s_per_byte"):
+        for name in ("host_pre_s_per_byte", "host_post_s_per_byte", "unit_host_s_per_byte"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1e-3):
                 raise CommtuneError(f"{name} must be a time per byte in [0, 0.001] s, got {v!r}")
         for name in ("bucket_cost_s", "tensor_hook_s", "step_overhead_s", "last_bucket_delay_s",
-                     "comm_gpu_s_per_byte", "collective_jitter_s"):
+                     "comm_gpu_s_per_byte", "collective_jitter_s", "unit_host_s"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v >= 0 and math.isfinite(v)):
                 raise CommtuneError(f"{name} must be a non-negative time in seconds, got {v!r}")
@@ -200,12 +209,14 @@ class ClusterSpec:
             "tensor_hook": ("tensor_hook_s", parse_duration),
             "step_overhead": ("step_overhead_s", parse_duration),
             "last_bucket_delay": ("last_bucket_delay_s", parse_duration),
+            "unit_host": ("unit_host_s", parse_duration),
         }
         kwargs: dict[str, Any] = {}
         meta = {}
         for key, value in d.items():
             if key in ("format", "description", "fit", "measurements", "burst_measurements", "host_measurements",
                        "ddp_calibration_measurements", "ddp_tail_measurements", "collective_measurements",
+                       "fsdp_calibration_measurements",
                        "pilot_measurements", "provenance", "intra"):
                 meta[key] = value
                 continue

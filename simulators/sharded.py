@@ -34,7 +34,10 @@ share would finish them; a latency-bound one does not overlap another.
 Collective time ``T = latency_bounded(a + w + b*S, f + w)``: S the unit's
 full bytes (gathers: parameters in the scenario's precision, 2 bytes unless
 fp32; reduce-scatter and HSDP all-reduce: ``reduce_precision``), ``w`` the
-rank-synchronisation wait of its ranks (``ClusterSpec.collective_jitter_s``).
+rank-synchronisation wait of its ranks (``ClusterSpec.collective_jitter_s``)
+plus the framework's host work around it, ``h0 + h1*S``
+(``ClusterSpec.unit_host_s``, ``unit_host_s_per_byte``: added to ``a``, ``f``
+and ``b``).
 The optimizer runs on the shard: ``optimizer_s / group``. Forward and
 backward stretch by ``1 + rank_skew`` (n > 1); the step pays
 ``step_overhead_s``. DDP's per-tensor hooks, per-bucket costs and SM share,
@@ -66,13 +69,11 @@ import numpy as np
 from commtune.cluster import ClusterSpec
 from commtune.errors import CommtuneError
 from commtune.knobs import KNOBS
-from commtune.models.units import UNIT_BYTES_PER_ELEMENT, Unit, group_units, layer_numels
+from commtune.models.units import ROOT_UNIT, UNIT_BYTES_PER_ELEMENT, Unit, group_units, layer_numels
 from simulators.network import SHARD_OPS, NetworkModel, latency_bounded
 from simulators.system import KnobArrays
 from simulators.workload import Workload
 
-#: the unit FSDP2 keeps gathered between forward and backward (``fully_shard`` on the root module)
-ROOT_UNIT = "root"
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,8 +247,8 @@ def _coeffs(network: NetworkModel, op: str, streams: np.ndarray, group: np.ndarr
 
 def collective_lines(knobs: KnobArrays, params: ShardedParams, workload: Workload, network: NetworkModel,
                      cluster: ClusterSpec) -> np.ndarray:
-    """Per configuration and collective (:data:`COLLECTIVES`): ``(a + w, b * bytes per element,
-    f + w or 0)``, an array (configurations, 4, 3); a unit of E elements takes
+    """Per configuration and collective (:data:`COLLECTIVES`): ``(a + w + h0, (b + h1) * bytes per
+    element, f + w + h0 or 0)``, an array (configurations, 4, 3); a unit of E elements takes
     ``latency_bounded(a + w + b*bytes*E, f + w)`` (module docstring). A collective that does not
     run (one rank; the replica all-reduce without ``hybrid``) is all 0, and so is its time."""
     streams = knobs.num_streams.astype(np.int64)
@@ -257,6 +258,8 @@ def collective_lines(knobs: KnobArrays, params: ShardedParams, workload: Workloa
     param_bytes = 4.0 if workload.precision == "fp32" else 2.0
     grad_bytes = np.where(knobs.reduce_precision == "bf16", 2.0, 4.0)
     jitter = float(getattr(cluster, "collective_jitter_s", 0.0))
+    host0 = float(getattr(cluster, "unit_host_s", 0.0))
+    host1 = float(getattr(cluster, "unit_host_s_per_byte", 0.0))
     rows = len(group)
     ranks = np.empty((rows, 4))
     ranks[:, 0] = ranks[:, 2] = group
@@ -271,9 +274,9 @@ def collective_lines(knobs: KnobArrays, params: ShardedParams, workload: Workloa
     size[:, :2] = param_bytes
     size[:, 2:] = grad_bytes[:, None]
     out = np.empty((rows, 4, 3))
-    out[..., 0] = coef[..., 0] + w
-    out[..., 1] = coef[..., 1] * size
-    out[..., 2] = np.where(coef[..., 2] > 0, coef[..., 2] + w, 0.0)
+    out[..., 0] = coef[..., 0] + w + host0
+    out[..., 1] = (coef[..., 1] + host1) * size
+    out[..., 2] = np.where(coef[..., 2] > 0, coef[..., 2] + w + host0, 0.0)
     runs = ranks > 1
     runs[:, 3] &= params.hybrid
     out[~runs] = 0.0

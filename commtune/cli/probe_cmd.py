@@ -82,6 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ddp-calibration", dest="ddp_calibration", action="store_false",
                    help="skip the short DDP run (16 x 1 MiB tensors, bucket caps 1 vs 8 MiB per stream count) that "
                         "fits DDP's per-bucket gap; it is part of the default calibration")
+    p.add_argument("--no-fsdp-calibration", dest="fsdp_calibration", action="store_false",
+                   help="skip the short FSDP2 run (16 blocks, one unit per block vs 4 per unit, no compute) that fits "
+                        "the host cost per sharded collective; it is part of the default calibration when the "
+                        "sharded collectives are probed")
     p.add_argument("--ddp-steps", type=ranged("steps", "--ddp-steps"), default=6, help="timed steps per DDP calibration configuration (default 6)")
     p.add_argument("--burst-sizes", default="1MB,4MB",
                    help="sizes of back-to-back bursts (fit collectives in flight per stream and the gap between "
@@ -187,10 +191,11 @@ def _probe_and_write(args, launch, sizes, streams, min_fit, extra_kw) -> int:
 
     print(f"probing {', '.join(extra_kw['collectives'])} on {launch.describe()} ({args.engine}) ...", file=sys.stderr)
     result = run_probe(launch, sizes, streams, args.iters, args.warmup, **extra_kw)
-    return _finish(args, result, launch.hosts, launch.describe(), min_fit, launch if args.ddp_calibration else None)
+    return _finish(args, result, launch.hosts, launch.describe(), min_fit, launch)
 
 
-def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launch=None) -> int:
+def _finish(args, result: dict, hosts: int, source: str, min_fit: int, launch=None) -> int:
+    """Fit the probe's ``result``; on ``launch`` (launched ranks) the DDP and FSDP calibration runs; report and write."""
     from commtune.probe.probe import calibration, format_table, summary
 
     if result.get("rank", 0) != 0:
@@ -202,15 +207,25 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, ddp_launc
     n = result["world_size"]
     spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
-    if ddp_launch is not None:
+    if launch is not None and args.ddp_calibration:
         from commtune.probe.ddp_calib import calibrate_ddp, ddp_calibration_streams
 
         ks, rr = ddp_calibration_streams(extra)
         print(f"DDP calibration run (per-bucket gap, streams {','.join(map(str, ks))}; round robin "
               f"{','.join(map(str, rr)) or 'none'}) ...", file=sys.stderr)
-        spec = calibrate_ddp(ddp_launch, spec, extra, steps=args.ddp_steps)
+        spec = calibrate_ddp(launch, spec, extra, steps=args.ddp_steps)
     elif args.ddp_calibration and args.engine != "mpi":
         extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
+    if args.fsdp_calibration and {"allgather", "reduce_scatter"} <= set(result.get("collectives") or {}):
+        if launch is not None:
+            from commtune.probe.fsdp_calib import calib_block_bytes, calibrate_fsdp
+            from commtune.units import format_size
+
+            print(f"FSDP calibration run (host cost per sharded collective; 16 blocks of "
+                  f"{format_size(calib_block_bytes(spec))}) ...", file=sys.stderr)
+            spec = calibrate_fsdp(launch, spec, extra, steps=args.ddp_steps)
+        elif args.engine != "mpi":
+            extra["fit"]["warnings"].append("the FSDP calibration run needs launched ranks (--ranks/--emulated); skipped")
     tables = [format_table(result["records"], n)] + [format_table(recs, n, c) for c, recs in
                                                       (result.get("collectives") or {}).items()]
     return _report_and_write(args, spec, extra, "\n".join(tables) + "\n" + summary(spec, extra),

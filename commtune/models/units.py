@@ -63,6 +63,11 @@ def group_units(model: ModelProfile, unit_bytes: int = 0) -> list[Unit]:
     return sorted(units, key=lambda u: u.first)
 
 
+#: the unit of the layers outside every block: FSDP2's root module takes them, and keeps them
+#: gathered from the forward into the backward (its default for the root)
+ROOT_UNIT = "root"
+
+
 def layer_numels(model: ModelProfile) -> list[int]:
     """Parameter elements of each layer of ``model``, forward order."""
     return [sum(t.numel for t in layer.tensors) for layer in model.layers]
@@ -76,7 +81,7 @@ def _by_block(model: ModelProfile) -> list[tuple[str, list[int]]]:
         (groups.setdefault(layer.block, []) if layer.block is not None else root).append(i)
     out = [(name, idx) for name, idx in groups.items()]
     if root:
-        out.append(("root", root))
+        out.append((ROOT_UNIT, root))
     return out
 
 

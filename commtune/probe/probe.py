@@ -396,4 +396,10 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
         lines.append(f"  end of backward (DDP calibration, last bucket alone): step measured {t['measured_s'] * 1e3:.1f} ms, "
                      f"simulated {t['simulated_at_0_s'] * 1e3:.1f} ms -> the last bucket starts "
                      f"{format_time(t['delay_s'])} after backward")
+    if "fsdp_calibration" in fit:
+        t = fit["fsdp_calibration"]
+        lines.append(f"  FSDP calibration (one unit per block, and 4 blocks per unit): steps measured "
+                     f"{', '.join(f'{m * 1e3:.1f}' for m in t['measured_s'])} ms, simulated "
+                     f"{', '.join(f'{m * 1e3:.1f}' for m in t['simulated_at_0_s'])} ms -> host cost per sharded "
+                     f"collective {format_time(t['unit_host_s'])} + {t['unit_host_s_per_byte'] * 1e9:.3f} ns/B")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 A calibration file keeps what the probe measured (``measurements``,
 ``burst_measurements``, ``host_measurements``, ``collective_measurements``) and the DDP calibration run's
-step times (``ddp_calibration_measurements``, ``ddp_tail_measurements``). When the network model changes,
+step times (``ddp_calibration_measurements``, ``ddp_tail_measurements``) and the FSDP calibration
+run's (``fsdp_calibration_measurements``). When the network model changes,
 an old calibration is brought up to date without re-running anything:
 ``commtune probe --refit OLD.yaml -o NEW.yaml``. The fit settings (minimum fit
 size, weighting) are the ones the file was made with.
@@ -21,6 +22,7 @@ def refit_calibration(path: str | os.PathLike, name: str | None = None) -> tuple
     """``(spec, extra)`` as :func:`~commtune.probe.probe.calibration` (+ the DDP fits) would
     write them, from the measurements stored in the calibration file at ``path``."""
     from commtune.probe.ddp_calib import apply_ddp_calibration, apply_last_bucket_delay
+    from commtune.probe.fsdp_calib import apply_fsdp_calibration
     from commtune.probe.probe import DEFAULT_FIT_MIN_SIZE, DEFAULT_WEIGHTING, calibration
 
     doc = read_cluster_doc(path)
@@ -48,6 +50,7 @@ def refit_calibration(path: str | os.PathLike, name: str | None = None) -> tuple
     if ddp:
         spec = apply_ddp_calibration(spec, extra, ddp)
     spec = apply_last_bucket_delay(spec, extra, doc.get("ddp_tail_measurements") or [])
+    spec = apply_fsdp_calibration(spec, extra, doc.get("fsdp_calibration_measurements") or [])
     extra["provenance"]["refit_of"] = {"path": os.fspath(path), "created_at": prov.get("created_at"),
                                        "tool": prov.get("tool")}
     return spec, extra

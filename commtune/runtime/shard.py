@@ -6,8 +6,10 @@ units as the simulator does (:func:`commtune.models.units.group_units` on the
 live module), calls ``fully_shard`` once per unit bottom-up and once on the
 root, and sets
 
-- ``reshard_after_forward`` (``grad`` sharding: ``False``, parameters are
-  gathered once per step as FSDP's SHARD_GRAD_OP / ZeRO-2 keep them);
+- ``reshard_after_forward`` on every unit but the root (``grad`` sharding:
+  ``False``, parameters are gathered once per step as FSDP's SHARD_GRAD_OP /
+  ZeRO-2 keep them); the root keeps FSDP2's default, gathered from the forward
+  into the backward that needs it first, as the simulator's root unit;
 - the forward and backward prefetch lists (``set_modules_to_forward_prefetch``
   and ``set_modules_to_backward_prefetch``, ``forward_prefetch`` /
   ``backward_prefetch`` units ahead);
@@ -34,7 +36,7 @@ from commtune.errors import CommtuneError
 from commtune.knobs import SHARDED, Knobs
 from commtune.models.base import ModelProfile
 from commtune.models.record import ROOT_LAYER
-from commtune.models.units import group_units
+from commtune.models.units import ROOT_UNIT, group_units
 from commtune.profiles import Profile, load_profile
 from commtune.runtime.checks import check_model, check_world_size
 from commtune.runtime.fingerprint import module_profile
@@ -53,6 +55,7 @@ class ShardPlan:
     backward_prefetch: int
     reduce_dtype: torch.dtype
     mesh_shape: tuple[int, ...]  # (world,) or (replicas, shard group)
+    root: int | None = None  # the unit of the layers outside every block: the root call's (kept after forward)
 
 
 def block_modules(model: nn.Module) -> list[str]:
@@ -122,7 +125,7 @@ def plan_shard(model: nn.Module, knobs: Knobs, world_size: int, gpus_per_node: i
         units=tuple(tuple(prof.layers[i].name for i in u.layers) for u in units),
         reshard_after_forward=reshard, forward_prefetch=prefetch["forward_prefetch"],
         backward_prefetch=prefetch["backward_prefetch"], reduce_dtype=_REDUCE_DTYPES[knobs.reduce_precision],
-        mesh_shape=mesh_shape,
+        mesh_shape=mesh_shape, root=next((u for u, unit in enumerate(units) if unit.name == ROOT_UNIT), None),
     )
 
 
@@ -148,8 +151,8 @@ def apply_plan(model: nn.Module, plan: ShardPlan, mesh: Any | None = None) -> nn
     order = sorted(range(len(plan.units)), key=lambda u: -max(_depth(n) for n in plan.units[u]))
     for u in order:
         owners = [n for n in plan.units[u] if n != ROOT_LAYER]
-        if len(owners) < len(plan.units[u]):
-            continue  # parameters directly on the root: the root call below takes them
+        if u == plan.root or len(owners) < len(plan.units[u]):
+            continue  # the root's unit, or parameters directly on the root: the root call below takes them
         modules = [model.get_submodule(n) for n in owners]
         own = {id(p) for n in owners for p in model.get_submodule(n).parameters(recurse=False) if p.requires_grad}
         taken = {id(p) for m in modules for p in m.parameters() if p.requires_grad} - assigned
@@ -160,7 +163,9 @@ def apply_plan(model: nn.Module, plan: ShardPlan, mesh: Any | None = None) -> nn
         assigned |= taken
         fully_shard(modules if len(modules) > 1 else modules[0], **options)
         handles[u] = modules[0]
-    fully_shard(model, **options)
+    # the root as FSDP2 shards it by default (reshard_after_forward None): kept gathered from the
+    # forward into the backward, which needs it first (the simulator's root unit)
+    fully_shard(model, **{**options, "reshard_after_forward": None})
     handles = [model if h is None else h for h in handles]
     for u, h in enumerate(handles):
         ahead = [m for m in handles[u + 1:u + 1 + plan.forward_prefetch] if m is not h]

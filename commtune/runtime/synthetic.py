@@ -1,12 +1,17 @@
 """A module mirroring a model profile's parameter tensors, with emulated compute.
 
 One module per profile layer owning tensors
-of the profile's sizes (so the module's fingerprint is the profile's), forward
-and backward sleeping to each layer's scheduled end, counted from the forward's
-start (sleep releases the GIL, so several ranks on a few cores overlap compute
-and communication as GPUs would; the host's own work between forward and
-backward, loss and autograd's start, takes from the first backward layer's
-time, as a GPU runs its queued kernels back to back).
+of the profile's sizes (so the module's fingerprint is the profile's). Compute
+runs on an emulated device timeline (``Clock.t``): a layer's forward or
+backward starts when the device's previous layer ends, or later when it waits
+for its parameters, and the host sleeps until it ends (sleep releases the
+GIL, so several ranks on a few cores overlap compute and communication as GPUs
+would). The host's own work (hooks, the loss, autograd's start) overlaps the
+device's compute, as a GPU runs its queued kernels back to back while the host
+launches ahead; so does a collective that blocks the host (gloo's), unless the
+device needs its result. Under FSDP2 :func:`wait_for_gathers` makes a layer
+wait for its unit's all-gather, as a GPU's compute stream waits on the
+all-gather stream; under DDP nothing waits (compute never needs a bucket).
 :func:`synthetic_profile` derives the profile to mirror (tensors scaled, given
 forward/backward totals spread over the layers); save it with
 :func:`commtune.models.save_profile` and ``commtune search --model`` that file:
@@ -20,7 +25,7 @@ from typing import Any, Sequence
 from commtune.errors import CommtuneError
 from commtune.models.base import GradTensor, Layer, ModelProfile
 
-__all__ = ["SyntheticModel", "profile_from_workload", "sim_workload", "synthetic_profile"]
+__all__ = ["SyntheticModel", "profile_from_workload", "sim_workload", "synthetic_profile", "wait_for_gathers"]
 COMPUTE_MODES = ("emulated", "real")
 
 
@@ -102,9 +107,9 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
     from torch import nn
 
     class Clock:
-        fwd_t0 = 0.0
-        fwd_total = 0.0  # the forward's scheduled length
-        bwd_t0: float | None = None  # the backward's scheduled start: fwd_t0 + fwd_total
+        fwd_t0 = 0.0  # when the forward starts (host and device)
+        t = 0.0  # when the device's last layer ends
+        bwd_t0: float | None = None  # when the backward's first layer may start: the forward's end on the device
 
     def sleep_until(t: float) -> None:
         d = t - time.perf_counter()
@@ -113,38 +118,43 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
 
     class SleepLayer(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, fwd_end, bwd_end, clock, *params):
-            sleep_until(clock.fwd_t0 + fwd_end)
-            ctx.bwd_end = bwd_end
-            ctx.clock = clock
+        def forward(ctx, x, layer, *params):
+            layer.compute(layer.fwd_s)
+            ctx.layer = layer
             ctx.save_for_backward(*params)
             return x.clone()
 
         @staticmethod
         def backward(ctx, g):
-            clock = ctx.clock
-            if clock.bwd_t0 is None:
-                # scheduled, not observed: the loss and autograd's start take the first layer's
-                # time, as a GPU's queued kernels run back to back while the host launches ahead
-                clock.bwd_t0 = clock.fwd_t0 + clock.fwd_total
-            sleep_until(clock.bwd_t0 + ctx.bwd_end)
+            layer = ctx.layer
+            if layer.clock.bwd_t0 is None:
+                layer.clock.bwd_t0 = layer.clock.t
+            layer.compute(layer.bwd_s)
             s = g.sum()
-            return (g, None, None, None, *[p * s for p in ctx.saved_tensors])
+            return (g, None, *[p * s for p in ctx.saved_tensors])
 
     class SyntheticLayer(nn.Module):
         """One profile layer: owns its tensors (``p0``, ``p1``, ...) and runs its part of the timeline."""
 
-        def __init__(self, numels: Sequence[int], gen: Any, clock: Any, fwd_end: float, bwd_end: float) -> None:
+        def __init__(self, numels: Sequence[int], gen: Any, clock: Any, fwd_s: float, bwd_s: float) -> None:
             super().__init__()
             self.names = [f"p{j}" for j in range(len(numels))]
             for name, n in zip(self.names, numels):
                 self.register_parameter(name, nn.Parameter(torch.rand(n, generator=gen) - 0.5))
-            self.clock, self.fwd_end, self.bwd_end = clock, fwd_end, bwd_end
+            self.clock, self.fwd_s, self.bwd_s = clock, fwd_s, bwd_s
+            self.gate: Any = None  # its unit's all-gather (:func:`wait_for_gathers`); None: never waits
+
+        def compute(self, seconds: float) -> None:
+            """``seconds`` of emulated compute on the device timeline, after its parameters' gather."""
+            clock = self.clock
+            start = clock.t if self.gate is None or self.gate.ready <= clock.t else self.gate.ready
+            clock.t = start + seconds
+            sleep_until(clock.t)
 
         def forward(self, x):
             params = [getattr(self, n) for n in self.names]  # FSDP2 swaps in the gathered tensors
             if compute == "emulated":
-                return SleepLayer.apply(x, self.fwd_end, self.bwd_end, self.clock, *params)
+                return SleepLayer.apply(x, self, *params)
             return x + 1e-6 * sum((p * p).sum() for p in params) if params else x
 
     class SyntheticBlock(nn.Module):
@@ -164,17 +174,11 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
             super().__init__()
             gen = torch.Generator().manual_seed(seed)
             self.clock = Clock()
-            total_b = sum(s[3] for s in specs)
-            f_acc = b_acc = 0.0
             layers, blocks = [], []
             for spec in specs:
                 _name, numels, f, b = spec[:4]
-                f_acc += f
-                # backward runs the layers in reverse: layer i ends after all later layers and itself
-                layers.append(SyntheticLayer(numels, gen, self.clock, f_acc, total_b - b_acc))
+                layers.append(SyntheticLayer(numels, gen, self.clock, f, b))
                 blocks.append(spec[4] if len(spec) > 4 else None)
-                b_acc += b
-            self.fwd_total = f_acc
             # Without block annotations every layer is a child of ``blocks`` (one unit each). With them
             # each block's layers form one child of ``blocks`` and a layer outside every block
             # (embeddings, head) is a child of the root (``layer<i>``: the root's unit), as FSDP
@@ -199,14 +203,61 @@ def build_model(specs: Sequence[Sequence], compute: str, seed: int = 0):
                     self.order.append(self.blocks[-1])
 
         def forward(self, x):
-            self.clock.fwd_t0 = time.perf_counter()
-            self.clock.fwd_total = self.fwd_total
+            self.clock.fwd_t0 = self.clock.t = time.perf_counter()
             self.clock.bwd_t0 = None
             for m in self.order:
                 x = m(x)
             return x
 
     return SyntheticModel()
+
+
+class _Gate:
+    """When a unit's parameters were last gathered (perf_counter seconds)."""
+
+    ready = float("-inf")
+
+
+class _GatedAllGather:
+    """FSDP2's all-gather (``set_custom_all_gather``) that stamps its unit's :class:`_Gate` when it
+    completes. It runs synchronously, as FSDP2's default does on gloo; an asynchronous request
+    completes before it returns (FSDP2 then has no work to wait on)."""
+
+    def __init__(self, gate: _Gate) -> None:
+        self.gate = gate
+
+    def allocate(self, size: Sequence[int], *, dtype: Any, device: Any) -> Any:
+        import torch
+
+        return torch.empty(*size, dtype=dtype, device=device)
+
+    def __call__(self, output_tensor: Any, input_tensor: Any, group: Any, async_op: bool = False) -> None:
+        import torch.distributed as dist
+
+        dist.all_gather_into_tensor(output_tensor, input_tensor, group=group)
+        self.gate.ready = time.perf_counter()
+
+
+def wait_for_gathers(model: Any) -> int:
+    """Make each emulated layer of an FSDP2-sharded synthetic ``model`` start its compute only
+    once its unit's latest all-gather (forward, or backward's re-gather) has completed, as a
+    GPU's compute waits on the all-gather stream; returns the number of units gated (0: not
+    a sharded synthetic model). A layer belongs to its nearest ``fully_shard``-ed ancestor."""
+    from torch.distributed.fsdp import FSDPModule
+
+    gates: dict[int, _Gate] = {}
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for unit in reversed(units):  # reversed pre-order: a unit's descendants before the unit
+        layers = [m for m in unit.modules() if hasattr(m, "compute") and getattr(m, "gate", 1) is None]
+        if not layers:
+            continue
+        state = id(unit._get_fsdp_state())  # grouped fully_shard([a, b]): one state, one gate
+        if state not in gates:
+            gates[state] = _Gate()
+            unit.set_custom_all_gather(_GatedAllGather(gates[state]))
+        for layer in layers:
+            layer.gate = gates[state]
+    return len(gates)
 
 
 def grad_check(model: Any, x: Any, w: Any, specs: Sequence, compute: str, world: int, device: Any,

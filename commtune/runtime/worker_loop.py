@@ -158,12 +158,14 @@ class Reconfigurer:
 
     def _shard(self, spec: ShardSpec) -> torch.nn.Module:
         from commtune.runtime.shard import apply_plan, plan_shard
+        from commtune.runtime.synthetic import wait_for_gathers
 
         gc.collect()  # the previous sharded copy (retired above) goes before the next is built
         copy = self.fresh()
         plan = plan_shard(copy, spec.knobs, dist.get_world_size(self.process_group), spec.gpus_per_node,
                           cap_prefetch=True)
         model = apply_plan(copy, plan, self._mesh(plan.mesh_shape, copy))
+        wait_for_gathers(model)  # a synthetic mirror's compute waits for its unit's gather; others: no-op
         self.shard_plan = plan
         return model
 
