@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
@@ -240,3 +242,69 @@ def test_autotuner_refuses_sharded_knobs_with_one_line():
         with pytest.raises(CommtuneError, match="sharded.*commtune.runtime.shard"):
             _as_config(item, DDP_DEFAULT)
     assert _as_config(DDP_DEFAULT, DDP_DEFAULT).knobs == DDP_DEFAULT
+
+
+def _mirror(fwd=(0.01, 0.01, 0.01), bwd=(0.02, 0.02, 0.02)):
+    pytest.importorskip("torch")
+    from commtune.runtime.synthetic import build_model
+
+    specs = [[f"l{i}", [4], f, b, None] for i, (f, b) in enumerate(zip(fwd, bwd))]
+    return build_model(specs, "emulated")
+
+
+def _step(model):
+    torch = pytest.importorskip("torch")
+    x = torch.randn(2, 8)
+    out = model(x)
+    fwd_end = model.clock.t
+    out.sum().backward()
+    return fwd_end
+
+
+def test_mirror_compute_runs_on_the_device_timeline_and_host_blocking_overlaps_it():
+    """No gate (DDP): each layer starts when the device's previous one ends, whatever the host
+    does in between (here a 40 ms block before the last layer): the forward ends at t0 + 30 ms."""
+    model = _mirror()
+    model.blocks[2].register_forward_pre_hook(lambda *_: time.sleep(0.04))
+    fwd_end = _step(model)
+    c = model.clock
+    assert fwd_end == pytest.approx(c.fwd_t0 + 0.03, abs=1e-12)
+    assert c.bwd_t0 == fwd_end and c.t == pytest.approx(c.bwd_t0 + 0.06, abs=1e-12)
+
+
+def test_mirror_layer_waits_for_its_units_gather():
+    """A gated layer starts no earlier than its gate (its unit's all-gather completing), and the
+    delay carries to the layers after it, as a GPU's compute stream waits on the all-gather stream."""
+    from commtune.runtime.synthetic import _Gate
+
+    model = _mirror()
+    gate = _Gate()
+    model.blocks[1].gate = gate
+    gate.ready = time.perf_counter() + 0.05  # later than layer 0's end (~10 ms after the forward starts)
+    fwd_end = _step(model)
+    assert fwd_end == pytest.approx(gate.ready + 0.02, abs=1e-12)  # layers 1 and 2 after the gather
+    assert model.clock.t == pytest.approx(fwd_end + 0.06, abs=1e-12)  # the backward's gather was earlier
+
+
+def test_wait_for_gathers_gates_every_mirror_layer_by_its_nearest_unit():
+    pytest.importorskip("torch")
+    import torch.distributed as dist
+
+    from commtune.probe.launch import free_port
+    from commtune.runtime.shard import apply_plan, plan_shard
+    from commtune.runtime.synthetic import build_model, layer_specs, synthetic_profile, wait_for_gathers
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        prof = synthetic_profile("gpt2", 0.001, 0.0, 0.0)
+        model = build_model(layer_specs(prof), "emulated")
+        plan = plan_shard(model, Knobs(sharding="full"), 1)
+        model = apply_plan(model, plan)
+        assert wait_for_gathers(model) == len(plan.units)
+        layers = [m for m in model.modules() if hasattr(m, "compute")]
+        assert all(layer.gate is not None for layer in layers)
+        assert len({id(layer.gate) for layer in layers}) == len(plan.units)
+        assert wait_for_gathers(model) == 0  # already gated
+    finally:
+        dist.destroy_process_group()

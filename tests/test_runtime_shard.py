@@ -50,6 +50,8 @@ def test_plan_units_per_block_and_root():
     assert plan.units[0] == ("embed", "head")  # FSDP2's root unit: everything outside a block
     assert plan.units[1:] == tuple(("layers.%d.norm" % i, "layers.%d.up" % i, "layers.%d.down" % i) for i in range(3))
     assert plan.reshard_after_forward is True and plan.mesh_shape == (2,)
+    assert plan.root == 0  # the root call takes it (FSDP2 keeps the root gathered into the backward)
+    assert plan_shard(Tiny(), Knobs(sharding="full", unit_bytes=1024), world_size=2).root is None  # greedy units
 
 
 def test_plan_grad_hybrid_and_bad_values():
@@ -133,3 +135,32 @@ def test_parameters_after_steps_equal_all_reduce_dp(tmp_path, name, world, knobs
     assert set(got) == set(want)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=f"{name}: {k}")
+
+
+def _root_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from commtune.runtime.shard import shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = shard(Tiny(), Knobs(sharding="full", reshard_after_forward=True))
+        loss = _loss(model, rank, 0)  # after the forward, before the backward
+        state = {"root": model._get_fsdp_state()._fsdp_param_group.is_unsharded,
+                 "block": model.layers[0].up._get_fsdp_state()._fsdp_param_group.is_unsharded}
+        loss.backward()
+        if rank == 0:
+            torch.save(state, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_root_stays_gathered_after_forward_and_blocks_reshard(tmp_path):
+    """reshard_after_forward applies to the blocks; the root unit keeps FSDP2's default (the simulator's kept unit)."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "state.pt")
+    mp.spawn(_root_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    assert torch.load(out) == {"root": True, "block": False}

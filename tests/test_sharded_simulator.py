@@ -147,6 +147,21 @@ def test_two_unit_no_reshard_and_grad():
     assert [c.kind for c in grad.collectives].count("regather") == 0
 
 
+def test_unit_host_cost_adds_to_every_sharded_collective():
+    """ClusterSpec.unit_host_s + unit_host_s_per_byte * S lengthens each collective by exactly that."""
+    base = _two_units()
+    h0, h1 = 3e-4, 2e-9
+    host = Simulator(base.workload, dataclasses.replace(base.cluster, unit_host_s=h0, unit_host_s_per_byte=h1))
+    k = Knobs(sharding="full", reduce_precision="bf16")
+    plain, costly = base.run(k).collectives, host.run(k).collectives
+    assert [c.kind for c in plain] == [c.kind for c in costly]
+    for a, b in zip(plain, costly):
+        size = (2 if a.kind == "reduce_scatter" else 4) * N  # fp32 parameters, a bf16 reduction
+        assert b.end_s - b.start_s == pytest.approx(a.end_s - a.start_s + h0 + h1 * size, rel=1e-12)
+    with pytest.raises(CommtuneError, match="unit_host_s must be a non-negative time"):
+        dataclasses.replace(base.cluster, unit_host_s=-1.0)
+
+
 def test_bf16_reduce_halves_reduce_scatter():
     sim = _two_units()
     r32 = sim.run(Knobs(sharding="grad", reduce_precision="fp32")).collectives
