@@ -59,7 +59,7 @@ def test_fsdp2_units_per_block_and_snippet(toy):
     assert d["forward_prefetch"] == 2 and d["backward_prefetch"] == 0
     code = d["snippet"]
     ast.parse(code)  # valid Python
-    assert "UNITS = [['blocks.0'], ['blocks.1']]" in code and "fully_shard(model, **kw)" in code
+    assert "UNITS = [['blocks.0'], ['blocks.1']]" in code and "fully_shard(model, **{**kw, 'reshard_after_forward': None})" in code
     assert "units[i + 1:i + 3]" in code and "units[max(0, i - 0):i][::-1]" in code
     assert set(reported(r)) == set()  # the all-reduce knobs are inactive under sharding
 

@@ -46,7 +46,8 @@ class Fsdp2Exporter(JsonExporter):
         else:
             raf = a["reshard_after_forward"]
             d.set("fully_shard.reshard_after_forward", raf, "reshard_after_forward",
-                  "the same value on every unit and the root (FSDP2's own default leaves the root unsharded)")
+                  "on every unit; the root keeps FSDP2's default (None: gathered from the forward into the "
+                  "backward that needs it first), as commtune.runtime.shard applies it")
         precision = d.profile.model.get("precision")
         d.set("fully_shard.mp_policy.param_dtype", PARAM_DTYPE.get(precision),
               comment=f"compute precision {precision}: null = the parameters' dtype (amp: autocast)")
@@ -118,7 +119,8 @@ def snippet(settings: dict[str, Any], active: dict[str, Any]) -> str:
         "    mods = [model.get_submodule(n) for n in names]",
         "    u = fully_shard(mods if len(mods) > 1 else mods[0], **kw)",
         "    units.append(u[0] if isinstance(u, list) else u)",
-        "fully_shard(model, **kw)  # root: every parameter outside the units",
+        "fully_shard(model, **{**kw, 'reshard_after_forward': None})  # root: every parameter outside the units, "
+        "kept gathered into the backward",
     ]
     fwd, bwd = settings.get("forward_prefetch"), settings.get("backward_prefetch")
     if fwd or bwd is not None:
