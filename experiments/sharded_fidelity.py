@@ -1,18 +1,20 @@
 """Sharded-step fidelity of the calibrated simulator on held-out FSDP2 configurations, and the live gain of the searched FSDP2 profile.
 
 Claim: the simulator, calibrated by ``commtune probe`` with its defaults, predicts real FSDP2 steps of held-out sharded configurations on emulated clusters (MAPE <= 5 %, worst <= 10 %, the simulator's pick within 3 % of the live best, per shape and model), and the profile ``search --space fsdp`` finds on it, applied live by ``commtune.runtime.shard``, beats FSDP2's defaults and lies within 3 % of the best of a live grid around it.
-Runs: ~16 min by default on 2 cores (2 shapes of 2-3 hosts; the estimate ``--dry-run`` prints: each default probe at its 300 s budget, an upper bound, every live configuration at (warm-up + steps) x passes x its simulated step plus a re-shard, noisy-pass repeats included). Root: yes (emulated cluster).
+Runs: ~18 min by default on 2 cores (2 shapes of 2-3 hosts; the estimate ``--dry-run`` prints: each default probe at its 300 s budget, an upper bound, every live configuration at (warm-up + steps) x passes x its simulated step plus a re-shard, noisy-pass repeats included). Root: yes (emulated cluster).
 Writes: ``experiments/results/sharded_fidelity.{md,json,png}``; calibrations, the mirrors' profiles and the search spaces under ``experiments/results/sharded_fidelity/``.
 
 For each emulated cluster shape (:data:`SHAPES`): ``commtune cluster up``,
 ``commtune probe --emulated`` with its defaults (all-reduce, all-gather,
-reduce-scatter, the DDP calibration run), then for each model of
+reduce-scatter, the DDP and FSDP calibration runs), then for each model of
 :data:`MODELS` (the synthetic mirror of a zoo model, tensors scaled, forward /
 backward compute emulated by sleeps; the mirror keeps the model's transformer
 blocks, the units FSDP users wrap) ``commtune validate --sharding full`` with
 its defaults: held-out FSDP2 configurations (unit caps, prefetch, reshard
 after forward, reduce precision; :func:`commtune.validation.held_out_sharded`),
-two passes of alternating order, measured as FSDP2 steps on the emulated
+two passes of alternating order of :data:`VALIDATE` ``steps`` timed steps each
+(more than validate's default 5: a step of many small collectives varies by
+up to 20 % between passes here), measured as FSDP2 steps on the emulated
 hosts and predicted by the sharded timeline on the calibration.
 
 Gain (on :data:`GAIN_SHAPES`): ``commtune search --space FILE`` (the fsdp
@@ -59,8 +61,8 @@ COMPUTE_MS = (100.0, 200.0)
 HELD_OUT = 5
 SEARCH_TRIALS = 30
 TARGETS = {"mape": 0.05, "worst": 0.10, "pick_gap": 0.03, "grid_gap": 0.03}
-#: validate's defaults (commtune/cli/validate_cmd.py), for the time estimate
-VALIDATE = {"warmup": 2, "steps": 5, "passes": 2, "repeat_noisy": 2}
+#: validate's settings: its defaults (commtune/cli/validate_cmd.py) but 10 timed steps per pass
+VALIDATE = {"warmup": 2, "steps": 10, "passes": 2, "repeat_noisy": 2}
 #: a worker group's start, a fresh FSDP2 copy per configuration, validate's drift check (3 DDP anchors): seconds
 START_S, RESHARD_S, DRIFT_S = 8.0, 1.0, 15.0
 #: the share of configurations assumed to get validate's extra (noisy) passes
@@ -192,12 +194,13 @@ def validate_argv(calib: str, prefix: str, m: str, *extra: str) -> list[str]:
     """``commtune validate --sharding full`` of model ``m``'s mirror on the emulated cluster ``prefix``."""
     model, scale = MODELS[m]
     return ["validate", "--cluster", calib, "--emulated", "--prefix", prefix, "--model", model, "--scale", str(scale),
-            "--forward-ms", f"{COMPUTE_MS[0]:g}", "--backward-ms", f"{COMPUTE_MS[1]:g}", "--sharding", "full", *extra,
+            "--forward-ms", f"{COMPUTE_MS[0]:g}", "--backward-ms", f"{COMPUTE_MS[1]:g}", "--sharding", "full",
+            "--steps", str(VALIDATE["steps"]), *extra,
             "--json", "--timeout", "900"]
 
 
 def held_out_argv(calib: str, prefix: str, m: str, seed: int, held_out: int, png: str) -> list[str]:
-    """The held-out validation of model ``m`` (validate's defaults: passes, repeats, drift check)."""
+    """The held-out validation of model ``m`` (validate's defaults but :data:`VALIDATE` steps: passes, repeats, drift check)."""
     return validate_argv(calib, prefix, m, "--held-out", str(held_out), "--seed", str(seed), "--plot", png)
 
 

@@ -24,7 +24,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, monkeypatch, capsy
         assert f"calib-{name}.yaml" in out
     assert out.count("commtune probe --emulated") == len(sf.SHAPES)  # the probe's defaults: no size, stream, budget flag
     assert out.count("held-out sharded validate") == len(sf.SHAPES) * len(sf.MODELS)
-    assert out.count("--sharding full --held-out 5") == len(sf.SHAPES) * len(sf.MODELS)
+    assert out.count("--sharding full --steps 10 --held-out 5") == len(sf.SHAPES) * len(sf.MODELS)
     assert "llama3.2-1b --scale 0.002" in out and "gpt2 --scale 0.02" in out
     assert out.count("commtune search") == 1 and "--space" in out and "live grid" in out
     assert "full, unit per block, prefetch" in out  # the held-out configurations themselves
