@@ -268,8 +268,8 @@ def test_mirror_compute_runs_on_the_device_timeline_and_host_blocking_overlaps_i
     model.blocks[2].register_forward_pre_hook(lambda *_: time.sleep(0.04))
     fwd_end = _step(model)
     c = model.clock
-    assert fwd_end == pytest.approx(c.fwd_t0 + 0.03, abs=1e-12)
-    assert c.bwd_t0 == fwd_end and c.t == pytest.approx(c.bwd_t0 + 0.06, abs=1e-12)
+    assert fwd_end == pytest.approx(c.fwd_t0 + 0.03, abs=1e-9)
+    assert c.bwd_t0 == fwd_end and c.t == pytest.approx(c.bwd_t0 + 0.06, abs=1e-9)
 
 
 def test_mirror_layer_waits_for_its_units_gather():
@@ -282,8 +282,8 @@ def test_mirror_layer_waits_for_its_units_gather():
     model.blocks[1].gate = gate
     gate.ready = time.perf_counter() + 0.05  # later than layer 0's end (~10 ms after the forward starts)
     fwd_end = _step(model)
-    assert fwd_end == pytest.approx(gate.ready + 0.02, abs=1e-12)  # layers 1 and 2 after the gather
-    assert model.clock.t == pytest.approx(fwd_end + 0.06, abs=1e-12)  # the backward's gather was earlier
+    assert fwd_end == pytest.approx(gate.ready + 0.02, abs=1e-9)  # layers 1 and 2 after the gather
+    assert model.clock.t == pytest.approx(fwd_end + 0.06, abs=1e-9)  # the backward's gather was earlier
 
 
 def test_wait_for_gathers_gates_every_mirror_layer_by_its_nearest_unit():
