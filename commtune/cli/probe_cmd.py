@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+import time
 
 from commtune.cli.common import ranged
 from commtune.errors import CommtuneError
@@ -80,8 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"least-squares weights: relative (1/t) or absolute (large messages dominate; default "
                         f"{DEFAULT_WEIGHTING}, validates better)")
     p.add_argument("--no-ddp-calibration", dest="ddp_calibration", action="store_false",
-                   help="skip the short DDP run (16 x 1 MiB tensors, bucket caps 1 vs 8 MiB per stream count) that "
-                        "fits DDP's per-bucket gap; it is part of the default calibration")
+                   help="skip the short DDP run (16 tensors of up to 1 MiB, sized to the link, bucket caps 1 vs 8 "
+                        "tensors per stream count) that fits DDP's per-bucket gap; it is part of the default calibration")
     p.add_argument("--no-fsdp-calibration", dest="fsdp_calibration", action="store_false",
                    help="skip the short FSDP2 run (16 blocks, one unit per block vs 4 per unit, no compute) that fits "
                         "the host cost per sharded collective; it is part of the default calibration when the "
@@ -98,9 +99,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"collectives to time at every size and stream count (default {','.join(COLLECTIVES)}; "
                         "allreduce is always one): the sharded ones calibrate FSDP / ZeRO steps")
     p.add_argument("--budget", type=ranged("probe_budget", "--budget"), default=DEFAULT_BUDGET_S,
-                   help=f"seconds the probe may take (default {DEFAULT_BUDGET_S:g}): a pilot all-reduce first, then "
-                        "the largest sizes, burst sizes and iterations are cut until the estimate fits (the plan is "
-                        "printed); 0 runs the sizes as given")
+                   help=f"seconds the probe may take, calibration runs included (default {DEFAULT_BUDGET_S:g}): a "
+                        "pilot all-reduce first, the DDP/FSDP calibration runs' time reserved, then the largest sizes, "
+                        "burst sizes and iterations are cut until the estimate fits (the plan is printed), and the "
+                        "calibration runs time fewer stream counts / steps if what is left is short; 0 runs the sizes "
+                        "as given")
     p.add_argument("-o", "--output", metavar="FILE", help="write the calibration file (YAML, or JSON by suffix)")
     p.add_argument("--json", action="store_true", help="print the raw result as JSON instead of the table")
     p.add_argument("--refit", metavar="CALIB", help="run nothing: re-fit the measurements stored in a calibration file "
@@ -185,18 +188,33 @@ def _refit(args) -> int:
                              f"calibration re-fitted from {args.refit}, written to {args.output}")
 
 
+def _calibration_runs(args, collectives) -> list[str]:
+    """The calibration runs that follow the sweep on launched ranks: ``ddp`` unless opted out,
+    ``fsdp`` unless opted out when the sharded collectives are probed."""
+    return ((["ddp"] if args.ddp_calibration else [])
+            + (["fsdp"] if args.fsdp_calibration and {"allgather", "reduce_scatter"} <= set(collectives) else []))
+
+
 def _probe_and_write(args, launch, sizes, streams, min_fit, extra_kw) -> int:
-    """Probe on launched ranks, then (unless opted out) the DDP calibration run, then write."""
+    """Probe on launched ranks, then (unless opted out) the DDP and FSDP calibration runs within
+    what is left of ``--budget``, then write."""
     from commtune.probe.probe import run_probe
 
+    deadline = time.monotonic() + args.budget if args.budget else None
     print(f"probing {', '.join(extra_kw['collectives'])} on {launch.describe()} ({args.engine}) ...", file=sys.stderr)
-    result = run_probe(launch, sizes, streams, args.iters, args.warmup, **extra_kw)
-    return _finish(args, result, launch.hosts, launch.describe(), min_fit, launch)
+    result = run_probe(launch, sizes, streams, args.iters, args.warmup, **extra_kw,
+                       calibration_runs=_calibration_runs(args, extra_kw["collectives"]), ddp_steps=args.ddp_steps)
+    return _finish(args, result, launch.hosts, launch.describe(), min_fit, launch, deadline)
 
 
-def _finish(args, result: dict, hosts: int, source: str, min_fit: int, launch=None) -> int:
-    """Fit the probe's ``result``; on ``launch`` (launched ranks) the DDP and FSDP calibration runs; report and write."""
+def _finish(args, result: dict, hosts: int, source: str, min_fit: int, launch=None,
+            deadline: float | None = None) -> int:
+    """Fit the probe's ``result``; on ``launch`` (launched ranks) the DDP and FSDP calibration runs, each
+    within what is left before ``deadline`` (``time.monotonic()``; None: as asked); report and write."""
     from commtune.probe.probe import calibration, format_table, summary
+
+    def left_s(after: float = 0.0) -> float | None:
+        return None if deadline is None else deadline - time.monotonic() - after
 
     if result.get("rank", 0) != 0:
         return 0
@@ -207,23 +225,29 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, launch=No
     n = result["world_size"]
     spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
+    fsdp = "fsdp" in _calibration_runs(args, result.get("collectives") or {})
     if launch is not None and args.ddp_calibration:
-        from commtune.probe.ddp_calib import calibrate_ddp, ddp_calibration_streams
+        from commtune.probe.comm import REDUCE_SCATTER_STEPS
+        from commtune.probe.ddp_calib import calibrate_ddp, cluster_link, ddp_calibration_streams, ddp_tensor_bytes
+        from commtune.probe.fsdp_calib import estimate_fsdp_calibration_s
+        from commtune.units import format_size
 
         ks, rr = ddp_calibration_streams(extra)
-        print(f"DDP calibration run (per-bucket gap, streams {','.join(map(str, ks))}; round robin "
-              f"{','.join(map(str, rr)) or 'none'}) ...", file=sys.stderr)
-        spec = calibrate_ddp(launch, spec, extra, steps=args.ddp_steps)
+        link = cluster_link(spec)
+        after = estimate_fsdp_calibration_s(link, n, args.ddp_steps, rs_steps=REDUCE_SCATTER_STEPS.get(args.engine, 2))
+        print(f"DDP calibration run (per-bucket gap, 16 tensors of {format_size(ddp_tensor_bytes(link, n))}, streams "
+              f"{','.join(map(str, ks))}; round robin {','.join(map(str, rr)) or 'none'}) ...", file=sys.stderr)
+        spec = calibrate_ddp(launch, spec, extra, steps=args.ddp_steps, budget_s=left_s(after if fsdp else 0.0))
     elif args.ddp_calibration and args.engine != "mpi":
         extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
-    if args.fsdp_calibration and {"allgather", "reduce_scatter"} <= set(result.get("collectives") or {}):
+    if fsdp:
         if launch is not None:
             from commtune.probe.fsdp_calib import calib_block_bytes, calibrate_fsdp
             from commtune.units import format_size
 
             print(f"FSDP calibration run (host cost per sharded collective; 16 blocks of "
                   f"{format_size(calib_block_bytes(spec))}) ...", file=sys.stderr)
-            spec = calibrate_fsdp(launch, spec, extra, steps=args.ddp_steps)
+            spec = calibrate_fsdp(launch, spec, extra, steps=args.ddp_steps, budget_s=left_s())
         elif args.engine != "mpi":
             extra["fit"]["warnings"].append("the FSDP calibration run needs launched ranks (--ranks/--emulated); skipped")
     tables = [format_table(result["records"], n)] + [format_table(recs, n, c) for c, recs in

@@ -6,7 +6,10 @@ K ``all_reduce`` calls, futures) and the reducer's per-bucket bookkeeping run
 on the host's cores next to the transfers. This module times DDP itself on a
 *calibration* workload that is not the one being validated: ``count`` equal
 tensors of ``tensor_bytes`` ready evenly over ``backward_s`` (link-bound by
-design), bucket caps ``small`` (one tensor per bucket) and ``large``. The
+design), bucket caps ``small`` (one tensor per bucket) and ``large`` (eight).
+The tensor size adapts to the link (:func:`ddp_tensor_bytes`: 1 MiB from 1 Gbit/s
+per flow up, less below, so a step takes about :data:`TARGET_STEP_S`); the records
+carry it (``tensor_bytes``; records without it are of 1 MiB tensors). The
 difference between the two step times is what the extra buckets cost; per
 stream count K the gap ``g_K`` (see ``simulators.system``) is chosen so that
 the simulator reproduces that difference with everything else in the
@@ -28,25 +31,66 @@ End of backward (:func:`fit_last_bucket_delay`): on the calibration workload the
 link is still busy when backward ends, so what every rank does there before the
 last bucket's all-reduce can start (the reducer's end-of-backward work, the last
 rank to arrive) is hidden. A second short run times a workload where it is not
-(:func:`tail_workload`: four 1 MiB tensors over the first half of a backward long
-enough that their buckets are done before it ends, then 2 MiB at its end, one
-stream, one bucket per tensor); the delay ``d >= 0`` for which the simulator
+(:func:`tail_workload`: four tensors of the calibration's size over the first half of a
+backward long enough that their buckets are done before it ends, then one twice as
+large at its end, one stream, one bucket per tensor); the delay ``d >= 0`` for which the simulator
 reproduces its step time is ``ClusterSpec.last_bucket_delay_s``.
+
+Budget (:func:`estimate_ddp_calibration_s`, :func:`streams_within`): the run's
+seconds are estimated from the link, and ``commtune probe --budget`` times fewer
+stream counts when they do not fit what is left.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
 
 from commtune.cluster import ClusterSpec
 from commtune.knobs import DDP_DEFAULT, Knobs
-from commtune.units import MiB, format_time
+from commtune.probe.plan import LinkEstimate
+from commtune.units import KiB, MiB, format_size, format_time
+
+#: calibration tensors and their backward; tensors per bucket of the large cap
+COUNT, BACKWARD_S, LARGE_TENSORS = 16, 0.05, 8
+#: the link time the tensor size aims at for a step of one stream's large buckets (the slowest
+#: configuration), and the bounds of a tensor: 0.25 s keeps 1 MiB from 1 Gbit/s per flow on any ranks
+TARGET_STEP_S, MIN_TENSOR, MAX_TENSOR = 0.25, 64 * KiB, MiB
+#: seconds to launch the ranks once (start Python, import torch, gloo rendezvous and the stream
+#: groups); an assumption of a few seconds, as local and emulated ranks start
+LAUNCH_S = 5.0
+#: timed steps of the end-of-backward run beyond the configurations' (:func:`calibrate_ddp`)
+TAIL_EXTRA_STEPS = 2
 
 
+def ddp_tensor_bytes(link: LinkEstimate, ranks: int, count: int = COUNT) -> int:
+    """Bytes per calibration tensor so that ``count`` of them all-reduced on one stream take about
+    :data:`TARGET_STEP_S` of link time: ``TARGET_STEP_S * rate(1) / (2(n-1)/n) / count``, within
+    [:data:`MIN_TENSOR`, :data:`MAX_TENSOR`], a multiple of 4 KiB."""
+    n = max(int(ranks), 2)
+    rate = link.rate_Bps(1)
+    ideal = TARGET_STEP_S * rate / (2.0 * (n - 1) / n) / count if math.isfinite(rate) else MAX_TENSOR
+    t = int(min(max(ideal, MIN_TENSOR), MAX_TENSOR))
+    return t - t % (4 * KiB)
 
-def calib_workload(count: int = 16, tensor_bytes: int = MiB, backward_s: float = 0.05):
+
+def cluster_link(cluster: ClusterSpec) -> LinkEstimate:
+    """The :class:`~commtune.probe.plan.LinkEstimate` of a calibration (its fitted link)."""
+    return LinkEstimate(float(cluster.inter_latency_s), float(cluster.per_stream_Bps), float(cluster.inter_bw_Bps))
+
+
+def records_tensor_bytes(records: Sequence[dict]) -> int:
+    """The tensor size of DDP calibration records (``tensor_bytes``; 1 MiB without it: older files)."""
+    sizes = {int(r.get("tensor_bytes", MiB)) for r in records}
+    if len(sizes) > 1:
+        raise ValueError(f"DDP calibration records of several tensor sizes: {sorted(sizes)}")
+    return sizes.pop() if sizes else MiB
+
+
+def calib_workload(count: int = COUNT, tensor_bytes: int = MiB, backward_s: float = BACKWARD_S):
+    """``count`` tensors of ``tensor_bytes`` ready evenly over ``backward_s``, no forward."""
     from simulators.workload import synthetic_workload
 
     ready = np.linspace(backward_s / count, backward_s, count)
@@ -87,17 +131,20 @@ def record_knobs(record: dict) -> Knobs:
     return calib_knobs(record["streams"], record["bucket_bytes"], record.get("stream_mode", "split"))
 
 
-def calib_configs(streams: Sequence[int], small: int = MiB, large: int = 8 * MiB,
+def calib_configs(streams: Sequence[int], small: int = MiB, large: int = LARGE_TENSORS * MiB,
                   rr_streams: Sequence[int] = ()) -> list[Knobs]:
     """Split configurations for every K, round-robin ones for ``rr_streams``; both bucket caps."""
     return ([calib_knobs(k, c, "split") for k in streams for c in (small, large)]
             + [calib_knobs(k, c, "round_robin") for k in rr_streams for c in (small, large)])
 
 
-def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warmup: int = 2, workload=None,
-                            passes: int = 2, rr_streams: Sequence[int] = ()) -> list[dict]:
-    """Time the calibration configurations live (:func:`time_calib_configs`)."""
-    return time_calib_configs(launch, calib_configs(streams, rr_streams=rr_streams), steps, warmup, workload, passes)
+def run_ddp_gap_calibration(launch, streams: Sequence[int], steps: int = 8, warmup: int = 2, passes: int = 2,
+                            rr_streams: Sequence[int] = (), tensor_bytes: int = MiB) -> list[dict]:
+    """Time the calibration configurations of ``tensor_bytes`` tensors live (:func:`time_calib_configs`);
+    every record carries ``tensor_bytes``."""
+    configs = calib_configs(streams, tensor_bytes, LARGE_TENSORS * tensor_bytes, rr_streams)
+    recs = time_calib_configs(launch, configs, steps, warmup, calib_workload(tensor_bytes=tensor_bytes), passes)
+    return [{**r, "tensor_bytes": int(tensor_bytes)} for r in recs]
 
 
 def time_calib_configs(launch, configs: Sequence[Knobs], steps: int = 8, warmup: int = 2, workload=None,
@@ -139,7 +186,7 @@ def fit_ddp_gaps(records: Sequence[dict], cluster: ClusterSpec, workload=None,
     from simulators import Simulator
     from simulators.network import network_for
 
-    w = workload or calib_workload()
+    w = workload or calib_workload(tensor_bytes=records_tensor_bytes(records))
     by_k: dict[int, dict[int, float]] = {}
     for r in records:
         if r.get("stream_mode", "split") != "split":
@@ -168,7 +215,7 @@ def round_robin_check(records: Sequence[dict], cluster: ClusterSpec, workload=No
     spread ((max - min) / median of its steps) and beyond 3 %."""
     from simulators import Simulator
 
-    w = workload or calib_workload()
+    w = workload or calib_workload(tensor_bytes=records_tensor_bytes(records))
     sim = Simulator(w, cluster)
     rows = []
     for r in records:
@@ -195,7 +242,7 @@ def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=
     from simulators.calibrated import CalibratedNetwork
     from simulators.network import network_for
 
-    w = workload or calib_workload()
+    w = workload or calib_workload(tensor_bytes=records_tensor_bytes(records))
     net = network_for(cluster)
     if not isinstance(net, CalibratedNetwork):
         return {"rr_gap0_s": 0.0, "rr_gap_per_stream_s": 0.0, "by_streams": {}}
@@ -218,15 +265,16 @@ def fit_round_robin_gap(records: Sequence[dict], cluster: ClusterSpec, workload=
     return {"rr_gap0_s": g0, "rr_gap_per_stream_s": g1, "by_streams": out}
 
 
-def apply_round_robin_gap(spec: ClusterSpec, extra: dict, fitted: dict) -> ClusterSpec:
-    """Write ``rr_gap_per_stream_s`` (:func:`fit_round_robin_gap`) into the calibration."""
+def apply_round_robin_gap(spec: ClusterSpec, extra: dict, fitted: dict, tensor_bytes: int = MiB) -> ClusterSpec:
+    """Write ``rr_gap_per_stream_s`` (:func:`fit_round_robin_gap`, on ``tensor_bytes`` tensors) into the calibration."""
     fit = extra["fit"]
     _warn_at_bound(fit, "round robin", fitted["by_streams"])
     fit["network"]["rr_gap0_s"] = float(fitted["rr_gap0_s"])
     fit["network"]["rr_gap_per_stream_s"] = float(fitted["rr_gap_per_stream_s"])
-    fit["round_robin_gap"] = {"method": "DDP calibration run, round robin at K in RR_STREAMS, bucket caps 1 MiB "
-                                        "and 8 MiB: per K the link time lost per collective that zeroes the mean "
-                                        "relative error, then g_rr(K) = rr_gap0 + rr_gap_per_stream*K (least squares)",
+    fit["round_robin_gap"] = {"method": f"DDP calibration run, round robin at K in RR_STREAMS, bucket caps "
+                                        f"{_caps(tensor_bytes)}: per K the link time lost per collective that zeroes "
+                                        "the mean relative error, then g_rr(K) = rr_gap0 + rr_gap_per_stream*K "
+                                        "(least squares)",
                               "by_streams": {int(k): v for k, v in fitted["by_streams"].items()}}
     return dataclasses.replace(spec, meta={**spec.meta, "fit": fit})
 
@@ -236,7 +284,7 @@ def apply_ddp_calibration(spec: ClusterSpec, extra: dict, records: Sequence[dict
     then (when round robin was timed) the round-robin link gap and its check."""
     spec = apply_ddp_gaps(spec, extra, fit_ddp_gaps(records, spec), records)
     if any(r.get("stream_mode") == "round_robin" for r in records):
-        spec = apply_round_robin_gap(spec, extra, fit_round_robin_gap(records, spec))
+        spec = apply_round_robin_gap(spec, extra, fit_round_robin_gap(records, spec), records_tensor_bytes(records))
         chk = round_robin_check(records, spec)
         extra["fit"]["round_robin_check"] = chk
         if chk["needed"]:
@@ -253,22 +301,114 @@ def ddp_calibration_streams(extra: dict) -> tuple[list[int], list[int]]:
     return ks, [k for k in RR_STREAMS if k in ks]
 
 
-def calibrate_ddp(launch, spec: ClusterSpec, extra: dict, steps: int = 6) -> ClusterSpec:
-    """Run the DDP calibration on ``launch`` at :func:`ddp_calibration_streams` and fit it
-    into the calibration (:func:`apply_ddp_calibration`), then the end-of-backward run
-    (:func:`apply_last_bucket_delay`); the part of ``commtune probe`` after the all-reduce sweep."""
+def _step_s(link: LinkEstimate, ranks: int, tensor_bytes: int, per_bucket: int, streams: int,
+            round_robin: bool = False) -> float:
+    """Estimated step of the calibration workload with ``per_bucket`` tensors per bucket on ``streams``
+    (round robin: as many as there are buckets at most): the last bucket after backward, or every
+    bucket back to back from the first one ready."""
+    buckets = -(-COUNT // per_bucket)
+    one = link.collective_s(2, per_bucket * tensor_bytes, min(streams, buckets) if round_robin else streams, ranks)
+    return max(BACKWARD_S + one, BACKWARD_S * per_bucket / COUNT + buckets * one)
+
+
+def tail_step_s(link: LinkEstimate, ranks: int, tensor_bytes: int) -> float:
+    """Estimated step of :func:`tail_workload` (:func:`tail_backward_s` from ``link``): forward,
+    backward, then the last bucket alone."""
+    backward = max(0.2, 16 * link.collective_s(2, tensor_bytes, 1, ranks))
+    return 0.05 + backward + link.collective_s(2, 2 * tensor_bytes, 1, ranks)
+
+
+def estimate_ddp_calibration_s(link: LinkEstimate, ranks: int, streams: Sequence[int], rr_streams: Sequence[int],
+                               steps: int = 6, warmup: int = 2, passes: int = 2,
+                               tensor_bytes: int | None = None) -> float:
+    """Estimated seconds of :func:`calibrate_ddp`: two launches (:data:`LAUNCH_S`: the configurations,
+    the tail), ``passes * (warmup + steps)`` steps of every configuration (split at ``streams``, round
+    robin at ``rr_streams`` on its busy streams, both caps; a step as :func:`_step_s`, its barrier
+    one latency-bound all-reduce) and ``warmup + steps + 2`` tail steps. ``tensor_bytes``: default
+    :func:`ddp_tensor_bytes`."""
+    t = ddp_tensor_bytes(link, ranks) if tensor_bytes is None else int(tensor_bytes)
+    barrier = link.collective_s(2, 0.0, 1, ranks)
+    configs = [(k, c, rr) for ks, rr in ((streams, False), (rr_streams, True)) for k in ks for c in (1, LARGE_TENSORS)]
+    step_sum = sum(_step_s(link, ranks, t, c, k, rr) + barrier for k, c, rr in configs)
+    tail = (warmup + steps + TAIL_EXTRA_STEPS) * (tail_step_s(link, ranks, t) + barrier)
+    return 2 * LAUNCH_S + passes * (warmup + steps) * step_sum + tail
+
+
+def stream_priority(streams: Sequence[int]) -> list[int]:
+    """``streams`` in the order a cut keeps them: 1 (else the fewest), the most, then each time the
+    one farthest from those kept (ties: the fewer streams)."""
+    rest = sorted({int(k) for k in streams})
+    if not rest:
+        return []
+    kept = [1 if 1 in rest else rest[0]]
+    rest.remove(kept[0])
+    if rest:
+        kept.append(rest.pop())
+    while rest:
+        far = max(rest, key=lambda k: (min(abs(k - x) for x in kept), -k))
+        rest.remove(far)
+        kept.append(far)
+    return kept
+
+
+def streams_within(link: LinkEstimate, ranks: int, streams: Sequence[int], rr_streams: Sequence[int],
+                   budget_s: float, steps: int = 6, tensor_bytes: int | None = None
+                   ) -> tuple[list[int], list[int], float]:
+    """The most stream counts (in :func:`stream_priority` order, at least two where two were asked:
+    the gap model is a line in K) whose DDP calibration run fits ``budget_s`` seconds; round robin at
+    those kept of ``rr_streams``. ``(streams, rr_streams, estimate_s)``, sorted."""
+    order = stream_priority(streams)
+
+    def kept(m: int) -> tuple[list[int], list[int], float]:
+        ks = sorted(order[:m])
+        rr = [k for k in rr_streams if k in ks]
+        return ks, rr, estimate_ddp_calibration_s(link, ranks, ks, rr, steps, tensor_bytes=tensor_bytes)
+
+    for m in range(len(order), 2, -1):
+        cut = kept(m)
+        if cut[2] <= budget_s:
+            return cut
+    return kept(2)
+
+
+def calibrate_ddp(launch, spec: ClusterSpec, extra: dict, steps: int = 6, budget_s: float | None = None) -> ClusterSpec:
+    """Run the DDP calibration on ``launch`` at :func:`ddp_calibration_streams` (tensors of
+    :func:`ddp_tensor_bytes` at the calibration's link) and fit it into the calibration
+    (:func:`apply_ddp_calibration`), then the end-of-backward run (:func:`apply_last_bucket_delay`);
+    the part of ``commtune probe`` after the all-reduce sweep. ``budget_s``: fewer stream counts
+    (:func:`streams_within`) when the run's estimate exceeds it, noted in ``fit.warnings``."""
+    link, n = cluster_link(spec), spec.world_size
+    tensor = ddp_tensor_bytes(link, n)
     ks, rr = ddp_calibration_streams(extra)
-    spec = apply_ddp_calibration(spec, extra, run_ddp_gap_calibration(launch, ks, steps=steps, warmup=2, rr_streams=rr))
-    return apply_last_bucket_delay(spec, extra, time_tail(launch, spec, steps=steps + 2, warmup=2))
+    if budget_s is not None:
+        kept, kept_rr, est = streams_within(link, n, ks, rr, budget_s, steps, tensor)
+        if kept != ks:
+            extra["fit"]["warnings"].append(
+                f"DDP calibration run cut to fit the budget: streams {_ks(kept)} of {_ks(ks)}, round robin "
+                f"{_ks(kept_rr) or 'none'} of {_ks(rr) or 'none'} (estimated {est:.0f} s, {max(budget_s, 0):.0f} s left)")
+        ks, rr = kept, kept_rr
+    records = run_ddp_gap_calibration(launch, ks, steps=steps, warmup=2, rr_streams=rr, tensor_bytes=tensor)
+    spec = apply_ddp_calibration(spec, extra, records)
+    return apply_last_bucket_delay(spec, extra, time_tail(launch, spec, steps=steps + TAIL_EXTRA_STEPS, warmup=2,
+                                                          tensor_bytes=tensor))
 
 
-def tail_workload(backward_s: float, tensor_bytes: int = MiB, last_bytes: int = 2 * MiB):
+def _ks(ks: Sequence[int]) -> str:
+    return ",".join(map(str, ks))
+
+
+def _caps(tensor_bytes: int) -> str:
+    return f"{format_size(tensor_bytes)} and {format_size(LARGE_TENSORS * tensor_bytes)}"
+
+
+def tail_workload(backward_s: float, tensor_bytes: int = MiB, last_bytes: int | None = None):
     """Four ``tensor_bytes`` tensors ready over the first half of ``backward_s``, then one of
-    ``last_bytes`` at its end (forward 50 ms)."""
+    ``last_bytes`` (default twice ``tensor_bytes``) at its end (forward 50 ms)."""
     from simulators.workload import synthetic_workload
 
+    last = 2 * tensor_bytes if last_bytes is None else last_bytes
     ready = np.append(np.linspace(backward_s / 8, backward_s / 2, 4), backward_s)
-    elements = np.array([tensor_bytes // 4] * 4 + [last_bytes // 4])
+    elements = np.array([tensor_bytes // 4] * 4 + [last // 4])
     return synthetic_workload(ready, elements, forward_s=0.05, backward_s=backward_s)
 
 
@@ -281,12 +421,13 @@ def tail_backward_s(cluster: ClusterSpec, tensor_bytes: int = MiB) -> float:
     return float(max(0.2, 16 * (float(a) + float(b) * tensor_bytes)))
 
 
-def time_tail(launch, cluster: ClusterSpec, steps: int = 10, warmup: int = 2) -> list[dict]:
-    """Time :func:`tail_workload` live (one stream, 1 MiB buckets, one pass): the record
-    :func:`time_calib_configs` gives, plus its ``backward_s``."""
-    backward = tail_backward_s(cluster)
-    (rec,) = time_calib_configs(launch, [calib_knobs(1, MiB)], steps, warmup, tail_workload(backward), passes=1)
-    return [{**rec, "backward_s": backward}]
+def time_tail(launch, cluster: ClusterSpec, steps: int = 10, warmup: int = 2, tensor_bytes: int = MiB) -> list[dict]:
+    """Time :func:`tail_workload` of ``tensor_bytes`` tensors live (one stream, one bucket per tensor,
+    one pass): the record :func:`time_calib_configs` gives, plus its ``backward_s`` and ``tensor_bytes``."""
+    backward = tail_backward_s(cluster, tensor_bytes)
+    (rec,) = time_calib_configs(launch, [calib_knobs(1, tensor_bytes)], steps, warmup,
+                                tail_workload(backward, tensor_bytes), passes=1)
+    return [{**rec, "backward_s": backward, "tensor_bytes": int(tensor_bytes)}]
 
 
 #: the most the end-of-backward delay may be
@@ -303,7 +444,7 @@ def fit_last_bucket_delay(records: Sequence[dict], cluster: ClusterSpec,
 
     if not records:
         return {"delay_s": 0.0, "measured_s": float("nan"), "simulated_at_0_s": float("nan")}
-    cases = [(tail_workload(float(r["backward_s"])), record_knobs(r)) for r in records]
+    cases = [(tail_workload(float(r["backward_s"]), int(r.get("tensor_bytes", MiB))), record_knobs(r)) for r in records]
     measured = float(np.mean([float(r["step_time_s"]) for r in records]))
 
     def simulated(d: float) -> float:
@@ -323,9 +464,11 @@ def apply_last_bucket_delay(spec: ClusterSpec, extra: dict, records: Sequence[di
         extra["fit"]["warnings"].append(
             f"the end-of-backward run took {format_time(fitted['measured_s'])}, more than even a "
             f"{format_time(LAST_BUCKET_DELAY_MAX_S)} delay before the last bucket explains: the delay is capped there")
+    t = records_tensor_bytes(records)
     extra["fit"]["last_bucket_delay"] = {
-        "method": "DDP calibration run: 4 x 1 MiB tensors over the first half of backward, 2 MiB at its end, "
-                  "1 stream, 1 MiB buckets; the delay before the last bucket's all-reduce that matches the step time",
+        "method": f"DDP calibration run: 4 x {format_size(t)} tensors over the first half of backward, "
+                  f"{format_size(2 * t)} at its end, 1 stream, one bucket per tensor; the delay before the last "
+                  "bucket's all-reduce that matches the step time",
         **fitted}
     extra["ddp_tail_measurements"] = list(records)
     return dataclasses.replace(spec, last_bucket_delay_s=fitted["delay_s"], meta={**spec.meta, "fit": extra["fit"]})
@@ -365,9 +508,11 @@ def apply_ddp_gaps(spec: ClusterSpec, extra: dict, gaps: dict[int, dict], record
     g0, g1 = fit_gap_model({k: v["gap_s"] for k, v in gaps.items()})
     fit["network"]["gap0_s"], fit["network"]["gap_per_stream_s"] = g0, g1
     _warn_at_bound(fit, "split", gaps)
-    fit["ddp_gap"] = {"method": "DDP calibration run: 16 x 1 MiB tensors over 50 ms of backward, bucket caps "
-                                "1 MiB vs 8 MiB; per K the gap so the simulated difference matches the measured one, "
-                                "then g(K) = gap0 + gap_per_stream*K by least squares",
+    t = records_tensor_bytes(records)
+    fit["ddp_gap"] = {"method": f"DDP calibration run: {COUNT} x {format_size(t)} tensors over "
+                                f"{format_time(BACKWARD_S)} of backward, bucket caps {_caps(t)}; per K the gap so the "
+                                "simulated difference matches the measured one, then g(K) = gap0 + gap_per_stream*K "
+                                "by least squares",
                       "by_streams": {int(k): v for k, v in gaps.items()}}
     extra["ddp_calibration_measurements"] = list(records)
     return dataclasses.replace(spec, buffer_gap_s=max(g0 + g1, 0.0), meta={**spec.meta, "fit": fit})

@@ -24,7 +24,8 @@ from __future__ import annotations
 import statistics
 from typing import Callable, Sequence
 
-from commtune.probe.ddp_calib import record_knobs, time_calib_configs
+from commtune.probe.ddp_calib import calib_workload, record_knobs, records_tensor_bytes, time_calib_configs
+from commtune.units import format_size
 
 #: drift beyond this (the repeatability target of two calibrations) gets a warning
 DRIFT_WARN = 0.02
@@ -64,12 +65,13 @@ def drift_report(anchors: Sequence[dict], now: Sequence[dict]) -> dict:
 def check_drift(launch, records: Sequence[dict], steps: int = 6, warmup: int = 2, passes: int = 2,
                 timer: Callable[..., list[dict]] = time_calib_configs) -> dict | None:
     """Re-time the anchors of ``records`` (a calibration's ``ddp_calibration_measurements``)
-    on ``launch``; None when there are none. ``timer(launch, configs, steps, warmup, None, passes)``
-    times configurations on the calibration workload (tests pass a fake)."""
+    on ``launch``; None when there are none. ``timer(launch, configs, steps, warmup, workload, passes)``
+    times configurations on the calibration workload of the records' tensor size (tests pass a fake)."""
     anchors = anchor_records(records)
     if not anchors:
         return None
-    now = timer(launch, [record_knobs(a) for a in anchors], steps, warmup, None, passes)
+    workload = calib_workload(tensor_bytes=records_tensor_bytes(anchors))
+    now = timer(launch, [record_knobs(a) for a in anchors], steps, warmup, workload, passes)
     return drift_report(anchors, now)
 
 
@@ -92,7 +94,7 @@ def format_drift(d: dict) -> str:
     """One line: the median drift and each anchor's then -> now (or why it was not checked)."""
     if "skipped" in d:
         return f"drift since calibration not checked: {d['skipped']}"
-    parts = ", ".join(f"K={a['streams']} {a['bucket_bytes'] >> 20} MiB {a['then_s'] * 1e3:.1f} -> {a['now_s'] * 1e3:.1f} ms"
+    parts = ", ".join(f"K={a['streams']} {format_size(a['bucket_bytes'])} {a['then_s'] * 1e3:.1f} -> {a['now_s'] * 1e3:.1f} ms"
                       for a in d["anchors"])
     line = f"drift since calibration: the anchors run {d['median']:+.1%} ({parts})"
     if d["warn"]:

@@ -17,11 +17,13 @@ linear in them, so a few Newton steps on the two equations, clamped at 0).
 
 Block size adapts to the link the all-reduce sweep measured
 (:func:`calib_block_bytes`): about :data:`TARGET_STEP_S` per step, so the run
-takes a few seconds on any link.
+takes a few seconds on any link (:func:`estimate_fsdp_calibration_s`; ``commtune probe
+--budget`` times fewer steps when it does not fit what is left, :func:`steps_within`).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from typing import Any, Sequence
 
@@ -29,6 +31,8 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec
 from commtune.knobs import FSDP2_DEFAULT, Knobs
+from commtune.probe.ddp_calib import LAUNCH_S, cluster_link
+from commtune.probe.plan import LinkEstimate
 from commtune.units import KiB, MiB, format_size, format_time
 
 #: the calibration model: blocks, blocks per unit of the large-unit configuration
@@ -37,17 +41,46 @@ BLOCKS, GROUP = 16, 4
 TARGET_STEP_S, MIN_BLOCK, MAX_BLOCK = 0.3, 64 * KiB, 4 * MiB
 #: the most h0 (seconds per collective) and h1 (seconds per byte) may be
 H0_MAX_S, H1_MAX_S = 0.1, 1e-6
+#: the fewest timed steps per configuration a budget cuts the run to
+MIN_STEPS = 2
+
+
+def block_bytes_for(rate_Bps: float, ranks: int, blocks: int = BLOCKS) -> int:
+    """Bytes per block so that a step (a gather, a re-gather and a reduce-scatter of every
+    unit, gloo's reduce-scatter an all-reduce) takes about :data:`TARGET_STEP_S` at ``rate_Bps``:
+    ``TARGET_STEP_S * rate / (4 (n-1)/n) / blocks``, within [:data:`MIN_BLOCK`, :data:`MAX_BLOCK`],
+    a multiple of 4 KiB."""
+    n = max(int(ranks), 2)
+    model = TARGET_STEP_S * float(rate_Bps) / (4.0 * (n - 1) / n)
+    block = int(min(max(model / blocks, MIN_BLOCK), MAX_BLOCK)) if math.isfinite(model) else MAX_BLOCK
+    return block - block % (4 * KiB)
 
 
 def calib_block_bytes(cluster: ClusterSpec, blocks: int = BLOCKS) -> int:
-    """Bytes per block so that a step (a gather, a re-gather and a reduce-scatter of every
-    unit, gloo's reduce-scatter an all-reduce) takes about :data:`TARGET_STEP_S` at the
-    calibration's link rate: ``TARGET_STEP_S * rate / (4 (n-1)/n) / blocks``, within
-    [:data:`MIN_BLOCK`, :data:`MAX_BLOCK`], a multiple of 4 KiB."""
-    n = max(cluster.world_size, 2)
-    model = TARGET_STEP_S * float(cluster.inter_bw_Bps) / (4.0 * (n - 1) / n)
-    block = int(min(max(model / blocks, MIN_BLOCK), MAX_BLOCK))
-    return block - block % (4 * KiB)
+    """:func:`block_bytes_for` at the calibration's link rate and world size."""
+    return block_bytes_for(float(cluster.inter_bw_Bps), cluster.world_size, blocks)
+
+
+def estimate_fsdp_calibration_s(link: LinkEstimate, ranks: int, steps: int = 6, warmup: int = 2, passes: int = 2,
+                                rs_steps: int = 2, blocks: int = BLOCKS, group: int = GROUP) -> float:
+    """Estimated seconds of :func:`calibrate_fsdp`: one launch (:data:`LAUNCH_S`) and ``passes *
+    (warmup + steps)`` steps of each configuration, a step every unit's all-gather twice and its
+    reduce-scatter (``rs_steps`` ring steps per peer: gloo's is an all-reduce) on one stream, blocks
+    of :func:`block_bytes_for` at ``link``'s rate."""
+    block = block_bytes_for(link.link_Bps, ranks, blocks)
+
+    def step(per_unit: int) -> float:
+        unit = per_unit * block
+        return -(-blocks // per_unit) * (2 * link.collective_s(1, unit, 1, ranks) + link.collective_s(rs_steps, unit, 1, ranks))
+
+    return LAUNCH_S + passes * (warmup + steps) * (step(1) + step(group))
+
+
+def steps_within(link: LinkEstimate, ranks: int, budget_s: float, steps: int = 6, rs_steps: int = 2) -> int:
+    """The most timed steps, ``steps`` down to :data:`MIN_STEPS`, whose run fits ``budget_s`` seconds."""
+    fits = [s for s in range(min(steps, MIN_STEPS), steps + 1)
+            if estimate_fsdp_calibration_s(link, ranks, s, rs_steps=rs_steps) <= budget_s]
+    return max(fits, default=min(steps, MIN_STEPS))
 
 
 def calib_profile(block_bytes: int, blocks: int = BLOCKS):
@@ -161,13 +194,22 @@ def apply_fsdp_calibration(spec: ClusterSpec, extra: dict, records: Sequence[dic
                                meta={**spec.meta, "fit": extra["fit"]})
 
 
-def calibrate_fsdp(launch: Any, spec: ClusterSpec, extra: dict, steps: int = 6) -> ClusterSpec:
+def calibrate_fsdp(launch: Any, spec: ClusterSpec, extra: dict, steps: int = 6,
+                   budget_s: float | None = None) -> ClusterSpec:
     """Run the FSDP calibration on ``launch`` (:func:`time_fsdp_calibration` at
     :func:`calib_block_bytes`) and fit it into the calibration (:func:`apply_fsdp_calibration`);
-    the part of ``commtune probe`` after the DDP calibration run, when it probed the sharded collectives."""
+    the part of ``commtune probe`` after the DDP calibration run, when it probed the sharded collectives.
+    ``budget_s``: fewer timed steps (:func:`steps_within`) when the run's estimate exceeds it, noted
+    in ``fit.warnings``."""
     block = calib_block_bytes(spec)
+    if budget_s is not None:
+        kept = steps_within(cluster_link(spec), spec.world_size, budget_s, steps)
+        if kept < steps:
+            extra["fit"]["warnings"].append(f"FSDP calibration run cut to fit the budget: {kept} timed steps per "
+                                            f"configuration of {steps} ({max(budget_s, 0):.0f} s left)")
+        steps = kept
     return apply_fsdp_calibration(spec, extra, time_fsdp_calibration(launch, block, steps=steps))
 
 
-__all__ = ["apply_fsdp_calibration", "calib_block_bytes", "calib_configs", "calib_profile", "calibrate_fsdp",
-           "fit_unit_host", "time_fsdp_calibration"]
+__all__ = ["apply_fsdp_calibration", "block_bytes_for", "calib_block_bytes", "calib_configs", "calib_profile",
+           "calibrate_fsdp", "estimate_fsdp_calibration_s", "fit_unit_host", "steps_within", "time_fsdp_calibration"]

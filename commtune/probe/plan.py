@@ -17,6 +17,12 @@ repeat of a noisy point) and shrinks the plan until it fits the budget:
 
 What is left over budget after that is reported (``fits`` False), not cut further:
 two fitted sizes and :data:`MIN_ITERS` iterations are the least a calibration needs.
+
+The calibration runs that follow the sweep on the same ranks (the DDP and FSDP ones, the
+task's ``calibration_runs``) are estimated from the pilot's link too
+(:func:`calibration_reserve`) and their seconds reserved: the sweep is planned in what is
+left, so the whole probe keeps to the budget (the driver then cuts those runs to what is
+left of it after the sweep).
 Every rank plans from the same slowest-rank pilot times, so all ranks run the same plan.
 """
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from commtune.probe.allreduce import PASSES, measure_allreduce
@@ -112,25 +118,30 @@ class ProbePlan:
     budget_s: float
     fits: bool
     dropped: tuple[str, ...] = ()
+    #: seconds reserved for each calibration run after the sweep (``{"ddp": s, "fsdp": s}``)
+    reserve: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ProbePlan":
-        """The plan of :meth:`to_dict` (extra keys, as the worker's result has, ignored)."""
+        """The plan of :meth:`to_dict` (extra keys, as the worker's result has, ignored; a missing
+        key, as in an older file, its default)."""
         return cls(**{f.name: tuple(d[f.name]) if isinstance(d[f.name], list) else d[f.name]
-                      for f in dataclasses.fields(cls)})
+                      for f in dataclasses.fields(cls) if f.name in d})
 
     def describe(self) -> str:
-        """One line: sizes, streams, iterations, what was dropped, estimate against budget."""
+        """One line: sizes, streams, iterations, what was dropped, estimate against budget, the reserve."""
         sizes = ",".join(format_size(s) for s in self.sizes)
         bursts = ",".join(format_size(s) for s in self.burst_sizes) or "none"
         cut = f"; cut: {', '.join(self.dropped)}" if self.dropped else ""
         over = "" if self.fits else " (over budget: the least a calibration needs)"
+        kept = (f"; {sum(self.reserve.values()):.0f} s reserved for the calibration runs after it ("
+                + ", ".join(f"{k.upper()} {v:.0f} s" for k, v in self.reserve.items()) + ")") if self.reserve else ""
         return (f"probe plan: {'+'.join(self.collectives)}, sizes {sizes}, streams {','.join(map(str, self.streams))}, "
                 f"{self.iters} iterations, bursts {bursts}; estimated {self.estimate_s:.0f} s of the "
-                f"{self.budget_s:.0f} s planned{over}{cut}")
+                f"{self.budget_s:.0f} s planned{over}{cut}{kept}")
 
 
 def point_runs(iters: int, warmup: int, passes: int = PASSES) -> int:
@@ -162,9 +173,11 @@ def estimate_probe_s(link: LinkEstimate, ranks: int, sizes: Sequence[int], strea
 def plan_probe(link: LinkEstimate, ranks: int, budget_s: float, sizes: Sequence[int], streams: Sequence[int],
                iters: int, warmup: int, collectives: Sequence[str], burst_sizes: Sequence[int] = (),
                burst_count: int = 8, host_sizes: Sequence[int] = (), min_fit_size: int = 2**20,
-               steps: Mapping[str, int] | None = None, links: Mapping[str, LinkEstimate] | None = None) -> ProbePlan:
+               steps: Mapping[str, int] | None = None, links: Mapping[str, LinkEstimate] | None = None,
+               reserve: Mapping[str, float] | None = None) -> ProbePlan:
     """The largest plan within ``budget_s`` seconds, cut in the order of the module docstring
-    (``links``: per-collective estimates, as :func:`estimate_probe_s`)."""
+    (``links``: per-collective estimates, as :func:`estimate_probe_s`; ``reserve``: the seconds kept
+    for the calibration runs, already taken off ``budget_s``, recorded in the plan)."""
     sizes, bursts = sorted(int(s) for s in sizes), sorted(int(s) for s in burst_sizes)
     asked_iters = int(iters)
     dropped: list[str] = []
@@ -200,12 +213,35 @@ def plan_probe(link: LinkEstimate, ranks: int, budget_s: float, sizes: Sequence[
         dropped.append(f"iterations {asked_iters} -> {iters}")
     return ProbePlan(tuple(sizes), tuple(int(k) for k in streams), int(iters), int(warmup), tuple(collectives),
                      tuple(bursts), int(burst_count), tuple(int(s) for s in host_sizes), total, float(budget_s),
-                     total <= budget_s, tuple(dropped))
+                     total <= budget_s, tuple(dropped), {k: float(v) for k, v in (reserve or {}).items()})
+
+
+#: the calibration runs a probe task may say follow its sweep (``calibration_runs``)
+CALIBRATION_RUNS = ("ddp", "fsdp")
+
+
+def calibration_reserve(link: LinkEstimate, ranks: int, runs: Sequence[str], streams: Sequence[int],
+                        ddp_steps: int = 6, rs_steps: int = 2) -> dict[str, float]:
+    """Estimated seconds of each calibration run in ``runs`` after the sweep on ``link``:
+    ``ddp`` (:func:`~commtune.probe.ddp_calib.estimate_ddp_calibration_s` at every probed K, round robin
+    at those of RR_STREAMS) and ``fsdp`` (:func:`~commtune.probe.fsdp_calib.estimate_fsdp_calibration_s`;
+    ``rs_steps`` the reduce-scatter's ring steps per peer), both with ``ddp_steps`` timed steps."""
+    from commtune.probe.ddp_calib import RR_STREAMS, estimate_ddp_calibration_s
+    from commtune.probe.fsdp_calib import estimate_fsdp_calibration_s
+
+    ks = sorted({int(k) for k in streams})
+    out = {}
+    if "ddp" in runs:
+        out["ddp"] = estimate_ddp_calibration_s(link, ranks, ks, [k for k in RR_STREAMS if k in ks], ddp_steps)
+    if "fsdp" in runs:
+        out["fsdp"] = estimate_fsdp_calibration_s(link, ranks, ddp_steps, rs_steps=rs_steps)
+    return out
 
 
 def planned_task(comm, task: dict, progress=None, steps: Mapping[str, int] | None = None) -> tuple[dict, dict]:
     """Run the pilot on every rank (each collective of the task) and plan the task within
-    :data:`PLAN_SHARE` of ``task["budget_s"]`` less the pilot's time; the task with the planned sizes and
+    :data:`PLAN_SHARE` of ``task["budget_s"]`` less the pilot's time and the calibration runs that follow
+    (``task["calibration_runs"]``, :func:`calibration_reserve`); the task with the planned sizes and
     iterations, and the plan (with the pilot's records and link estimates) for the result."""
     from commtune.probe.allreduce import MEASURE
 
@@ -218,11 +254,14 @@ def planned_task(comm, task: dict, progress=None, steps: Mapping[str, int] | Non
              for c in collectives}
     elapsed = comm.max([time.perf_counter() - t0])[0]
     links = {c: estimate_link(recs, comm.world, steps_all[c]) for c, recs in pilot.items()}
-    plan = plan_probe(links["allreduce"], comm.world, PLAN_SHARE * (float(task["budget_s"]) - elapsed), task["sizes"],
+    reserve = calibration_reserve(links["allreduce"], comm.world, task.get("calibration_runs") or (), task["streams"],
+                                  int(task.get("ddp_steps", 6)), steps_all["reduce_scatter"])
+    plan = plan_probe(links["allreduce"], comm.world,
+                      PLAN_SHARE * (float(task["budget_s"]) - elapsed - sum(reserve.values())), task["sizes"],
                       task["streams"],
                       int(task["iters"]), int(task["warmup"]), collectives, task.get("burst_sizes") or (),
                       int(task.get("burst_count", 8)), task.get("host_sizes") or (),
-                      int(task.get("min_fit_size", 2**20)), steps, links)
+                      int(task.get("min_fit_size", 2**20)), steps, links, reserve)
     planned = {**task, "sizes": list(plan.sizes), "iters": plan.iters, "burst_sizes": list(plan.burst_sizes)}
     return planned, {**plan.to_dict(), "asked_budget_s": float(task["budget_s"]), "pilot_s": elapsed,
                      "link_estimates": {c: v.to_dict() for c, v in links.items()},

@@ -96,22 +96,29 @@ def parse_collectives(text: str | Sequence[str]) -> list[str]:
 def probe_task(sizes: Sequence[int], streams: Sequence[int], iters: int, warmup: int,
                burst_sizes: Sequence[int] = (), burst_count: int = 8, host_sizes: Sequence[int] = (),
                collectives: Sequence[str] = ("allreduce",), budget_s: float | None = None,
-               min_fit_size: int = 2**20) -> dict:
+               min_fit_size: int = 2**20, calibration_runs: Sequence[str] = (), ddp_steps: int = 6) -> dict:
+    """The task every rank runs; ``calibration_runs`` (of :data:`~commtune.probe.plan.CALIBRATION_RUNS`,
+    with ``ddp_steps`` timed steps) follow the sweep, and a budget reserves their time."""
+    from commtune.probe.plan import CALIBRATION_RUNS
+
     if iters < 1 or warmup < 0:
         raise CommtuneError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     if burst_sizes and burst_count < 2:
         raise CommtuneError(f"--burst-count must be at least 2, got {burst_count}")
+    bad = [r for r in calibration_runs if r not in CALIBRATION_RUNS]
+    if bad:
+        raise CommtuneError(f"calibration runs {', '.join(bad)}: not one of {', '.join(CALIBRATION_RUNS)}")
     return {"kind": "allreduce", "sizes": [int(s) for s in sizes], "streams": [int(k) for k in streams],
             "iters": int(iters), "warmup": int(warmup), "burst_sizes": [int(s) for s in burst_sizes],
             "burst_count": int(burst_count), "host_sizes": [int(s) for s in host_sizes],
             "collectives": parse_collectives(collectives), "budget_s": float(budget_s) if budget_s else None,
-            "min_fit_size": int(min_fit_size)}
+            "min_fit_size": int(min_fit_size), "calibration_runs": list(calibration_runs), "ddp_steps": int(ddp_steps)}
 
 
 def run_probe(launch, sizes: Sequence[int], streams: Sequence[int], iters: int = 5, warmup: int = 1,
               burst_sizes: Sequence[int] = (), burst_count: int = 8, host_sizes: Sequence[int] = (),
               collectives: Sequence[str] = ("allreduce",), budget_s: float | None = None,
-              min_fit_size: int = 2**20) -> dict:
+              min_fit_size: int = 2**20, calibration_runs: Sequence[str] = (), ddp_steps: int = 6) -> dict:
     """Launch the probe on the ranks of ``launch`` (a :class:`LaunchSpec`); rank 0's result.
 
     ``burst_sizes``: also time ``burst_count`` back-to-back all-reduces of each
@@ -121,7 +128,8 @@ def run_probe(launch, sizes: Sequence[int], streams: Sequence[int], iters: int =
     per byte). Both are skipped when empty. ``collectives``: also time
     all-gather / reduce-scatter at the same sizes and streams (``collectives`` in
     the result). ``budget_s``: plan the run to fit (:mod:`commtune.probe.plan`;
-    ``plan`` in the result), ``min_fit_size`` the smallest size the fit uses.
+    ``plan`` in the result; ``calibration_runs`` that follow on ``launch``, with ``ddp_steps``, have their
+    time reserved), ``min_fit_size`` the smallest size the fit uses.
     ``host_busy_cores`` in the result: how busy this machine was before the ranks
     started (:mod:`commtune.host_load`)."""
     from commtune.host_load import busy_cores
@@ -129,7 +137,7 @@ def run_probe(launch, sizes: Sequence[int], streams: Sequence[int], iters: int =
 
     busy = busy_cores()  # the ranks run on this machine: is another job using it?
     result = run_task(launch, probe_task(sizes, streams, iters, warmup, burst_sizes, burst_count, host_sizes,
-                                         collectives, budget_s, min_fit_size))
+                                         collectives, budget_s, min_fit_size, calibration_runs, ddp_steps))
     return {**result, "host_busy_cores": busy}
 
 
@@ -345,7 +353,7 @@ def write_calibration(path: str, spec: ClusterSpec, extra: dict) -> None:
 
 
 def summary(spec: ClusterSpec, extra: dict) -> str:
-    from commtune.units import format_bandwidth, format_time
+    from commtune.units import format_bandwidth, format_size, format_time
 
     fit = extra["fit"]
     p = fit["network"]
@@ -389,7 +397,8 @@ def summary(spec: ClusterSpec, extra: dict) -> str:
                      + ("beyond the measurement spread" if c["needed"] else "within the measurement spread"))
     if "ddp_gap" in fit:
         for k, v in fit["ddp_gap"]["by_streams"].items():
-            lines.append(f"  DDP calibration K={k}: {v['small_bucket_bytes'] >> 20} MiB - {v['large_bucket_bytes'] >> 20} MiB "
+            lines.append(f"  DDP calibration K={k}: {format_size(v['small_bucket_bytes'])} - "
+                         f"{format_size(v['large_bucket_bytes'])} "
                          f"buckets measured {v['measured_diff_s'] * 1e3:.1f} ms -> gap {v['gap_s'] * 1e3:.3f} ms")
     if "last_bucket_delay" in fit:
         t = fit["last_bucket_delay"]
