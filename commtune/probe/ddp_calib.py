@@ -55,9 +55,12 @@ from commtune.units import KiB, MiB, format_size, format_time
 
 #: calibration tensors and their backward; tensors per bucket of the large cap
 COUNT, BACKWARD_S, LARGE_TENSORS = 16, 0.05, 8
+#: the bounds of a calibration tensor (the largest: the workload before it adapted to the link)
+MIN_TENSOR, MAX_TENSOR = 64 * KiB, MiB
 #: the link time the tensor size aims at for a step of one stream's large buckets (the slowest
-#: configuration), and the bounds of a tensor: 0.25 s keeps 1 MiB from 1 Gbit/s per flow on any ranks
-TARGET_STEP_S, MIN_TENSOR, MAX_TENSOR = 0.25, 64 * KiB, MiB
+#: configuration): that of COUNT largest tensors on 1 Gbit/s and many ranks (0.27 s), so from
+#: 1 Gbit/s per flow up the workload is the 1 MiB one on any number of ranks
+TARGET_STEP_S = 2 * COUNT * MAX_TENSOR / (1e9 / 8)
 #: seconds to launch the ranks once (start Python, import torch, gloo rendezvous and the stream
 #: groups); an assumption of a few seconds, as local and emulated ranks start
 LAUNCH_S = 5.0

@@ -62,12 +62,13 @@ def calib_block_bytes(cluster: ClusterSpec, blocks: int = BLOCKS) -> int:
 
 
 def estimate_fsdp_calibration_s(link: LinkEstimate, ranks: int, steps: int = 6, warmup: int = 2, passes: int = 2,
-                                rs_steps: int = 2, blocks: int = BLOCKS, group: int = GROUP) -> float:
+                                rs_steps: int = 2, blocks: int = BLOCKS, group: int = GROUP,
+                                block_bytes: int | None = None) -> float:
     """Estimated seconds of :func:`calibrate_fsdp`: one launch (:data:`LAUNCH_S`) and ``passes *
     (warmup + steps)`` steps of each configuration, a step every unit's all-gather twice and its
-    reduce-scatter (``rs_steps`` ring steps per peer: gloo's is an all-reduce) on one stream, blocks
-    of :func:`block_bytes_for` at ``link``'s rate."""
-    block = block_bytes_for(link.link_Bps, ranks, blocks)
+    reduce-scatter (``rs_steps`` ring steps per peer: gloo's is an all-reduce) on one stream;
+    ``block_bytes``: default :func:`block_bytes_for` at ``link``'s rate."""
+    block = block_bytes_for(link.link_Bps, ranks, blocks) if block_bytes is None else int(block_bytes)
 
     def step(per_unit: int) -> float:
         unit = per_unit * block
