@@ -50,7 +50,7 @@ import numpy as np
 
 from commtune.cluster import ClusterSpec
 from commtune.knobs import DDP_DEFAULT, Knobs
-from commtune.probe.plan import LinkEstimate
+from commtune.probe.link_estimate import LinkEstimate
 from commtune.units import KiB, MiB, format_size, format_time
 
 #: calibration tensors and their backward; tensors per bucket of the large cap

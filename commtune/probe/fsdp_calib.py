@@ -32,7 +32,7 @@ import numpy as np
 from commtune.cluster import ClusterSpec
 from commtune.knobs import FSDP2_DEFAULT, Knobs
 from commtune.probe.ddp_calib import LAUNCH_S, cluster_link
-from commtune.probe.plan import LinkEstimate
+from commtune.probe.link_estimate import LinkEstimate
 from commtune.units import KiB, MiB, format_size, format_time
 
 #: the calibration model: blocks, blocks per unit of the large-unit configuration

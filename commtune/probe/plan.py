@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from commtune.probe.allreduce import PASSES, measure_allreduce
+from commtune.probe.link_estimate import LinkEstimate
 from commtune.units import format_size
 
 #: the pilot all-reduce sizes: a latency-bound one and one that is link-bound at <= 10 Gbit/s
@@ -51,28 +52,6 @@ HOST_Bps = 1e9
 PLAN_SHARE = 0.8
 #: ring steps per peer of each collective: an all-reduce takes 2(n-1), an all-gather n-1
 STEPS_PER_PEER = {"allreduce": 2, "allgather": 1, "reduce_scatter": 1}
-
-
-@dataclass(frozen=True)
-class LinkEstimate:
-    """What the pilot measured: latency per ring step and the rate of one stream and of all."""
-
-    alpha_s: float
-    per_flow_Bps: float  # math.inf: no transfer time seen
-    link_Bps: float
-
-    def rate_Bps(self, streams: int) -> float:
-        return min(streams * self.per_flow_Bps, self.link_Bps)
-
-    def collective_s(self, steps_per_peer: int, size_bytes: float, streams: int, ranks: int) -> float:
-        """Ring estimate: ``s(n-1)*alpha + s(n-1)/n * S / min(K*c, B)`` for ``s`` steps per peer."""
-        steps = steps_per_peer * (ranks - 1)
-        rate = self.rate_Bps(streams)
-        return steps * self.alpha_s + (steps * size_bytes / (ranks * rate) if math.isfinite(rate) else 0.0)
-
-    def to_dict(self) -> dict:
-        return {"alpha_s": self.alpha_s, "per_flow_Bps": None if math.isinf(self.per_flow_Bps) else self.per_flow_Bps,
-                "link_Bps": None if math.isinf(self.link_Bps) else self.link_Bps}
 
 
 def estimate_link(records: Iterable[Mapping], ranks: int, steps_per_peer: int = 2) -> LinkEstimate:
