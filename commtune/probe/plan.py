@@ -17,13 +17,13 @@ repeat of a noisy point) and shrinks the plan until it fits the budget:
 
 What is left over budget after that is reported (``fits`` False), not cut further:
 two fitted sizes and :data:`MIN_ITERS` iterations are the least a calibration needs.
+Every rank plans from the same slowest-rank pilot times, so all ranks run the same plan.
 
 The calibration runs that follow the sweep on the same ranks (the DDP and FSDP ones, the
 task's ``calibration_runs``) are estimated from the pilot's link too
 (:func:`calibration_reserve`) and their seconds reserved: the sweep is planned in what is
 left, so the whole probe keeps to the budget (the driver then cuts those runs to what is
 left of it after the sweep).
-Every rank plans from the same slowest-rank pilot times, so all ranks run the same plan.
 """
 from __future__ import annotations
 
