@@ -164,3 +164,27 @@ def test_root_stays_gathered_after_forward_and_blocks_reshard(tmp_path):
     out = str(tmp_path / "state.pt")
     mp.spawn(_root_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     assert torch.load(out) == {"root": True, "block": False}
+
+
+@pytest.mark.parametrize("behind", [0, 2])
+def test_backward_prefetch_lists_and_zero_means_none(behind):
+    """backward_prefetch N lists the N units before; 0 lists the unit itself (no prefetch), not an
+    empty list, which FSDP2 reads as its implicit prefetch of the previous unit."""
+    import torch.distributed as dist
+
+    from commtune.probe.launch import free_port
+    from commtune.runtime.shard import apply_plan
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        model = Tiny(depth=4)
+        plan = plan_shard(model, Knobs(sharding="full", backward_prefetch=behind), 1)
+        model = apply_plan(model, plan)
+        units = [model] + [block.up for block in model.layers]  # the root, then the blocks' handles
+        states = [u._get_fsdp_state() for u in units]
+        for i, u in enumerate(units):
+            want = [states[j] for j in range(i - 1, max(0, i - behind) - 1, -1)] or [states[i]]
+            assert u._get_fsdp_state()._states_to_backward_prefetch == want
+    finally:
+        dist.destroy_process_group()

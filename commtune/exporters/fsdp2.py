@@ -63,7 +63,8 @@ class Fsdp2Exporter(JsonExporter):
                   "unit i: set_modules_to_forward_prefetch(units[i+1 : i+1+N])")
         if "backward_prefetch" in a:
             d.set("backward_prefetch", a["backward_prefetch"], "backward_prefetch",
-                  "unit i: set_modules_to_backward_prefetch(units[i-N : i] reversed); 0 = an empty list")
+                  "unit i: set_modules_to_backward_prefetch(units[i-N : i] reversed); 0 = [unit i] itself, which "
+                  "prefetches nothing (an empty list is FSDP2's implicit prefetch of the previous unit)")
         d.set("snippet", snippet(d.settings, a))
 
     def _units(self, d: Draft, pm: ProfileModel) -> None:
@@ -128,5 +129,6 @@ def snippet(settings: dict[str, Any], active: dict[str, Any]) -> str:
         if fwd:
             lines.append(f"    u.set_modules_to_forward_prefetch(units[i + 1:i + {1 + fwd}])")
         if bwd is not None:
-            lines.append(f"    u.set_modules_to_backward_prefetch(units[max(0, i - {bwd}):i][::-1])")
+            lines.append(f"    u.set_modules_to_backward_prefetch(units[max(0, i - {bwd}):i][::-1] or [u])  "
+                         "# [u]: no prefetch ([] is FSDP2's implicit one)")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ root, and sets
   into the backward that needs it first, as the simulator's root unit;
 - the forward and backward prefetch lists (``set_modules_to_forward_prefetch``
   and ``set_modules_to_backward_prefetch``, ``forward_prefetch`` /
-  ``backward_prefetch`` units ahead);
+  ``backward_prefetch`` units ahead; a backward prefetch of 0 lists the unit
+  itself, since an empty list is FSDP2's implicit prefetch of one unit);
 - the reduce dtype (``MixedPrecisionPolicy(reduce_dtype=...)``);
 - for ``hybrid``, a 2-D device mesh ``(replicas, shard group)`` (HSDP).
 
@@ -172,7 +173,9 @@ def apply_plan(model: nn.Module, plan: ShardPlan, mesh: Any | None = None) -> nn
         behind = [m for m in reversed(handles[max(0, u - plan.backward_prefetch):u]) if m is not h]
         h.set_modules_to_forward_prefetch(ahead)
         if plan.reshard_after_forward is not False:
-            h.set_modules_to_backward_prefetch(behind)
+            # an empty list is FSDP2's implicit prefetch of the previous unit; a unit listing only
+            # itself prefetches nothing (it is gathered already when its backward starts)
+            h.set_modules_to_backward_prefetch(behind or [h])
     model.commtune_shard_plan = plan
     return model
 
