@@ -39,6 +39,21 @@ def test_block_size_follows_the_link_within_bounds():
     assert mid == pytest.approx(TARGET_STEP_S * 62.5e6 / (4 * 2 / 3) / BLOCKS, rel=0.02) and mid % (4 * KiB) == 0
     assert at(1e12) == MAX_BLOCK and at(1e5) == MIN_BLOCK
     assert at(12.5e6) < mid < at(125e6)
+    capped = ClusterSpec(nodes=3, gpus_per_node=1, inter_bw_Bps=87.5e6, per_stream_Bps=31.25e6)
+    assert calib_block_bytes(capped) == at(31.25e6)  # one stream: the per-flow cap binds
+
+
+def test_estimate_sizes_blocks_at_the_one_stream_rate():
+    """A pilot that overestimates the link (many streams of 1 MiB) does not inflate the FSDP run's
+    estimate: its collectives run on one stream."""
+    from commtune.probe.fsdp_calib import block_bytes_for, estimate_fsdp_calibration_s
+    from commtune.probe.link_estimate import LinkEstimate
+
+    over = LinkEstimate(alpha_s=1e-3, per_flow_Bps=36e6, link_Bps=1.5e9)
+    exact = LinkEstimate(alpha_s=1e-3, per_flow_Bps=36e6, link_Bps=36e6)
+    assert estimate_fsdp_calibration_s(over, 3) == pytest.approx(estimate_fsdp_calibration_s(exact, 3), rel=1e-9)
+    assert estimate_fsdp_calibration_s(over, 3) == pytest.approx(
+        estimate_fsdp_calibration_s(over, 3, block_bytes=block_bytes_for(36e6, 3)), rel=1e-9)
 
 
 def test_calibration_model_and_its_two_unit_sizes():

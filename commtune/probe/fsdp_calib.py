@@ -57,8 +57,9 @@ def block_bytes_for(rate_Bps: float, ranks: int, blocks: int = BLOCKS) -> int:
 
 
 def calib_block_bytes(cluster: ClusterSpec, blocks: int = BLOCKS) -> int:
-    """:func:`block_bytes_for` at the calibration's link rate and world size."""
-    return block_bytes_for(float(cluster.inter_bw_Bps), cluster.world_size, blocks)
+    """:func:`block_bytes_for` at the calibration's one-stream rate (FSDP2 runs its collectives on
+    one stream: the link rate, or the per-flow cap where one binds) and world size."""
+    return block_bytes_for(min(float(cluster.inter_bw_Bps), float(cluster.per_stream_Bps)), cluster.world_size, blocks)
 
 
 def estimate_fsdp_calibration_s(link: LinkEstimate, ranks: int, steps: int = 6, warmup: int = 2, passes: int = 2,
@@ -67,8 +68,8 @@ def estimate_fsdp_calibration_s(link: LinkEstimate, ranks: int, steps: int = 6, 
     """Estimated seconds of :func:`calibrate_fsdp`: one launch (:data:`LAUNCH_S`) and ``passes *
     (warmup + steps)`` steps of each configuration, a step every unit's all-gather twice and its
     reduce-scatter (``rs_steps`` ring steps per peer: gloo's is an all-reduce) on one stream;
-    ``block_bytes``: default :func:`block_bytes_for` at ``link``'s rate."""
-    block = block_bytes_for(link.link_Bps, ranks, blocks) if block_bytes is None else int(block_bytes)
+    ``block_bytes``: default :func:`block_bytes_for` at ``link``'s one-stream rate."""
+    block = block_bytes_for(link.rate_Bps(1), ranks, blocks) if block_bytes is None else int(block_bytes)
 
     def step(per_unit: int) -> float:
         unit = per_unit * block
