@@ -67,6 +67,7 @@ def test_default_probe_calibrates_then_validate_draws_held_out_points(run_dir, t
 
     from commtune.cli import main
     from commtune.cluster import load_cluster_file
+    from commtune.probe.ddp_calib import records_tensor_bytes
 
     assert main(["cluster", "up", "--prefix", PREFIX, "--hosts", "2", "--bw", "1gbit", "--per-stream", "300mbit",
                  "--replace"]) == 0
@@ -88,6 +89,10 @@ def test_default_probe_calibrates_then_validate_draws_held_out_points(run_dir, t
     assert len(res["rows"]) == 3 and res["network"] == "CalibratedNetwork"
     assert all(r["measured_s"] > 0 and "extrapolation" in r for r in res["rows"])
     assert {"mape", "worst", "spearman", "pick_gap"} <= set(res["summary"])
-    # the drift check re-timed the calibration's three DDP anchors (K = 1 at 8 MiB, K = 3 at 8 and 1 MiB)
-    assert [(a["streams"], a["bucket_bytes"]) for a in res["drift"]["anchors"]] == [(1, 8 << 20), (3, 8 << 20), (3, 1 << 20)]
+    # the drift check re-timed the calibration's three DDP anchors: K = 1 and K = 3 at the largest
+    # cap (8 tensors), K = 3 at the smallest (1 tensor); the tensors are sized to the measured link
+    records = load_cluster_file(out).meta["ddp_calibration_measurements"]
+    tensor = records_tensor_bytes(records)
+    assert [(a["streams"], a["bucket_bytes"]) for a in res["drift"]["anchors"]] == [
+        (1, 8 * tensor), (3, 8 * tensor), (3, tensor)]
     assert all(a["now_s"] > 0 for a in res["drift"]["anchors"]) and isinstance(res["drift"]["warn"], bool)
