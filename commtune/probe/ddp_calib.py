@@ -66,6 +66,9 @@ TARGET_STEP_S = 2 * COUNT * MAX_TENSOR / (1e9 / 8)
 LAUNCH_S = 5.0
 #: timed steps of the end-of-backward run beyond the configurations' (:func:`calibrate_ddp`)
 TAIL_EXTRA_STEPS = 2
+#: the end-of-backward run's forward, its shortest backward, and that backward in one-stream
+#: all-reduces of a tensor (:func:`tail_backward_s`)
+TAIL_FORWARD_S, TAIL_MIN_BACKWARD_S, TAIL_SPAN = 0.05, 0.2, 16
 
 
 def ddp_tensor_bytes(link: LinkEstimate, ranks: int, count: int = COUNT) -> int:
@@ -317,8 +320,8 @@ def _step_s(link: LinkEstimate, ranks: int, tensor_bytes: int, per_bucket: int, 
 def tail_step_s(link: LinkEstimate, ranks: int, tensor_bytes: int) -> float:
     """Estimated step of :func:`tail_workload` (:func:`tail_backward_s` from ``link``): forward,
     backward, then the last bucket alone."""
-    backward = max(0.2, 16 * link.collective_s(2, tensor_bytes, 1, ranks))
-    return 0.05 + backward + link.collective_s(2, 2 * tensor_bytes, 1, ranks)
+    backward = _tail_backward(link.collective_s(2, tensor_bytes, 1, ranks))
+    return TAIL_FORWARD_S + backward + link.collective_s(2, 2 * tensor_bytes, 1, ranks)
 
 
 def estimate_ddp_calibration_s(link: LinkEstimate, ranks: int, streams: Sequence[int], rr_streams: Sequence[int],
@@ -412,7 +415,7 @@ def tail_workload(backward_s: float, tensor_bytes: int = MiB, last_bytes: int | 
     last = 2 * tensor_bytes if last_bytes is None else last_bytes
     ready = np.append(np.linspace(backward_s / 8, backward_s / 2, 4), backward_s)
     elements = np.array([tensor_bytes // 4] * 4 + [last // 4])
-    return synthetic_workload(ready, elements, forward_s=0.05, backward_s=backward_s)
+    return synthetic_workload(ready, elements, forward_s=TAIL_FORWARD_S, backward_s=backward_s)
 
 
 def tail_backward_s(cluster: ClusterSpec, tensor_bytes: int = MiB) -> float:
@@ -421,7 +424,12 @@ def tail_backward_s(cluster: ClusterSpec, tensor_bytes: int = MiB) -> float:
     from simulators.network import network_for
 
     a, b = network_for(cluster).coeffs(1, False)
-    return float(max(0.2, 16 * (float(a) + float(b) * tensor_bytes)))
+    return _tail_backward(float(a) + float(b) * tensor_bytes)
+
+
+def _tail_backward(allreduce_s: float) -> float:
+    """The end-of-backward run's backward for a one-stream all-reduce of one tensor taking ``allreduce_s``."""
+    return float(max(TAIL_MIN_BACKWARD_S, TAIL_SPAN * allreduce_s))
 
 
 def time_tail(launch, cluster: ClusterSpec, steps: int = 10, warmup: int = 2, tensor_bytes: int = MiB) -> list[dict]:
