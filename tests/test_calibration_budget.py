@@ -193,6 +193,9 @@ def test_fsdp_steps_shrink_to_what_is_left():
     assert steps_within(link, 3, 1e9, 6) == 6 and steps_within(link, 3, 0.0, 6) == 2
     mid = estimate_fsdp_calibration_s(link, 3, 4)
     assert steps_within(link, 3, mid, 6) == 4
+    # a reduce-scatter of one ring step per peer (NCCL, MPI) takes less: more steps fit the same seconds
+    assert estimate_fsdp_calibration_s(link, 3, 5, rs_steps=1) < mid
+    assert steps_within(link, 3, mid, 6, rs_steps=1) > 4
 
 
 @pytest.mark.parametrize("budget, bounded", [("300", True), ("0", False)])
@@ -208,8 +211,9 @@ def test_the_cli_reserves_and_hands_what_is_left_to_the_calibration_runs(monkeyp
         return {**res, "collectives": {c: res["records"] for c in kw["collectives"] if c != "allreduce"}}
 
     def fake(name):
-        def run(launch, spec, extra, steps=6, budget_s=None):
+        def run(launch, spec, extra, steps=6, budget_s=None, **kw):
             seen[name] = budget_s
+            seen[name + "_kw"] = kw
             return spec
         return run
 
@@ -219,6 +223,7 @@ def test_the_cli_reserves_and_hands_what_is_left_to_the_calibration_runs(monkeyp
     assert main(["probe", "--ranks", "2", "--budget", budget, "-o", str(tmp_path / "c.yaml")]) == 0
     assert seen["probe"]["calibration_runs"] == ["ddp", "fsdp"] and seen["probe"]["ddp_steps"] == 6
     assert seen["probe"]["budget_s"] == (300.0 if bounded else None)
+    assert seen["fsdp_kw"] == {"rs_steps": 2}  # gloo's reduce-scatter: an all-reduce, as the reserve estimated it
     if bounded:  # what is left of the budget, the DDP run's less the FSDP run's estimate
         assert 0 < seen["ddp"] < 300 - fsdp_calib.LAUNCH_S < seen["fsdp"] < 300
     else:

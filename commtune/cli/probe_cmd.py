@@ -211,7 +211,9 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, launch=No
             deadline: float | None = None) -> int:
     """Fit the probe's ``result``; on ``launch`` (launched ranks) the DDP and FSDP calibration runs, each
     within what is left before ``deadline`` (``time.monotonic()``; None: as asked); report and write."""
+    from commtune.probe.comm import REDUCE_SCATTER_STEPS
     from commtune.probe.probe import calibration, format_table, summary
+    from commtune.units import format_size
 
     def left_s(after: float = 0.0) -> float | None:
         return None if deadline is None else deadline - time.monotonic() - after
@@ -226,28 +228,26 @@ def _finish(args, result: dict, hosts: int, source: str, min_fit: int, launch=No
     spec, extra = calibration(result, hosts=hosts, min_fit_size=min_fit, source=source, weighting=args.fit_weighting,
                               name=os.path.splitext(os.path.basename(args.output))[0] if args.output else "calibrated")
     fsdp = "fsdp" in _calibration_runs(args, result.get("collectives") or {})
+    rs_steps = REDUCE_SCATTER_STEPS[args.engine]  # the FSDP run's reduce-scatter, as the sweep timed it
     if launch is not None and args.ddp_calibration:
-        from commtune.probe.comm import REDUCE_SCATTER_STEPS
-        from commtune.probe.ddp_calib import calibrate_ddp, cluster_link, ddp_calibration_streams, ddp_tensor_bytes
+        from commtune.probe.ddp_calib import COUNT, calibrate_ddp, cluster_link, ddp_calibration_streams, ddp_tensor_bytes
         from commtune.probe.fsdp_calib import estimate_fsdp_calibration_s
-        from commtune.units import format_size
 
         ks, rr = ddp_calibration_streams(extra)
         link = cluster_link(spec)
-        after = estimate_fsdp_calibration_s(link, n, args.ddp_steps, rs_steps=REDUCE_SCATTER_STEPS.get(args.engine, 2))
-        print(f"DDP calibration run (per-bucket gap, 16 tensors of {format_size(ddp_tensor_bytes(link, n))}, streams "
-              f"{','.join(map(str, ks))}; round robin {','.join(map(str, rr)) or 'none'}) ...", file=sys.stderr)
-        spec = calibrate_ddp(launch, spec, extra, steps=args.ddp_steps, budget_s=left_s(after if fsdp else 0.0))
+        after = estimate_fsdp_calibration_s(link, n, args.ddp_steps, rs_steps=rs_steps) if fsdp else 0.0
+        print(f"DDP calibration run (per-bucket gap, {COUNT} tensors of {format_size(ddp_tensor_bytes(link, n))}, "
+              f"streams {','.join(map(str, ks))}; round robin {','.join(map(str, rr)) or 'none'}) ...", file=sys.stderr)
+        spec = calibrate_ddp(launch, spec, extra, steps=args.ddp_steps, budget_s=left_s(after))
     elif args.ddp_calibration and args.engine != "mpi":
         extra["fit"]["warnings"].append("the DDP calibration run needs launched ranks (--ranks/--emulated); skipped")
     if fsdp:
         if launch is not None:
-            from commtune.probe.fsdp_calib import calib_block_bytes, calibrate_fsdp
-            from commtune.units import format_size
+            from commtune.probe.fsdp_calib import BLOCKS, calib_block_bytes, calibrate_fsdp
 
-            print(f"FSDP calibration run (host cost per sharded collective; 16 blocks of "
+            print(f"FSDP calibration run (host cost per sharded collective; {BLOCKS} blocks of "
                   f"{format_size(calib_block_bytes(spec))}) ...", file=sys.stderr)
-            spec = calibrate_fsdp(launch, spec, extra, steps=args.ddp_steps, budget_s=left_s())
+            spec = calibrate_fsdp(launch, spec, extra, steps=args.ddp_steps, budget_s=left_s(), rs_steps=rs_steps)
         elif args.engine != "mpi":
             extra["fit"]["warnings"].append("the FSDP calibration run needs launched ranks (--ranks/--emulated); skipped")
     tables = [format_table(result["records"], n)] + [format_table(recs, n, c) for c, recs in

@@ -197,15 +197,15 @@ def apply_fsdp_calibration(spec: ClusterSpec, extra: dict, records: Sequence[dic
 
 
 def calibrate_fsdp(launch: Any, spec: ClusterSpec, extra: dict, steps: int = 6,
-                   budget_s: float | None = None) -> ClusterSpec:
+                   budget_s: float | None = None, rs_steps: int = 2) -> ClusterSpec:
     """Run the FSDP calibration on ``launch`` (:func:`time_fsdp_calibration` at
     :func:`calib_block_bytes`) and fit it into the calibration (:func:`apply_fsdp_calibration`);
     the part of ``commtune probe`` after the DDP calibration run, when it probed the sharded collectives.
-    ``budget_s``: fewer timed steps (:func:`steps_within`) when the run's estimate exceeds it, noted
-    in ``fit.warnings``."""
+    ``budget_s``: fewer timed steps (:func:`steps_within`, the reduce-scatter of ``rs_steps`` ring steps
+    per peer) when the run's estimate exceeds it, noted in ``fit.warnings``."""
     block = calib_block_bytes(spec)
     if budget_s is not None:
-        kept = steps_within(cluster_link(spec), spec.world_size, budget_s, steps)
+        kept = steps_within(cluster_link(spec), spec.world_size, budget_s, steps, rs_steps)
         if kept < steps:
             extra["fit"]["warnings"].append(f"FSDP calibration run cut to fit the budget: {kept} timed steps per "
                                             f"configuration of {steps} ({max(budget_s, 0):.0f} s left)")
